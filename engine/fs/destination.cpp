@@ -1,0 +1,173 @@
+// Destination and TempFile: mkdir-beneath, temp creation with space reservation, publish.
+#include "fs/destination.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "error.h"
+#include "protocol/token.h"
+
+namespace ackxfer {
+namespace {
+
+std::string describe(std::string_view op, std::string_view path, int err) {
+  return std::string(op) + " '" + std::string(path) + "': " + errno_text(err);
+}
+
+std::string join(const RelativePath& p, std::size_t count) {
+  std::string out;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (i) out.push_back('/');
+    out.append(p.components[i]);
+  }
+  return out;
+}
+
+timespec to_timespec(const Mtime& t) {
+  timespec ts{};
+  ts.tv_sec = t.sec;
+  ts.tv_nsec = t.nsec;
+  return ts;
+}
+
+}  // namespace
+
+int open_beneath(int dirfd, const std::string& path, int flags, unsigned mode) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+  how.mode = mode;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  while (true) {
+    long fd = syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof how);
+    if (fd >= 0 || errno != EAGAIN) return static_cast<int>(fd);
+    // EAGAIN: a concurrent rename raced the lookup; the kernel asks us to retry.
+  }
+}
+
+TempFile::TempFile(std::shared_ptr<const UniqueFd> dir, std::string temp_name,
+                   std::string final_name, UniqueFd fd)
+    : dir_(std::move(dir)),
+      temp_name_(std::move(temp_name)),
+      final_name_(std::move(final_name)),
+      fd_(std::move(fd)) {}
+
+TempFile& TempFile::operator=(TempFile&& o) noexcept {
+  if (this != &o) {
+    discard();
+    dir_ = std::move(o.dir_);
+    temp_name_ = std::move(o.temp_name_);
+    final_name_ = std::move(o.final_name_);
+    fd_ = std::move(o.fd_);
+    linked_ = std::exchange(o.linked_, false);
+  }
+  return *this;
+}
+
+void TempFile::discard() {
+  if (!linked_ || !dir_) return;
+  unlinkat(dir_->get(), temp_name_.c_str(), 0);
+  linked_ = false;
+}
+
+std::variant<std::monostate, FsError> TempFile::publish(std::uint32_t mode, const Mtime& mtime) {
+  auto fail = [&](std::string_view op) {
+    int e = errno;
+    discard();
+    return FsError{e, describe(op, final_name_, e)};
+  };
+  if (!linked_) return FsError{ENOENT, "publish '" + final_name_ + "': temp file already gone"};
+  // Only permission bits: a receiver running as root must not create set-id files for a peer.
+  if (fchmod(fd_.get(), mode & 0777) != 0) return fail("chmod");
+  timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime)};
+  if (futimens(fd_.get(), times) != 0) return fail("set mtime of");
+  if (renameat(dir_->get(), temp_name_.c_str(), dir_->get(), final_name_.c_str()) != 0)
+    return fail("rename into place");
+  linked_ = false;
+  return std::monostate{};
+}
+
+Destination::Destination(const std::filesystem::path& root) : root_path_(root) {
+  std::error_code ec;
+  std::filesystem::create_directories(root, ec);
+  if (ec)
+    throw Failure("cannot create destination directory '" + root.string() + "': " + ec.message());
+  int fd = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw SystemError("open destination directory '" + root.string() + "'", errno);
+  root_.reset(fd);
+}
+
+std::variant<UniqueFd, FsError> Destination::open_parent(const RelativePath& path) const {
+  std::size_t n = path.components.size() - 1;  // directories above the final name
+  if (n == 0) {
+    int fd = fcntl(root_.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return FsError{errno, describe("dup root of", root_path_.string(), errno)};
+    return UniqueFd(fd);
+  }
+  // Fast path: the directory usually exists already; one openat2 resolves it all.
+  std::string dir = join(path, n);
+  int fd = open_beneath(root_.get(), dir, O_PATH | O_DIRECTORY);
+  if (fd >= 0) return UniqueFd(fd);
+  if (errno != ENOENT) return FsError{errno, describe("open directory", dir, errno)};
+  // Slow path: create what is missing, one component at a time, each resolved beneath the
+  // previous one.
+  auto made = make_directory(RelativePath{{path.components.begin(), path.components.end() - 1}});
+  if (auto* e = std::get_if<FsError>(&made)) return *e;
+  fd = open_beneath(root_.get(), dir, O_PATH | O_DIRECTORY);
+  if (fd < 0) return FsError{errno, describe("open directory", dir, errno)};
+  return UniqueFd(fd);
+}
+
+std::variant<std::monostate, FsError> Destination::make_directory(const RelativePath& path) const {
+  int cur_fd = root_.get();
+  UniqueFd cur;
+  for (std::size_t i = 0; i < path.components.size(); ++i) {
+    std::string name(path.components[i]);
+    int fd = open_beneath(cur_fd, name, O_PATH | O_DIRECTORY);
+    if (fd < 0 && errno == ENOENT) {
+      if (mkdirat(cur_fd, name.c_str(), 0755) != 0 && errno != EEXIST)
+        return FsError{errno, describe("create directory", join(path, i + 1), errno)};
+      fd = open_beneath(cur_fd, name, O_PATH | O_DIRECTORY);
+    }
+    if (fd < 0) return FsError{errno, describe("open directory", join(path, i + 1), errno)};
+    cur.reset(fd);
+    cur_fd = fd;
+  }
+  return std::monostate{};
+}
+
+std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const UniqueFd> parent,
+                                                         std::string_view final_name,
+                                                         std::uint64_t size) const {
+  // 64 random bits make a collision with a concurrent transfer or a leftover negligible;
+  // O_EXCL makes it impossible to open someone else's file.
+  std::string temp =
+      std::string(kTempPrefix) + Token::random().hex().substr(0, 16) + std::string(kTempSuffix);
+  int fd = openat(parent->get(), temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return FsError{errno, describe("create temp file for", final_name, errno)};
+  TempFile tf(std::move(parent), std::move(temp), std::string(final_name), UniqueFd(fd));
+  if (size > 0 && fallocate(fd, 0, 0, static_cast<off_t>(size)) != 0) {
+    int e = errno;
+    // A file system without fallocate still works; it just cannot promise the space up front.
+    if (e != EOPNOTSUPP && e != ENOSYS)
+      return FsError{e, describe("reserve " + std::to_string(size) + " bytes for", final_name, e)};
+  }
+  return tf;
+}
+
+std::variant<std::monostate, FsError> Destination::set_directory_metadata(
+    const RelativePath& path, std::uint32_t mode, const Mtime& mtime) const {
+  std::string p = join(path, path.components.size());
+  UniqueFd fd(open_beneath(root_.get(), p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+  if (!fd) return FsError{errno, describe("open directory", p, errno)};
+  if (fchmod(fd.get(), mode & 0777) != 0) return FsError{errno, describe("chmod", p, errno)};
+  timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime)};
+  if (futimens(fd.get(), times) != 0) return FsError{errno, describe("set mtime of", p, errno)};
+  return std::monostate{};
+}
+
+}  // namespace ackxfer

@@ -1,0 +1,92 @@
+// The receiver's side of the file system: the --dir root, directories created beneath it, temp
+// files and the verified publish. Every path is resolved with openat2(RESOLVE_BENEATH), so no
+// name and no symlink already in --dir can lead a write outside it.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "fs/relative_path.h"
+#include "protocol/control_codec.h"
+#include "unique_fd.h"
+
+namespace ackxfer {
+
+// errno plus a sentence naming the operation and the path, for logs and ERR replies.
+struct FsError {
+  int err = 0;
+  std::string what;
+};
+
+// A file being received: a uniquely named temp file in the final directory. Until publish()
+// succeeds, destroying it removes the temp file, so no error path leaves one behind. The fd
+// stays open for the object's whole life (data streams may still hold it), even after
+// publish() or discard().
+class TempFile {
+ public:
+  TempFile() = default;
+  TempFile(std::shared_ptr<const UniqueFd> dir, std::string temp_name, std::string final_name,
+           UniqueFd fd);
+  TempFile(TempFile&&) noexcept = default;
+  TempFile& operator=(TempFile&&) noexcept;
+  ~TempFile() { discard(); }
+
+  int fd() const { return fd_.get(); }
+  const std::string& temp_name() const { return temp_name_; }
+  const std::string& final_name() const { return final_name_; }
+
+  // Sets mode and mtime, then renames over the final name (atomically replacing any file
+  // already there). On failure the temp file is removed and the error returned.
+  std::variant<std::monostate, FsError> publish(std::uint32_t mode, const Mtime& mtime);
+  // Removes the temp file if it is still there (idempotent).
+  void discard();
+
+ private:
+  std::shared_ptr<const UniqueFd> dir_;  // shared with other files in the same directory
+  std::string temp_name_;
+  std::string final_name_;
+  UniqueFd fd_;
+  bool linked_ = true;  // the temp name still exists
+};
+
+// Temp names start with this, so a partial file is never mistaken for a real one.
+inline constexpr std::string_view kTempPrefix = ".ackxfer-";
+inline constexpr std::string_view kTempSuffix = ".part";
+
+class Destination {
+ public:
+  // Creates `root` (and parents) if missing. Throws SystemError if it cannot.
+  explicit Destination(const std::filesystem::path& root);
+
+  int root_fd() const { return root_.get(); }
+  const std::filesystem::path& root_path() const { return root_path_; }
+
+  // Opens the directory that contains `path`'s last component, creating missing directories
+  // (mode 0755 before umask) on the way. Returns an O_PATH directory fd.
+  std::variant<UniqueFd, FsError> open_parent(const RelativePath& path) const;
+
+  // Creates a temp file in `parent` for `final_name` and reserves `size` bytes for it.
+  std::variant<TempFile, FsError> create_temp(std::shared_ptr<const UniqueFd> parent,
+                                              std::string_view final_name,
+                                              std::uint64_t size) const;
+
+  // Creates directory `path` (and parents) if missing; existing directories are kept.
+  std::variant<std::monostate, FsError> make_directory(const RelativePath& path) const;
+  // Applies mode and mtime to an existing directory beneath the root.
+  std::variant<std::monostate, FsError> set_directory_metadata(const RelativePath& path,
+                                                               std::uint32_t mode,
+                                                               const Mtime& mtime) const;
+
+ private:
+  std::filesystem::path root_path_;
+  UniqueFd root_;
+};
+
+// openat2(dirfd, path, flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); -1 and errno on failure.
+int open_beneath(int dirfd, const std::string& path, int flags, unsigned mode = 0);
+
+}  // namespace ackxfer
