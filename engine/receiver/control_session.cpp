@@ -1,0 +1,357 @@
+// ControlSession: the receiver's half of the control protocol (docs/PROTOCOL.md).
+#include "receiver/control_session.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "error.h"
+#include "protocol/limits.h"
+
+namespace ackxfer {
+namespace {
+
+// Must hold one maximal line plus its '\n'; more lets a burst of pipelined lines arrive in one
+// recv.
+constexpr std::size_t kControlBufferBytes = 32 * 1024;
+static_assert(kControlBufferBytes > kMaxLineBytes + 1);
+// Stop reading while this much output waits for a peer that does not read its replies.
+constexpr std::size_t kMaxQueuedReplyBytes = 1 << 20;
+// After the last reply of a closing session, how long to wait for the peer to close first so
+// that our close does not reset the connection before it has read the reply.
+constexpr std::uint64_t kLingerNs = 1'000'000'000;
+
+std::string dir_key_of(std::string_view path) {
+  auto slash = path.rfind('/');
+  return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
+}
+
+}  // namespace
+
+ControlSession::ControlSession(Worker& worker, UniqueFd fd)
+    : WorkerObject(worker.loop()), worker_(worker), fd_(std::move(fd)) {
+  peer_ = peer_endpoint(fd_.get()).to_string();
+}
+
+ControlSession::~ControlSession() {
+  abandon_open_files();
+}
+
+void ControlSession::start() {
+  set_nodelay(fd_.get());
+  in_.resize(kControlBufferBytes);
+  worker_.ctx().stats.sessions.fetch_add(1, std::memory_order_relaxed);
+  worker_.ctx().log.debug("control connection from " + peer_);
+  arm_read();
+}
+
+void ControlSession::arm_read() {
+  if (recv_armed_ || closing()) return;
+  if (state_ == State::kClosing && !close_when_flushed_) {
+    // Lingering after our last reply: discard whatever the peer still sends.
+    in_len_ = 0;
+  }
+  recv_armed_ = true;
+  arm_recv(fd_.get(), in_.data() + in_len_, in_.size() - in_len_, kRecv);
+}
+
+void ControlSession::on_complete(unsigned op, int res, unsigned /*flags*/) {
+  switch (op) {
+    case kRecv:
+      recv_armed_ = false;
+      if (res <= 0) {
+        if (state_ != State::kClosing && !open_files_.empty())
+          worker_.ctx().log.warn(
+              "session from " + peer_ + " ended with " + std::to_string(open_files_.size()) +
+              " files unfinished: " + (res == 0 ? "connection closed" : errno_text(-res)));
+        close_now();
+        return;
+      }
+      if (state_ == State::kClosing) {
+        in_len_ = 0;
+        if (!close_when_flushed_) arm_read();  // keep draining until EOF or the timer
+        return;
+      }
+      in_len_ += static_cast<std::size_t>(res);
+      process_input();
+      return;
+    case kSend:
+      send_armed_ = false;
+      if (res < 0) {
+        close_now();
+        return;
+      }
+      out_sent_ += static_cast<std::size_t>(res);
+      flush();
+      return;
+    case kLingerTimer:
+      close_now();
+      return;
+  }
+}
+
+void ControlSession::process_input() {
+  if (processing_) return;
+  processing_ = true;
+  std::size_t start = 0;
+  while (state_ != State::kClosing) {
+    const char* begin = in_.data() + start;
+    const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_len_ - start));
+    if (!nl) break;
+    handle_line(std::string_view(begin, static_cast<std::size_t>(nl - begin)));
+    start = static_cast<std::size_t>(nl - in_.data()) + 1;
+  }
+  processing_ = false;
+  if (state_ == State::kClosing) return;
+  std::memmove(in_.data(), in_.data() + start, in_len_ - start);
+  in_len_ -= start;
+  if (in_len_ > kMaxLineBytes) {
+    reply_error(std::nullopt, ErrorCode::kLineTooLong,
+                "no newline within " + std::to_string(kMaxLineBytes) + " bytes; closing");
+    close_after_flush();
+    return;
+  }
+  if (out_queued_.size() < kMaxQueuedReplyBytes) arm_read();
+}
+
+void ControlSession::handle_line(std::string_view line) {
+  auto parsed = parse_client_line(line);
+  if (!parsed.ok()) {
+    const ParseError& e = parsed.error();
+    worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    reply_error(e.id, e.code, e.message);
+    if (e.code == ErrorCode::kLineTooLong || state_ == State::kAwaitHello) close_after_flush();
+    return;
+  }
+  const ClientMessage& msg = parsed.value();
+  if (state_ == State::kAwaitHello && !std::holds_alternative<HelloRequest>(msg)) {
+    reply_error(std::nullopt, ErrorCode::kHelloExpected,
+                "the first line must be 'HELLO ackxfer " + std::to_string(kProtocolVersion) + "'");
+    close_after_flush();
+    return;
+  }
+  std::visit([this](const auto& m) { handle(m); }, msg);
+}
+
+void ControlSession::handle(const HelloRequest& m) {
+  if (state_ != State::kAwaitHello) {
+    reply_error(std::nullopt, ErrorCode::kBadLine, "HELLO was already received");
+    return;
+  }
+  if (m.version != kProtocolVersion) {
+    reply_error(std::nullopt, ErrorCode::kVersion,
+                "this receiver speaks protocol version " + std::to_string(kProtocolVersion) +
+                    ", the sender " + std::to_string(m.version) +
+                    "; use ackxfer-fast releases that share a protocol version");
+    close_after_flush();
+    return;
+  }
+  state_ = State::kActive;
+  reply(HelloReply{kProtocolVersion, worker_.ctx().data_port,
+                   static_cast<std::uint32_t>(kMaxOpenFilesPerSession)});
+}
+
+void ControlSession::handle(const SendRequest& m) {
+  auto checked = validate_relative_path(m.path);
+  if (auto* why = std::get_if<std::string>(&checked)) {
+    reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
+    return;
+  }
+  if (open_files_.count(m.id)) {
+    reply_error(m.id, ErrorCode::kDuplicateId, "id " + std::to_string(m.id) + " is still open");
+    return;
+  }
+  if (open_files_.size() >= kMaxOpenFilesPerSession) {
+    reply_error(m.id, ErrorCode::kTooManyOpen,
+                "at most " + std::to_string(kMaxOpenFilesPerSession) +
+                    " files may be open at once in one session");
+    return;
+  }
+  const auto& rel = std::get<RelativePath>(checked);
+  ReceiverContext& ctx = worker_.ctx();
+
+  std::string key = dir_key_of(m.path);
+  if (!cached_dir_ || key != cached_dir_key_) {
+    auto r = ctx.destination.open_parent(rel);
+    if (auto* e = std::get_if<FsError>(&r)) {
+      cached_dir_.reset();
+      reply_error(m.id, error_code_from_errno(e->err), e->what);
+      return;
+    }
+    cached_dir_ = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(r)));
+    cached_dir_key_ = std::move(key);
+  }
+  auto temp = ctx.destination.create_temp(cached_dir_, rel.components.back(), m.size);
+  if (auto* e = std::get_if<FsError>(&temp)) {
+    reply_error(m.id, error_code_from_errno(e->err), e->what);
+    return;
+  }
+  Token token = Token::random();
+  auto file = std::make_shared<IncomingFile>(m, token, std::move(std::get<TempFile>(temp)));
+  ctx.registry.add(file);
+  open_files_.emplace(m.id, std::move(file));
+  reply(ReadyReply{m.id, token});
+}
+
+void ControlSession::handle(const MkdirRequest& m) {
+  auto checked = validate_relative_path(m.path);
+  if (auto* why = std::get_if<std::string>(&checked)) {
+    reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
+    return;
+  }
+  auto r = worker_.ctx().destination.make_directory(std::get<RelativePath>(checked));
+  if (auto* e = std::get_if<FsError>(&r)) {
+    reply_error(m.id, error_code_from_errno(e->err), e->what);
+    return;
+  }
+  if (dirs_.size() < kMaxDirsPerSession)
+    dirs_.push_back(DirMeta{m.path, m.mode, m.mtime});
+  else if (dirs_.size() == kMaxDirsPerSession)
+    worker_.ctx().log.warn("session from " + peer_ + ": more than " +
+                           std::to_string(kMaxDirsPerSession) +
+                           " directories; metadata of the rest is not kept");
+  reply(OkReply{m.id});
+}
+
+void ControlSession::handle(const DoneRequest& m) {
+  auto it = open_files_.find(m.id);
+  if (it == open_files_.end()) {
+    reply_error(m.id, ErrorCode::kUnknownId, "no open file has id " + std::to_string(m.id));
+    return;
+  }
+  std::shared_ptr<IncomingFile> file = std::move(it->second);
+  open_files_.erase(it);
+  ReceiverContext& ctx = worker_.ctx();
+  ctx.registry.remove(file->token());
+  auto outcome = file->finish(m.digest);
+  std::string name = "'" + escape_bytes(file->path()) + "'";
+  switch (outcome.verdict) {
+    case IncomingFile::Verdict::kPublished:
+      ++files_published_;
+      bytes_published_ += file->size();
+      ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
+      ctx.stats.bytes_published.fetch_add(file->size(), std::memory_order_relaxed);
+      reply(OkReply{m.id});
+      return;
+    case IncomingFile::Verdict::kIncomplete:
+      reply_error(m.id, ErrorCode::kIncomplete, name + ": DONE before every chunk was verified");
+      break;
+    case IncomingFile::Verdict::kMismatch:
+      reply_error(m.id, ErrorCode::kMismatch,
+                  name + ": file digest does not match the chunks received");
+      break;
+    case IncomingFile::Verdict::kFailed:
+      reply_error(m.id, error_code_from_errno(outcome.error.err), outcome.error.what);
+      break;
+  }
+  ++files_failed_;
+  ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ControlSession::handle(const CancelRequest& m) {
+  auto it = open_files_.find(m.id);
+  if (it == open_files_.end()) {
+    reply_error(m.id, ErrorCode::kUnknownId, "no open file has id " + std::to_string(m.id));
+    return;
+  }
+  worker_.ctx().registry.remove(it->second->token());
+  it->second->abandon();
+  open_files_.erase(it);
+  reply_error(m.id, ErrorCode::kCancelled, "cancelled by the sender; nothing was published");
+}
+
+void ControlSession::handle(const ByeRequest&) {
+  // Deepest first, so that setting a directory's mtime is not undone by work in a child.
+  std::stable_sort(dirs_.begin(), dirs_.end(), [](const DirMeta& a, const DirMeta& b) {
+    return std::count(a.path.begin(), a.path.end(), '/') >
+           std::count(b.path.begin(), b.path.end(), '/');
+  });
+  ReceiverContext& ctx = worker_.ctx();
+  for (const DirMeta& d : dirs_) {
+    auto checked = validate_relative_path(d.path);
+    auto r =
+        ctx.destination.set_directory_metadata(std::get<RelativePath>(checked), d.mode, d.mtime);
+    if (auto* e = std::get_if<FsError>(&r)) ctx.log.warn("session from " + peer_ + ": " + e->what);
+  }
+  dirs_.clear();
+  abandon_open_files();
+  ctx.log.info("session from " + peer_ + " finished: " + std::to_string(files_published_) +
+               " files, " + std::to_string(bytes_published_) + " bytes published, " +
+               std::to_string(files_failed_) + " failed");
+  reply(ByeReply{files_published_, bytes_published_});
+  close_after_flush();
+}
+
+void ControlSession::reply(const ServerMessage& m) {
+  out_queued_ += format_line(m);
+  flush();
+}
+
+void ControlSession::reply_error(std::optional<std::uint64_t> id, ErrorCode code,
+                                 std::string message) {
+  reply(ErrReply{id, code, std::move(message)});
+}
+
+void ControlSession::flush() {
+  if (send_armed_ || closing()) return;
+  if (out_sent_ == out_inflight_.size()) {
+    out_inflight_.clear();
+    out_sent_ = 0;
+    if (out_queued_.empty()) {
+      if (close_when_flushed_) {
+        // Everything is out. Half-close and wait for the peer's close (or the linger timer)
+        // so the kernel does not discard our last reply with a reset.
+        close_when_flushed_ = false;
+        ::shutdown(fd_.get(), SHUT_WR);
+        arm_timer(kLingerNs, kLingerTimer);
+        arm_read();
+        return;
+      }
+      // Replies drained: if reading paused for backpressure, resume.
+      if (state_ != State::kClosing && !recv_armed_) process_input();
+      return;
+    }
+    out_inflight_.swap(out_queued_);
+  }
+  send_armed_ = true;
+  arm_send(fd_.get(), out_inflight_.data() + out_sent_, out_inflight_.size() - out_sent_, kSend);
+}
+
+void ControlSession::close_after_flush() {
+  if (state_ == State::kClosing) return;
+  state_ = State::kClosing;
+  close_when_flushed_ = true;
+  flush();
+}
+
+void ControlSession::close_now() {
+  abandon_open_files();
+  begin_close(fd_.get());
+}
+
+void ControlSession::shutdown() {
+  if (state_ == State::kClosing) {
+    close_now();
+    return;
+  }
+  abandon_open_files();
+  reply_error(std::nullopt, ErrorCode::kShutdown,
+              "the receiver is shutting down; files not yet confirmed were not published");
+  close_after_flush();
+}
+
+void ControlSession::abandon_open_files() {
+  for (auto& [id, file] : open_files_) {
+    worker_.ctx().registry.remove(file->token());
+    file->abandon();
+  }
+  open_files_.clear();
+}
+
+void ControlSession::on_drained() {
+  fd_.reset();
+  worker_.release(this);
+}
+
+}  // namespace ackxfer

@@ -1,0 +1,82 @@
+// One sender's control connection: reads pipelined control lines, opens files (READY), checks
+// digests and publishes (OK/ERR), creates directories, and ends with BYE. A state machine on its
+// worker's loop; it never blocks on the network.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "io/socket.h"
+#include "protocol/control_codec.h"
+#include "receiver/incoming_file.h"
+#include "receiver/worker.h"
+
+namespace ackxfer {
+
+class ControlSession final : public WorkerObject {
+ public:
+  ControlSession(Worker& worker, UniqueFd fd);
+  ~ControlSession() override;
+  void start() override;
+  void shutdown() override;
+
+ private:
+  enum Op : unsigned { kRecv = 1, kSend = 2, kLingerTimer = 3 };
+  enum class State { kAwaitHello, kActive, kClosing };
+
+  void on_complete(unsigned op, int res, unsigned flags) override;
+  void on_drained() override;
+
+  void arm_read();
+  void process_input();
+  void handle_line(std::string_view line);
+  void handle(const HelloRequest& m);
+  void handle(const SendRequest& m);
+  void handle(const MkdirRequest& m);
+  void handle(const DoneRequest& m);
+  void handle(const CancelRequest& m);
+  void handle(const ByeRequest& m);
+
+  void reply(const ServerMessage& m);
+  void reply_error(std::optional<std::uint64_t> id, ErrorCode code, std::string message);
+  void flush();
+  // Sends what is queued, then closes. Used for BYE, fatal protocol errors and shutdown.
+  void close_after_flush();
+  void close_now();
+  void abandon_open_files();
+
+  Worker& worker_;
+  UniqueFd fd_;
+  std::string peer_;
+  State state_ = State::kAwaitHello;
+
+  std::vector<char> in_;
+  std::size_t in_len_ = 0;
+  bool recv_armed_ = false;
+  bool processing_ = false;  // inside process_input(): replies must not re-enter it
+
+  std::string out_queued_;    // replies not yet handed to the kernel
+  std::string out_inflight_;  // the buffer the current send op reads
+  std::size_t out_sent_ = 0;
+  bool send_armed_ = false;
+  bool close_when_flushed_ = false;
+
+  std::unordered_map<std::uint64_t, std::shared_ptr<IncomingFile>> open_files_;
+  struct DirMeta {
+    std::string path;
+    std::uint32_t mode;
+    Mtime mtime;
+  };
+  std::vector<DirMeta> dirs_;  // applied at BYE, deepest first
+
+  // The parent directory of the last file: trees arrive directory by directory, so one entry
+  // saves an openat2 per file.
+  std::string cached_dir_key_;
+  std::shared_ptr<const UniqueFd> cached_dir_;
+
+  std::uint64_t files_published_ = 0, bytes_published_ = 0, files_failed_ = 0;
+};
+
+}  // namespace ackxfer

@@ -1,0 +1,243 @@
+// DataStream: recv -> hash -> pwrite, frame by frame (docs/PROTOCOL.md, "Data connections").
+#include "receiver/data_stream.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "error.h"
+#include "io/socket.h"
+#include "protocol/limits.h"
+
+namespace ackxfer {
+namespace {
+
+// Large enough that one recv usually carries a good share of a frame; the payload is written
+// straight from here, so this is the only copy between socket and page cache.
+constexpr std::size_t kDataBufferBytes = 256 * 1024;
+
+}  // namespace
+
+DataStream::DataStream(Worker& worker, UniqueFd fd)
+    : WorkerObject(worker.loop()), worker_(worker), fd_(std::move(fd)) {
+  peer_ = peer_endpoint(fd_.get()).to_string();
+}
+
+DataStream::~DataStream() {
+  release_claim();
+}
+
+void DataStream::start() {
+  buf_.resize(kDataBufferBytes);
+  worker_.ctx().stats.data_connections.fetch_add(1, std::memory_order_relaxed);
+  arm_read();
+}
+
+void DataStream::shutdown() {
+  release_claim();
+  begin_close(fd_.get());
+}
+
+void DataStream::arm_read() {
+  if (recv_armed_ || closing() || close_after_acks_) return;
+  if (acks_queued_.size() > kMaxPendingAckBytes) return;  // resumes when acks drain
+  if (begin_ == end_) begin_ = end_ = 0;
+  if (end_ == buf_.size()) {
+    // Only a partial header or trailer can be left over here: move it to the front.
+    std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  recv_armed_ = true;
+  arm_recv(fd_.get(), buf_.data() + end_, buf_.size() - end_, kRecv);
+}
+
+void DataStream::on_complete(unsigned op, int res, unsigned /*flags*/) {
+  if (op == kSend) {
+    send_armed_ = false;
+    if (res < 0) {
+      release_claim();
+      begin_close(fd_.get());
+      return;
+    }
+    acks_sent_ += static_cast<std::size_t>(res);
+    flush_acks();
+    return;
+  }
+  recv_armed_ = false;
+  if (res <= 0) {
+    if (phase_ != Phase::kHeader || begin_ != end_)
+      worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame: " +
+                              (res == 0 ? std::string("closed") : errno_text(-res)));
+    release_claim();
+    begin_close(fd_.get());
+    return;
+  }
+  end_ += static_cast<std::size_t>(res);
+  process();
+  arm_read();
+}
+
+void DataStream::process() {
+  processing_ = true;
+  process_frames();
+  processing_ = false;
+}
+
+void DataStream::process_frames() {
+  while (begin_ < end_ && !close_after_acks_) {
+    std::size_t avail = end_ - begin_;
+    const std::uint8_t* p = buf_.data() + begin_;
+    switch (phase_) {
+      case Phase::kHeader:
+        if (avail < kFrameHeaderBytes) return;
+        begin_ += kFrameHeaderBytes;
+        if (!begin_frame(p)) return;
+        break;
+      case Phase::kPayload: {
+        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, remaining_));
+        consume_payload(p, n);
+        begin_ += n;
+        break;
+      }
+      case Phase::kTrailer:
+        if (avail < kFrameTrailerBytes) return;
+        begin_ += kFrameTrailerBytes;
+        end_frame(p);
+        break;
+    }
+  }
+}
+
+bool DataStream::begin_frame(const std::uint8_t* raw) {
+  auto r = decode_frame_header(
+      std::span<const std::uint8_t, kFrameHeaderBytes>(raw, kFrameHeaderBytes), header_);
+  if (r != DecodeResult::kOk) {
+    fail(r == DecodeResult::kBadMagic ? "not a data frame (bad magic)"
+                                      : "frame header check failed (corrupted header)");
+    return false;
+  }
+  ReceiverContext& ctx = worker_.ctx();
+  std::shared_ptr<IncomingFile> file = ctx.registry.find(header_.token);
+  if (!file) {
+    // Unknown or finished token: nothing can be written, and a guessing peer learns nothing
+    // beyond "no".
+    ack(AckStatus::kUnknownToken);
+    close_after_acks_ = true;
+    flush_acks();
+    return false;
+  }
+  AckStatus s = file->claim(header_.offset, header_.length, chunk_index_);
+  if (s == AckStatus::kBadRange || s == AckStatus::kUnknownToken) {
+    ack(s);
+    close_after_acks_ = true;
+    flush_acks();
+    return false;
+  }
+  remaining_ = header_.length;
+  write_errno_ = 0;
+  frame_status_ = s;  // kOk, or kBusy: the payload is read and dropped
+  if (s == AckStatus::kOk) file_ = std::move(file);
+  digest_.reset();
+  phase_ = remaining_ ? Phase::kPayload : Phase::kTrailer;
+  return true;
+}
+
+void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
+  if (frame_status_ == AckStatus::kOk) {
+    std::uint64_t off = header_.offset + (header_.length - remaining_);
+    std::size_t done = 0;
+    while (done < n) {
+      ssize_t w = ::pwrite(file_->fd(), data + done, n - done, static_cast<off_t>(off + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        write_errno_ = w < 0 ? errno : EIO;
+        frame_status_ = AckStatus::kWriteFailed;
+        break;
+      }
+      done += static_cast<std::size_t>(w);
+    }
+    digest_.update(data, n);
+    worker_.ctx().stats.payload_bytes_received.fetch_add(n, std::memory_order_relaxed);
+  }
+  remaining_ -= n;
+  if (remaining_ == 0) phase_ = Phase::kTrailer;
+}
+
+void DataStream::end_frame(const std::uint8_t* trailer) {
+  phase_ = Phase::kHeader;
+  AckStatus status = frame_status_;
+  if (status == AckStatus::kOk) {
+    Digest128 sent;
+    std::memcpy(sent.bytes.data(), trailer, 16);
+    Digest128 got = digest_.finish();
+    bool good = got == sent;
+    if (!good) {
+      status = AckStatus::kBadDigest;
+      worker_.ctx().stats.chunk_digest_mismatches.fetch_add(1, std::memory_order_relaxed);
+      worker_.ctx().log.warn("digest mismatch in '" + file_->path() + "' at offset " +
+                             std::to_string(header_.offset) + " from " + peer_ +
+                             "; asking the sender to send that chunk again");
+    }
+    file_->finish_chunk(chunk_index_, good, got);
+    file_.reset();
+  } else if (status == AckStatus::kWriteFailed) {
+    file_->finish_chunk(chunk_index_, false, Digest128{});
+    file_.reset();
+  }
+  ack(status, write_errno_);
+}
+
+void DataStream::release_claim() {
+  if (!file_) return;
+  file_->finish_chunk(chunk_index_, false, Digest128{});
+  file_.reset();
+}
+
+void DataStream::fail(const std::string& why) {
+  worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+  worker_.ctx().log.warn("data connection from " + peer_ + ": " + why + "; closing it");
+  ack(AckStatus::kProtocol);
+  close_after_acks_ = true;
+  flush_acks();
+}
+
+void DataStream::ack(AckStatus status, int err) {
+  FrameAck a;
+  a.status = status;
+  a.error = static_cast<std::uint16_t>(err);
+  a.token = header_.token;
+  a.offset = header_.offset;
+  std::uint8_t raw[kFrameAckBytes];
+  encode_frame_ack(a, raw);
+  acks_queued_.append(reinterpret_cast<const char*>(raw), sizeof raw);
+  flush_acks();
+}
+
+void DataStream::flush_acks() {
+  if (send_armed_ || closing()) return;
+  if (acks_sent_ == acks_inflight_.size()) {
+    acks_inflight_.clear();
+    acks_sent_ = 0;
+    if (acks_queued_.empty()) {
+      if (close_after_acks_) {
+        release_claim();
+        begin_close(fd_.get());
+      } else if (!processing_) {
+        arm_read();  // reading may have paused on a full ack queue
+      }
+      return;
+    }
+    acks_inflight_.swap(acks_queued_);
+  }
+  send_armed_ = true;
+  arm_send(fd_.get(), acks_inflight_.data() + acks_sent_, acks_inflight_.size() - acks_sent_,
+           kSend);
+}
+
+void DataStream::on_drained() {
+  fd_.reset();
+  worker_.release(this);
+}
+
+}  // namespace ackxfer

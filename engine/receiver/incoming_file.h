@@ -1,0 +1,68 @@
+// One file between READY and its verdict: the temp file, and the state of each chunk. Shared
+// by the control session that opened it and the data streams (on any worker) that fill it;
+// every method is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "digest/digest.h"
+#include "fs/destination.h"
+#include "protocol/control_codec.h"
+#include "protocol/data_frame.h"
+#include "protocol/token.h"
+
+namespace ackxfer {
+
+class IncomingFile {
+ public:
+  IncomingFile(const SendRequest& req, Token token, TempFile temp);
+
+  const Token& token() const { return token_; }
+  std::uint64_t id() const { return id_; }
+  const std::string& path() const { return path_; }
+  std::uint64_t size() const { return size_; }
+  // The temp file's fd; valid for the object's lifetime.
+  int fd() const { return temp_.fd(); }
+
+  // Data side. claim() reserves the chunk that starts at `offset` for one frame; on kOk the
+  // caller writes the payload and then calls finish_chunk().
+  AckStatus claim(std::uint64_t offset, std::uint64_t length, std::uint32_t& index);
+  // `verified`: the payload was written and its digest matched `digest`. Otherwise the chunk
+  // goes back to missing and the sender will send it again.
+  void finish_chunk(std::uint32_t index, bool verified, const Digest128& digest);
+
+  // Control side.
+  enum class Verdict { kPublished, kIncomplete, kMismatch, kFailed };
+  struct Outcome {
+    Verdict verdict;
+    FsError error;  // for kFailed
+  };
+  // DONE: if every chunk is verified and the file digest over them equals `digest`, publishes
+  // the file under its final name (mode, mtime, rename). Otherwise the temp file is removed.
+  // No chunk can be claimed after this call, whatever its outcome.
+  Outcome finish(const Digest128& digest);
+  // The session ended or the sender cancelled: remove the temp file, refuse further chunks.
+  void abandon();
+
+ private:
+  enum class ChunkState : std::uint8_t { kMissing, kReceiving, kVerified };
+
+  const std::uint64_t id_;
+  const std::string path_;
+  const std::uint64_t size_;
+  const std::uint64_t chunk_bytes_;
+  const std::uint32_t mode_;
+  const Mtime mtime_;
+  const Token token_;
+
+  std::mutex mu_;
+  TempFile temp_;                   // guarded by mu_ (publish/discard)
+  bool closed_ = false;             // guarded by mu_
+  std::vector<ChunkState> state_;   // guarded by mu_
+  std::vector<Digest128> digests_;  // guarded by mu_
+};
+
+}  // namespace ackxfer

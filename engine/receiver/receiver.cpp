@@ -1,0 +1,90 @@
+// Receiver: binds listeners in the right order and runs the workers.
+#include "receiver/receiver.h"
+
+#include <unistd.h>
+
+#include "error.h"
+#include "io/event_loop.h"
+#include "receiver/receiver_context.h"
+#include "receiver/worker.h"
+
+namespace ackxfer {
+namespace {
+
+// Connections the kernel completes before a worker accepts them: senders open several data
+// streams at once, and many senders may start together.
+constexpr int kListenBacklog = 4096;
+
+unsigned online_cpus() {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+// One SO_REUSEPORT listener per worker on the same address. With port 0 the first socket
+// picks a free port and the rest join it.
+std::vector<UniqueFd> bind_listeners(Endpoint& ep, unsigned count) {
+  std::vector<UniqueFd> fds;
+  for (unsigned i = 0; i < count; ++i) {
+    fds.push_back(make_reuseport_listener(ep, kListenBacklog));
+    if (i == 0 && ep.port() == 0) ep.set_port(local_endpoint(fds[0].get()).port());
+  }
+  return fds;
+}
+
+}  // namespace
+
+Receiver::Receiver(ReceiverOptions options) : options_(std::move(options)) {}
+
+Receiver::~Receiver() {
+  stop();
+  wait();
+}
+
+const ReceiverStats& Receiver::stats() const {
+  return ctx_->stats;
+}
+
+void Receiver::start() {
+  if (auto why = io_uring_unavailable_reason()) throw Failure(*why);
+  threads_ = options_.threads ? options_.threads : online_cpus();
+  ctx_ = std::make_unique<ReceiverContext>(options_);
+
+  data_ep_ = resolve_endpoint(options_.listen, options_.data_port, true);
+  control_ep_ = resolve_endpoint(options_.listen, options_.control_port, true);
+  if (data_ep_.port() != 0 && data_ep_.port() == control_ep_.port())
+    throw Failure("--port and --data-port must differ (both are " +
+                  std::to_string(data_ep_.port()) + ")");
+  check_port_available(data_ep_, "data port");
+  check_port_available(control_ep_, "control port");
+
+  // Data listeners first, so they are accepting before any control connection can be.
+  std::vector<UniqueFd> data = bind_listeners(data_ep_, threads_);
+  std::vector<UniqueFd> control = bind_listeners(control_ep_, threads_);
+  ctx_->data_port = data_ep_.port();
+
+  for (unsigned i = 0; i < threads_; ++i)
+    workers_.push_back(
+        std::make_unique<Worker>(*ctx_, i, std::move(control[i]), std::move(data[i])));
+  try {
+    for (auto& w : workers_)
+      w->start();
+  } catch (...) {
+    stop();
+    wait();
+    workers_.clear();
+    throw;
+  }
+}
+
+void Receiver::stop() {
+  if (ctx_) ctx_->stopping = true;
+  for (auto& w : workers_)
+    w->stop();
+}
+
+void Receiver::wait() {
+  for (auto& w : workers_)
+    w->join();
+}
+
+}  // namespace ackxfer

@@ -1,0 +1,72 @@
+// The receiver engine: N workers, each with its own io_uring and its own SO_REUSEPORT
+// listeners on the control and data ports. Embeddable: the CLI, the bench and the tests all
+// run this same class.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/socket.h"
+#include "log.h"
+
+namespace ackxfer {
+
+struct ReceiverOptions {
+  std::filesystem::path dir = ".";
+  std::string listen = "0.0.0.0";
+  std::uint16_t control_port = 36258;  // 0: any free port
+  std::uint16_t data_port = 36250;     // 0: any free port
+  unsigned threads = 0;                // 0: one per online CPU
+  Logger log;
+};
+
+// Counters across all workers, updated as things happen; read them at any time.
+struct ReceiverStats {
+  std::atomic<std::uint64_t> sessions{0};
+  std::atomic<std::uint64_t> data_connections{0};
+  std::atomic<std::uint64_t> files_published{0};
+  std::atomic<std::uint64_t> bytes_published{0};
+  std::atomic<std::uint64_t> files_failed{0};
+  std::atomic<std::uint64_t> payload_bytes_received{0};
+  std::atomic<std::uint64_t> chunk_digest_mismatches{0};
+  std::atomic<std::uint64_t> protocol_errors{0};
+};
+
+class Worker;
+struct ReceiverContext;
+
+class Receiver {
+ public:
+  explicit Receiver(ReceiverOptions options);
+  ~Receiver();
+  Receiver(const Receiver&) = delete;
+  Receiver& operator=(const Receiver&) = delete;
+
+  // Binds the data listeners, then the control listeners, starts the workers and returns once
+  // every worker's accepts are armed: from then on a READY always means "connect now".
+  // Throws Failure/SystemError with a message fit for the user.
+  void start();
+  // Thread-safe. Stops accepting, tells each control session the receiver is shutting down,
+  // abandons in-flight files (their temp files are removed) and lets the workers exit.
+  void stop();
+  // Waits for the workers to exit.
+  void wait();
+
+  const Endpoint& control_endpoint() const { return control_ep_; }
+  const Endpoint& data_endpoint() const { return data_ep_; }
+  unsigned threads() const { return threads_; }
+  const ReceiverStats& stats() const;
+
+ private:
+  ReceiverOptions options_;
+  unsigned threads_ = 0;
+  Endpoint control_ep_, data_ep_;
+  std::unique_ptr<ReceiverContext> ctx_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+};
+
+}  // namespace ackxfer

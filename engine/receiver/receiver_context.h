@@ -1,0 +1,24 @@
+// What every receiver worker shares: the destination, the token registry, counters, options.
+#pragma once
+
+#include <atomic>
+
+#include "fs/destination.h"
+#include "log.h"
+#include "receiver/file_registry.h"
+#include "receiver/receiver.h"
+
+namespace ackxfer {
+
+struct ReceiverContext {
+  ReceiverContext(const ReceiverOptions& o) : destination(o.dir), log(o.log) {}
+
+  Destination destination;
+  FileRegistry registry;
+  ReceiverStats stats;
+  Logger log;
+  std::uint16_t data_port = 0;  // announced in HELLO
+  std::atomic<bool> stopping{false};
+};
+
+}  // namespace ackxfer

@@ -1,0 +1,132 @@
+// Worker: thread body, object ownership and orderly shutdown.
+#include "receiver/worker.h"
+
+#include "error.h"
+#include "receiver/control_session.h"
+#include "receiver/data_stream.h"
+#include "receiver/listener.h"
+
+namespace ackxfer {
+namespace {
+
+// How long a stopping worker waits for sessions to send their last words before it closes
+// whatever is left.
+constexpr std::uint64_t kShutdownGraceNs = 2'000'000'000;
+
+// Bounds shutdown: after the grace period, closes whatever is still open (cancelling its
+// ops); if even that has not drained half a second later, ends the loop.
+class ShutdownDeadline final : public WorkerObject {
+ public:
+  explicit ShutdownDeadline(Worker& w) : WorkerObject(w.loop()), worker_(w) {}
+  void start() override { arm_timer(kShutdownGraceNs, 1); }
+  void shutdown() override {}
+
+ private:
+  void on_complete(unsigned, int, unsigned) override {
+    if (++expiries_ == 1) {
+      worker_.force_close_all();
+      arm_timer(500'000'000, 1);
+    } else {
+      worker_.loop().stop();
+    }
+  }
+  void on_drained() override {}
+  Worker& worker_;
+  int expiries_ = 0;
+};
+
+}  // namespace
+
+Worker::Worker(ReceiverContext& ctx, unsigned index, UniqueFd control_listener,
+               UniqueFd data_listener)
+    : ctx_(ctx),
+      index_(index),
+      control_listener_fd_(std::move(control_listener)),
+      data_listener_fd_(std::move(data_listener)) {}
+
+Worker::~Worker() {
+  stop();
+  join();
+}
+
+void Worker::start() {
+  auto started = started_.get_future();
+  thread_ = std::thread([this] { thread_main(); });
+  started.get();  // rethrows the thread's start-up failure
+}
+
+void Worker::thread_main() {
+  try {
+    loop_ = std::make_unique<EventLoop>();
+    // Data listener first: by the time a control session can answer READY, every worker is
+    // accepting data connections.
+    add(std::make_unique<Listener>(*this, std::move(data_listener_fd_), Listener::Kind::kData));
+    add(std::make_unique<Listener>(*this, std::move(control_listener_fd_),
+                                   Listener::Kind::kControl));
+  } catch (...) {
+    started_.set_exception(std::current_exception());
+    return;
+  }
+  started_.set_value();
+  try {
+    loop_->run();
+  } catch (const std::exception& e) {
+    ctx_.log.error("worker " + std::to_string(index_) + " stopped: " + e.what());
+  }
+  // Destroy connections while the loop's ring still exists; their fds close with them.
+  objects_.clear();
+}
+
+void Worker::stop() {
+  if (!loop_) return;
+  loop_->post([this] { begin_shutdown(); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::add(std::unique_ptr<WorkerObject> obj) {
+  WorkerObject* raw = obj.get();
+  objects_.emplace(raw, std::move(obj));
+  raw->start();
+}
+
+void Worker::adopt_control_connection(UniqueFd fd) {
+  if (shutting_down_) return;  // fd closes here
+  add(std::make_unique<ControlSession>(*this, std::move(fd)));
+}
+
+void Worker::adopt_data_connection(UniqueFd fd) {
+  if (shutting_down_) return;
+  add(std::make_unique<DataStream>(*this, std::move(fd)));
+}
+
+void Worker::release(WorkerObject* obj) {
+  objects_.erase(obj);
+  // Only the deadline timer left: everything closed in time.
+  if (shutting_down_ && objects_.size() <= 1) loop_->stop();
+}
+
+void Worker::force_close_all() {
+  std::vector<WorkerObject*> all;
+  for (auto& [raw, obj] : objects_)
+    all.push_back(raw);
+  // A second shutdown() closes at once instead of waiting for replies to flush.
+  for (WorkerObject* o : all)
+    o->shutdown();
+}
+
+void Worker::begin_shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  std::vector<WorkerObject*> all;
+  for (auto& [raw, obj] : objects_)
+    all.push_back(raw);
+  for (WorkerObject* o : all)
+    o->shutdown();
+  add(std::make_unique<ShutdownDeadline>(*this));
+  if (objects_.size() <= 1) loop_->stop();
+}
+
+}  // namespace ackxfer

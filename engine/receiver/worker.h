@@ -1,0 +1,63 @@
+// One receiver worker: a thread that owns an io_uring loop, one control and one data listener
+// (SO_REUSEPORT siblings of the other workers'), and every connection those listeners accept.
+// Nothing here is shared with other workers except through ReceiverContext.
+#pragma once
+
+#include <future>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+
+#include "io/event_loop.h"
+#include "receiver/receiver_context.h"
+#include "unique_fd.h"
+
+namespace ackxfer {
+
+// A connection or listener owned by a worker.
+class WorkerObject : public LoopObject {
+ public:
+  using LoopObject::LoopObject;
+  virtual void start() = 0;
+  // The receiver is stopping: finish up quickly and close.
+  virtual void shutdown() = 0;
+};
+
+class Worker {
+ public:
+  Worker(ReceiverContext& ctx, unsigned index, UniqueFd control_listener, UniqueFd data_listener);
+  ~Worker();
+
+  // Starts the thread; returns when its loop runs with accepts armed. Throws if it cannot.
+  void start();
+  void stop();  // thread-safe
+  void join();
+
+  // Loop thread only.
+  ReceiverContext& ctx() { return ctx_; }
+  EventLoop& loop() { return *loop_; }
+  unsigned index() const { return index_; }
+  bool stopping() const { return shutting_down_; }
+  void adopt_control_connection(UniqueFd fd);
+  void adopt_data_connection(UniqueFd fd);
+  // Shutdown took too long: close every connection now.
+  void force_close_all();
+  // Called by an object once all its ops have drained; destroys it.
+  void release(WorkerObject* obj);
+
+ private:
+  void thread_main();
+  void add(std::unique_ptr<WorkerObject> obj);
+  void begin_shutdown();
+
+  ReceiverContext& ctx_;
+  const unsigned index_;
+  UniqueFd control_listener_fd_, data_listener_fd_;
+  std::thread thread_;
+  std::promise<void> started_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unordered_map<WorkerObject*, std::unique_ptr<WorkerObject>> objects_;
+  bool shutting_down_ = false;
+};
+
+}  // namespace ackxfer
