@@ -1,0 +1,115 @@
+// ChunkScheduler: one mutex, touched once per chunk (not per byte).
+#include "sender/chunk_scheduler.h"
+
+#include <algorithm>
+
+#include "protocol/limits.h"
+
+namespace ackxfer {
+
+std::uint64_t choose_chunk_bytes(std::uint64_t file_size, std::uint64_t preferred) {
+  std::uint64_t chunk = std::clamp(preferred, kMinChunkBytes, kMaxChunkBytes);
+  while ((file_size + chunk - 1) / chunk > kMaxChunksPerFile && chunk < kMaxChunkBytes)
+    chunk = std::min(chunk * 2, kMaxChunkBytes);
+  return chunk;
+}
+
+void ChunkScheduler::add_file(const std::shared_ptr<OutgoingFile>& file) {
+  std::unique_lock lock(mu_);
+  file->chunk_digests.assign(file->chunk_count, Digest128{});
+  file->chunk_attempts.assign(file->chunk_count, 0);
+  file->chunks_acked = 0;
+  for (std::uint32_t i = 0; i < file->chunk_count; ++i)
+    queue_.push_back(ChunkJob{file, i});
+  if (file->chunk_count) wake_all(lock);
+}
+
+std::optional<ChunkJob> ChunkScheduler::next(ChunkWaiter* waiter) {
+  std::lock_guard lock(mu_);
+  while (!queue_.empty()) {
+    ChunkJob job = std::move(queue_.front());
+    queue_.pop_front();
+    if (job.file->failed) continue;  // its file gave up; drop the leftovers
+    return job;
+  }
+  if (!closed_ && waiter && std::find(waiters_.begin(), waiters_.end(), waiter) == waiters_.end())
+    waiters_.push_back(waiter);
+  return std::nullopt;
+}
+
+void ChunkScheduler::forget_waiter(ChunkWaiter* waiter) {
+  std::lock_guard lock(mu_);
+  std::erase(waiters_, waiter);
+}
+
+void ChunkScheduler::acked(const ChunkJob& job, const Digest128& digest) {
+  std::shared_ptr<OutgoingFile> done;
+  {
+    std::lock_guard lock(mu_);
+    OutgoingFile& f = *job.file;
+    if (f.failed) return;
+    f.chunk_digests[job.index] = digest;
+    if (++f.chunks_acked == f.chunk_count) done = job.file;
+  }
+  if (done) callbacks_.file_chunks_done(std::move(done));
+}
+
+void ChunkScheduler::retry(const ChunkJob& job, const std::string& why) {
+  std::unique_lock lock(mu_);
+  OutgoingFile& f = *job.file;
+  if (f.failed) return;
+  ++retries_;
+  if (++f.chunk_attempts[job.index] >= kMaxChunkAttempts) {
+    fail_locked(job.file,
+                "chunk at offset " + std::to_string(f.chunk_offset(job.index)) + " failed " +
+                    std::to_string(kMaxChunkAttempts) + " times (last: " + why + ")",
+                false, lock);
+    return;
+  }
+  // To the front: the file is already open on the receiver, finish it first.
+  queue_.push_front(job);
+  wake_all(lock);
+}
+
+void ChunkScheduler::fail(const ChunkJob& job, const std::string& why, bool retryable) {
+  std::unique_lock lock(mu_);
+  if (job.file->failed) return;
+  fail_locked(job.file, why, retryable, lock);
+}
+
+void ChunkScheduler::fail_locked(const std::shared_ptr<OutgoingFile>& f, const std::string& why,
+                                 bool retryable, std::unique_lock<std::mutex>& lock) {
+  f->failed = true;
+  lock.unlock();
+  callbacks_.file_failed(f, why, retryable);
+}
+
+void ChunkScheduler::close() {
+  std::unique_lock lock(mu_);
+  closed_ = true;
+  wake_all(lock);
+}
+
+bool ChunkScheduler::closed() const {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
+std::uint64_t ChunkScheduler::retries() const {
+  std::lock_guard lock(mu_);
+  return retries_;
+}
+
+std::size_t ChunkScheduler::queued() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+void ChunkScheduler::wake_all(std::unique_lock<std::mutex>& lock) {
+  std::vector<ChunkWaiter*> waiters = std::exchange(waiters_, {});
+  lock.unlock();
+  for (ChunkWaiter* w : waiters)
+    w->wake();
+}
+
+}  // namespace ackxfer

@@ -1,0 +1,82 @@
+// The queue of chunks waiting for a data stream, shared by every stream on every sender
+// thread. An idle stream takes the next chunk, so a slow stream never holds up the others; a
+// chunk the receiver rejects goes back into the queue; a file whose chunks are all acknowledged
+// is handed back to the control client for DONE.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sender/outgoing_file.h"
+
+namespace ackxfer {
+
+struct ChunkJob {
+  std::shared_ptr<OutgoingFile> file;
+  std::uint32_t index = 0;
+};
+
+// A data stream waiting for work; wake() is called with the scheduler's lock released and must
+// be thread-safe (streams post to their own loop).
+class ChunkWaiter {
+ public:
+  virtual void wake() = 0;
+
+ protected:
+  ~ChunkWaiter() = default;
+};
+
+class ChunkScheduler {
+ public:
+  static constexpr int kMaxChunkAttempts = 8;
+
+  struct Callbacks {
+    // Every chunk of the file is acknowledged: send DONE. Called without the lock held.
+    std::function<void(std::shared_ptr<OutgoingFile>)> file_chunks_done;
+    // The file cannot be delivered in this attempt (reason for the user).
+    std::function<void(std::shared_ptr<OutgoingFile>, std::string reason, bool retryable)>
+        file_failed;
+  };
+  explicit ChunkScheduler(Callbacks callbacks) : callbacks_(std::move(callbacks)) {}
+
+  // Queues all chunks of a file that has its token. Files of size 0 have no chunks: the caller
+  // sends DONE directly.
+  void add_file(const std::shared_ptr<OutgoingFile>& file);
+
+  // The next chunk to send, or nullopt; in that case `waiter` is woken when there may be one.
+  // Returns nullopt and does not register once close() was called.
+  std::optional<ChunkJob> next(ChunkWaiter* waiter);
+  void forget_waiter(ChunkWaiter* waiter);
+
+  void acked(const ChunkJob& job, const Digest128& digest);
+  // The chunk must be sent again (digest mismatch, busy, connection lost). Counts as a retry;
+  // fails the file after kMaxChunkAttempts.
+  void retry(const ChunkJob& job, const std::string& why);
+  // The chunk cannot be delivered: fail its file.
+  void fail(const ChunkJob& job, const std::string& why, bool retryable);
+
+  // No more chunks will be added; wakes every waiter so that idle streams can finish.
+  void close();
+  bool closed() const;
+  std::uint64_t retries() const;
+  std::size_t queued() const;
+
+ private:
+  void wake_all(std::unique_lock<std::mutex>& lock);
+  void fail_locked(const std::shared_ptr<OutgoingFile>& f, const std::string& why, bool retryable,
+                   std::unique_lock<std::mutex>& lock);
+
+  Callbacks callbacks_;
+  mutable std::mutex mu_;
+  std::deque<ChunkJob> queue_;
+  std::vector<ChunkWaiter*> waiters_;
+  bool closed_ = false;
+  std::uint64_t retries_ = 0;
+};
+
+}  // namespace ackxfer

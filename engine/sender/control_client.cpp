@@ -1,0 +1,418 @@
+// ControlClient: the sender's half of the control protocol (docs/PROTOCOL.md).
+#include "sender/control_client.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstring>
+
+#include "error.h"
+#include "protocol/limits.h"
+#include "sender/outbound_stream.h"
+
+namespace ackxfer {
+namespace {
+
+constexpr std::size_t kControlBufferBytes = 64 * 1024;
+static_assert(kControlBufferBytes > kMaxLineBytes + 1);
+
+bool is_retryable_connect_error(int err) {
+  return err == ECONNREFUSED || err == ECONNRESET || err == ECONNABORTED || err == ETIMEDOUT ||
+         err == EHOSTUNREACH || err == ENETUNREACH || err == EAGAIN;
+}
+
+std::string seconds_text(std::chrono::milliseconds ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g s", static_cast<double>(ms.count()) / 1000.0);
+  return buf;
+}
+
+}  // namespace
+
+ControlClient::ControlClient(SenderContext& ctx, TreeWalker& walker, SendReport& report)
+    : LoopObject(*ctx.loops[0]),
+      ctx_(ctx),
+      walker_(walker),
+      report_(report),
+      backoff_(ctx.options.retry_for) {}
+
+ControlClient::~ControlClient() = default;
+
+void ControlClient::start() {
+  in_.resize(kControlBufferBytes);
+  connect();
+}
+
+void ControlClient::connect() {
+  state_ = State::kConnecting;
+  try {
+    fd_ = make_tcp_socket(ctx_.control_ep.family());
+  } catch (const SystemError& e) {
+    finish_session(SendReport::Outcome::kCannotConnect, e.what());
+    return;
+  }
+  arm_connect(fd_.get(), ctx_.control_ep.sa(), ctx_.control_ep.len, kConnect);
+}
+
+void ControlClient::connect_failed(int err) {
+  fd_.reset();
+  std::optional<std::chrono::milliseconds> delay;
+  if (is_retryable_connect_error(err)) delay = backoff_.next_delay(Backoff::Clock::now());
+  if (delay) {
+    ctx_.log.debug("connect to " + ctx_.control_ep.to_string() + ": " + errno_text(err) +
+                   "; retrying in " + std::to_string(delay->count()) + " ms");
+    ctx_.reconnects.fetch_add(1, std::memory_order_relaxed);
+    state_ = State::kBackoff;
+    arm_timer(static_cast<std::uint64_t>(delay->count()) * 1'000'000, kTimer);
+    return;
+  }
+  std::string where = ctx_.control_ep.to_string();
+  std::string msg;
+  if (err == ECONNREFUSED)
+    msg = "no receiver listening on " + where + " (connection refused";
+  else
+    msg = "cannot connect to " + where + " (" + errno_text(err);
+  if (backoff_.attempts() > 0) msg += ", retried for " + seconds_text(ctx_.options.retry_for);
+  msg += "); is `ackxfer-fast recv` running there, and is the port open?";
+  finish_session(SendReport::Outcome::kCannotConnect, msg);
+}
+
+void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
+  switch (op) {
+    case kConnect:
+      if (res != 0) {
+        connect_failed(-res);
+        return;
+      }
+      set_nodelay(fd_.get());
+      state_ = State::kHello;
+      arm_recv(fd_.get(), in_.data(), in_.size(), kRecv);
+      send_line(HelloRequest{kProtocolVersion});
+      return;
+    case kTimer:
+      if (state_ == State::kBackoff) connect();
+      return;
+    case kRecv:
+      if (res <= 0) {
+        if (state_ == State::kDone) return;
+        std::string why = res == 0 ? "the receiver closed the control connection"
+                                   : "control connection: " + errno_text(-res);
+        finish_session(SendReport::Outcome::kInterrupted, why);
+        return;
+      }
+      in_len_ += static_cast<std::size_t>(res);
+      process_input();
+      if (state_ != State::kDone && !closing())
+        arm_recv(fd_.get(), in_.data() + in_len_, in_.size() - in_len_, kRecv);
+      return;
+    case kSend:
+      send_armed_ = false;
+      if (res < 0) {
+        finish_session(SendReport::Outcome::kInterrupted,
+                       "control connection: " + errno_text(-res));
+        return;
+      }
+      out_sent_ += static_cast<std::size_t>(res);
+      flush();
+      return;
+  }
+}
+
+void ControlClient::process_input() {
+  std::size_t start = 0;
+  while (state_ != State::kDone) {
+    const char* begin = in_.data() + start;
+    const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_len_ - start));
+    if (!nl) break;
+    std::string_view line(begin, static_cast<std::size_t>(nl - begin));
+    start = static_cast<std::size_t>(nl - in_.data()) + 1;
+    auto parsed = parse_server_line(line);
+    if (!parsed.ok()) {
+      finish_session(SendReport::Outcome::kProtocolError,
+                     "the receiver sent a line this sender does not understand (" +
+                         parsed.error().message + "); are both sides the same version?");
+      return;
+    }
+    handle(parsed.value());
+  }
+  if (state_ == State::kDone) return;
+  std::memmove(in_.data(), in_.data() + start, in_len_ - start);
+  in_len_ -= start;
+  if (in_len_ > kMaxLineBytes)
+    finish_session(SendReport::Outcome::kProtocolError, "the receiver sent an overlong line");
+}
+
+void ControlClient::handle(const ServerMessage& m) {
+  if (const auto* e = std::get_if<ErrReply>(&m)) return on_err(*e);
+  if (state_ == State::kHello) {
+    if (const auto* h = std::get_if<HelloReply>(&m)) return on_hello(*h);
+    finish_session(SendReport::Outcome::kProtocolError,
+                   "the receiver did not answer HELLO; is this an ackxfer-fast receiver?");
+    return;
+  }
+  if (const auto* r = std::get_if<ReadyReply>(&m)) return on_ready(*r);
+  if (const auto* o = std::get_if<OkReply>(&m)) return on_ok(*o);
+  if (std::holds_alternative<ByeReply>(m) && state_ == State::kBye) {
+    finish_session(SendReport::Outcome::kOk, "");
+    return;
+  }
+  finish_session(SendReport::Outcome::kProtocolError, "unexpected reply from the receiver");
+}
+
+void ControlClient::on_hello(const HelloReply& m) {
+  if (m.version != kProtocolVersion) {
+    finish_session(SendReport::Outcome::kProtocolError,
+                   "the receiver speaks protocol version " + std::to_string(m.version) +
+                       ", this sender " + std::to_string(kProtocolVersion));
+    return;
+  }
+  backoff_.reset();
+  window_files_ = std::min<std::size_t>(kMaxWindowFiles, m.max_open);
+  ctx_.data_ep = ctx_.control_ep;
+  ctx_.data_ep.set_port(m.data_port);
+  state_ = State::kActive;
+  for (auto& s : ctx_.streams) {
+    OutboundStream* stream = s.get();
+    ctx_.loops[stream->loop_index()]->post([stream] { stream->start(); });
+  }
+  feed();
+}
+
+void ControlClient::feed() {
+  while (state_ == State::kActive && open_files_.size() + open_dirs_.size() < window_files_ &&
+         (open_bytes_ < kMaxWindowBytes || open_files_.empty())) {
+    if (!resend_.empty()) {
+      Resend r = std::move(resend_.front());
+      resend_.pop_front();
+      open_next_file(r.entry, r.attempt);
+      continue;
+    }
+    if (walk_done_) break;
+    auto e = walker_.next();
+    collect_walk_problems();
+    if (!e) {
+      walk_done_ = true;
+      break;
+    }
+    if (e->kind == SourceEntry::Kind::kDirectory) {
+      std::uint64_t id = next_id_++;
+      open_dirs_.emplace(id, e->source_path);
+      send_line(MkdirRequest{id, e->wire_path, e->mode, e->mtime});
+    } else {
+      open_next_file(*e, 1);
+    }
+  }
+  if (state_ == State::kActive && walk_done_ && resend_.empty() && open_files_.empty() &&
+      open_dirs_.empty()) {
+    state_ = State::kBye;
+    send_line(ByeRequest{});
+  }
+}
+
+bool ControlClient::open_next_file(const SourceEntry& e, int attempt) {
+  UniqueFd fd(::open(e.source_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) {
+    record_failure(e.source_path, "cannot open: " + errno_text(errno));
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) {
+    record_failure(e.source_path, "cannot stat: " + errno_text(errno));
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    record_failure(e.source_path, "is no longer a regular file");
+    return false;
+  }
+  // Sequential reads: ask for aggressive readahead.
+  posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  auto f = std::make_shared<OutgoingFile>();
+  f->id = next_id_++;
+  f->wire_path = e.wire_path;
+  f->source_path = e.source_path;
+  f->fd = std::move(fd);
+  f->size = static_cast<std::uint64_t>(st.st_size);
+  f->mode = st.st_mode & 07777;
+  f->mtime = Mtime{st.st_mtim.tv_sec, static_cast<std::uint32_t>(st.st_mtim.tv_nsec)};
+  std::uint64_t preferred =
+      ctx_.options.chunk_bytes ? ctx_.options.chunk_bytes : kDefaultChunkBytes;
+  f->chunk_bytes = choose_chunk_bytes(f->size, preferred);
+  f->chunk_count = static_cast<std::uint32_t>((f->size + f->chunk_bytes - 1) / f->chunk_bytes);
+  f->attempt = attempt;
+  open_bytes_ += f->size;
+  send_line(SendRequest{f->id, f->wire_path, f->size, f->mode, f->mtime, f->chunk_bytes});
+  open_files_.emplace(f->id, std::move(f));
+  return true;
+}
+
+void ControlClient::on_ready(const ReadyReply& m) {
+  auto it = open_files_.find(m.id);
+  if (it == open_files_.end()) return;  // cancelled meanwhile
+  std::shared_ptr<OutgoingFile> f = it->second;
+  f->token = m.token;
+  if (f->chunk_count == 0) {
+    send_line(DoneRequest{f->id, file_digest_from_chunks({})});
+    return;
+  }
+  ctx_.scheduler->add_file(f);
+}
+
+void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
+  auto it = open_files_.find(f->id);
+  if (it == open_files_.end() || it->second != f || state_ != State::kActive) return;
+  // A file that changed while it was read may have been sent torn: check before DONE.
+  struct stat st;
+  if (fstat(f->fd.get(), &st) == 0 &&
+      (static_cast<std::uint64_t>(st.st_size) != f->size || st.st_mtim.tv_sec != f->mtime.sec ||
+       static_cast<std::uint32_t>(st.st_mtim.tv_nsec) != f->mtime.nsec)) {
+    send_line(CancelRequest{f->id});
+    open_files_.erase(it);
+    open_bytes_ -= f->size;
+    retry_or_fail(f, "it changed while being sent", true);
+    feed();
+    return;
+  }
+  send_line(DoneRequest{f->id, file_digest_from_chunks(f->chunk_digests)});
+}
+
+void ControlClient::file_failed(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
+                                bool retryable) {
+  auto it = open_files_.find(f->id);
+  if (it == open_files_.end() || it->second != f) return;
+  if (state_ == State::kActive) send_line(CancelRequest{f->id});
+  open_files_.erase(it);
+  open_bytes_ -= f->size;
+  retry_or_fail(f, reason, retryable);
+  feed();
+}
+
+void ControlClient::on_ok(const OkReply& m) {
+  if (auto d = open_dirs_.find(m.id); d != open_dirs_.end()) {
+    ++report_.directories;
+    open_dirs_.erase(d);
+  } else if (auto it = open_files_.find(m.id); it != open_files_.end()) {
+    ++report_.files;
+    report_.bytes += it->second->size;
+    open_bytes_ -= it->second->size;
+    open_files_.erase(it);
+  }
+  feed();
+}
+
+void ControlClient::on_err(const ErrReply& m) {
+  if (!m.id) {
+    auto outcome = m.code == ErrorCode::kShutdown ? SendReport::Outcome::kInterrupted
+                                                  : SendReport::Outcome::kProtocolError;
+    finish_session(outcome,
+                   "the receiver says: " + std::string(wire_name(m.code)) + ": " + m.message);
+    return;
+  }
+  if (auto d = open_dirs_.find(*m.id); d != open_dirs_.end()) {
+    record_failure(d->second, "the receiver could not create the directory: " + m.message);
+    open_dirs_.erase(d);
+    feed();
+    return;
+  }
+  auto it = open_files_.find(*m.id);
+  if (it == open_files_.end()) return;  // e.g. the reply to our own CANCEL
+  std::shared_ptr<OutgoingFile> f = it->second;
+  open_files_.erase(it);
+  open_bytes_ -= f->size;
+  // Chunks still queued for it are dropped by the scheduler.
+  ctx_.scheduler->fail(ChunkJob{f, 0}, "", false);
+  retry_or_fail(f, "the receiver refused it: " + std::string(wire_name(m.code)) + ": " + m.message,
+                is_retryable(m.code));
+  feed();
+}
+
+void ControlClient::retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
+                                  bool retryable) {
+  if (retryable && f->attempt < kMaxFileAttempts) {
+    ++file_resends_;
+    ctx_.log.warn("'" + f->source_path + "': " + reason + "; sending it again (attempt " +
+                  std::to_string(f->attempt + 1) + " of " + std::to_string(kMaxFileAttempts) + ")");
+    SourceEntry e;
+    e.kind = SourceEntry::Kind::kFile;
+    e.source_path = f->source_path;
+    e.wire_path = f->wire_path;
+    resend_.push_back(Resend{std::move(e), f->attempt + 1});
+    return;
+  }
+  record_failure(f->source_path, reason);
+}
+
+void ControlClient::record_failure(const std::string& path, const std::string& reason) {
+  report_.failed.push_back(FailedFile{path, reason});
+}
+
+void ControlClient::collect_walk_problems() {
+  for (auto& p : walker_.take_problems()) {
+    if (p.is_failure) {
+      record_failure(p.path, p.reason);
+    } else {
+      ++report_.skipped;
+      ctx_.log.warn("'" + p.path + "': " + p.reason);
+    }
+  }
+}
+
+void ControlClient::stream_gave_up(const std::string& why) {
+  if (state_ == State::kDone) return;
+  if (++streams_given_up_ < ctx_.streams.size()) return;
+  finish_session(SendReport::Outcome::kInterrupted,
+                 "lost every data connection to " + ctx_.data_ep.to_string() + ": " + why);
+}
+
+void ControlClient::cancel() {
+  if (state_ != State::kDone) finish_session(SendReport::Outcome::kInterrupted, "cancelled");
+}
+
+void ControlClient::send_line(const ClientMessage& m) {
+  out_queued_ += format_line(m);
+  flush();
+}
+
+void ControlClient::flush() {
+  if (send_armed_ || closing() || !fd_) return;
+  if (out_sent_ == out_inflight_.size()) {
+    out_inflight_.clear();
+    out_sent_ = 0;
+    if (out_queued_.empty()) return;
+    out_inflight_.swap(out_queued_);
+  }
+  send_armed_ = true;
+  arm_send(fd_.get(), out_inflight_.data() + out_sent_, out_inflight_.size() - out_sent_, kSend);
+}
+
+void ControlClient::finish_session(SendReport::Outcome outcome, const std::string& why) {
+  if (state_ == State::kDone) return;
+  state_ = State::kDone;
+  if (outcome != SendReport::Outcome::kOk) {
+    report_.outcome = outcome;
+    report_.error = why;
+    // Whatever was in flight did not arrive.
+    for (auto& [id, f] : open_files_)
+      record_failure(f->source_path, "not delivered: " + why);
+    for (auto& r : resend_)
+      record_failure(r.entry.source_path, "not delivered: " + why);
+    for (auto& [id, path] : open_dirs_)
+      record_failure(path, "not created: " + why);
+  }
+  open_files_.clear();
+  open_dirs_.clear();
+  resend_.clear();
+  ctx_.scheduler->close();
+  for (auto& s : ctx_.streams) {
+    OutboundStream* stream = s.get();
+    ctx_.loops[stream->loop_index()]->post([stream] { stream->finish(); });
+  }
+  begin_close(fd_.get());
+}
+
+void ControlClient::on_drained() {
+  fd_.reset();
+  ctx_.object_finished(0);
+}
+
+}  // namespace ackxfer

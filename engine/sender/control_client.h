@@ -1,0 +1,96 @@
+// The sender's control session: connects with retry, says HELLO, pipelines SEND/MKDIR for the
+// walked tree within a window, hands READY files to the chunk scheduler, sends DONE with the
+// file digest once every chunk is acknowledged, re-sends files the receiver rejected, and ends
+// with BYE. Runs on sender loop 0.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "io/event_loop.h"
+#include "protocol/control_codec.h"
+#include "sender/backoff.h"
+#include "sender/outgoing_file.h"
+#include "sender/sender_context.h"
+#include "sender/tree_walker.h"
+
+namespace ackxfer {
+
+class ControlClient final : public LoopObject {
+ public:
+  static constexpr int kMaxFileAttempts = 3;
+  // Files in flight (SENT, no verdict yet) and their total size: bounds the receiver's open
+  // temp files and reserved space, and our open fds.
+  static constexpr std::size_t kMaxWindowFiles = 256;
+  static constexpr std::uint64_t kMaxWindowBytes = 1ull << 30;
+
+  ControlClient(SenderContext& ctx, TreeWalker& walker, SendReport& report);
+  ~ControlClient() override;
+
+  void start();
+  // Posted to loop 0 by streams and the scheduler.
+  void stream_gave_up(const std::string& why);
+  void file_chunks_done(const std::shared_ptr<OutgoingFile>& f);
+  void file_failed(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
+                   bool retryable);
+  void cancel();
+
+  std::uint64_t file_resends() const { return file_resends_; }
+
+ private:
+  enum Op : unsigned { kConnect = 1, kSend = 2, kRecv = 3, kTimer = 4 };
+  enum class State { kConnecting, kBackoff, kHello, kActive, kBye, kDone };
+
+  void on_complete(unsigned op, int res, unsigned flags) override;
+  void on_drained() override;
+
+  void connect();
+  void connect_failed(int err);
+  void process_input();
+  void handle(const ServerMessage& m);
+  void on_hello(const HelloReply& m);
+  void on_ready(const ReadyReply& m);
+  void on_ok(const OkReply& m);
+  void on_err(const ErrReply& m);
+  void feed();
+  bool open_next_file(const SourceEntry& e, int attempt);
+  void send_line(const ClientMessage& m);
+  void flush();
+  void retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
+                     bool retryable);
+  void record_failure(const std::string& path, const std::string& reason);
+  void collect_walk_problems();
+  // Ends the session: fails what is still open with `why` (if any) and closes everything.
+  void finish_session(SendReport::Outcome outcome, const std::string& why);
+
+  SenderContext& ctx_;
+  TreeWalker& walker_;
+  SendReport& report_;
+  State state_ = State::kConnecting;
+  UniqueFd fd_;
+  Backoff backoff_;
+
+  std::vector<char> in_;
+  std::size_t in_len_ = 0;
+  std::string out_queued_, out_inflight_;
+  std::size_t out_sent_ = 0;
+  bool send_armed_ = false;
+
+  std::size_t window_files_ = kMaxWindowFiles;
+  std::uint64_t next_id_ = 1;
+  std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>> open_files_;
+  std::unordered_map<std::uint64_t, std::string> open_dirs_;
+  std::uint64_t open_bytes_ = 0;
+  struct Resend {
+    SourceEntry entry;
+    int attempt;
+  };
+  std::deque<Resend> resend_;
+  bool walk_done_ = false;
+  unsigned streams_given_up_ = 0;
+  std::uint64_t file_resends_ = 0;
+};
+
+}  // namespace ackxfer

@@ -1,0 +1,395 @@
+// OutboundStream: the sender's data path (docs/PROTOCOL.md, "Data connections";
+// docs/ARCHITECTURE.md, "Sender").
+#include "sender/outbound_stream.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "error.h"
+#include "protocol/data_frame.h"
+#include "sender/control_client.h"
+
+namespace ackxfer {
+namespace {
+
+// One send's worth of frames. 256 KiB measured best for read+hash+send on loopback
+// (../shared/DESIGN.md): big enough to amortise the syscall, small enough to stay in L2.
+constexpr std::size_t kSendBufferBytes = 256 * 1024;
+// Frames sent but not yet acknowledged: bounds what a broken connection makes us re-send.
+constexpr std::size_t kMaxUnackedFrames = 1024;
+constexpr std::uint64_t kMaxUnackedBytes = 64ull << 20;
+// Below this a chunk goes through the copy path even when splicing: the pipe round trips cost
+// more than the copy they save.
+constexpr std::uint64_t kSpliceMinBytes = 1 << 20;
+// Splice throughput grows with the pipe: 256 KiB 1.25 GB/s, 1 MiB 1.95 GB/s on this class of
+// machine. fs.pipe-max-size is usually 1 MiB; we take what the kernel grants.
+constexpr int kPipeBytes = 1 << 20;
+
+bool is_retryable_connect_error(int err) {
+  switch (err) {
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ETIMEDOUT:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EPIPE:
+    case EAGAIN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+OutboundStream::OutboundStream(SenderContext& ctx, unsigned loop_index, unsigned stream_index)
+    : LoopObject(*ctx.loops[loop_index]),
+      ctx_(ctx),
+      loop_index_(loop_index),
+      stream_index_(stream_index),
+      backoff_(ctx.options.retry_for) {}
+
+OutboundStream::~OutboundStream() = default;
+
+void OutboundStream::start() {
+  out_.resize(kSendBufferBytes + kFrameHeaderBytes + kFrameTrailerBytes);
+  ack_buf_.resize(kFrameAckBytes * 128);
+  connect();
+}
+
+void OutboundStream::connect() {
+  state_ = State::kConnecting;
+  try {
+    fd_ = make_tcp_socket(ctx_.data_ep.family());
+  } catch (const SystemError& e) {
+    connection_failed(e.what(), is_retryable_connect_error(e.code()) || e.code() == EMFILE);
+    return;
+  }
+  arm_connect(fd_.get(), ctx_.data_ep.sa(), ctx_.data_ep.len, kConnect);
+}
+
+void OutboundStream::connected() {
+  state_ = State::kRunning;
+  backoff_.reset();
+  // Hash-and-send keeps the socket fed from a hot buffer; a larger send buffer lets the kernel
+  // absorb a whole batch while we read the next one.
+  recv_armed_ = true;
+  arm_recv(fd_.get(), ack_buf_.data() + ack_len_, ack_buf_.size() - ack_len_, kRecv);
+  pump();
+}
+
+void OutboundStream::wake() {
+  ctx_.loops[loop_index_]->post([this] {
+    if (state_ == State::kRunning) pump();
+  });
+}
+
+void OutboundStream::finish() {
+  if (state_ == State::kFinished && closing()) return;
+  state_ = State::kFinished;
+  ctx_.scheduler->forget_waiter(this);
+  begin_close(fd_.get());
+}
+
+void OutboundStream::on_drained() {
+  fd_.reset();
+  ctx_.object_finished(loop_index_);
+}
+
+void OutboundStream::on_complete(unsigned op, int res, unsigned /*flags*/) {
+  if (state_ == State::kDraining) {
+    if (inflight() == 0) after_drain();
+    return;
+  }
+  switch (op) {
+    case kConnect:
+      if (res == 0) {
+        connected();
+      } else {
+        connection_failed("connect to " + ctx_.data_ep.to_string() + ": " + errno_text(-res),
+                          is_retryable_connect_error(-res));
+      }
+      return;
+    case kTimer:
+      if (state_ == State::kBackoff) connect();
+      return;
+    case kRecv:
+      recv_armed_ = false;
+      if (res <= 0) {
+        connection_failed(res == 0 ? "the receiver closed the data connection"
+                                   : "data connection: " + errno_text(-res),
+                          true);
+        return;
+      }
+      on_ack_bytes(res);
+      return;
+    case kSend:
+      send_armed_ = false;
+      if (res < 0) {
+        connection_failed("sending on the data connection: " + errno_text(-res), true);
+        return;
+      }
+      out_sent_ += static_cast<std::size_t>(res);
+      if (out_sent_ == out_len_) out_len_ = out_sent_ = 0;
+      pump();
+      return;
+    case kSpliceIn: {
+      if (res <= 0) {
+        abort_current(res == 0 ? "'" + cur_->file->source_path + "' shrank while being sent"
+                               : "reading '" + cur_->file->source_path + "': " + errno_text(-res));
+        return;
+      }
+      digest_.update(hash_buf_.data(), static_cast<std::size_t>(res));
+      pipe_pending_ = static_cast<unsigned>(res);
+      arm_splice(pipe_r_.get(), -1, fd_.get(), -1, pipe_pending_, kSpliceOut);
+      return;
+    }
+    case kSpliceOut:
+      if (res <= 0) {
+        connection_failed("splicing to the data connection: " +
+                              (res == 0 ? std::string("connection closed") : errno_text(-res)),
+                          true);
+        return;
+      }
+      pipe_pending_ -= static_cast<unsigned>(res);
+      cur_pos_ += static_cast<unsigned>(res);
+      ctx_.payload_bytes_sent.fetch_add(static_cast<unsigned>(res), std::memory_order_relaxed);
+      if (pipe_pending_ > 0) {
+        arm_splice(pipe_r_.get(), -1, fd_.get(), -1, pipe_pending_, kSpliceOut);
+        return;
+      }
+      splicing_ = false;
+      pump();
+      return;
+  }
+}
+
+void OutboundStream::pump() {
+  if (state_ != State::kRunning || send_armed_ || splicing_) return;
+  if (out_len_ == 0 && !fill()) return;
+  if (out_len_ > 0) {
+    send_armed_ = true;
+    arm_send(fd_.get(), out_.data() + out_sent_, out_len_ - out_sent_, kSend);
+    return;
+  }
+  if (cur_ && cur_spliced_ && cur_pos_ < cur_->file->chunk_length(cur_->index))
+    start_splice_window();
+}
+
+// Packs as many frames (or frame pieces) into out_ as fit. Returns false if the stream had to
+// be reset (a source read failed).
+bool OutboundStream::fill() {
+  const std::size_t cap = out_.size();
+  while (true) {
+    if (!cur_) {
+      if (unacked_.size() >= kMaxUnackedFrames || unacked_bytes_ >= kMaxUnackedBytes) break;
+      // Only start a frame when its header and at least one payload byte fit.
+      if (cap - out_len_ < kFrameHeaderBytes + kFrameTrailerBytes + 1) break;
+      auto job = ctx_.scheduler->next(this);
+      if (!job) break;
+      cur_ = std::move(job);
+      cur_pos_ = 0;
+      digest_.reset();
+      OutgoingFile& f = *cur_->file;
+      const std::uint64_t len = f.chunk_length(cur_->index);
+      cur_spliced_ = ctx_.send_path == SendPath::kSplice && len >= kSpliceMinBytes;
+      encode_frame_header(FrameHeader{f.token, f.chunk_offset(cur_->index), len},
+                          out_.data() + out_len_);
+      out_len_ += kFrameHeaderBytes;
+    }
+    OutgoingFile& f = *cur_->file;
+    const std::uint64_t len = f.chunk_length(cur_->index);
+    const std::uint64_t base = f.chunk_offset(cur_->index);
+    if (cur_spliced_ && cur_pos_ < len) break;  // payload goes by splice once out_ is sent
+    while (cur_pos_ < len && out_len_ < cap - kFrameTrailerBytes) {
+      std::size_t want = static_cast<std::size_t>(
+          std::min<std::uint64_t>(len - cur_pos_, cap - kFrameTrailerBytes - out_len_));
+      ssize_t r =
+          ::pread(f.fd.get(), out_.data() + out_len_, want, static_cast<off_t>(base + cur_pos_));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        abort_current(r == 0 ? "'" + f.source_path + "' shrank while being sent"
+                             : "reading '" + f.source_path + "': " + errno_text(errno));
+        return false;
+      }
+      digest_.update(out_.data() + out_len_, static_cast<std::size_t>(r));
+      out_len_ += static_cast<std::size_t>(r);
+      cur_pos_ += static_cast<std::uint64_t>(r);
+      ctx_.payload_bytes_sent.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
+    }
+    if (cur_pos_ < len) break;  // buffer full
+    if (cap - out_len_ < kFrameTrailerBytes) break;
+    Digest128 d = digest_.finish();
+    std::memcpy(out_.data() + out_len_, d.bytes.data(), kFrameTrailerBytes);
+    out_len_ += kFrameTrailerBytes;
+    unacked_.push_back(SentFrame{std::move(*cur_), d});
+    unacked_bytes_ += len;
+    cur_.reset();
+  }
+  return true;
+}
+
+bool OutboundStream::start_splice_window() {
+  if (!pipe_r_) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+      abort_current(std::string("pipe2: ") + errno_text(errno));
+      return false;
+    }
+    pipe_r_.reset(p[0]);
+    pipe_w_.reset(p[1]);
+    fcntl(p[1], F_SETPIPE_SZ, kPipeBytes);  // best effort: fs.pipe-max-size may be lower
+    int sz = fcntl(p[1], F_GETPIPE_SZ);
+    pipe_bytes_ = sz > 0 ? static_cast<unsigned>(sz) : 65536;
+    hash_buf_.resize(pipe_bytes_);
+  }
+  OutgoingFile& f = *cur_->file;
+  const std::uint64_t len = f.chunk_length(cur_->index);
+  const std::uint64_t off = f.chunk_offset(cur_->index) + cur_pos_;
+  std::size_t window =
+      static_cast<std::size_t>(std::min<std::uint64_t>(pipe_bytes_, len - cur_pos_));
+  // Read the range we are about to splice, so the digest covers it while it is hot in cache;
+  // the splice then moves the same page-cache pages without copying them.
+  ssize_t r;
+  do {
+    r = ::pread(f.fd.get(), hash_buf_.data(), window, static_cast<off_t>(off));
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0) {
+    abort_current(r == 0 ? "'" + f.source_path + "' shrank while being sent"
+                         : "reading '" + f.source_path + "': " + errno_text(errno));
+    return false;
+  }
+  splice_window_ = static_cast<unsigned>(r);
+  splicing_ = true;
+  arm_splice(f.fd.get(), static_cast<std::int64_t>(off), pipe_w_.get(), -1, splice_window_,
+             kSpliceIn);
+  return true;
+}
+
+void OutboundStream::on_ack_bytes(int n) {
+  ack_len_ += static_cast<std::size_t>(n);
+  std::size_t pos = 0;
+  while (ack_len_ - pos >= kFrameAckBytes) {
+    FrameAck a;
+    if (!decode_frame_ack(
+            std::span<const std::uint8_t, kFrameAckBytes>(ack_buf_.data() + pos, kFrameAckBytes),
+            a)) {
+      connection_failed("the receiver sent a malformed ack", true);
+      return;
+    }
+    pos += kFrameAckBytes;
+    handle_ack(a);
+    if (state_ != State::kRunning) return;
+  }
+  std::memmove(ack_buf_.data(), ack_buf_.data() + pos, ack_len_ - pos);
+  ack_len_ -= pos;
+  recv_armed_ = true;
+  arm_recv(fd_.get(), ack_buf_.data() + ack_len_, ack_buf_.size() - ack_len_, kRecv);
+  pump();
+}
+
+void OutboundStream::handle_ack(const FrameAck& a) {
+  if (unacked_.empty() || unacked_.front().job.file->token != a.token ||
+      unacked_.front().job.file->chunk_offset(unacked_.front().job.index) != a.offset) {
+    connection_failed("the receiver acknowledged a frame that was not sent next", true);
+    return;
+  }
+  SentFrame frame = std::move(unacked_.front());
+  unacked_.pop_front();
+  unacked_bytes_ -= frame.job.file->chunk_length(frame.job.index);
+  ChunkScheduler& s = *ctx_.scheduler;
+  const std::string where =
+      "'" + frame.job.file->wire_path + "' at offset " + std::to_string(a.offset);
+  switch (a.status) {
+    case AckStatus::kOk:
+      s.acked(frame.job, frame.digest);
+      return;
+    case AckStatus::kBadDigest:
+      ctx_.log.warn("digest mismatch reported by the receiver for " + where +
+                    " (data changed in transit); sending that chunk again");
+      s.retry(frame.job, "digest mismatch");
+      return;
+    case AckStatus::kBusy:
+      s.retry(frame.job, "chunk busy on another connection");
+      return;
+    case AckStatus::kWriteFailed:
+      s.fail(frame.job, "the receiver could not write it: " + errno_text(a.error), false);
+      return;
+    case AckStatus::kUnknownToken:
+      // The receiver closed the file (it gave up on it, or restarted); a new SEND may work.
+      s.fail(frame.job, "the receiver no longer had the file open", true);
+      return;
+    case AckStatus::kBadRange:
+    case AckStatus::kProtocol:
+      s.fail(frame.job, std::string("the receiver rejected a frame: ") + ack_status_name(a.status),
+             false);
+      return;
+  }
+}
+
+void OutboundStream::abort_current(const std::string& why) {
+  // The frame's header is already on the wire: the stream cannot continue in step with the
+  // receiver, so fail this file and reset the connection.
+  if (cur_) {
+    ctx_.scheduler->fail(*cur_, why, false);
+    cur_.reset();
+  }
+  splicing_ = false;
+  connection_failed("reset after a read error", true);
+}
+
+void OutboundStream::connection_failed(const std::string& why, bool retryable) {
+  if (state_ == State::kDraining || state_ == State::kFinished) return;
+  last_error_ = why;
+  ChunkScheduler& s = *ctx_.scheduler;
+  if (cur_) {
+    s.retry(*cur_, why);
+    cur_.reset();
+  }
+  for (auto& f : unacked_)
+    s.retry(f.job, why);
+  unacked_.clear();
+  unacked_bytes_ = 0;
+  splicing_ = false;
+  send_armed_ = recv_armed_ = false;
+  state_ = State::kDraining;
+  retryable_ = retryable;
+  if (fd_) {
+    ::shutdown(fd_.get(), SHUT_RDWR);
+    loop_.cancel_fd(fd_.get());
+  }
+  if (inflight() == 0) after_drain();
+}
+
+void OutboundStream::after_drain() {
+  fd_.reset();
+  // A splice cut short may leave bytes in the pipe: start the next connection with a clean one.
+  pipe_r_.reset();
+  pipe_w_.reset();
+  pipe_pending_ = 0;
+  out_len_ = out_sent_ = 0;
+  ack_len_ = 0;
+  if (ctx_.scheduler->closed()) {
+    finish();
+    return;
+  }
+  std::optional<std::chrono::milliseconds> delay;
+  if (retryable_) delay = backoff_.next_delay(Backoff::Clock::now());
+  if (!delay) {
+    state_ = State::kFinished;
+    ctx_.loops[0]->post([c = ctx_.control, why = last_error_] { c->stream_gave_up(why); });
+    finish();
+    return;
+  }
+  ctx_.reconnects.fetch_add(1, std::memory_order_relaxed);
+  ctx_.log.debug("data stream " + std::to_string(stream_index_) + ": " + last_error_ +
+                 "; reconnecting in " + std::to_string(delay->count()) + " ms");
+  state_ = State::kBackoff;
+  arm_timer(static_cast<std::uint64_t>(delay->count()) * 1'000'000, kTimer);
+}
+
+}  // namespace ackxfer

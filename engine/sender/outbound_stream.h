@@ -1,0 +1,101 @@
+// One data connection of the sender: takes chunks from the scheduler, sends each as a frame
+// (header, payload hashed on the way, digest trailer), and matches the receiver's acks to the
+// frames in flight. Reconnects with backoff when the connection fails, handing its unacked
+// chunks back to the scheduler first.
+#pragma once
+
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "digest/digest.h"
+#include "io/event_loop.h"
+#include "protocol/data_frame.h"
+#include "sender/backoff.h"
+#include "sender/chunk_scheduler.h"
+#include "sender/sender_context.h"
+#include "unique_fd.h"
+
+namespace ackxfer {
+
+class OutboundStream final : public LoopObject, public ChunkWaiter {
+ public:
+  OutboundStream(SenderContext& ctx, unsigned loop_index, unsigned stream_index);
+  ~OutboundStream() override;
+
+  // Loop thread: connect and start pulling chunks.
+  void start();
+  // Loop thread: the transfer is over; close now.
+  void finish();
+  // Any thread.
+  void wake() override;
+
+  unsigned loop_index() const { return loop_index_; }
+
+ private:
+  enum Op : unsigned {
+    kConnect = 1,
+    kSend = 2,
+    kRecv = 3,
+    kTimer = 4,
+    kSpliceIn = 5,
+    kSpliceOut = 6
+  };
+  enum class State { kIdle, kConnecting, kRunning, kDraining, kBackoff, kFinished };
+
+  struct SentFrame {
+    ChunkJob job;
+    Digest128 digest;
+  };
+
+  void on_complete(unsigned op, int res, unsigned flags) override;
+  void on_drained() override;
+
+  void connect();
+  void connected();
+  void connection_failed(const std::string& why, bool retryable);
+  void after_drain();
+  void pump();
+  bool fill();
+  bool start_splice_window();
+  void on_ack_bytes(int n);
+  void handle_ack(const FrameAck& ack);
+  void abort_current(const std::string& why);
+
+  SenderContext& ctx_;
+  const unsigned loop_index_;
+  const unsigned stream_index_;
+  State state_ = State::kIdle;
+  UniqueFd fd_;
+  Backoff backoff_;
+  std::string last_error_;
+  bool retryable_ = true;  // whether the last failure may be retried
+
+  // Outgoing bytes: headers, copied payload, trailers.
+  std::vector<std::uint8_t> out_;
+  std::size_t out_len_ = 0, out_sent_ = 0;
+  bool send_armed_ = false;
+
+  // The chunk being put on the wire.
+  std::optional<ChunkJob> cur_;
+  std::uint64_t cur_pos_ = 0;  // payload bytes of cur_ already read (copy) or spliced
+  StreamingDigest digest_;
+  bool cur_spliced_ = false;
+
+  // Splice path.
+  UniqueFd pipe_r_, pipe_w_;
+  unsigned pipe_bytes_ = 0;
+  std::vector<std::uint8_t> hash_buf_;
+  unsigned splice_window_ = 0;  // bytes asked of the current splice-in
+  unsigned pipe_pending_ = 0;   // bytes in the pipe not yet spliced to the socket
+  bool splicing_ = false;
+
+  std::deque<SentFrame> unacked_;
+  std::uint64_t unacked_bytes_ = 0;
+
+  std::vector<std::uint8_t> ack_buf_;
+  std::size_t ack_len_ = 0;
+  bool recv_armed_ = false;
+};
+
+}  // namespace ackxfer

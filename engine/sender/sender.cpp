@@ -1,0 +1,185 @@
+// Sender::run: sets up the loops, threads, streams and control client, and collects the report.
+#include "sender/sender.h"
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <future>
+#include <thread>
+
+#include "error.h"
+#include "io/event_loop.h"
+#include "io/socket.h"
+#include "sender/control_client.h"
+#include "sender/outbound_stream.h"
+#include "sender/sender_context.h"
+
+namespace ackxfer {
+namespace {
+
+constexpr std::uint16_t kDefaultControlPort = 36258;
+constexpr unsigned kMaxStreams = 256;
+
+bool is_loopback(const Endpoint& ep) {
+  if (ep.family() == AF_INET) {
+    auto a = ntohl(reinterpret_cast<const sockaddr_in*>(&ep.addr)->sin_addr.s_addr);
+    return (a >> 24) == 127;
+  }
+  if (ep.family() == AF_INET6) {
+    const auto* a6 = &reinterpret_cast<const sockaddr_in6*>(&ep.addr)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(a6)) return true;
+    if (IN6_IS_ADDR_V4MAPPED(a6)) return a6->s6_addr[12] == 127;
+  }
+  return false;
+}
+
+unsigned online_cpus() {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+}  // namespace
+
+const char* send_path_name(SendPath p) {
+  switch (p) {
+    case SendPath::kAuto:
+      return "auto";
+    case SendPath::kCopy:
+      return "copy";
+    case SendPath::kSplice:
+      return "splice";
+  }
+  return "?";
+}
+
+Sender::Sender(SenderOptions options) : options_(std::move(options)) {}
+Sender::~Sender() = default;
+
+void Sender::cancel() {
+  std::lock_guard lock(ctx_mu_);
+  cancel_requested_ = true;
+  if (!ctx_) return;
+  ctx_->cancelled = true;
+  SenderContext* ctx = ctx_;
+  ctx->loops[0]->post([ctx] { ctx->control->cancel(); });
+}
+
+SendReport Sender::run() {
+  if (options_.streams == 0 || options_.streams > kMaxStreams)
+    throw Failure("--streams must be between 1 and " + std::to_string(kMaxStreams));
+  if (options_.paths.empty()) throw Failure("nothing to send: give at least one PATH");
+  HostPort hp = parse_host_port(options_.to);
+  if (!hp.has_port) hp.port = kDefaultControlPort;
+  if (hp.port == 0) throw Failure("--to: port 0 is not a port a receiver can listen on");
+  if (auto why = io_uring_unavailable_reason()) throw Failure(*why);
+
+  SenderContext ctx(options_);
+  ctx.control_ep = resolve_endpoint(hp.host, hp.port, false);
+  ctx.send_path = options_.send_path;
+  if (ctx.send_path == SendPath::kAuto)
+    ctx.send_path = is_loopback(ctx.control_ep) ? SendPath::kCopy : SendPath::kSplice;
+
+  unsigned threads = options_.threads ? options_.threads : online_cpus();
+  threads = std::max(1u, std::min(threads, options_.streams));
+
+  SendReport report;
+  report.send_path = send_path_name(ctx.send_path);
+  report.streams = options_.streams;
+  report.threads = threads;
+
+  // Loop 0 belongs to this thread; each helper thread creates its own loop (a ring is bound
+  // to the thread that submits to it) and waits for the go signal.
+  EventLoop loop0;
+  ctx.loops.assign(threads, nullptr);
+  ctx.loops[0] = &loop0;
+  std::vector<std::thread> helpers;
+  std::vector<std::promise<void>> ready(threads);
+  std::promise<void> go;
+  std::shared_future<void> go_signal = go.get_future().share();
+  for (unsigned i = 1; i < threads; ++i) {
+    helpers.emplace_back([&, i] {
+      std::unique_ptr<EventLoop> loop;
+      try {
+        loop = std::make_unique<EventLoop>();
+        ctx.loops[i] = loop.get();
+        ready[i].set_value();
+      } catch (...) {
+        ready[i].set_exception(std::current_exception());
+        return;
+      }
+      go_signal.wait();
+      try {
+        loop->run();
+      } catch (const std::exception& e) {
+        ctx.log.error(std::string("sender thread stopped: ") + e.what());
+      }
+    });
+  }
+  std::exception_ptr startup_error;
+  for (unsigned i = 1; i < threads; ++i) {
+    try {
+      ready[i].get_future().get();
+    } catch (...) {
+      startup_error = std::current_exception();
+    }
+  }
+  if (startup_error) {
+    for (unsigned i = 1; i < threads; ++i)
+      if (EventLoop* l = ctx.loops[i]) l->post([l] { l->stop(); });
+    go.set_value();
+    for (auto& t : helpers)
+      t.join();
+    std::rethrow_exception(startup_error);
+  }
+
+  TreeWalker walker(options_.paths);
+  ControlClient* control_ptr = nullptr;
+  ChunkScheduler::Callbacks callbacks;
+  callbacks.file_chunks_done = [&ctx, &control_ptr](std::shared_ptr<OutgoingFile> f) {
+    ctx.loops[0]->post([&control_ptr, f = std::move(f)] { control_ptr->file_chunks_done(f); });
+  };
+  callbacks.file_failed = [&ctx, &control_ptr](std::shared_ptr<OutgoingFile> f, std::string reason,
+                                               bool retryable) {
+    ctx.loops[0]->post([&control_ptr, f = std::move(f), reason = std::move(reason), retryable] {
+      control_ptr->file_failed(f, reason, retryable);
+    });
+  };
+  ctx.scheduler = std::make_unique<ChunkScheduler>(std::move(callbacks));
+  ctx.live_objects.assign(threads, 0);
+  for (unsigned s = 0; s < options_.streams; ++s) {
+    unsigned loop_index = s % threads;
+    ctx.streams.push_back(std::make_unique<OutboundStream>(ctx, loop_index, s));
+    ++ctx.live_objects[loop_index];
+  }
+  ControlClient control(ctx, walker, report);
+  control_ptr = &control;
+  ctx.control = &control;
+  ++ctx.live_objects[0];
+
+  auto t0 = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(ctx_mu_);
+    ctx_ = &ctx;
+    if (cancel_requested_) loop0.post([&control] { control.cancel(); });
+  }
+  control.start();
+  go.set_value();
+  try {
+    loop0.run();
+  } catch (const std::exception& e) {
+    ctx.log.error(std::string("sender loop stopped: ") + e.what());
+  }
+  for (auto& t : helpers)
+    t.join();
+  {
+    std::lock_guard lock(ctx_mu_);
+    ctx_ = nullptr;
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report.retries = ctx.scheduler->retries() + control.file_resends() + ctx.reconnects.load();
+  if (report.outcome == SendReport::Outcome::kOk && !report.failed.empty())
+    report.outcome = SendReport::Outcome::kSomeFailed;
+  return report;
+}
+
+}  // namespace ackxfer

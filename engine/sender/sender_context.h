@@ -1,0 +1,44 @@
+// What the sender's control client and data streams share for one transfer.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "io/event_loop.h"
+#include "io/socket.h"
+#include "sender/chunk_scheduler.h"
+#include "sender/sender.h"
+
+namespace ackxfer {
+
+class ControlClient;
+class OutboundStream;
+
+struct SenderContext {
+  explicit SenderContext(const SenderOptions& o) : options(o), log(o.log) {}
+
+  const SenderOptions& options;
+  Logger log;
+  Endpoint control_ep;
+  Endpoint data_ep;  // control_ep's host at the data port from the receiver's HELLO
+  SendPath send_path = SendPath::kCopy;
+  std::unique_ptr<ChunkScheduler> scheduler;
+
+  // loops[i] runs on sender thread i; loops[0] also runs the control client.
+  std::vector<EventLoop*> loops;
+  std::vector<int> live_objects;  // per loop, touched only on that loop's thread
+  ControlClient* control = nullptr;
+  std::vector<std::unique_ptr<OutboundStream>> streams;
+
+  std::atomic<std::uint64_t> reconnects{0};
+  std::atomic<std::uint64_t> payload_bytes_sent{0};
+  std::atomic<bool> cancelled{false};
+
+  // Loop thread only: an object on loop `i` has finished for good.
+  void object_finished(unsigned loop_index) {
+    if (--live_objects[loop_index] == 0) loops[loop_index]->stop();
+  }
+};
+
+}  // namespace ackxfer

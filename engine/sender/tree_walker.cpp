@@ -1,0 +1,153 @@
+// TreeWalker: opendir/readdir with fstatat, depth-first, lazily.
+#include "sender/tree_walker.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <utility>
+
+#include "error.h"
+#include "protocol/limits.h"
+
+namespace ackxfer {
+namespace {
+
+Mtime mtime_of(const struct stat& st) {
+  return Mtime{st.st_mtim.tv_sec, static_cast<std::uint32_t>(st.st_mtim.tv_nsec)};
+}
+
+const char* kind_name(mode_t m) {
+  if (S_ISLNK(m)) return "symbolic link";
+  if (S_ISFIFO(m)) return "FIFO";
+  if (S_ISSOCK(m)) return "socket";
+  if (S_ISCHR(m)) return "character device";
+  if (S_ISBLK(m)) return "block device";
+  return "special file";
+}
+
+}  // namespace
+
+TreeWalker::TreeWalker(std::vector<std::string> roots) : roots_(std::move(roots)) {}
+
+TreeWalker::~TreeWalker() {
+  for (auto& d : stack_)
+    closedir(d.dir);
+}
+
+std::vector<WalkProblem> TreeWalker::take_problems() {
+  return std::exchange(problems_, {});
+}
+
+std::optional<std::string> TreeWalker::wire_name_of(const std::string& arg) {
+  std::string p = arg;
+  while (p.size() > 1 && p.back() == '/')
+    p.pop_back();
+  auto slash = p.rfind('/');
+  std::string base = slash == std::string::npos ? p : p.substr(slash + 1);
+  if (base.empty() || base == "." || base == "..") {
+    // "." or "dir/..": use the directory's real name, like scp does.
+    char resolved[PATH_MAX];
+    if (!realpath(p.c_str(), resolved)) return std::nullopt;
+    std::string r = resolved;
+    if (r == "/") return std::nullopt;
+    base = r.substr(r.rfind('/') + 1);
+  }
+  return base;
+}
+
+std::optional<SourceEntry> TreeWalker::from_stat(const struct stat& st, std::string source,
+                                                 std::string wire) {
+  if (wire.size() > kMaxPathBytes) {
+    problems_.push_back({source, "its path is longer than the protocol's " +
+                                     std::to_string(kMaxPathBytes) + "-byte limit"});
+    return std::nullopt;
+  }
+  SourceEntry e;
+  e.source_path = std::move(source);
+  e.wire_path = std::move(wire);
+  e.mode = st.st_mode & 07777;
+  e.mtime = mtime_of(st);
+  if (S_ISREG(st.st_mode)) {
+    e.kind = SourceEntry::Kind::kFile;
+    e.size = static_cast<std::uint64_t>(st.st_size);
+    return e;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    e.kind = SourceEntry::Kind::kDirectory;
+    return e;
+  }
+  problems_.push_back({e.source_path,
+                       std::string("skipped: a ") + kind_name(st.st_mode) +
+                           " is not sent (only regular files and directories)",
+                       false});
+  return std::nullopt;
+}
+
+void TreeWalker::push_dir(const std::string& source, const std::string& wire) {
+  DIR* d = opendir(source.c_str());
+  if (!d) {
+    problems_.push_back({source, "cannot read directory: " + errno_text(errno)});
+    return;
+  }
+  stack_.push_back({d, source + "/", wire + "/"});
+}
+
+std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
+  struct stat st;
+  if (::stat(arg.c_str(), &st) != 0) {  // arguments follow symlinks, like cp and scp
+    problems_.push_back({arg, errno_text(errno)});
+    return std::nullopt;
+  }
+  auto name = wire_name_of(arg);
+  if (!name) {
+    problems_.push_back({arg, "has no name to send it under; name a directory inside it"});
+    return std::nullopt;
+  }
+  std::string source = arg;
+  while (source.size() > 1 && source.back() == '/')
+    source.pop_back();
+  auto e = from_stat(st, source, *name);
+  if (e && e->kind == SourceEntry::Kind::kDirectory) push_dir(e->source_path, e->wire_path);
+  if (!e && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    // A special file named on the command line is a failure, not a silent skip.
+    problems_.back().is_failure = true;
+  }
+  return e;
+}
+
+std::optional<SourceEntry> TreeWalker::next() {
+  while (true) {
+    if (stack_.empty()) {
+      if (next_root_ == roots_.size()) return std::nullopt;
+      if (auto e = start_root(roots_[next_root_++])) return e;
+      continue;
+    }
+    OpenDir& top = stack_.back();
+    errno = 0;
+    dirent* de = readdir(top.dir);
+    if (!de) {
+      if (errno != 0)
+        problems_.push_back({top.source_prefix, "error reading directory: " + errno_text(errno)});
+      closedir(top.dir);
+      stack_.pop_back();
+      continue;
+    }
+    std::string_view name = de->d_name;
+    if (name == "." || name == "..") continue;
+    std::string source = top.source_prefix + de->d_name;
+    std::string wire = top.wire_prefix + de->d_name;
+    struct stat st;
+    if (fstatat(dirfd(top.dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      problems_.push_back({source, errno_text(errno)});
+      continue;
+    }
+    auto e = from_stat(st, std::move(source), std::move(wire));
+    if (!e) continue;
+    // push_dir may reallocate stack_: `top` is not used after this.
+    if (e->kind == SourceEntry::Kind::kDirectory) push_dir(e->source_path, e->wire_path);
+    return e;
+  }
+}
+
+}  // namespace ackxfer
