@@ -1,0 +1,31 @@
+// Pieces every subcommand uses: the stderr log sink, signal blocking, version text, sizes.
+#pragma once
+
+#include <csignal>
+#include <cstdint>
+#include <string>
+
+#include "log.h"
+
+namespace ackxfer::cli {
+
+// Messages go to stderr as "ackxfer-fast: <level>: <message>", one whole line per write so
+// threads never interleave inside a line.
+Logger make_stderr_logger(LogLevel level);
+LogLevel parse_log_level(const std::string& s);  // throws Failure
+
+// Blocks SIGINT and SIGTERM in the calling thread (call before starting threads, which
+// inherit the mask) so that a dedicated thread can sigwait for them.
+sigset_t block_termination_signals();
+
+std::string version_text();
+
+// "1.23 GB", "512 KiB"-style helpers for human output.
+std::string human_bytes(double bytes);
+std::string human_rate(double bytes_per_second);
+
+int recv_command(int argc, char** argv);
+int send_command(int argc, char** argv);
+int bench_command(int argc, char** argv);
+
+}  // namespace ackxfer::cli

@@ -1,0 +1,26 @@
+// Process exit codes: documented in --help, the README and docs/PROTOCOL.md. Scripts depend on
+// them; never renumber.
+#pragma once
+
+namespace ackxfer::cli {
+
+// X(name, value, meaning)
+#define ACKXFER_EXIT_CODES(X)                                                      \
+  X(kOk, 0, "success: every file was delivered and verified")                      \
+  X(kFilesFailed, 1, "some files failed (each is named on stderr)")                \
+  X(kUsage, 2, "usage error: bad option or argument")                              \
+  X(kCannotConnect, 3, "cannot connect: no receiver reachable within --retry-for") \
+  X(kInterrupted, 4, "interrupted: the receiver went away or a signal stopped us") \
+  X(kProtocol, 5, "protocol error: the peer is not a compatible ackxfer-fast")     \
+  X(kSetup, 6, "local setup failed: io_uring unavailable, cannot bind, cannot create --dir")
+
+enum ExitCode {
+#define ACKXFER_EXIT_ENUM(name, value, text) name = value,
+  ACKXFER_EXIT_CODES(ACKXFER_EXIT_ENUM)
+#undef ACKXFER_EXIT_ENUM
+};
+
+// "Exit status:" section for --help.
+const char* exit_code_help();
+
+}  // namespace ackxfer::cli

@@ -1,0 +1,91 @@
+// `ackxfer-fast recv`: runs a Receiver until SIGINT or SIGTERM.
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "cli_common.h"
+#include "error.h"
+#include "exit_codes.h"
+#include "receiver/receiver.h"
+
+namespace po = boost::program_options;
+
+namespace ackxfer::cli {
+
+int recv_command(int argc, char** argv) {
+  ReceiverOptions opt;
+  std::string dir = ".", log_level = "info";
+  unsigned control_port = opt.control_port, data_port = opt.data_port;
+  po::options_description desc("Options");
+  desc.add_options()("help,h", "show this help")(
+      "dir", po::value(&dir), "destination root, created if missing (default: current directory)")(
+      "listen", po::value(&opt.listen)->default_value(opt.listen),
+      "address to bind: IPv4, IPv6 or a host name")(
+      "port", po::value(&control_port)->default_value(control_port),
+      "control port (0: any free port)")(
+      "data-port", po::value(&data_port)->default_value(data_port), "data port (0: any free port)")(
+      "threads", po::value(&opt.threads)->default_value(0),
+      "worker threads, each with its own io_uring (0: one per online CPU)")(
+      "log-level", po::value(&log_level)->default_value(log_level),
+      "error, warning, info or debug");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+      std::cout << "Usage: ackxfer-fast recv [--dir DIR] [--listen ADDR] [--port N] "
+                   "[--data-port N] [--threads N]\n\n"
+                   "Receives files from `ackxfer-fast send` into DIR. Each file is written to a\n"
+                   "temporary file and renamed into place only after its XXH3-128 digest\n"
+                   "matches. Prints one line to stdout once it accepts connections:\n"
+                   "  listening control=ADDR:PORT data=ADDR:PORT threads=N\n"
+                   "and everything else to stderr. SIGINT/SIGTERM stop it; files not yet\n"
+                   "verified are discarded, never published.\n\n"
+                << desc
+                << "\nExamples:\n"
+                   "  ackxfer-fast recv --dir /data\n"
+                   "  ackxfer-fast recv --dir /data --listen 10.0.0.5 --threads 8\n"
+                   "  ackxfer-fast recv --dir /tmp/in --port 0 --data-port 0   # any free ports\n\n"
+                << exit_code_help();
+      return kOk;
+    }
+    if (control_port > 65535 || data_port > 65535) throw Failure("ports are 0 to 65535");
+    opt.log = make_stderr_logger(parse_log_level(log_level));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ackxfer-fast recv: %s\nTry 'ackxfer-fast recv --help'.\n", e.what());
+    return kUsage;
+  }
+  opt.dir = dir;
+  opt.control_port = static_cast<std::uint16_t>(control_port);
+  opt.data_port = static_cast<std::uint16_t>(data_port);
+
+  sigset_t signals = block_termination_signals();
+  Receiver receiver(opt);
+  try {
+    receiver.start();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ackxfer-fast recv: %s\n", e.what());
+    return kSetup;
+  }
+  std::printf("listening control=%s data=%s threads=%u\n",
+              receiver.control_endpoint().to_string().c_str(),
+              receiver.data_endpoint().to_string().c_str(), receiver.threads());
+  std::fflush(stdout);
+  opt.log.info("receiving into " + dir);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  opt.log.info(std::string("stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+               "; unfinished files are discarded");
+  receiver.stop();
+  receiver.wait();
+  const ReceiverStats& s = receiver.stats();
+  opt.log.info("stopped: " + std::to_string(s.files_published.load()) + " files (" +
+               human_bytes(static_cast<double>(s.bytes_published.load())) + ") published, " +
+               std::to_string(s.files_failed.load()) + " failed, " +
+               std::to_string(s.sessions.load()) + " sessions");
+  return kOk;
+}
+
+}  // namespace ackxfer::cli
