@@ -247,9 +247,24 @@ std::optional<std::string> unescape_bytes(std::string_view s) {
 }
 
 std::string format_mtime(const Mtime& t) {
+  // struct timespec form (sec may be negative, nsec always positive) to a signed decimal:
+  // {-5, 999999999} is -4.000000001 seconds.
+  const bool neg = t.sec < 0;
+  std::uint64_t whole;
+  std::uint32_t frac;
+  if (!neg) {
+    whole = static_cast<std::uint64_t>(t.sec);
+    frac = t.nsec;
+  } else if (t.nsec == 0) {
+    whole = static_cast<std::uint64_t>(-t.sec);
+    frac = 0;
+  } else {
+    whole = static_cast<std::uint64_t>(-(t.sec + 1));
+    frac = 1000000000u - t.nsec;
+  }
   std::array<char, 16> ns{};
-  std::snprintf(ns.data(), ns.size(), "%09u", t.nsec);
-  return std::to_string(t.sec) + "." + ns.data();
+  std::snprintf(ns.data(), ns.size(), "%09u", frac);
+  return (neg ? "-" : "") + std::to_string(whole) + "." + ns.data();
 }
 
 std::optional<Mtime> parse_mtime(std::string_view s) {

@@ -1,0 +1,116 @@
+// The shared chunk queue: order, retries, failure after too many attempts, waiters.
+#include <gtest/gtest.h>
+
+#include "protocol/limits.h"
+#include "sender/chunk_scheduler.h"
+
+namespace ackxfer {
+namespace {
+
+struct Recorder {
+  std::vector<std::shared_ptr<OutgoingFile>> done;
+  std::vector<std::string> failed;
+  ChunkScheduler::Callbacks callbacks() {
+    return {
+        [this](std::shared_ptr<OutgoingFile> f) { done.push_back(f); },
+        [this](std::shared_ptr<OutgoingFile>, std::string why, bool) { failed.push_back(why); }};
+  }
+};
+
+struct CountingWaiter : ChunkWaiter {
+  int wakes = 0;
+  void wake() override { ++wakes; }
+};
+
+std::shared_ptr<OutgoingFile> make_file(std::uint64_t size, std::uint64_t chunk) {
+  auto f = std::make_shared<OutgoingFile>();
+  f->size = size;
+  f->chunk_bytes = chunk;
+  f->chunk_count = static_cast<std::uint32_t>((size + chunk - 1) / chunk);
+  return f;
+}
+
+TEST(ChunkScheduler, HandsOutChunksInOrderAndReportsCompletion) {
+  Recorder r;
+  ChunkScheduler s(r.callbacks());
+  auto f = make_file(3 * 65536 + 1, 65536);
+  s.add_file(f);
+  for (std::uint32_t i = 0; i < 4; ++i) {
+    auto j = s.next(nullptr);
+    ASSERT_TRUE(j);
+    EXPECT_EQ(j->index, i);
+    s.acked(*j, digest_of(&i, sizeof i));
+  }
+  EXPECT_EQ(f->chunk_length(3), 1u);
+  ASSERT_EQ(r.done.size(), 1u);
+  EXPECT_FALSE(s.next(nullptr));
+}
+
+TEST(ChunkScheduler, RetriedChunkGoesFirst) {
+  Recorder r;
+  ChunkScheduler s(r.callbacks());
+  s.add_file(make_file(4 * 65536, 65536));
+  auto a = s.next(nullptr);
+  auto b = s.next(nullptr);
+  s.retry(*a, "digest mismatch");
+  EXPECT_EQ(s.next(nullptr)->index, a->index);
+  EXPECT_EQ(s.retries(), 1u);
+  (void)b;
+}
+
+TEST(ChunkScheduler, FailsTheFileAfterMaxAttempts) {
+  Recorder r;
+  ChunkScheduler s(r.callbacks());
+  auto f = make_file(65536, 65536);
+  s.add_file(f);
+  for (int i = 0; i < ChunkScheduler::kMaxChunkAttempts; ++i) {
+    auto j = s.next(nullptr);
+    ASSERT_TRUE(j) << i;
+    s.retry(*j, "mismatch");
+  }
+  ASSERT_EQ(r.failed.size(), 1u);
+  EXPECT_NE(r.failed[0].find("mismatch"), std::string::npos);
+  EXPECT_FALSE(s.next(nullptr));
+}
+
+TEST(ChunkScheduler, ChunksOfAFailedFileAreDropped) {
+  Recorder r;
+  ChunkScheduler s(r.callbacks());
+  auto f = make_file(3 * 65536, 65536);
+  auto g = make_file(65536, 65536);
+  s.add_file(f);
+  s.add_file(g);
+  auto j = s.next(nullptr);
+  s.fail(*j, "read error", false);
+  auto next = s.next(nullptr);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->file, g);
+  s.acked(*j, Digest128{});  // a late ack for the failed file changes nothing
+  EXPECT_TRUE(r.done.empty());
+}
+
+TEST(ChunkScheduler, WakesWaitersOnNewWorkAndOnClose) {
+  Recorder r;
+  ChunkScheduler s(r.callbacks());
+  CountingWaiter w;
+  EXPECT_FALSE(s.next(&w));
+  s.add_file(make_file(65536, 65536));
+  EXPECT_EQ(w.wakes, 1);
+  ASSERT_TRUE(s.next(&w));
+  EXPECT_FALSE(s.next(&w));
+  s.close();
+  EXPECT_EQ(w.wakes, 2);
+  EXPECT_FALSE(s.next(&w));
+  EXPECT_TRUE(s.closed());
+}
+
+TEST(ChunkScheduler, ChunkSizeGrowsForHugeFiles) {
+  EXPECT_EQ(choose_chunk_bytes(1 << 20, kDefaultChunkBytes), kDefaultChunkBytes);
+  std::uint64_t huge = 1ull << 47;  // 128 TiB
+  std::uint64_t c = choose_chunk_bytes(huge, kDefaultChunkBytes);
+  EXPECT_LE((huge + c - 1) / c, kMaxChunksPerFile);
+  EXPECT_EQ(choose_chunk_bytes(10, 1), kMinChunkBytes);
+}
+
+}  // namespace
+}  // namespace ackxfer

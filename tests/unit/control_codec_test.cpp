@@ -1,0 +1,208 @@
+// The control-line grammar (docs/PROTOCOL.md, "Control lines"), rule by rule.
+#include <gtest/gtest.h>
+
+#include "protocol/control_codec.h"
+#include "protocol/limits.h"
+
+namespace ackxfer {
+namespace {
+
+ClientMessage parse_ok(std::string_view line) {
+  auto p = parse_client_line(line);
+  EXPECT_TRUE(p.ok()) << line << ": " << (p.ok() ? "" : p.error().message);
+  return p.ok() ? p.value() : ClientMessage{};
+}
+
+ErrorCode parse_error(std::string_view line) {
+  auto p = parse_client_line(line);
+  EXPECT_FALSE(p.ok()) << "accepted: " << line;
+  return p.ok() ? ErrorCode::kBadLine : p.error().code;
+}
+
+std::string strip_nl(std::string s) {
+  EXPECT_EQ(s.back(), '\n');
+  s.pop_back();
+  return s;
+}
+
+TEST(ControlCodec, ClientMessagesRoundTrip) {
+  SendRequest send{7,    "dir/a b\tc\nd\\e\x01\xff.bin", 123456789012,
+                   0644, Mtime{1732531200, 5},           8 << 20};
+  MkdirRequest mkdir{8, "dir/sub", 0755, Mtime{-5, 999999999}};
+  DoneRequest done{9, digest_of("x", 1)};
+  std::vector<ClientMessage> msgs = {HelloRequest{1},  send,        mkdir, done,
+                                     CancelRequest{3}, ByeRequest{}};
+  for (const auto& m : msgs) {
+    std::string line = strip_nl(format_line(m));
+    EXPECT_EQ(line.find('\n'), std::string::npos);
+    EXPECT_EQ(parse_ok(line), m) << line;
+  }
+}
+
+TEST(ControlCodec, ServerMessagesRoundTrip) {
+  std::vector<ServerMessage> msgs = {
+      HelloReply{1, 36250, 256},
+      ReadyReply{5, Token::random()},
+      OkReply{5},
+      ErrReply{5, ErrorCode::kBadPath, "'../x': path has a \"..\" component"},
+      ErrReply{std::nullopt, ErrorCode::kShutdown, "bye"},
+      ByeReply{10, 1 << 20}};
+  for (const auto& m : msgs) {
+    std::string line = strip_nl(format_line(m));
+    auto p = parse_server_line(line);
+    ASSERT_TRUE(p.ok()) << line;
+    EXPECT_EQ(p.value(), m) << line;
+  }
+}
+
+TEST(ControlCodec, SendLineIsHumanReadable) {
+  SendRequest s{1, "my file.txt", 10, 0644, Mtime{100, 0}, 65536};
+  EXPECT_EQ(format_line(s),
+            "SEND 1 my\\x20file.txt size=10 mode=0644 mtime=100.000000000 chunk=65536\n");
+}
+
+TEST(ControlCodec, EveryByteValueRoundTripsThroughEscaping) {
+  std::string all;
+  for (int c = 0; c < 256; ++c)
+    all.push_back(static_cast<char>(c));
+  std::string esc = escape_bytes(all);
+  for (unsigned char c : esc)
+    EXPECT_TRUE(c >= 0x21 && c <= 0x7e);
+  auto back = unescape_bytes(esc);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, all);
+}
+
+TEST(ControlCodec, RejectsBadEscapes) {
+  EXPECT_FALSE(unescape_bytes("a\\"));
+  EXPECT_FALSE(unescape_bytes("a\\x"));
+  EXPECT_FALSE(unescape_bytes("a\\x4"));
+  EXPECT_FALSE(unescape_bytes("a\\xzz"));
+  EXPECT_FALSE(unescape_bytes("a\\n"));
+  EXPECT_FALSE(unescape_bytes("a\\x+1"));
+  EXPECT_FALSE(unescape_bytes("a b"));
+  EXPECT_EQ(*unescape_bytes("a\\x2Fb"), "a/b");  // decodes to '/': the path rule judges it
+  EXPECT_EQ(*unescape_bytes("\\x00"), std::string(1, '\0'));
+}
+
+TEST(ControlCodec, RejectsUnknownVerb) {
+  EXPECT_EQ(parse_error("PUT 1 x"), ErrorCode::kUnknownVerb);
+  EXPECT_EQ(parse_error("send 1 x size=1 mode=0644 mtime=1.0 chunk=65536"),
+            ErrorCode::kUnknownVerb);
+}
+
+TEST(ControlCodec, RejectsMalformedLines) {
+  EXPECT_EQ(parse_error(""), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error(" BYE"), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error("BYE "), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error("DONE  1 xxh3=00"), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error("BYE\t"), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error(std::string("SEND 1 a\0b size=1", 17)), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error("HELLO"), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error("HELLO rsync 1"), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error("SEND 1"), ErrorCode::kBadLine);
+}
+
+TEST(ControlCodec, TruncatedSendIsMissingFields) {
+  EXPECT_EQ(parse_error("SEND 1 a"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("SEND 1 a size=1"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("SEND 1 a size=1 mode=0644"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("SEND 1 a size=1 mode=0644 mtime=1.0"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536 size=2"),
+            ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536 junk"),
+            ErrorCode::kBadField);
+}
+
+TEST(ControlCodec, UnknownKeysAreIgnoredForForwardCompatibility) {
+  auto m = parse_ok("SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536 future=yes");
+  EXPECT_EQ(std::get<SendRequest>(m).size, 1u);
+}
+
+TEST(ControlCodec, RejectsBadNumbers) {
+  const char* bad[] = {
+      "SEND x a size=1 mode=0644 mtime=1.0 chunk=65536",
+      "SEND -1 a size=1 mode=0644 mtime=1.0 chunk=65536",
+      "SEND 1 a size=-1 mode=0644 mtime=1.0 chunk=65536",
+      "SEND 1 a size=0x10 mode=0644 mtime=1.0 chunk=65536",
+      "SEND 1 a size=99999999999999999999999 mode=0644 mtime=1.0 chunk=65536",
+      "SEND 1 a size=18446744073709551616 mode=0644 mtime=1.0 chunk=65536",
+      "SEND 1 a size=1125899906842625 mode=0644 mtime=1.0 chunk=65536",  // > 1 PiB
+      "SEND 1 a size=1 mode=0648 mtime=1.0 chunk=65536",                 // not octal
+      "SEND 1 a size=1 mode=17777 mtime=1.0 chunk=65536",
+      "SEND 1 a size=1 mode=0644 mtime=1 chunk=65536",
+      "SEND 1 a size=1 mode=0644 mtime=1.0000000000 chunk=65536",
+      "SEND 1 a size=1 mode=0644 mtime=x.5 chunk=65536",
+      "SEND 1 a size=1 mode=0644 mtime=1.0 chunk=1024",                  // below minimum
+      "SEND 1 a size=1 mode=0644 mtime=1.0 chunk=68719476737",           // above maximum
+      "SEND 1 a size=1125899906842624 mode=0644 mtime=1.0 chunk=65536",  // too many chunks
+      "SEND 9007199254740992 a size=1 mode=0644 mtime=1.0 chunk=65536",  // id > 2^53-1
+      "SEND 1 a size= mode=0644 mtime=1.0 chunk=65536",
+  };
+  for (const char* line : bad) {
+    auto p = parse_client_line(line);
+    ASSERT_FALSE(p.ok()) << line;
+    EXPECT_TRUE(p.error().code == ErrorCode::kBadNumber || p.error().code == ErrorCode::kBadField)
+        << line << " -> " << wire_name(p.error().code);
+  }
+}
+
+TEST(ControlCodec, ErrorsCarryTheIdWhenReadable) {
+  auto p = parse_client_line("SEND 42 a size=zz mode=0644 mtime=1.0 chunk=65536");
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.error().id, 42u);
+}
+
+TEST(ControlCodec, RejectsOverlongLines) {
+  std::string line = "SEND 1 " + std::string(kMaxLineBytes, 'a');
+  EXPECT_EQ(parse_error(line), ErrorCode::kLineTooLong);
+}
+
+TEST(ControlCodec, RejectsPathsOverTheLimitAfterDecoding) {
+  std::string ok(kMaxPathBytes, 'a');
+  parse_ok("SEND 1 " + ok + " size=1 mode=0644 mtime=1.0 chunk=65536");
+  std::string too_long(kMaxPathBytes + 1, 'a');
+  EXPECT_EQ(parse_error("SEND 1 " + too_long + " size=1 mode=0644 mtime=1.0 chunk=65536"),
+            ErrorCode::kBadPath);
+}
+
+TEST(ControlCodec, MtimeParsing) {
+  EXPECT_EQ(*parse_mtime("0.5"), (Mtime{0, 500000000}));
+  EXPECT_EQ(*parse_mtime("-1.5"), (Mtime{-2, 500000000}));
+  EXPECT_EQ(*parse_mtime("-0.000000000"), (Mtime{0, 0}));
+  EXPECT_EQ(format_mtime(Mtime{-2, 500000000}), "-1.500000000");
+  EXPECT_EQ(format_mtime(Mtime{-1, 500000000}), "-0.500000000");
+  EXPECT_EQ(format_mtime(Mtime{-3, 0}), "-3.000000000");
+  for (Mtime m : {Mtime{-5, 999999999}, Mtime{-1, 1}, Mtime{0, 0}, Mtime{7, 9}, Mtime{-7, 0}})
+    EXPECT_EQ(*parse_mtime(format_mtime(m)), m) << format_mtime(m);
+  EXPECT_FALSE(parse_mtime(".5"));
+  EXPECT_FALSE(parse_mtime("5."));
+  EXPECT_FALSE(parse_mtime("--1.0"));
+  EXPECT_FALSE(parse_mtime("1.0.0"));
+}
+
+TEST(ControlCodec, ToleratesCarriageReturnForNetcatUsers) {
+  EXPECT_TRUE(std::holds_alternative<ByeRequest>(parse_ok("BYE\r")));
+}
+
+TEST(ControlCodec, ServerErrWithUnknownCodeIsStillAnError) {
+  auto p = parse_server_line("ERR 3 frobnicated something odd");
+  ASSERT_TRUE(p.ok());
+  const auto& e = std::get<ErrReply>(p.value());
+  EXPECT_EQ(e.id, 3u);
+  EXPECT_NE(e.message.find("frobnicated"), std::string::npos);
+}
+
+TEST(ControlCodec, ErrorCodeTableIsConsistent) {
+  for (int i = 0; i <= static_cast<int>(ErrorCode::kShutdown); ++i) {
+    auto c = static_cast<ErrorCode>(i);
+    EXPECT_EQ(error_code_from_wire(wire_name(c)), c);
+    EXPECT_FALSE(description(c).empty());
+  }
+  EXPECT_EQ(error_code_from_errno(ENOSPC), ErrorCode::kNoSpace);
+  EXPECT_TRUE(is_retryable(ErrorCode::kMismatch));
+  EXPECT_FALSE(is_retryable(ErrorCode::kBadPath));
+}
+
+}  // namespace
+}  // namespace ackxfer

@@ -1,0 +1,165 @@
+// The receiver's file-system layer: never outside --dir, temp files cleaned, atomic publish.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <deque>
+#include <filesystem>
+#include <fstream>
+
+#include "fs/destination.h"
+
+namespace fs = std::filesystem;
+
+namespace ackxfer {
+namespace {
+
+class DestinationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ackxfer-dest-XXXXXX";
+    ASSERT_TRUE(mkdtemp(tmpl));
+    base_ = tmpl;
+    root_ = base_ / "root";
+    outside_ = base_ / "outside";
+    fs::create_directories(outside_);
+    dest_ = std::make_unique<Destination>(root_);
+  }
+  void TearDown() override { fs::remove_all(base_); }
+
+  RelativePath rel(const std::string& p) {
+    storage_.push_back(p);
+    return std::get<RelativePath>(validate_relative_path(storage_.back()));
+  }
+
+  // Writes `content` to `path` through the receiver's normal path; returns the error, if any.
+  std::optional<FsError> receive(const std::string& path, const std::string& content) {
+    auto r = rel(path);
+    auto parent = dest_->open_parent(r);
+    if (auto* e = std::get_if<FsError>(&parent)) return *e;
+    auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
+    auto t = dest_->create_temp(dir, r.components.back(), content.size());
+    if (auto* e = std::get_if<FsError>(&t)) return *e;
+    TempFile& tf = std::get<TempFile>(t);
+    EXPECT_EQ(pwrite(tf.fd(), content.data(), content.size(), 0),
+              static_cast<ssize_t>(content.size()));
+    auto p = tf.publish(0640, Mtime{1000000000, 123});
+    if (auto* e = std::get_if<FsError>(&p)) return *e;
+    return std::nullopt;
+  }
+
+  std::string read(const fs::path& p) {
+    std::ifstream f(p);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+
+  std::size_t entries(const fs::path& p) {
+    std::size_t n = 0;
+    for ([[maybe_unused]] auto& e : fs::recursive_directory_iterator(p))
+      ++n;
+    return n;
+  }
+
+  fs::path base_, root_, outside_;
+  std::unique_ptr<Destination> dest_;
+  std::deque<std::string> storage_;
+};
+
+TEST_F(DestinationTest, PublishesWithModeAndMtimeAndNoTempLeft) {
+  ASSERT_FALSE(receive("a/b/c.txt", "hello"));
+  EXPECT_EQ(read(root_ / "a/b/c.txt"), "hello");
+  struct stat st;
+  ASSERT_EQ(stat((root_ / "a/b/c.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1000000000);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 123);
+  EXPECT_EQ(entries(root_), 3u);  // a, a/b, a/b/c.txt
+}
+
+TEST_F(DestinationTest, ReplacesAnExistingFileAtomically) {
+  ASSERT_FALSE(receive("f", "old"));
+  ASSERT_FALSE(receive("f", "new content"));
+  EXPECT_EQ(read(root_ / "f"), "new content");
+  EXPECT_EQ(entries(root_), 1u);
+}
+
+TEST_F(DestinationTest, DiscardedTempFileLeavesNothing) {
+  auto r = rel("x/y");
+  auto parent = dest_->open_parent(r);
+  auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
+  {
+    auto t = dest_->create_temp(dir, "y", 100);
+    ASSERT_EQ(t.index(), 0u);
+    EXPECT_EQ(entries(root_ / "x"), 1u);  // the temp file
+  }
+  EXPECT_EQ(entries(root_ / "x"), 0u);
+}
+
+TEST_F(DestinationTest, NeverFollowsASymlinkOutOfTheRoot) {
+  fs::create_directories(root_);
+  fs::create_directory_symlink(outside_, root_ / "escape");
+  fs::create_directory_symlink("../outside", root_ / "relative-escape");
+  auto e1 = receive("escape/pwned", "x");
+  auto e2 = receive("relative-escape/pwned", "x");
+  auto e3 = receive("escape/deeper/pwned", "x");
+  EXPECT_TRUE(e1);
+  EXPECT_TRUE(e2);
+  EXPECT_TRUE(e3);
+  EXPECT_EQ(entries(outside_), 0u);
+}
+
+TEST_F(DestinationTest, ASymlinkInsideTheRootStaysInside) {
+  fs::create_directories(root_ / "real");
+  fs::create_directory_symlink("real", root_ / "alias");
+  ASSERT_FALSE(receive("alias/f", "ok"));
+  EXPECT_EQ(read(root_ / "real/f"), "ok");
+}
+
+TEST_F(DestinationTest, PublishingOverASymlinkReplacesTheLinkNotItsTarget) {
+  fs::create_directories(root_);
+  std::ofstream(outside_ / "target") << "precious";
+  fs::create_symlink(outside_ / "target", root_ / "link");
+  ASSERT_FALSE(receive("link", "new"));
+  EXPECT_EQ(read(outside_ / "target"), "precious");
+  EXPECT_FALSE(fs::is_symlink(root_ / "link"));
+  EXPECT_EQ(read(root_ / "link"), "new");
+}
+
+TEST_F(DestinationTest, ParentThatIsAFileIsNotADirectory) {
+  ASSERT_FALSE(receive("file", "x"));
+  auto e = receive("file/child", "y");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->err, ENOTDIR);
+}
+
+TEST_F(DestinationTest, FileOverADirectoryFails) {
+  ASSERT_EQ(dest_->make_directory(rel("d/e")).index(), 0u);
+  auto e = receive("d", "x");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->err, EISDIR);
+  EXPECT_TRUE(fs::is_directory(root_ / "d/e"));
+  EXPECT_EQ(entries(root_), 2u);
+}
+
+TEST_F(DestinationTest, DirectoryMetadataIsApplied) {
+  ASSERT_EQ(dest_->make_directory(rel("m/n")).index(), 0u);
+  ASSERT_EQ(dest_->set_directory_metadata(rel("m/n"), 0700, Mtime{12345, 6}).index(), 0u);
+  struct stat st;
+  ASSERT_EQ(stat((root_ / "m/n").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 12345);
+}
+
+TEST_F(DestinationTest, SetIdBitsAreNotApplied) {
+  auto r = rel("s");
+  auto parent = dest_->open_parent(r);
+  auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
+  auto t = dest_->create_temp(dir, "s", 0);
+  ASSERT_EQ(std::get<TempFile>(t).publish(06755, Mtime{}).index(), 0u);
+  struct stat st;
+  ASSERT_EQ(stat((root_ / "s").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+}
+
+}  // namespace
+}  // namespace ackxfer

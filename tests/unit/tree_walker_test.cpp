@@ -1,0 +1,116 @@
+// The sender's walk: wire names, pre-order, empty directories, what is skipped and why.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "sender/tree_walker.h"
+
+namespace fs = std::filesystem;
+
+namespace ackxfer {
+namespace {
+
+class TreeWalkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ackxfer-walk-XXXXXX";
+    ASSERT_TRUE(mkdtemp(tmpl));
+    base_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(base_); }
+  void write(const fs::path& p, const std::string& s) {
+    fs::create_directories(p.parent_path());
+    std::ofstream(p) << s;
+  }
+  std::map<std::string, SourceEntry> walk_all(std::vector<std::string> roots,
+                                              std::vector<WalkProblem>* problems = nullptr) {
+    TreeWalker w(std::move(roots));
+    std::map<std::string, SourceEntry> out;
+    std::vector<std::string> order;
+    while (auto e = w.next()) {
+      order.push_back(e->wire_path);
+      out[e->wire_path] = *e;
+    }
+    // Pre-order: every entry's parent directory came before it.
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      auto slash = order[i].rfind('/');
+      if (slash == std::string::npos) continue;
+      auto parent = order[i].substr(0, slash);
+      EXPECT_NE(std::find(order.begin(), order.begin() + static_cast<long>(i), parent),
+                order.begin() + static_cast<long>(i))
+          << order[i];
+    }
+    if (problems) *problems = w.take_problems();
+    return out;
+  }
+  fs::path base_;
+};
+
+TEST_F(TreeWalkerTest, FileArgumentIsItsBasenameDirectoryIsItsName) {
+  write(base_ / "top/file.txt", "abc");
+  write(base_ / "dir/sub/x", "1");
+  fs::create_directories(base_ / "dir/empty");
+  write(base_ / "dir/zero", "");
+  auto got = walk_all({(base_ / "top/file.txt").string(), (base_ / "dir").string() + "/"});
+  ASSERT_TRUE(got.count("file.txt"));
+  EXPECT_EQ(got["file.txt"].size, 3u);
+  EXPECT_EQ(got["dir"].kind, SourceEntry::Kind::kDirectory);
+  EXPECT_TRUE(got.count("dir/sub"));
+  EXPECT_TRUE(got.count("dir/sub/x"));
+  EXPECT_EQ(got["dir/empty"].kind, SourceEntry::Kind::kDirectory);
+  EXPECT_EQ(got["dir/zero"].size, 0u);
+  EXPECT_EQ(got.size(), 6u);
+}
+
+TEST_F(TreeWalkerTest, KeepsModeAndMtime) {
+  write(base_ / "f", "x");
+  chmod((base_ / "f").c_str(), 0751);
+  timespec t[2] = {{0, UTIME_OMIT}, {1234567890, 987654321}};
+  utimensat(AT_FDCWD, (base_ / "f").c_str(), t, 0);
+  auto got = walk_all({(base_ / "f").string()});
+  EXPECT_EQ(got["f"].mode, 0751u);
+  EXPECT_EQ(got["f"].mtime, (Mtime{1234567890, 987654321}));
+}
+
+TEST_F(TreeWalkerTest, SkipsSymlinksAndFifosInsideTreesWithAWarning) {
+  write(base_ / "d/real", "x");
+  fs::create_symlink("real", base_ / "d/link");
+  mkfifo((base_ / "d/fifo").c_str(), 0644);
+  std::vector<WalkProblem> problems;
+  auto got = walk_all({(base_ / "d").string()}, &problems);
+  EXPECT_TRUE(got.count("d/real"));
+  EXPECT_FALSE(got.count("d/link"));
+  EXPECT_FALSE(got.count("d/fifo"));
+  ASSERT_EQ(problems.size(), 2u);
+  for (auto& p : problems)
+    EXPECT_FALSE(p.is_failure) << p.path;
+}
+
+TEST_F(TreeWalkerTest, MissingArgumentIsAFailureNamingIt) {
+  write(base_ / "ok", "x");
+  std::vector<WalkProblem> problems;
+  auto got = walk_all({(base_ / "nope").string(), (base_ / "ok").string()}, &problems);
+  EXPECT_TRUE(got.count("ok"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_TRUE(problems[0].is_failure);
+  EXPECT_NE(problems[0].path.find("nope"), std::string::npos);
+}
+
+TEST_F(TreeWalkerTest, WireNames) {
+  EXPECT_EQ(TreeWalker::wire_name_of("a/b/c"), "c");
+  EXPECT_EQ(TreeWalker::wire_name_of("a/b/c///"), "c");
+  EXPECT_EQ(TreeWalker::wire_name_of("c"), "c");
+  EXPECT_FALSE(TreeWalker::wire_name_of("/"));
+  std::string here = fs::current_path().filename().string();
+  if (fs::current_path() != "/") {
+    EXPECT_EQ(TreeWalker::wire_name_of("."), here);
+  }
+}
+
+}  // namespace
+}  // namespace ackxfer
