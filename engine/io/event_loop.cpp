@@ -101,6 +101,11 @@ EventLoop::EventLoop(unsigned queue_depth) {
 }
 
 EventLoop::~EventLoop() {
+  {
+    std::lock_guard lock(post_mu_);
+    closed_ = true;
+    posted_.clear();
+  }
   io_uring_queue_exit(&ring_);
   ::close(wake_fd_);
 }
@@ -188,12 +193,12 @@ void EventLoop::arm_wake() {
 }
 
 void EventLoop::post(std::function<void()> task) {
-  bool was_empty;
-  {
-    std::lock_guard lock(post_mu_);
-    was_empty = posted_.empty();
-    posted_.push_back(std::move(task));
-  }
+  // The write happens under the lock: the destructor takes the same lock before closing the
+  // eventfd, so a post can never write to a closed (or reused) descriptor.
+  std::lock_guard lock(post_mu_);
+  if (closed_) return;
+  bool was_empty = posted_.empty();
+  posted_.push_back(std::move(task));
   // One wake-up per batch: the loop drains the whole list when it runs.
   if (was_empty) {
     std::uint64_t one = 1;

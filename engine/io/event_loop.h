@@ -90,6 +90,7 @@ class EventLoop {
   bool stop_ = false;
   std::mutex post_mu_;
   std::vector<std::function<void()>> posted_;  // guarded by post_mu_
+  bool closed_ = false;                        // guarded by post_mu_
   std::vector<std::function<void()>> deferred_;
   LoopCounters counters_;
 };

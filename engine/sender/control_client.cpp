@@ -91,7 +91,10 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
       send_line(HelloRequest{kProtocolVersion});
       return;
     case kTimer:
-      if (state_ == State::kBackoff) connect();
+      if (state_ == State::kBackoff)
+        connect();
+      else if (!streams_lost_reason_.empty())
+        finish_session(SendReport::Outcome::kInterrupted, streams_lost_reason_);
       return;
     case kRecv:
       if (res <= 0) {
@@ -360,8 +363,10 @@ void ControlClient::collect_walk_problems() {
 void ControlClient::stream_gave_up(const std::string& why) {
   if (state_ == State::kDone) return;
   if (++streams_given_up_ < ctx_.streams.size()) return;
-  finish_session(SendReport::Outcome::kInterrupted,
-                 "lost every data connection to " + ctx_.data_ep.to_string() + ": " + why);
+  // Every data connection is gone. The control connection usually says why a moment later
+  // (the receiver is shutting down, say): give it that moment before concluding.
+  streams_lost_reason_ = "lost every data connection to " + ctx_.data_ep.to_string() + ": " + why;
+  arm_timer(kStreamsLostGraceNs, kTimer);
 }
 
 void ControlClient::cancel() {

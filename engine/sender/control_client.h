@@ -90,6 +90,8 @@ class ControlClient final : public LoopObject {
   std::deque<Resend> resend_;
   bool walk_done_ = false;
   unsigned streams_given_up_ = 0;
+  std::string streams_lost_reason_;  // set once every stream has given up
+  static constexpr std::uint64_t kStreamsLostGraceNs = 1'000'000'000;
   std::uint64_t file_resends_ = 0;
 };
 

@@ -89,7 +89,11 @@ SendReport Sender::run() {
 
   // Loop 0 belongs to this thread; each helper thread creates its own loop (a ring is bound
   // to the thread that submits to it) and waits for the go signal.
+  // Loop 0 belongs to this thread; each helper thread creates its own loop (a ring is bound
+  // to the thread that submits to it) and waits for the go signal. The loops are destroyed
+  // only after every thread has finished: any thread may post to any loop until then.
   EventLoop loop0;
+  std::vector<std::unique_ptr<EventLoop>> helper_loops(threads);
   ctx.loops.assign(threads, nullptr);
   ctx.loops[0] = &loop0;
   std::vector<std::thread> helpers;
@@ -98,10 +102,9 @@ SendReport Sender::run() {
   std::shared_future<void> go_signal = go.get_future().share();
   for (unsigned i = 1; i < threads; ++i) {
     helpers.emplace_back([&, i] {
-      std::unique_ptr<EventLoop> loop;
       try {
-        loop = std::make_unique<EventLoop>();
-        ctx.loops[i] = loop.get();
+        helper_loops[i] = std::make_unique<EventLoop>();
+        ctx.loops[i] = helper_loops[i].get();
         ready[i].set_value();
       } catch (...) {
         ready[i].set_exception(std::current_exception());
@@ -109,7 +112,7 @@ SendReport Sender::run() {
       }
       go_signal.wait();
       try {
-        loop->run();
+        helper_loops[i]->run();
       } catch (const std::exception& e) {
         ctx.log.error(std::string("sender thread stopped: ") + e.what());
       }
