@@ -1,0 +1,167 @@
+// Faults with the real binary: corrupted bytes, refused connections, a receiver stopped or
+// killed mid-transfer, missing inputs. Each must end in a clear report and no wrong file.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "harness.h"
+
+namespace ackxfer::test {
+namespace {
+
+// The proxy listens on 127.0.0.2 with the receiver's port numbers, so the sender's data
+// connections (same host as control, announced port) go through it too.
+class FaultProxy {
+ public:
+  FaultProxy(const ReceiverProcess& r, std::vector<std::string> faults) {
+    std::vector<std::string> argv = {faultproxy_path(),
+                                     "--listen",
+                                     "127.0.0.2",
+                                     "--target",
+                                     "127.0.0.1",
+                                     "--port",
+                                     std::to_string(r.port()),
+                                     "--port",
+                                     std::to_string(r.data_port())};
+    argv.insert(argv.end(), faults.begin(), faults.end());
+    proc_ = std::make_unique<Process>(argv);
+    auto line = proc_->read_line(10s);
+    if (!line || *line != "ready") {
+      auto res = proc_->wait(2s);
+      throw std::runtime_error("fault proxy did not start: " + res.err);
+    }
+    to_ = "127.0.0.2:" + std::to_string(r.port());
+  }
+  const std::string& to() const { return to_; }
+
+ private:
+  std::unique_ptr<Process> proc_;
+  std::string to_;
+};
+
+TEST(Faults, CorruptedPayloadIsDetectedAndTheChunkSentAgain) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "data.bin", 20 << 20, 42);
+  ReceiverProcess r(dst.path());
+  // 48-byte frame header first, so offset 100000 lands in the first chunk's payload.
+  FaultProxy proxy(r, {"--flip", std::to_string(r.data_port()) + ":100000"});
+  auto res = send({"--to", proxy.to(), "--json", "--streams", "1", (src / "data.bin").string()});
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+  auto retries = json_field(res.out, "retries");
+  ASSERT_TRUE(retries);
+  EXPECT_GE(std::stoull(*retries), 1u);
+  EXPECT_NE(res.err.find("digest mismatch"), std::string::npos) << res.err;
+  auto rs = r.stop();
+  EXPECT_NE(rs.err.find("digest mismatch"), std::string::npos) << rs.err;
+}
+
+TEST(Faults, CorruptedFrameHeaderResetsTheStreamAndStillDelivers) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "data.bin", 5 << 20, 43);
+  ReceiverProcess r(dst.path());
+  FaultProxy proxy(r, {"--flip", std::to_string(r.data_port()) + ":30"});
+  auto res = send({"--to", proxy.to(), "--streams", "1", (src / "data.bin").string()});
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+}
+
+TEST(Faults, DataConnectionCutMidFileIsResumedOnANewConnection) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "data.bin", 30 << 20, 44);
+  ReceiverProcess r(dst.path());
+  FaultProxy proxy(r, {"--cut", std::to_string(r.data_port()) + ":10000000"});
+  auto res = send({"--to", proxy.to(), "--json", "--streams", "1", (src / "data.bin").string()});
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+}
+
+TEST(Faults, NoReceiverIsACleanErrorAfterRetryFor) {
+  TempDir src("src");
+  write_text(src / "f", "x");
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = send({"--to", "127.0.0.1:" + std::to_string(free_port()), "--retry-for", "1",
+                   (src / "f").string()});
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(res.exit_code, 3) << res.err;
+  EXPECT_NE(res.err.find("no receiver listening"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("is `ackxfer-fast recv` running there"), std::string::npos) << res.err;
+  EXPECT_GE(took, 900ms);
+  EXPECT_LT(took, 10s);
+}
+
+TEST(Faults, MissingPathIsNamedAndTheRestIsStillSent) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "real.txt", "r");
+  ReceiverProcess r(dst.path());
+  auto res = send({"--to", r.to(), (src / "real.txt").string(), (src / "no-such-file").string()});
+  EXPECT_EQ(res.exit_code, 1);
+  EXPECT_NE(res.err.find("no-such-file"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("No such file"), std::string::npos) << res.err;
+  EXPECT_EQ(read_text(dst / "real.txt"), "r");
+}
+
+TEST(Faults, ReceiverSigtermMidTransferExitsPromptlyAndPublishesNothingPartial) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "huge.bin", 1ull << 30, 45);
+  ReceiverProcess r(dst.path(), 2);
+  // Throttle the sender through a stalling proxy so the transfer is surely in flight.
+  FaultProxy proxy(r, {"--stall", std::to_string(r.data_port()) + ":50000000:20000"});
+  Process sender({binary_path(), "send", "--to", proxy.to(), "--streams", "1", "--retry-for", "0",
+                  (src / "huge.bin").string()});
+  std::this_thread::sleep_for(1500ms);
+  auto t0 = std::chrono::steady_clock::now();
+  auto rs = r.stop(15s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_FALSE(rs.timed_out);
+  EXPECT_EQ(rs.exit_code, 0) << rs.err;
+  EXPECT_LT(took, 5s);
+  EXPECT_FALSE(fs::exists(dst / "huge.bin"));
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+  auto res = sender.wait(30s);
+  EXPECT_EQ(res.exit_code, 4) << res.err;
+  EXPECT_NE(res.err.find("shutting down"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("huge.bin"), std::string::npos) << res.err;
+}
+
+TEST(Faults, ReceiverKilledMidTransferIsReportedAndLeavesNoFinalFile) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "big.bin", 256 << 20, 46);
+  ReceiverProcess r(dst.path(), 2);
+  FaultProxy proxy(r, {"--stall", std::to_string(r.data_port()) + ":20000000:20000"});
+  Process sender({binary_path(), "send", "--to", proxy.to(), "--streams", "1", "--retry-for", "1",
+                  (src / "big.bin").string()});
+  std::this_thread::sleep_for(1000ms);
+  r.process().signal(SIGKILL);
+  r.process().wait(5s);
+  auto res = sender.wait(30s);
+  EXPECT_EQ(res.exit_code, 4) << res.err;
+  EXPECT_NE(res.err.find("big.bin"), std::string::npos) << res.err;
+  EXPECT_FALSE(fs::exists(dst / "big.bin"));
+}
+
+TEST(Faults, SenderSigintReportsInterruption) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "big.bin", 256 << 20, 47);
+  ReceiverProcess r(dst.path(), 2);
+  FaultProxy proxy(r, {"--stall", std::to_string(r.data_port()) + ":20000000:20000"});
+  Process sender(
+      {binary_path(), "send", "--to", proxy.to(), "--streams", "1", (src / "big.bin").string()});
+  std::this_thread::sleep_for(1000ms);
+  sender.signal(SIGINT);
+  auto res = sender.wait(10s);
+  EXPECT_FALSE(res.timed_out);
+  EXPECT_EQ(res.exit_code, 4) << res.err;
+  EXPECT_NE(res.err.find("cancelled"), std::string::npos) << res.err;
+  // The receiver discards the unfinished file and keeps serving.
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(fs::exists(dst / "big.bin"));
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+  write_text(src / "after.txt", "still alive");
+  EXPECT_EQ(send({"--to", r.to(), (src / "after.txt").string()}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace ackxfer::test

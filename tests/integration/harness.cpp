@@ -1,0 +1,390 @@
+// Integration-test helpers (see harness.h).
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace ackxfer::test {
+
+std::string binary_path() {
+  return ACKXFER_BINARY;
+}
+std::string faultproxy_path() {
+  return ACKXFER_FAULTPROXY;
+}
+
+namespace {
+
+fs::path temp_root() {
+  if (const char* t = std::getenv("ACKXFER_TEST_TMP")) return t;
+  struct statvfs sv {};
+  if (statvfs("/dev/shm", &sv) == 0 && sv.f_bavail * sv.f_frsize > (4ull << 30)) return "/dev/shm";
+  return fs::temp_directory_path();
+}
+
+}  // namespace
+
+TempDir::TempDir(const std::string& tag) {
+  std::string tmpl = (temp_root() / ("ackxfer-test-" + tag + "-XXXXXX")).string();
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  // Make read-only directories removable first.
+  for (auto it = fs::recursive_directory_iterator(path_, ec); !ec && it != fs::end(it); ++it)
+    if (it->is_directory(ec) && !it->is_symlink(ec)) chmod(it->path().c_str(), 0755);
+  fs::remove_all(path_, ec);
+}
+
+Process::Process(const std::vector<std::string>& argv, const fs::path& workdir) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+  char tmpl[] = "/tmp/ackxfer-test-stderr-XXXXXX";
+  int err_fd = mkstemp(tmpl);
+  err_file_ = tmpl;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
+  if (!workdir.empty()) posix_spawn_file_actions_addchdir_np(&fa, workdir.c_str());
+  std::vector<char*> args;
+  for (auto& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  // The child starts with default signal dispositions and an empty mask, whatever ours are.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  int r = posix_spawn(&pid_, args[0], &fa, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  ::close(out[1]);
+  ::close(err_fd);
+  if (r != 0) throw std::runtime_error("posix_spawn " + argv[0] + ": " + std::strerror(r));
+  out_fd_ = out[0];
+}
+
+Process::~Process() {
+  if (!reaped_ && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int st;
+    waitpid(pid_, &st, 0);
+  }
+  if (out_fd_ >= 0) ::close(out_fd_);
+  std::error_code ec;
+  fs::remove(err_file_, ec);
+}
+
+std::optional<std::string> Process::read_line(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    auto nl = out_buf_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = out_buf_.substr(0, nl);
+      out_buf_.erase(0, nl + 1);
+      return line;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd p{out_fd_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(out_fd_, buf, sizeof buf);
+    if (n <= 0) return std::nullopt;
+    out_buf_.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+void Process::signal(int sig) {
+  if (!reaped_) ::kill(pid_, sig);
+}
+
+ProcessResult Process::wait(std::chrono::milliseconds timeout) {
+  if (reaped_) return result_;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  // Drain stdout while waiting so a chatty child never blocks on a full pipe.
+  while (true) {
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+      result_.timed_out = true;
+      break;
+    }
+    pollfd p{out_fd_, POLLIN, 0};
+    if (poll(&p, 1, 20) > 0) {
+      char buf[65536];
+      ssize_t n = ::read(out_fd_, buf, sizeof buf);
+      if (n > 0) out_buf_.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  reaped_ = true;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(out_fd_, buf, sizeof buf)) > 0)
+    out_buf_.append(buf, static_cast<std::size_t>(n));
+  result_.out = out_buf_;
+  result_.err = read_text(err_file_);
+  if (WIFEXITED(status)) result_.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) result_.term_signal = WTERMSIG(status);
+  return result_;
+}
+
+ProcessResult run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  Process p(argv);
+  return p.wait(timeout);
+}
+
+ReceiverProcess::ReceiverProcess(const fs::path& dir, unsigned threads,
+                                 std::vector<std::string> extra, std::uint16_t port,
+                                 std::uint16_t data_port, const std::string& listen) {
+  std::vector<std::string> argv = {binary_path(), "recv",
+                                   "--dir",       dir.string(),
+                                   "--listen",    listen,
+                                   "--port",      std::to_string(port),
+                                   "--data-port", std::to_string(data_port),
+                                   "--threads",   std::to_string(threads)};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  proc_ = std::make_unique<Process>(argv);
+  auto line = proc_->read_line(15s);
+  if (!line) {
+    auto r = proc_->wait(5s);
+    throw std::runtime_error("receiver did not start: " + r.err);
+  }
+  line_ = *line;
+  unsigned c = 0, d = 0, t = 0;
+  char caddr[64], daddr[64];
+  if (std::sscanf(line_.c_str(), "listening control=%63[^:]:%u data=%63[^:]:%u threads=%u", caddr,
+                  &c, daddr, &d, &t) != 5)
+    throw std::runtime_error("unexpected first line: " + line_);
+  port_ = static_cast<std::uint16_t>(c);
+  data_port_ = static_cast<std::uint16_t>(d);
+}
+
+ProcessResult ReceiverProcess::stop(std::chrono::milliseconds timeout) {
+  proc_->signal(SIGTERM);
+  return proc_->wait(timeout);
+}
+
+ProcessResult send(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv = {binary_path(), "send"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, timeout);
+}
+
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+void write_file(const fs::path& p, std::uint64_t size, std::uint64_t seed) {
+  fs::create_directories(p.parent_path());
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  std::mt19937_64 rng(seed);
+  std::vector<std::uint64_t> buf(1 << 17);
+  while (size) {
+    for (auto& w : buf)
+      w = rng();
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(size, buf.size() * 8));
+    f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(n));
+    size -= n;
+  }
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  if (p.has_parent_path()) fs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << text;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+namespace {
+
+bool same_content(const fs::path& a, const fs::path& b) {
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  std::vector<char> ba(1 << 20), bb(1 << 20);
+  while (true) {
+    fa.read(ba.data(), static_cast<std::streamsize>(ba.size()));
+    fb.read(bb.data(), static_cast<std::streamsize>(bb.size()));
+    if (fa.gcount() != fb.gcount()) return false;
+    if (fa.gcount() == 0) return true;
+    if (std::memcmp(ba.data(), bb.data(), static_cast<std::size_t>(fa.gcount())) != 0) return false;
+  }
+}
+
+}  // namespace
+
+std::string compare_trees(const fs::path& want, const fs::path& got, bool metadata) {
+  std::size_t n_want = 0;
+  for (auto it = fs::recursive_directory_iterator(want); it != fs::end(it); ++it) {
+    ++n_want;
+    fs::path rel = fs::relative(it->path(), want);
+    fs::path other = got / rel;
+    struct stat sw, sg;
+    if (lstat(it->path().c_str(), &sw) != 0) return "cannot stat " + it->path().string();
+    if (lstat(other.c_str(), &sg) != 0) return "missing: " + rel.string();
+    if ((sw.st_mode & S_IFMT) != (sg.st_mode & S_IFMT)) return "type differs: " + rel.string();
+    if (S_ISREG(sw.st_mode)) {
+      if (sw.st_size != sg.st_size) return "size differs: " + rel.string();
+      if (!same_content(it->path(), other)) return "content differs: " + rel.string();
+      if (metadata) {
+        if ((sw.st_mode & 0777) != (sg.st_mode & 0777)) return "mode differs: " + rel.string();
+        if (sw.st_mtim.tv_sec != sg.st_mtim.tv_sec || sw.st_mtim.tv_nsec != sg.st_mtim.tv_nsec)
+          return "mtime differs: " + rel.string();
+      }
+    }
+    if (S_ISDIR(sw.st_mode) && metadata && (sw.st_mode & 0777) != (sg.st_mode & 0777))
+      return "directory mode differs: " + rel.string();
+  }
+  std::size_t n_got = count_entries(got);
+  if (n_got != n_want)
+    return "destination has " + std::to_string(n_got) + " entries, expected " +
+           std::to_string(n_want);
+  return {};
+}
+
+std::size_t count_entries(const fs::path& p) {
+  std::size_t n = 0;
+  for (auto it = fs::recursive_directory_iterator(p); it != fs::end(it); ++it)
+    ++n;
+  return n;
+}
+
+std::vector<std::string> temp_files_under(const fs::path& p) {
+  std::vector<std::string> out;
+  if (!fs::exists(p)) return out;
+  for (auto it = fs::recursive_directory_iterator(p); it != fs::end(it); ++it)
+    if (it->path().filename().string().starts_with(".ackxfer-")) out.push_back(it->path());
+  return out;
+}
+
+std::optional<std::string> json_field(const std::string& json, const std::string& key) {
+  std::string needle = "\"" + key + "\":";
+  auto pos = json.find(needle);
+  if (pos == std::string::npos) return std::nullopt;
+  pos += needle.size();
+  if (json[pos] == '"') {
+    auto end = json.find('"', pos + 1);
+    return json.substr(pos + 1, end - pos - 1);
+  }
+  auto end = json.find_first_of(",}]", pos);
+  return json.substr(pos, end - pos);
+}
+
+}  // namespace ackxfer::test
+
+namespace ackxfer::test {
+
+RawClient::RawClient(std::uint16_t port, const std::string& host) {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+RawClient::~RawClient() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool RawClient::send_bytes(const std::string& bytes) {
+  std::size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+namespace {
+bool fill(int fd, std::string& buf, std::chrono::steady_clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  if (left.count() <= 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+  char tmp[65536];
+  ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+  if (n <= 0) return false;
+  buf.append(tmp, static_cast<std::size_t>(n));
+  return true;
+}
+}  // namespace
+
+std::optional<std::string> RawClient::read_line(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    auto nl = buf_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = buf_.substr(0, nl);
+      buf_.erase(0, nl + 1);
+      return line;
+    }
+    if (!fill(fd_, buf_, deadline)) return std::nullopt;
+  }
+}
+
+std::optional<std::string> RawClient::read_exact(std::size_t n, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (buf_.size() < n)
+    if (!fill(fd_, buf_, deadline)) return std::nullopt;
+  std::string out = buf_.substr(0, n);
+  buf_.erase(0, n);
+  return out;
+}
+
+bool RawClient::closed_by_peer(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    char tmp[65536];
+    ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n <= 0) return true;
+  }
+  return false;
+}
+
+}  // namespace ackxfer::test
