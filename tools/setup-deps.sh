@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ackxfer-fast builds and tests with. Idempotent: does nothing
+# (and needs no network) when they are already installed. Run as root or with sudo available.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  liburing-dev libboost-program-options-dev libxxhash-dev
+  libgtest-dev googletest libbenchmark-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+echo "setup-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

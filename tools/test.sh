@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test: the release build, then the whole
+# suite again under ASan+UBSan and under TSan. This is the README's test command and what CI
+# runs (.ci/run).
+#   tools/test.sh               everything
+#   tools/test.sh release       one flavour (release, asan or tsan)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/setup-deps.sh
+
+flavours=("$@")
+if [ ${#flavours[@]} -eq 0 ]; then
+  flavours=(release asan tsan)
+fi
+
+for flavour in "${flavours[@]}"; do
+  echo "=== $flavour: build" >&2
+  tools/build.sh "$flavour"
+  dir=build
+  [ "$flavour" = release ] || dir="build-$flavour"
+  echo "=== $flavour: test" >&2
+  env_vars=()
+  if [ "$flavour" != release ]; then
+    # Sanitized builds run several times slower: keep the big-file test meaningful but shorter.
+    env_vars+=(ACKXFER_TEST_BIG_BYTES=$((256 * 1024 * 1024)))
+  fi
+  # halt_on_error: a sanitizer report fails the test even if the process would carry on.
+  env "${env_vars[@]}" \
+    ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" --timeout 900
+done
+echo "=== all tests passed (${flavours[*]})" >&2
