@@ -16,7 +16,8 @@ namespace {
 
 std::vector<std::uint8_t> bytes(std::size_t n) {
   std::vector<std::uint8_t> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::uint8_t>(i * 131 + 7);
+  for (std::size_t i = 0; i < n; ++i)
+    v[i] = static_cast<std::uint8_t>(i * 131 + 7);
   return v;
 }
 
@@ -48,19 +49,29 @@ void BM_DigestLibxxhash(benchmark::State& state) {
 BENCHMARK(BM_DigestLibxxhash)->Arg(4096)->Arg(256 << 10)->Arg(8 << 20);
 
 void BM_ParseSendLine(benchmark::State& state) {
-  SendRequest r{123456, "datasets/train/shard-00042/image_0001234.jpg", 4096, 0644,
-                Mtime{1732531200, 123456789}, kDefaultChunkBytes};
+  SendRequest r{123456,
+                "datasets/train/shard-00042/image_0001234.jpg",
+                4096,
+                0644,
+                Mtime{1732531200, 123456789},
+                kDefaultChunkBytes};
   std::string line = format_line(r);
   line.pop_back();
-  for (auto _ : state) benchmark::DoNotOptimize(parse_client_line(line));
+  for (auto _ : state)
+    benchmark::DoNotOptimize(parse_client_line(line));
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_ParseSendLine);
 
 void BM_FormatSendLine(benchmark::State& state) {
-  SendRequest r{123456, "datasets/train/shard-00042/image_0001234.jpg", 4096, 0644,
-                Mtime{1732531200, 123456789}, kDefaultChunkBytes};
-  for (auto _ : state) benchmark::DoNotOptimize(format_line(r));
+  SendRequest r{123456,
+                "datasets/train/shard-00042/image_0001234.jpg",
+                4096,
+                0644,
+                Mtime{1732531200, 123456789},
+                kDefaultChunkBytes};
+  for (auto _ : state)
+    benchmark::DoNotOptimize(format_line(r));
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_FormatSendLine);
@@ -90,7 +101,8 @@ void BM_ChunkSchedulerCycle(benchmark::State& state) {
     f->size = chunks * kMinChunkBytes;
     f->chunk_count = chunks;
     s.add_file(f);
-    while (auto j = s.next(nullptr)) s.acked(*j, d);
+    while (auto j = s.next(nullptr))
+      s.acked(*j, d);
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
 }

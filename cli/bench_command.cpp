@@ -180,7 +180,7 @@ int bench_command(int argc, char** argv) {
       "streams", po::value(&streams)->default_value(streams), "sender data connections")(
       "threads", po::value(&threads)->default_value(0), "sender threads (0: auto)")(
       "recv-threads", po::value(&recv_threads)->default_value(0), "receiver threads (0: CPUs)")(
-      "send-path", po::value(&send_path)->default_value(send_path), "auto, copy or splice")(
+      "send-path", po::value(&send_path)->default_value(send_path), "auto, copy, mmap or splice")(
       "work-dir", po::value(&work_dir), "where to generate and receive (default: /dev/shm)")(
       "keep", po::bool_switch(&keep), "keep the generated and received files");
   po::variables_map vm;
@@ -216,12 +216,10 @@ int bench_command(int argc, char** argv) {
         selected.push_back(&*it);
       }
     if (runs == 0) throw Failure("--runs must be at least 1");
-    if (send_path == "copy")
-      path = SendPath::kCopy;
-    else if (send_path == "splice")
-      path = SendPath::kSplice;
-    else if (send_path != "auto")
-      throw Failure("--send-path must be auto, copy or splice");
+    if (auto p = parse_send_path(send_path))
+      path = *p;
+    else
+      throw Failure("--send-path must be auto, copy, mmap or splice");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast bench: %s\nTry 'ackxfer-fast bench --help'.\n", e.what());
     return kUsage;

@@ -50,11 +50,9 @@ const char* outcome_name(SendReport::Outcome o) {
   return "?";
 }
 
-SendPath parse_send_path(const std::string& s) {
-  if (s == "auto") return SendPath::kAuto;
-  if (s == "copy") return SendPath::kCopy;
-  if (s == "splice") return SendPath::kSplice;
-  throw Failure("--send-path must be auto, copy or splice (not '" + s + "')");
+SendPath send_path_option(const std::string& s) {
+  if (auto p = parse_send_path(s)) return *p;
+  throw Failure("--send-path must be auto, copy, mmap or splice (not '" + s + "')");
 }
 
 std::string report_json(const SendReport& r) {
@@ -133,7 +131,7 @@ int send_command(int argc, char** argv) {
     if (!(retry_for >= 0) || retry_for > 1e7) throw Failure("--retry-for must be >= 0 seconds");
     opt.retry_for =
         std::chrono::milliseconds(static_cast<long long>(std::llround(retry_for * 1000)));
-    opt.send_path = parse_send_path(send_path);
+    opt.send_path = send_path_option(send_path);
     opt.log = make_stderr_logger(parse_log_level(log_level));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast send: %s\nTry 'ackxfer-fast send --help'.\n", e.what());

@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "error.h"
@@ -142,7 +144,8 @@ std::variant<std::monostate, FsError> Destination::make_directory(const Relative
 
 std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const UniqueFd> parent,
                                                          std::string_view final_name,
-                                                         std::uint64_t size) const {
+                                                         std::uint64_t size,
+                                                         std::uint64_t reserve_now) const {
   // 64 random bits make a collision with a concurrent transfer or a leftover negligible;
   // O_EXCL makes it impossible to open someone else's file.
   std::string temp =
@@ -150,13 +153,26 @@ std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const U
   int fd = openat(parent->get(), temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return FsError{errno, describe("create temp file for", final_name, errno)};
   TempFile tf(std::move(parent), std::move(temp), std::string(final_name), UniqueFd(fd));
-  if (size > 0 && fallocate(fd, 0, 0, static_cast<off_t>(size)) != 0) {
-    int e = errno;
-    // A file system without fallocate still works; it just cannot promise the space up front.
-    if (e != EOPNOTSUPP && e != ENOSYS)
-      return FsError{e, describe("reserve " + std::to_string(size) + " bytes for", final_name, e)};
+  // Refuse at once what cannot fit, rather than after most of it has been sent.
+  struct statvfs sv {};
+  if (fstatvfs(fd, &sv) == 0 && sv.f_frsize > 0) {
+    std::uint64_t free_bytes = static_cast<std::uint64_t>(sv.f_bavail) * sv.f_frsize;
+    if (free_bytes < size)
+      return FsError{ENOSPC, "'" + std::string(final_name) + "' needs " + std::to_string(size) +
+                                 " bytes; the receiver's file system has " +
+                                 std::to_string(free_bytes) + " free"};
   }
+  if (int e = reserve_range(fd, 0, std::min(size, reserve_now)))
+    return FsError{e, describe("reserve space for", final_name, e)};
   return tf;
+}
+
+int reserve_range(int fd, std::uint64_t offset, std::uint64_t length) {
+  if (length == 0) return 0;
+  if (fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length)) == 0) return 0;
+  int e = errno;
+  // A file system without fallocate still works; it just cannot promise the space up front.
+  return e == EOPNOTSUPP || e == ENOSYS ? 0 : e;
 }
 
 std::variant<std::monostate, FsError> Destination::set_directory_metadata(

@@ -69,10 +69,13 @@ class Destination {
   // (mode 0755 before umask) on the way. Returns an O_PATH directory fd.
   std::variant<UniqueFd, FsError> open_parent(const RelativePath& path) const;
 
-  // Creates a temp file in `parent` for `final_name` and reserves `size` bytes for it.
+  // Creates a temp file in `parent` for `final_name`, after checking that the file system has
+  // `size` bytes free; allocates (fallocate) the first `reserve_now` bytes. The rest is
+  // allocated chunk by chunk as data arrives (reserve_range), so a large file's allocation
+  // overlaps its transfer instead of delaying READY (docs/PERFORMANCE.md).
   std::variant<TempFile, FsError> create_temp(std::shared_ptr<const UniqueFd> parent,
-                                              std::string_view final_name,
-                                              std::uint64_t size) const;
+                                              std::string_view final_name, std::uint64_t size,
+                                              std::uint64_t reserve_now) const;
 
   // Creates directory `path` (and parents) if missing; existing directories are kept.
   std::variant<std::monostate, FsError> make_directory(const RelativePath& path) const;
@@ -85,6 +88,10 @@ class Destination {
   std::filesystem::path root_path_;
   UniqueFd root_;
 };
+
+// Allocates [offset, offset + length) of fd (fallocate). 0, or the errno (ENOSPC...); file
+// systems without fallocate count as success.
+int reserve_range(int fd, std::uint64_t offset, std::uint64_t length);
 
 // openat2(dirfd, path, flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); -1 and errno on failure.
 int open_beneath(int dirfd, const std::string& path, int flags, unsigned mode = 0);

@@ -182,7 +182,8 @@ void ControlSession::handle(const SendRequest& m) {
     cached_dir_ = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(r)));
     cached_dir_key_ = std::move(key);
   }
-  auto temp = ctx.destination.create_temp(cached_dir_, rel.components.back(), m.size);
+  // The first chunk is allocated now; later ones as they arrive (IncomingFile::reserve_chunk).
+  auto temp = ctx.destination.create_temp(cached_dir_, rel.components.back(), m.size, m.chunk);
   if (auto* e = std::get_if<FsError>(&temp)) {
     reply_error(m.id, error_code_from_errno(e->err), e->what);
     return;

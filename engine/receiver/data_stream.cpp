@@ -14,7 +14,7 @@ namespace {
 
 // Large enough that one recv usually carries a good share of a frame; the payload is written
 // straight from here, so this is the only copy between socket and page cache.
-constexpr std::size_t kDataBufferBytes = 256 * 1024;
+constexpr std::size_t kDataBufferBytes = 1024 * 1024;
 
 }  // namespace
 
@@ -137,7 +137,14 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
   remaining_ = header_.length;
   write_errno_ = 0;
   frame_status_ = s;  // kOk, or kBusy: the payload is read and dropped
-  if (s == AckStatus::kOk) file_ = std::move(file);
+  if (s == AckStatus::kOk) {
+    file_ = std::move(file);
+    if (int e = file_->reserve_chunk(chunk_index_)) {
+      // No space for this chunk: read and drop its payload, then say why in the ack.
+      frame_status_ = AckStatus::kWriteFailed;
+      write_errno_ = e;
+    }
+  }
   digest_.reset();
   phase_ = remaining_ ? Phase::kPayload : Phase::kTrailer;
   return true;

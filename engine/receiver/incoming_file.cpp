@@ -11,10 +11,29 @@ IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp)
       mode_(req.mode),
       mtime_(req.mtime),
       token_(token),
+      fd_(temp.fd()),
       temp_(std::move(temp)) {
   std::size_t chunks = static_cast<std::size_t>((size_ + chunk_bytes_ - 1) / chunk_bytes_);
   state_.assign(chunks, ChunkState::kMissing);
   digests_.resize(chunks);
+  reserved_.assign(chunks, false);
+  if (chunks) reserved_[0] = true;  // by create_temp
+}
+
+int IncomingFile::reserve_chunk(std::uint32_t index) {
+  {
+    std::lock_guard lock(mu_);
+    if (index >= reserved_.size() || reserved_[index] || closed_) return 0;
+  }
+  // The caller holds the claim on this chunk, so nobody else reserves it meanwhile; the
+  // fallocate runs without the lock.
+  std::uint64_t off = std::uint64_t{index} * chunk_bytes_;
+  int e = reserve_range(fd_, off, std::min(chunk_bytes_, size_ - off));
+  if (e == 0) {
+    std::lock_guard lock(mu_);
+    reserved_[index] = true;
+  }
+  return e;
 }
 
 AckStatus IncomingFile::claim(std::uint64_t offset, std::uint64_t length, std::uint32_t& index) {

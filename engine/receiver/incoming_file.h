@@ -25,11 +25,14 @@ class IncomingFile {
   const std::string& path() const { return path_; }
   std::uint64_t size() const { return size_; }
   // The temp file's fd; valid for the object's lifetime.
-  int fd() const { return temp_.fd(); }
+  int fd() const { return fd_; }
 
   // Data side. claim() reserves the chunk that starts at `offset` for one frame; on kOk the
   // caller writes the payload and then calls finish_chunk().
   AckStatus claim(std::uint64_t offset, std::uint64_t length, std::uint32_t& index);
+  // Allocates the claimed chunk's space before its bytes are written (the first chunk was
+  // allocated at SEND). Returns 0 or the errno (ENOSPC).
+  int reserve_chunk(std::uint32_t index);
   // `verified`: the payload was written and its digest matched `digest`. Otherwise the chunk
   // goes back to missing and the sender will send it again.
   void finish_chunk(std::uint32_t index, bool verified, const Digest128& digest);
@@ -57,12 +60,14 @@ class IncomingFile {
   const std::uint32_t mode_;
   const Mtime mtime_;
   const Token token_;
+  const int fd_;
 
   std::mutex mu_;
   TempFile temp_;                   // guarded by mu_ (publish/discard)
   bool closed_ = false;             // guarded by mu_
   std::vector<ChunkState> state_;   // guarded by mu_
   std::vector<Digest128> digests_;  // guarded by mu_
+  std::vector<bool> reserved_;      // guarded by mu_
 };
 
 }  // namespace ackxfer

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "digest/digest.h"
+#include "fs/mapped_range.h"
 #include "io/event_loop.h"
 #include "protocol/data_frame.h"
 #include "sender/backoff.h"
@@ -35,11 +36,12 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
  private:
   enum Op : unsigned {
     kConnect = 1,
-    kSend = 2,
-    kRecv = 3,
-    kTimer = 4,
-    kSpliceIn = 5,
-    kSpliceOut = 6
+    kSend = 2,        // from out_
+    kRecv = 3,        // acks
+    kTimer = 4,       // reconnect backoff
+    kSpliceIn = 5,    // file -> pipe
+    kSpliceOut = 6,   // pipe -> socket
+    kSendMapped = 7,  // from the mapping of the current chunk
   };
   enum class State { kIdle, kConnecting, kRunning, kDraining, kBackoff, kFinished };
 
@@ -57,7 +59,8 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   void after_drain();
   void pump();
   bool fill();
-  bool start_splice_window();
+  void start_window();
+  void window_sent(std::uint64_t n);
   void on_ack_bytes(int n);
   void handle_ack(const FrameAck& ack);
   void abort_current(const std::string& why);
@@ -78,17 +81,20 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
 
   // The chunk being put on the wire.
   std::optional<ChunkJob> cur_;
-  std::uint64_t cur_pos_ = 0;  // payload bytes of cur_ already read (copy) or spliced
+  std::uint64_t cur_pos_ = 0;  // payload bytes of cur_ read into out_ or sent from the mapping
   StreamingDigest digest_;
-  bool cur_spliced_ = false;
+  // A large chunk on the mmap or splice path: its payload goes from `map_` (or the file
+  // through the pipe) one window at a time, after out_ (holding its header) has been sent.
+  bool cur_streamed_ = false;
+  bool window_armed_ = false;
+  std::uint64_t window_left_ = 0;  // bytes of the current window not yet on the socket
+  MappedRange map_;
 
   // Splice path.
   UniqueFd pipe_r_, pipe_w_;
   unsigned pipe_bytes_ = 0;
-  std::vector<std::uint8_t> hash_buf_;
-  unsigned splice_window_ = 0;  // bytes asked of the current splice-in
-  unsigned pipe_pending_ = 0;   // bytes in the pipe not yet spliced to the socket
-  bool splicing_ = false;
+  std::uint64_t splice_in_left_ = 0;  // window bytes not yet moved into the pipe
+  unsigned pipe_pending_ = 0;         // bytes in the pipe not yet moved to the socket
 
   std::deque<SentFrame> unacked_;
   std::uint64_t unacked_bytes_ = 0;

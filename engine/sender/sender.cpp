@@ -46,10 +46,18 @@ const char* send_path_name(SendPath p) {
       return "auto";
     case SendPath::kCopy:
       return "copy";
+    case SendPath::kMmap:
+      return "mmap";
     case SendPath::kSplice:
       return "splice";
   }
   return "?";
+}
+
+std::optional<SendPath> parse_send_path(std::string_view name) {
+  for (SendPath p : {SendPath::kAuto, SendPath::kCopy, SendPath::kMmap, SendPath::kSplice})
+    if (name == send_path_name(p)) return p;
+  return std::nullopt;
 }
 
 Sender::Sender(SenderOptions options) : options_(std::move(options)) {}
@@ -77,7 +85,10 @@ SendReport Sender::run() {
   ctx.control_ep = resolve_endpoint(hp.host, hp.port, false);
   ctx.send_path = options_.send_path;
   if (ctx.send_path == SendPath::kAuto)
-    ctx.send_path = is_loopback(ctx.control_ep) ? SendPath::kCopy : SendPath::kSplice;
+    // Over loopback the receiver copies out of whatever pages we hand the kernel, so the
+    // one-copy mmap path wins (docs/PERFORMANCE.md); towards a NIC, splice lets it read the
+    // page cache directly.
+    ctx.send_path = is_loopback(ctx.control_ep) ? SendPath::kMmap : SendPath::kSplice;
 
   unsigned threads = options_.threads ? options_.threads : online_cpus();
   threads = std::max(1u, std::min(threads, options_.streams));

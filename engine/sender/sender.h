@@ -7,19 +7,26 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "log.h"
 
 namespace ackxfer {
 
-// How file bytes leave the sender. kCopy: pread into a buffer, hash it there while it is hot,
-// send it (measured fastest over loopback). kSplice: splice from the page cache to the socket
-// through a pipe (zero-copy), hashing a pread of the same range. kAuto: copy to loopback
-// addresses, splice elsewhere.
-enum class SendPath { kAuto, kCopy, kSplice };
+// How the bytes of large chunks leave the sender (chunks under 1 MiB always take kCopy, packed
+// several to a send):
+//   kCopy:   pread into the send buffer, hash it there while hot, send it (two copies).
+//   kMmap:   hash the page-cache pages through a mapping, send from the mapping (one copy, in
+//            the kernel).
+//   kSplice: hash through a mapping, splice the same pages to the socket through a pipe
+//            (no copy on the sender; the receiver copies from the page cache).
+//   kAuto:   chosen by destination (docs/PERFORMANCE.md says why).
+enum class SendPath { kAuto, kCopy, kMmap, kSplice };
 const char* send_path_name(SendPath p);
+std::optional<SendPath> parse_send_path(std::string_view name);
 
 struct SenderOptions {
   std::string to;  // HOST[:PORT]

@@ -163,5 +163,32 @@ TEST(Faults, SenderSigintReportsInterruption) {
   EXPECT_EQ(send({"--to", r.to(), (src / "after.txt").string()}).exit_code, 0);
 }
 
+class ShrinkingSource : public ::testing::TestWithParam<const char*> {};
+
+// The source shrinks while it is being read: every send path must notice (the mmap paths catch
+// the SIGBUS of reading past the new end), fail that file clearly and publish nothing.
+TEST_P(ShrinkingSource, IsReportedAndNeverPublishedTorn) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "shrinks.bin", 64 << 20, 48);
+  write_text(src / "steady.txt", "steady");
+  ReceiverProcess r(dst.path());
+  FaultProxy proxy(r, {"--stall", std::to_string(r.data_port()) + ":12000000:1500"});
+  Process sender({binary_path(), "send", "--to", proxy.to(), "--streams", "1", "--send-path",
+                  GetParam(), (src / "shrinks.bin").string(), (src / "steady.txt").string()});
+  std::this_thread::sleep_for(700ms);
+  fs::resize_file(src / "shrinks.bin", 1 << 20);
+  auto res = sender.wait(60s);
+  EXPECT_EQ(res.term_signal, 0) << "the sender crashed";
+  EXPECT_EQ(res.exit_code, 1) << res.err;
+  EXPECT_TRUE(res.err.find("shrank") != std::string::npos ||
+              res.err.find("changed") != std::string::npos)
+      << res.err;
+  EXPECT_FALSE(fs::exists(dst / "shrinks.bin"));
+  EXPECT_EQ(read_text(dst / "steady.txt"), "steady");
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, ShrinkingSource, ::testing::Values("copy", "mmap", "splice"));
+
 }  // namespace
 }  // namespace ackxfer::test

@@ -143,16 +143,30 @@ TEST(Transfer, ResendingReplacesTheExistingFileAtomically) {
   EXPECT_EQ(count_entries(dst.path()), 1u);
 }
 
-TEST(Transfer, SplicePathDeliversTheSameBytes) {
+class SendPaths : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SendPaths, DeliverTheSameBytes) {
   TempDir src("src"), dst("dst");
   write_file(src / "d/a.bin", 20 << 20, 11);
   write_file(src / "d/b.bin", (3 << 20) + 5, 12);
+  write_file(src / "d/exactly-one-window", 1 << 20, 14);
   write_file(src / "d/small", 100, 13);
   ReceiverProcess r(dst.path());
-  auto res = send({"--to", r.to(), "--send-path", "splice", "--json", (src / "d").string()});
+  auto res = send({"--to", r.to(), "--send-path", GetParam(), "--json", (src / "d").string()});
   ASSERT_EQ(res.exit_code, 0) << res.err;
-  EXPECT_EQ(json_field(res.out, "send_path"), "splice");
+  EXPECT_EQ(json_field(res.out, "send_path"), GetParam());
   EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Transfer, SendPaths, ::testing::Values("copy", "mmap", "splice"));
+
+TEST(Transfer, AutoSendPathIsReported) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "x", 2 << 20, 15);
+  ReceiverProcess r(dst.path());
+  auto res = send({"--to", r.to(), "--json", (src / "x").string()});
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(json_field(res.out, "send_path"), "mmap");  // loopback
 }
 
 TEST(Transfer, ManyStreamsAndSmallChunksStillVerify) {

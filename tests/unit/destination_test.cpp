@@ -38,7 +38,7 @@ class DestinationTest : public ::testing::Test {
     auto parent = dest_->open_parent(r);
     if (auto* e = std::get_if<FsError>(&parent)) return *e;
     auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
-    auto t = dest_->create_temp(dir, r.components.back(), content.size());
+    auto t = dest_->create_temp(dir, r.components.back(), content.size(), content.size());
     if (auto* e = std::get_if<FsError>(&t)) return *e;
     TempFile& tf = std::get<TempFile>(t);
     EXPECT_EQ(pwrite(tf.fd(), content.data(), content.size(), 0),
@@ -88,7 +88,7 @@ TEST_F(DestinationTest, DiscardedTempFileLeavesNothing) {
   auto parent = dest_->open_parent(r);
   auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
   {
-    auto t = dest_->create_temp(dir, "y", 100);
+    auto t = dest_->create_temp(dir, "y", 100, 100);
     ASSERT_EQ(t.index(), 0u);
     EXPECT_EQ(entries(root_ / "x"), 1u);  // the temp file
   }
@@ -154,7 +154,7 @@ TEST_F(DestinationTest, SetIdBitsAreNotApplied) {
   auto r = rel("s");
   auto parent = dest_->open_parent(r);
   auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
-  auto t = dest_->create_temp(dir, "s", 0);
+  auto t = dest_->create_temp(dir, "s", 0, 0);
   ASSERT_EQ(std::get<TempFile>(t).publish(06755, Mtime{}).index(), 0u);
   struct stat st;
   ASSERT_EQ(stat((root_ / "s").c_str(), &st), 0);
