@@ -1,12 +1,17 @@
 // ackxfer-fast: entry point; dispatches to the recv, send and bench subcommands.
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <string>
 
 #include "cli_common.h"
+#include "io/fd_table.h"
 #include "exit_codes.h"
 
 namespace {
+
+// Enough for a sender's window and a busy receiver; the table costs 8 bytes per slot.
+constexpr unsigned kPresizedFds = 65536;
 
 const char kUsageText[] =
     "Usage:\n"
@@ -39,6 +44,10 @@ int main(int argc, char** argv) {
     std::fputs(version_text().c_str(), stdout);
     return kOk;
   }
+  // Before any thread exists: a large fd limit, and a table already sized for it, so opening
+  // thousands of files later never stalls on growing the table (engine/io/fd_table.h).
+  unsigned limit = ackxfer::raise_fd_limit();
+  ackxfer::presize_fd_table(std::min(limit, kPresizedFds));
   // Subcommands see their own name as argv[0].
   if (cmd == "recv") return recv_command(argc - 1, argv + 1);
   if (cmd == "send") return send_command(argc - 1, argv + 1);

@@ -1,5 +1,7 @@
 // `ackxfer-fast recv`: runs a Receiver until SIGINT or SIGTERM.
 #include <boost/program_options.hpp>
+#include <sys/stat.h>
+
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -60,6 +62,9 @@ int recv_command(int argc, char** argv) {
   opt.control_port = static_cast<std::uint16_t>(control_port);
   opt.data_port = static_cast<std::uint16_t>(data_port);
 
+  // Modes are applied exactly as sent (like rsync -a): a zero umask lets files be created with
+  // their final mode instead of being chmod'ed afterwards.
+  umask(0);
   sigset_t signals = block_termination_signals();
   Receiver receiver(opt);
   try {

@@ -72,9 +72,31 @@ TempFile& TempFile::operator=(TempFile&& o) noexcept {
 
 void TempFile::discard() {
   if (!linked_ || !dir_) return;
-  unlinkat(dir_->get(), temp_name_.c_str(), 0);
+  // An anonymous temp file has no name to remove: closing its fd frees it.
+  if (!temp_name_.empty()) unlinkat(dir_->get(), temp_name_.c_str(), 0);
   linked_ = false;
 }
+
+namespace {
+
+// Gives the anonymous (O_TMPFILE) file `fd` the name `name` in `dirfd`. AT_EMPTY_PATH needs
+// CAP_DAC_READ_SEARCH; the /proc/self/fd path works for everyone where /proc is mounted.
+int link_anonymous(int fd, int dirfd, const char* name) {
+  if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0) return 0;
+  if (errno != ENOENT && errno != EPERM && errno != EINVAL) return errno;
+  std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  if (linkat(AT_FDCWD, proc.c_str(), dirfd, name, AT_SYMLINK_FOLLOW) == 0) return 0;
+  return errno;
+}
+
+std::string random_temp_name() {
+  // 64 random bits make a collision with a concurrent transfer or a leftover negligible;
+  // O_EXCL (or linkat's EEXIST) makes it impossible to take someone else's file.
+  return std::string(kTempPrefix) + Token::random().hex().substr(0, 16) +
+         std::string(kTempSuffix);
+}
+
+}  // namespace
 
 std::variant<std::monostate, FsError> TempFile::publish(std::uint32_t mode, const Mtime& mtime) {
   auto fail = [&](std::string_view op) {
@@ -84,9 +106,29 @@ std::variant<std::monostate, FsError> TempFile::publish(std::uint32_t mode, cons
   };
   if (!linked_) return FsError{ENOENT, "publish '" + final_name_ + "': temp file already gone"};
   // Only permission bits: a receiver running as root must not create set-id files for a peer.
-  if (fchmod(fd_.get(), mode & 0777) != 0) return fail("chmod");
+  if (static_cast<int>(mode & 0777) != created_mode_ && fchmod(fd_.get(), mode & 0777) != 0)
+    return fail("chmod");
   timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime)};
   if (futimens(fd_.get(), times) != 0) return fail("set mtime of");
+  if (temp_name_.empty()) {
+    // Anonymous: link it in under its final name. If that name exists, link it under a temp
+    // name and rename that over it, which replaces atomically like the named path does.
+    int e = link_anonymous(fd_.get(), dir_->get(), final_name_.c_str());
+    if (e == 0) {
+      linked_ = false;
+      return std::monostate{};
+    }
+    if (e != EEXIST) {
+      errno = e;
+      return fail("link into place");
+    }
+    temp_name_ = random_temp_name();
+    if (int e2 = link_anonymous(fd_.get(), dir_->get(), temp_name_.c_str())) {
+      temp_name_.clear();
+      errno = e2;
+      return fail("link into place");
+    }
+  }
   if (renameat(dir_->get(), temp_name_.c_str(), dir_->get(), final_name_.c_str()) != 0)
     return fail("rename into place");
   linked_ = false;
@@ -101,6 +143,19 @@ Destination::Destination(const std::filesystem::path& root) : root_path_(root) {
   int fd = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw SystemError("open destination directory '" + root.string() + "'", errno);
   root_.reset(fd);
+  mode_t old = umask(0);
+  umask(old);
+  umask_zero_ = old == 0;
+  // Probe O_TMPFILE + linkat once: NFS and some FUSE file systems lack them, and /proc may be
+  // missing in a container. Without them every temp file is a named one.
+  UniqueFd probe(openat(root_.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+  if (probe) {
+    std::string name = random_temp_name();
+    if (link_anonymous(probe.get(), root_.get(), name.c_str()) == 0) {
+      unlinkat(root_.get(), name.c_str(), 0);
+      anonymous_ok_ = true;
+    }
+  }
 }
 
 std::variant<UniqueFd, FsError> Destination::open_parent(const RelativePath& path) const {
@@ -145,17 +200,29 @@ std::variant<std::monostate, FsError> Destination::make_directory(const Relative
 std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const UniqueFd> parent,
                                                          std::string_view final_name,
                                                          std::uint64_t size,
-                                                         std::uint64_t reserve_now) const {
-  // 64 random bits make a collision with a concurrent transfer or a leftover negligible;
-  // O_EXCL makes it impossible to open someone else's file.
-  std::string temp =
-      std::string(kTempPrefix) + Token::random().hex().substr(0, 16) + std::string(kTempSuffix);
-  int fd = openat(parent->get(), temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                                                         std::uint64_t reserve_now,
+                                                         bool anonymous,
+                                                         std::uint32_t mode) const {
+  std::string temp;
+  int fd;
+  int created_mode = -1;
+  if (anonymous && anonymous_ok_) {
+    // Nobody can open a nameless file, so it may carry its final mode from the start; with
+    // umask 0 that spares the chmod at publish.
+    std::uint32_t create_mode = umask_zero_ ? (mode & 0777) : 0600;
+    fd = openat(parent->get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, create_mode);
+    if (umask_zero_) created_mode = static_cast<int>(create_mode);
+  } else {
+    temp = random_temp_name();
+    fd = openat(parent->get(), temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  }
   if (fd < 0) return FsError{errno, describe("create temp file for", final_name, errno)};
   TempFile tf(std::move(parent), std::move(temp), std::string(final_name), UniqueFd(fd));
-  // Refuse at once what cannot fit, rather than after most of it has been sent.
+  tf.set_created_mode(created_mode);
+  // Refuse at once what cannot fit, rather than after most of it has been sent. (Files not
+  // reserved ahead are small; their one write says ENOSPC just as clearly.)
   struct statvfs sv {};
-  if (fstatvfs(fd, &sv) == 0 && sv.f_frsize > 0) {
+  if (reserve_now > 0 && size > reserve_now && fstatvfs(fd, &sv) == 0 && sv.f_frsize > 0) {
     std::uint64_t free_bytes = static_cast<std::uint64_t>(sv.f_bavail) * sv.f_frsize;
     if (free_bytes < size)
       return FsError{ENOSPC, "'" + std::string(final_name) + "' needs " + std::to_string(size) +

@@ -29,6 +29,8 @@ struct FsError {
 class TempFile {
  public:
   TempFile() = default;
+  // A named temp file (`temp_name` in `dir`), or, with an empty `temp_name`, an anonymous one
+  // (O_TMPFILE) that gets its first and only name when it is published.
   TempFile(std::shared_ptr<const UniqueFd> dir, std::string temp_name, std::string final_name,
            UniqueFd fd);
   TempFile(TempFile&&) noexcept = default;
@@ -44,6 +46,9 @@ class TempFile {
   std::variant<std::monostate, FsError> publish(std::uint32_t mode, const Mtime& mtime);
   // Removes the temp file if it is still there (idempotent).
   void discard();
+  // The file was created with exactly these permission bits: publish() skips the chmod when
+  // they are the ones asked for.
+  void set_created_mode(int mode) { created_mode_ = mode; }
 
  private:
   std::shared_ptr<const UniqueFd> dir_;  // shared with other files in the same directory
@@ -51,6 +56,7 @@ class TempFile {
   std::string final_name_;
   UniqueFd fd_;
   bool linked_ = true;  // the temp name still exists
+  int created_mode_ = -1;  // permission bits given at creation (exact: umask 0), or -1
 };
 
 // Temp names start with this, so a partial file is never mistaken for a real one.
@@ -73,9 +79,16 @@ class Destination {
   // `size` bytes free; allocates (fallocate) the first `reserve_now` bytes. The rest is
   // allocated chunk by chunk as data arrives (reserve_range), so a large file's allocation
   // overlaps its transfer instead of delaying READY (docs/PERFORMANCE.md).
+  //
+  // `anonymous` asks for an O_TMPFILE file where the file system supports it: it has no name
+  // until publish() links it in (one directory update instead of create + rename: the
+  // receiver's cost per small file is mostly directory updates), and it vanishes by itself if
+  // the receiver dies. Multi-chunk files stay named, so a later version can resume them.
   std::variant<TempFile, FsError> create_temp(std::shared_ptr<const UniqueFd> parent,
                                               std::string_view final_name, std::uint64_t size,
-                                              std::uint64_t reserve_now) const;
+                                              std::uint64_t reserve_now, bool anonymous,
+                                              std::uint32_t mode = 0600) const;
+  bool anonymous_temps_supported() const { return anonymous_ok_; }
 
   // Creates directory `path` (and parents) if missing; existing directories are kept.
   std::variant<std::monostate, FsError> make_directory(const RelativePath& path) const;
@@ -87,6 +100,8 @@ class Destination {
  private:
   std::filesystem::path root_path_;
   UniqueFd root_;
+  bool anonymous_ok_ = false;  // O_TMPFILE + linkat work in --dir (probed at start)
+  bool umask_zero_ = false;    // the process umask is 0: files can be created with their mode
 };
 
 // Allocates [offset, offset + length) of fd (fallocate). 0, or the errno (ENOSPC...); file

@@ -33,6 +33,8 @@ struct LoopCounters {
   std::uint64_t completions = 0;
   std::uint64_t enter_calls = 0;  // io_uring_enter syscalls (submit + wait)
   std::uint64_t tasks = 0;        // tasks posted from other threads
+  std::uint64_t run_ns = 0;  // wall time in run()
+  std::uint64_t cpu_ns = 0;  // this thread's CPU time in run(): cpu/run near 1 = saturated
 };
 
 // Why io_uring cannot be used here, with what to do about it; nullopt if it works.
@@ -57,6 +59,9 @@ class EventLoop {
               IoHandler* h, unsigned op);
   // `ts` must stay valid until the completion arrives.
   void timeout(__kernel_timespec* ts, IoHandler* h, unsigned op);
+  // Completes on the next turn of the loop, after everything queued so far has been submitted:
+  // a way to hand work to the kernel (replies, sends) before carrying on with a long job.
+  void nop(IoHandler* h, unsigned op);
   void remove_timeout(IoHandler* h, unsigned op);
   // Cancels every op on `fd`; the cancelled ops complete with -ECANCELED.
   void cancel_fd(int fd);
@@ -113,6 +118,7 @@ class LoopObject : public IoHandler {
   void arm_splice(int in, std::int64_t off_in, int out, std::int64_t off_out, unsigned len,
                   unsigned op);
   void arm_timer(std::uint64_t ns, unsigned op);  // one timer per object
+  void arm_yield(unsigned op);                    // completes next turn (EventLoop::nop)
   void disarm_timer();
 
   // Stops delivering completions and cancels what is in flight on `fd` (and the timer). When

@@ -57,6 +57,10 @@ const char* ack_status_name(AckStatus s) {
       return "bad-range";
     case AckStatus::kProtocol:
       return "protocol-error";
+    case AckStatus::kPublished:
+      return "published";
+    case AckStatus::kPublishFailed:
+      return "publish-failed";
   }
   return "unknown-status";
 }
@@ -94,7 +98,7 @@ bool decode_frame_ack(std::span<const std::uint8_t, kFrameAckBytes> in, FrameAck
   const std::uint8_t* p = in.data();
   if (get32(p) != kAckMagic) return false;
   std::uint16_t s = get16(p + 4);
-  if (s > static_cast<std::uint16_t>(AckStatus::kProtocol)) return false;
+  if (s > static_cast<std::uint16_t>(AckStatus::kPublishFailed)) return false;
   out.status = static_cast<AckStatus>(s);
   out.error = get16(p + 6);
   std::memcpy(out.token.bytes.data(), p + 8, 16);

@@ -37,6 +37,10 @@ enum class AckStatus : std::uint16_t {
   kUnknownToken = 4,  // no open file has this token (closed, published or never issued)
   kBadRange = 5,      // offset/length do not name one whole chunk of the file
   kProtocol = 6,      // malformed header; the receiver closes the connection
+  // For a file of exactly one chunk, verifying its frame verifies the file: the receiver
+  // publishes it right away and answers with one of these instead of kOk (no DONE follows).
+  kPublished = 7,      // verified and published under its final name
+  kPublishFailed = 8,  // verified, but publishing failed (errno in the ack)
 };
 const char* ack_status_name(AckStatus s);
 

@@ -29,7 +29,7 @@ inline constexpr std::uint64_t kMaxChunksPerFile = 16384;
 inline constexpr std::uint64_t kDefaultChunkBytes = 8 * 1024 * 1024;
 
 // Per session.
-inline constexpr std::size_t kMaxOpenFilesPerSession = 256;  // SENT but not yet OK/ERR
+inline constexpr std::size_t kMaxOpenFilesPerSession = 2048;  // SENT but not yet OK/ERR
 inline constexpr std::size_t kMaxDirsPerSession = 1 << 20;   // directory metadata kept to BYE
 
 // Data connections.

@@ -18,6 +18,10 @@ constexpr std::size_t kControlBufferBytes = 32 * 1024;
 static_assert(kControlBufferBytes > kMaxLineBytes + 1);
 // Stop reading while this much output waits for a peer that does not read its replies.
 constexpr std::size_t kMaxQueuedReplyBytes = 1 << 20;
+// Lines handled per turn of the loop (see process_input).
+constexpr int kLinesPerTurn = 64;
+// Files smaller than this are not fallocated before READY (see handle(SendRequest)).
+constexpr std::uint64_t kReserveMinBytes = 1 << 20;
 // After the last reply of a closing session, how long to wait for the peer to close first so
 // that our close does not reset the connection before it has read the reply.
 constexpr std::uint64_t kLingerNs = 1'000'000'000;
@@ -88,31 +92,50 @@ void ControlSession::on_complete(unsigned op, int res, unsigned /*flags*/) {
     case kLingerTimer:
       close_now();
       return;
+    case kYield:
+      yield_armed_ = false;
+      process_input();
+      return;
   }
 }
 
 void ControlSession::process_input() {
-  if (processing_) return;
+  if (processing_ || recv_armed_) return;
   processing_ = true;
   std::size_t start = 0;
+  // A slice of lines per turn of the loop: the replies to the first lines then reach the
+  // sender (and its next steps start) while we work through the rest, instead of the two
+  // sides taking turns on whole batches.
+  int budget = kLinesPerTurn;
+  bool more = false;
   while (state_ != State::kClosing) {
     const char* begin = in_.data() + start;
     const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_len_ - start));
     if (!nl) break;
+    if (budget-- == 0) {
+      more = true;
+      break;
+    }
     handle_line(std::string_view(begin, static_cast<std::size_t>(nl - begin)));
     start = static_cast<std::size_t>(nl - in_.data()) + 1;
   }
   processing_ = false;
+  if (more && !yield_armed_ && state_ != State::kClosing) {
+    yield_armed_ = true;
+    arm_yield(kYield);
+  }
   if (state_ == State::kClosing) return;
   std::memmove(in_.data(), in_.data() + start, in_len_ - start);
   in_len_ -= start;
-  if (in_len_ > kMaxLineBytes) {
+  if (!more && in_len_ > kMaxLineBytes) {
     reply_error(std::nullopt, ErrorCode::kLineTooLong,
                 "no newline within " + std::to_string(kMaxLineBytes) + " bytes; closing");
     close_after_flush();
     return;
   }
-  if (out_queued_.size() < kMaxQueuedReplyBytes) arm_read();
+  // Read more only once every complete line is handled: the buffer is compacted above, which
+  // must never happen under a recv in flight.
+  if (!more && out_queued_.size() < kMaxQueuedReplyBytes) arm_read();
 }
 
 void ControlSession::handle_line(std::string_view line) {
@@ -162,6 +185,7 @@ void ControlSession::handle(const SendRequest& m) {
     reply_error(m.id, ErrorCode::kDuplicateId, "id " + std::to_string(m.id) + " is still open");
     return;
   }
+  if (open_files_.size() >= kMaxOpenFilesPerSession) sweep_closed_files();
   if (open_files_.size() >= kMaxOpenFilesPerSession) {
     reply_error(m.id, ErrorCode::kTooManyOpen,
                 "at most " + std::to_string(kMaxOpenFilesPerSession) +
@@ -182,14 +206,22 @@ void ControlSession::handle(const SendRequest& m) {
     cached_dir_ = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(r)));
     cached_dir_key_ = std::move(key);
   }
-  // The first chunk is allocated now; later ones as they arrive (IncomingFile::reserve_chunk).
-  auto temp = ctx.destination.create_temp(cached_dir_, rel.components.back(), m.size, m.chunk);
+  // The first chunk is allocated now, later ones as they arrive (IncomingFile::reserve_chunk).
+  // Small files are not allocated ahead at all: their one write allocates as much, and says
+  // ENOSPC just as clearly, for one syscall less per file.
+  std::uint64_t reserve_now = m.size < kReserveMinBytes ? 0 : m.chunk;
+  // A one-chunk file is written once and published when its frame verifies: an anonymous
+  // temp file spares a directory update; larger files keep a named temp file.
+  bool anonymous = m.size <= m.chunk;
+  auto temp = ctx.destination.create_temp(cached_dir_, rel.components.back(), m.size, reserve_now,
+                                          anonymous, m.mode);
   if (auto* e = std::get_if<FsError>(&temp)) {
     reply_error(m.id, error_code_from_errno(e->err), e->what);
     return;
   }
   Token token = Token::random();
-  auto file = std::make_shared<IncomingFile>(m, token, std::move(std::get<TempFile>(temp)));
+  auto file =
+      std::make_shared<IncomingFile>(m, token, std::move(std::get<TempFile>(temp)), totals_);
   ctx.registry.add(file);
   open_files_.emplace(m.id, std::move(file));
   reply(ReadyReply{m.id, token});
@@ -229,11 +261,14 @@ void ControlSession::handle(const DoneRequest& m) {
   std::string name = "'" + escape_bytes(file->path()) + "'";
   switch (outcome.verdict) {
     case IncomingFile::Verdict::kPublished:
-      ++files_published_;
-      bytes_published_ += file->size();
       ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
       ctx.stats.bytes_published.fetch_add(file->size(), std::memory_order_relaxed);
       reply(OkReply{m.id});
+      return;
+    case IncomingFile::Verdict::kAlreadyClosed:
+      // A one-chunk file is published (or failed) when its frame is verified; no DONE needed.
+      reply_error(m.id, ErrorCode::kUnknownId,
+                  name + " was already finished when its frame was verified");
       return;
     case IncomingFile::Verdict::kIncomplete:
       reply_error(m.id, ErrorCode::kIncomplete, name + ": DONE before every chunk was verified");
@@ -246,7 +281,6 @@ void ControlSession::handle(const DoneRequest& m) {
       reply_error(m.id, error_code_from_errno(outcome.error.err), outcome.error.what);
       break;
   }
-  ++files_failed_;
   ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -277,10 +311,11 @@ void ControlSession::handle(const ByeRequest&) {
   }
   dirs_.clear();
   abandon_open_files();
-  ctx.log.info("session from " + peer_ + " finished: " + std::to_string(files_published_) +
-               " files, " + std::to_string(bytes_published_) + " bytes published, " +
-               std::to_string(files_failed_) + " failed");
-  reply(ByeReply{files_published_, bytes_published_});
+  std::uint64_t files = totals_->files.load(), bytes = totals_->bytes.load();
+  ctx.log.info("session from " + peer_ + " finished: " + std::to_string(files) + " files, " +
+               std::to_string(bytes) + " bytes published, " +
+               std::to_string(totals_->failed.load()) + " failed");
+  reply(ByeReply{files, bytes});
   close_after_flush();
 }
 
@@ -340,6 +375,10 @@ void ControlSession::shutdown() {
   reply_error(std::nullopt, ErrorCode::kShutdown,
               "the receiver is shutting down; files not yet confirmed were not published");
   close_after_flush();
+}
+
+void ControlSession::sweep_closed_files() {
+  std::erase_if(open_files_, [](const auto& kv) { return kv.second->closed(); });
 }
 
 void ControlSession::abandon_open_files() {

@@ -23,7 +23,7 @@ class ControlSession final : public WorkerObject {
   void shutdown() override;
 
  private:
-  enum Op : unsigned { kRecv = 1, kSend = 2, kLingerTimer = 3 };
+  enum Op : unsigned { kRecv = 1, kSend = 2, kLingerTimer = 3, kYield = 4 };
   enum class State { kAwaitHello, kActive, kClosing };
 
   void on_complete(unsigned op, int res, unsigned flags) override;
@@ -46,6 +46,8 @@ class ControlSession final : public WorkerObject {
   void close_after_flush();
   void close_now();
   void abandon_open_files();
+  // Forgets files that data streams have already published (one-chunk files).
+  void sweep_closed_files();
 
   Worker& worker_;
   UniqueFd fd_;
@@ -56,6 +58,7 @@ class ControlSession final : public WorkerObject {
   std::size_t in_len_ = 0;
   bool recv_armed_ = false;
   bool processing_ = false;  // inside process_input(): replies must not re-enter it
+  bool yield_armed_ = false;  // more complete lines wait; process_input() runs next turn
 
   std::string out_queued_;    // replies not yet handed to the kernel
   std::string out_inflight_;  // the buffer the current send op reads
@@ -76,7 +79,8 @@ class ControlSession final : public WorkerObject {
   std::string cached_dir_key_;
   std::shared_ptr<const UniqueFd> cached_dir_;
 
-  std::uint64_t files_published_ = 0, bytes_published_ = 0, files_failed_ = 0;
+  // Shared with the session's files: one-chunk files are published by data streams.
+  std::shared_ptr<SessionTotals> totals_ = std::make_shared<SessionTotals>();
 };
 
 }  // namespace ackxfer

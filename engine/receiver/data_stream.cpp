@@ -28,6 +28,8 @@ DataStream::~DataStream() {
 }
 
 void DataStream::start() {
+  // Acks are small and the sender waits on them to send DONE: never hold one back for Nagle.
+  set_nodelay(fd_.get());
   buf_.resize(kDataBufferBytes);
   worker_.ctx().stats.data_connections.fetch_add(1, std::memory_order_relaxed);
   arm_read();
@@ -186,7 +188,27 @@ void DataStream::end_frame(const std::uint8_t* trailer) {
                              std::to_string(header_.offset) + " from " + peer_ +
                              "; asking the sender to send that chunk again");
     }
-    file_->finish_chunk(chunk_index_, good, got);
+    if (good && file_->chunk_count() == 1) {
+      // The only chunk is the whole file: publish it here, on this worker, and say so in the
+      // ack; the sender sends no DONE for it.
+      ReceiverContext& ctx = worker_.ctx();
+      ctx.registry.remove(file_->token());
+      auto outcome = file_->verify_single(got);
+      if (outcome.verdict == IncomingFile::Verdict::kPublished) {
+        status = AckStatus::kPublished;
+        ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
+        ctx.stats.bytes_published.fetch_add(file_->size(), std::memory_order_relaxed);
+      } else if (outcome.verdict == IncomingFile::Verdict::kFailed) {
+        status = AckStatus::kPublishFailed;
+        write_errno_ = outcome.error.err;
+        ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
+        ctx.log.warn(outcome.error.what);
+      } else {
+        status = AckStatus::kUnknownToken;  // the session abandoned it meanwhile
+      }
+    } else {
+      file_->finish_chunk(chunk_index_, good, got);
+    }
     file_.reset();
   } else if (status == AckStatus::kWriteFailed) {
     file_->finish_chunk(chunk_index_, false, Digest128{});

@@ -3,7 +3,8 @@
 
 namespace ackxfer {
 
-IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp)
+IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
+                           std::shared_ptr<SessionTotals> totals)
     : id_(req.id),
       path_(req.path),
       size_(req.size),
@@ -12,12 +13,15 @@ IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp)
       mtime_(req.mtime),
       token_(token),
       fd_(temp.fd()),
+      chunk_count_(static_cast<std::uint32_t>((req.size + req.chunk - 1) / req.chunk)),
+      totals_(std::move(totals)),
       temp_(std::move(temp)) {
-  std::size_t chunks = static_cast<std::size_t>((size_ + chunk_bytes_ - 1) / chunk_bytes_);
+  std::size_t chunks = chunk_count_;
   state_.assign(chunks, ChunkState::kMissing);
   digests_.resize(chunks);
   reserved_.assign(chunks, false);
-  if (chunks) reserved_[0] = true;  // by create_temp
+  // The first chunk was allocated by create_temp, or (a small file) needs no allocation ahead.
+  if (chunks) reserved_[0] = true;
 }
 
 int IncomingFile::reserve_chunk(std::uint32_t index) {
@@ -57,9 +61,46 @@ void IncomingFile::finish_chunk(std::uint32_t index, bool verified, const Digest
   if (verified) digests_[index] = digest;
 }
 
-IncomingFile::Outcome IncomingFile::finish(const Digest128& digest) {
+bool IncomingFile::closed() const {
   std::lock_guard lock(mu_);
-  if (closed_) return {Verdict::kFailed, FsError{ENOENT, "file already closed"}};
+  return closed_;
+}
+
+IncomingFile::Outcome IncomingFile::verify_single(const Digest128& digest) {
+  Outcome out{Verdict::kPublished, {}};
+  {
+    std::lock_guard lock(mu_);
+    if (closed_ || chunk_count_ != 1) return {Verdict::kAlreadyClosed, {}};
+    closed_ = true;
+    state_[0] = ChunkState::kVerified;
+    digests_[0] = digest;
+    auto r = temp_.publish(mode_, mtime_);
+    if (auto* e = std::get_if<FsError>(&r)) out = {Verdict::kFailed, *e};
+  }
+  if (out.verdict == Verdict::kPublished) {
+    totals_->files.fetch_add(1, std::memory_order_relaxed);
+    totals_->bytes.fetch_add(size_, std::memory_order_relaxed);
+  } else {
+    totals_->failed.fetch_add(1, std::memory_order_relaxed);
+  }
+  return out;
+}
+
+IncomingFile::Outcome IncomingFile::finish(const Digest128& digest) {
+  Outcome out = finish_locked(digest);
+  if (out.verdict == Verdict::kAlreadyClosed) return out;
+  if (out.verdict == Verdict::kPublished) {
+    totals_->files.fetch_add(1, std::memory_order_relaxed);
+    totals_->bytes.fetch_add(size_, std::memory_order_relaxed);
+  } else {
+    totals_->failed.fetch_add(1, std::memory_order_relaxed);
+  }
+  return out;
+}
+
+IncomingFile::Outcome IncomingFile::finish_locked(const Digest128& digest) {
+  std::lock_guard lock(mu_);
+  if (closed_) return {Verdict::kAlreadyClosed, {}};
   closed_ = true;
   for (ChunkState s : state_)
     if (s != ChunkState::kVerified) {

@@ -3,7 +3,9 @@
 // every method is thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -16,14 +18,26 @@
 
 namespace ackxfer {
 
+// What a control session has published so far. Files may be published by data streams on
+// other workers (one-chunk files, see IncomingFile::verify_single), so these are atomics.
+struct SessionTotals {
+  std::atomic<std::uint64_t> files{0};
+  std::atomic<std::uint64_t> bytes{0};
+  std::atomic<std::uint64_t> failed{0};
+};
+
 class IncomingFile {
  public:
-  IncomingFile(const SendRequest& req, Token token, TempFile temp);
+  IncomingFile(const SendRequest& req, Token token, TempFile temp,
+               std::shared_ptr<SessionTotals> totals);
 
   const Token& token() const { return token_; }
   std::uint64_t id() const { return id_; }
   const std::string& path() const { return path_; }
   std::uint64_t size() const { return size_; }
+  std::uint32_t chunk_count() const { return chunk_count_; }
+  SessionTotals& totals() const { return *totals_; }
+  bool closed() const;
   // The temp file's fd; valid for the object's lifetime.
   int fd() const { return fd_; }
 
@@ -37,12 +51,17 @@ class IncomingFile {
   // goes back to missing and the sender will send it again.
   void finish_chunk(std::uint32_t index, bool verified, const Digest128& digest);
 
-  // Control side.
-  enum class Verdict { kPublished, kIncomplete, kMismatch, kFailed };
+  enum class Verdict { kPublished, kIncomplete, kMismatch, kFailed, kAlreadyClosed };
   struct Outcome {
     Verdict verdict;
     FsError error;  // for kFailed
   };
+  // Data side, one-chunk files: the claimed (only) chunk was written and its digest matched
+  // the frame's, which verifies the whole file. Publishes it now (no DONE will come) and
+  // counts it in the session's totals.
+  Outcome verify_single(const Digest128& digest);
+
+  // Control side.
   // DONE: if every chunk is verified and the file digest over them equals `digest`, publishes
   // the file under its final name (mode, mtime, rename). Otherwise the temp file is removed.
   // No chunk can be claimed after this call, whatever its outcome.
@@ -51,6 +70,7 @@ class IncomingFile {
   void abandon();
 
  private:
+  Outcome finish_locked(const Digest128& digest);
   enum class ChunkState : std::uint8_t { kMissing, kReceiving, kVerified };
 
   const std::uint64_t id_;
@@ -61,8 +81,10 @@ class IncomingFile {
   const Mtime mtime_;
   const Token token_;
   const int fd_;
+  const std::uint32_t chunk_count_;
+  const std::shared_ptr<SessionTotals> totals_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   TempFile temp_;                   // guarded by mu_ (publish/discard)
   bool closed_ = false;             // guarded by mu_
   std::vector<ChunkState> state_;   // guarded by mu_

@@ -40,6 +40,7 @@ ControlClient::ControlClient(SenderContext& ctx, TreeWalker& walker, SendReport&
 ControlClient::~ControlClient() = default;
 
 void ControlClient::start() {
+  started_ = std::chrono::steady_clock::now();
   in_.resize(kControlBufferBytes);
   connect();
 }
@@ -86,6 +87,7 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
         return;
       }
       set_nodelay(fd_.get());
+      milestone("control connected");
       state_ = State::kHello;
       arm_recv(fd_.get(), in_.data(), in_.size(), kRecv);
       send_line(HelloRequest{kProtocolVersion});
@@ -157,6 +159,7 @@ void ControlClient::handle(const ServerMessage& m) {
   if (const auto* r = std::get_if<ReadyReply>(&m)) return on_ready(*r);
   if (const auto* o = std::get_if<OkReply>(&m)) return on_ok(*o);
   if (std::holds_alternative<ByeReply>(m) && state_ == State::kBye) {
+    milestone("BYE answered");
     finish_session(SendReport::Outcome::kOk, "");
     return;
   }
@@ -175,6 +178,7 @@ void ControlClient::on_hello(const HelloReply& m) {
   ctx_.data_ep = ctx_.control_ep;
   ctx_.data_ep.set_port(m.data_port);
   state_ = State::kActive;
+  milestone("HELLO answered");
   for (auto& s : ctx_.streams) {
     OutboundStream* stream = s.get();
     ctx_.loops[stream->loop_index()]->post([stream] { stream->start(); });
@@ -183,8 +187,22 @@ void ControlClient::on_hello(const HelloReply& m) {
 }
 
 void ControlClient::feed() {
+  // Open at most a slice of files per turn of the loop, so the first SENDs are on the wire (and
+  // the receiver busy) while we open the rest, instead of after the whole window is open.
+  constexpr int kFeedSlice = 64;
+  int opened = 0;
   while (state_ == State::kActive && open_files_.size() + open_dirs_.size() < window_files_ &&
          (open_bytes_ < kMaxWindowBytes || open_files_.empty())) {
+    if (opened++ == kFeedSlice) {
+      if (!feed_posted_) {
+        feed_posted_ = true;
+        loop_.post([this] {
+          feed_posted_ = false;
+          feed();
+        });
+      }
+      return;
+    }
     if (!resend_.empty()) {
       Resend r = std::move(resend_.front());
       resend_.pop_front();
@@ -196,6 +214,7 @@ void ControlClient::feed() {
     collect_walk_problems();
     if (!e) {
       walk_done_ = true;
+      milestone("walk finished");
       break;
     }
     if (e->kind == SourceEntry::Kind::kDirectory) {
@@ -209,6 +228,7 @@ void ControlClient::feed() {
   if (state_ == State::kActive && walk_done_ && resend_.empty() && open_files_.empty() &&
       open_dirs_.empty()) {
     state_ = State::kBye;
+    milestone("every file has its verdict; BYE");
     send_line(ByeRequest{});
   }
 }
@@ -228,8 +248,9 @@ bool ControlClient::open_next_file(const SourceEntry& e, int attempt) {
     record_failure(e.source_path, "is no longer a regular file");
     return false;
   }
-  // Sequential reads: ask for aggressive readahead.
-  posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  // Sequential reads of a large file: ask for aggressive readahead. (Small files are read in
+  // one go; the hint would only cost a syscall.)
+  if (st.st_size >= (1 << 20)) posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   auto f = std::make_shared<OutgoingFile>();
   f->id = next_id_++;
   f->wire_path = e.wire_path;
@@ -254,6 +275,7 @@ void ControlClient::on_ready(const ReadyReply& m) {
   if (it == open_files_.end()) return;  // cancelled meanwhile
   std::shared_ptr<OutgoingFile> f = it->second;
   f->token = m.token;
+  if (++readies_ == 1) milestone("first READY");
   if (f->chunk_count == 0) {
     send_line(DoneRequest{f->id, file_digest_from_chunks({})});
     return;
@@ -264,6 +286,13 @@ void ControlClient::on_ready(const ReadyReply& m) {
 void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
   auto it = open_files_.find(f->id);
   if (it == open_files_.end() || it->second != f || state_ != State::kActive) return;
+  if (f->chunk_count == 1) {
+    // The receiver published it when its one frame verified (the stream checked that the
+    // source had not changed before sending the frame's digest).
+    file_delivered(it);
+    feed();
+    return;
+  }
   // A file that changed while it was read may have been sent torn: check before DONE.
   struct stat st;
   if (fstat(f->fd.get(), &st) == 0 &&
@@ -277,6 +306,15 @@ void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
     return;
   }
   send_line(DoneRequest{f->id, file_digest_from_chunks(f->chunk_digests)});
+}
+
+void ControlClient::file_delivered(
+    std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it) {
+  if (report_.files == 0) milestone("first file delivered");
+  ++report_.files;
+  report_.bytes += it->second->size;
+  open_bytes_ -= it->second->size;
+  open_files_.erase(it);
 }
 
 void ControlClient::file_failed(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
@@ -295,10 +333,7 @@ void ControlClient::on_ok(const OkReply& m) {
     ++report_.directories;
     open_dirs_.erase(d);
   } else if (auto it = open_files_.find(m.id); it != open_files_.end()) {
-    ++report_.files;
-    report_.bytes += it->second->size;
-    open_bytes_ -= it->second->size;
-    open_files_.erase(it);
+    file_delivered(it);
   }
   feed();
 }
@@ -413,6 +448,16 @@ void ControlClient::finish_session(SendReport::Outcome outcome, const std::strin
     ctx_.loops[stream->loop_index()]->post([stream] { stream->finish(); });
   }
   begin_close(fd_.get());
+}
+
+void ControlClient::milestone(const char* what) {
+  if (!ctx_.log.enabled(LogLevel::kDebug)) return;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - started_)
+                .count();
+  ctx_.log.debug("+" + std::to_string(us / 1000) + "." + std::to_string(us % 1000 / 100) +
+                 " ms: " + what + " (" + std::to_string(report_.files) + " files done, " +
+                 std::to_string(open_files_.size()) + " open)");
 }
 
 void ControlClient::on_drained() {

@@ -4,6 +4,7 @@
 // with BYE. Runs on sender loop 0.
 #pragma once
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <string>
@@ -23,7 +24,7 @@ class ControlClient final : public LoopObject {
   static constexpr int kMaxFileAttempts = 3;
   // Files in flight (SENT, no verdict yet) and their total size: bounds the receiver's open
   // temp files and reserved space, and our open fds.
-  static constexpr std::size_t kMaxWindowFiles = 256;
+  static constexpr std::size_t kMaxWindowFiles = 2048;
   static constexpr std::uint64_t kMaxWindowBytes = 1ull << 30;
 
   ControlClient(SenderContext& ctx, TreeWalker& walker, SendReport& report);
@@ -58,12 +59,15 @@ class ControlClient final : public LoopObject {
   bool open_next_file(const SourceEntry& e, int attempt);
   void send_line(const ClientMessage& m);
   void flush();
+  void file_delivered(std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it);
   void retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
                      bool retryable);
   void record_failure(const std::string& path, const std::string& reason);
   void collect_walk_problems();
   // Ends the session: fails what is still open with `why` (if any) and closes everything.
   void finish_session(SendReport::Outcome outcome, const std::string& why);
+  // --log-level debug: a timeline of the session, to see where time goes.
+  void milestone(const char* what);
 
   SenderContext& ctx_;
   TreeWalker& walker_;
@@ -89,10 +93,13 @@ class ControlClient final : public LoopObject {
   };
   std::deque<Resend> resend_;
   bool walk_done_ = false;
+  bool feed_posted_ = false;  // a feed() continuation is queued on the loop
   unsigned streams_given_up_ = 0;
   std::string streams_lost_reason_;  // set once every stream has given up
   static constexpr std::uint64_t kStreamsLostGraceNs = 1'000'000'000;
   std::uint64_t file_resends_ = 0;
+  std::uint64_t readies_ = 0;
+  std::chrono::steady_clock::time_point started_;
 };
 
 }  // namespace ackxfer

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -30,6 +31,14 @@ constexpr std::uint64_t kWindowBytes = 1 << 20;
 // Splice throughput grows with the pipe: 256 KiB 1.25 GB/s, 1 MiB 1.95 GB/s on this class of
 // machine. fs.pipe-max-size is usually 1 MiB; we take what the kernel grants.
 constexpr int kPipeBytes = 1 << 20;
+
+// Size or mtime differ from what SEND announced.
+bool source_changed(const OutgoingFile& f) {
+  struct stat st;
+  if (fstat(f.fd.get(), &st) != 0) return true;
+  return static_cast<std::uint64_t>(st.st_size) != f.size || st.st_mtim.tv_sec != f.mtime.sec ||
+         static_cast<std::uint32_t>(st.st_mtim.tv_nsec) != f.mtime.nsec;
+}
 
 bool is_retryable_connect_error(int err) {
   switch (err) {
@@ -77,6 +86,9 @@ void OutboundStream::connect() {
 
 void OutboundStream::connected() {
   state_ = State::kRunning;
+  // Frames are batched into large sends already; a batch's tail (often a last small file)
+  // must not wait for Nagle. Headers of streamed chunks use MSG_MORE instead.
+  set_nodelay(fd_.get());
   backoff_.reset();
   // Hash-and-send keeps the socket fed from a hot buffer; a larger send buffer lets the kernel
   // absorb a whole batch while we read the next one.
@@ -237,6 +249,13 @@ bool OutboundStream::fill() {
     if (cur_pos_ < len) break;  // buffer full
     if (cap - out_len_ < kFrameTrailerBytes) break;
     Digest128 d = digest_.finish();
+    if (f.chunk_count == 1 && source_changed(f)) {
+      // The receiver publishes a one-chunk file as soon as its frame verifies, so a file that
+      // changed while we read it must fail here: a wrong trailer makes the receiver discard
+      // the frame, and the file is sent again from a fresh look at it.
+      d.bytes[0] ^= 0xff;
+      ctx_.scheduler->fail(*cur_, "it changed while being sent", true);
+    }
     std::memcpy(out_.data() + out_len_, d.bytes.data(), kFrameTrailerBytes);
     out_len_ += kFrameTrailerBytes;
     unacked_.push_back(SentFrame{std::move(*cur_), d});
@@ -353,7 +372,11 @@ void OutboundStream::handle_ack(const FrameAck& a) {
       "'" + frame.job.file->wire_path + "' at offset " + std::to_string(a.offset);
   switch (a.status) {
     case AckStatus::kOk:
+    case AckStatus::kPublished:  // a one-chunk file: verified and published already
       s.acked(frame.job, frame.digest);
+      return;
+    case AckStatus::kPublishFailed:
+      s.fail(frame.job, "the receiver could not publish it: " + errno_text(a.error), false);
       return;
     case AckStatus::kBadDigest:
       ctx_.log.warn("digest mismatch reported by the receiver for " + where +

@@ -20,6 +20,10 @@ struct SourceEntry {
   Kind kind = Kind::kFile;
   std::string source_path;  // where to open it on this machine
   std::string wire_path;    // its path relative to the receiver's --dir
+  // Size, mode and mtime are filled in for directories and PATH arguments. Regular files met
+  // inside a tree are recognised from readdir's d_type without a stat (the sender fstat()s
+  // them when it opens them anyway): for those `stat_known` is false.
+  bool stat_known = true;
   std::uint64_t size = 0;
   std::uint32_t mode = 0;
   Mtime mtime;

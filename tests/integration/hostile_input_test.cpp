@@ -8,6 +8,7 @@
 #include "harness.h"
 #include "protocol/control_codec.h"
 #include "protocol/data_frame.h"
+#include "protocol/limits.h"
 
 namespace ackxfer::test {
 namespace {
@@ -191,30 +192,31 @@ TEST_F(HostileInput, Receiver_RepliesToEachBadLineAndKeepsTheSession) {
 
 TEST_F(HostileInput, Receiver_HandlesAPipelinedFloodOfSends) {
   auto c = hello();
+  const int limit = static_cast<int>(kMaxOpenFilesPerSession);
   std::string burst;
-  for (int i = 1; i <= 200; ++i)
-    burst += send_line(static_cast<std::uint64_t>(i), "flood/f" + std::to_string(i), 0);
+  for (int i = 1; i <= limit; ++i)
+    burst += send_line(static_cast<std::uint64_t>(i), "flood/f" + std::to_string(i), 100);
   c->send_bytes(burst);
   int ready = 0;
-  for (int i = 0; i < 200; ++i) {
+  for (int i = 0; i < limit; ++i) {
     auto line = c->read_line();
     ASSERT_TRUE(line);
     if (line->starts_with("READY ")) ++ready;
   }
-  EXPECT_EQ(ready, 200);
+  EXPECT_EQ(ready, limit);
   // Over the per-session limit: a clear, retryable error.
   std::string more;
-  for (int i = 201; i <= 300; ++i)
-    more += send_line(static_cast<std::uint64_t>(i), "flood/g" + std::to_string(i), 0);
+  for (int i = limit + 1; i <= limit + 44; ++i)
+    more += send_line(static_cast<std::uint64_t>(i), "flood/g" + std::to_string(i), 100);
   c->send_bytes(more);
   int too_many = 0;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 44; ++i) {
     auto line = c->read_line();
     ASSERT_TRUE(line);
     if (line->find("too-many-open") != std::string::npos) ++too_many;
   }
-  EXPECT_EQ(too_many, 300 - 256);
-  // Closing the session discards every unfinished file.
+  EXPECT_EQ(too_many, 44);
+  // Closing the session discards every unfinished file (TearDown checks no temp is left).
 }
 
 TEST_F(HostileInput, Receiver_ClosesDataConnectionsCarryingGarbage) {
@@ -265,15 +267,11 @@ TEST_F(HostileInput, Receiver_RejectsUnknownAndReusedTokens) {
   ASSERT_TRUE(ready && ready->starts_with("READY 1 token=")) << ready.value_or("EOF");
   Token token = *Token::from_hex(ready->substr(ready->find('=') + 1));
   {
+    // A one-chunk file is published as soon as its frame verifies; no DONE is needed.
     RawClient d(receiver_->data_port());
     d.send_bytes(frame(token, 0, "hello", 5));
-    EXPECT_EQ(read_ack(d), AckStatus::kOk);
+    EXPECT_EQ(read_ack(d), AckStatus::kPublished);
   }
-  Digest128 chunk = digest_of("hello", 5);
-  c->send_bytes("DONE 1 xxh3=" + file_digest_from_chunks({&chunk, 1}).hex() + "\n");
-  auto ok = c->read_line();
-  ASSERT_TRUE(ok);
-  EXPECT_EQ(*ok, "OK 1");
   EXPECT_EQ(read_text(dest_ / "once.txt"), "hello");
   RawClient d(receiver_->data_port());
   d.send_bytes(frame(token, 0, "EVIL!", 5));
@@ -315,12 +313,15 @@ TEST_F(HostileInput, Receiver_RejectsFramesLongerOrShorterThanTheChunk) {
 
 TEST_F(HostileInput, Receiver_WrongFileDigestIsAMismatchAndNothingIsPublished) {
   auto c = hello();
-  c->send_bytes(send_line(1, "m.txt", 5));
+  // Two chunks (65,536 + 5 bytes), so that the file digest is what DONE checks.
+  c->send_bytes(send_line(1, "m.txt", 65536 + 5));
   auto ready = c->read_line();
   ASSERT_TRUE(ready && ready->starts_with("READY 1 token="));
   Token token = *Token::from_hex(ready->substr(ready->find('=') + 1));
   RawClient d(receiver_->data_port());
-  d.send_bytes(frame(token, 0, "hello", 5));
+  d.send_bytes(frame(token, 0, std::string(65536, 'x'), 65536));
+  EXPECT_EQ(read_ack(d), AckStatus::kOk);
+  d.send_bytes(frame(token, 65536, "hello", 5));
   EXPECT_EQ(read_ack(d), AckStatus::kOk);
   c->send_bytes("DONE 1 xxh3=" + std::string(32, '0') + "\n");
   auto verdict = c->read_line();
@@ -340,9 +341,12 @@ TEST_F(HostileInput, Receiver_CorruptPayloadGetsABadDigestAck) {
   f[kFrameHeaderBytes + 1] ^= 1;
   d.send_bytes(f);
   EXPECT_EQ(read_ack(d), AckStatus::kBadDigest);
-  // The connection stays usable: the good frame is accepted next.
+  EXPECT_FALSE(fs::exists(dest_ / "c.txt"));
+  // The connection stays usable: the good frame is accepted next and publishes the file.
   d.send_bytes(frame(token, 0, "hello", 5));
-  EXPECT_EQ(read_ack(d), AckStatus::kOk);
+  EXPECT_EQ(read_ack(d), AckStatus::kPublished);
+  EXPECT_EQ(read_text(dest_ / "c.txt"), "hello");
+  fs::remove(dest_ / "c.txt");
 }
 
 TEST_F(HostileInput, Receiver_SurvivesConnectAndCloseStorms) {

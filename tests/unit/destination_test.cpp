@@ -38,7 +38,8 @@ class DestinationTest : public ::testing::Test {
     auto parent = dest_->open_parent(r);
     if (auto* e = std::get_if<FsError>(&parent)) return *e;
     auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
-    auto t = dest_->create_temp(dir, r.components.back(), content.size(), content.size());
+    auto t = dest_->create_temp(dir, r.components.back(), content.size(), content.size(),
+                                anonymous_);
     if (auto* e = std::get_if<FsError>(&t)) return *e;
     TempFile& tf = std::get<TempFile>(t);
     EXPECT_EQ(pwrite(tf.fd(), content.data(), content.size(), 0),
@@ -63,7 +64,53 @@ class DestinationTest : public ::testing::Test {
   fs::path base_, root_, outside_;
   std::unique_ptr<Destination> dest_;
   std::deque<std::string> storage_;
+  bool anonymous_ = false;
 };
+
+// The same rules hold for anonymous (O_TMPFILE) temp files, used for one-chunk files.
+class AnonymousDestinationTest : public DestinationTest {
+ protected:
+  void SetUp() override {
+    DestinationTest::SetUp();
+    anonymous_ = true;
+    if (!dest_->anonymous_temps_supported()) GTEST_SKIP() << "no O_TMPFILE + linkat here";
+  }
+};
+
+TEST_F(AnonymousDestinationTest, PublishesAndReplacesAtomically) {
+  ASSERT_FALSE(receive("a/b.txt", "one"));
+  EXPECT_EQ(read(root_ / "a/b.txt"), "one");
+  ASSERT_FALSE(receive("a/b.txt", "two, longer"));
+  EXPECT_EQ(read(root_ / "a/b.txt"), "two, longer");
+  EXPECT_EQ(entries(root_), 2u);  // a, a/b.txt: no temp name left behind
+  struct stat st;
+  ASSERT_EQ(stat((root_ / "a/b.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1000000000);
+}
+
+TEST_F(AnonymousDestinationTest, DiscardedAnonymousFileLeavesNothing) {
+  auto r = rel("x/y");
+  auto parent = dest_->open_parent(r);
+  auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
+  {
+    auto t = dest_->create_temp(dir, "y", 100, 100, true);
+    ASSERT_EQ(t.index(), 0u);
+    EXPECT_EQ(entries(root_ / "x"), 0u);  // nameless while being written
+  }
+  EXPECT_EQ(entries(root_ / "x"), 0u);
+}
+
+TEST_F(AnonymousDestinationTest, NeverFollowsASymlinkOutOfTheRoot) {
+  fs::create_directory_symlink(outside_, root_ / "escape");
+  EXPECT_TRUE(receive("escape/pwned", "x"));
+  EXPECT_EQ(entries(outside_), 0u);
+  fs::create_symlink(outside_ / "target", root_ / "link");
+  std::ofstream(outside_ / "target") << "precious";
+  ASSERT_FALSE(receive("link", "new"));
+  EXPECT_EQ(read(outside_ / "target"), "precious");
+  EXPECT_FALSE(fs::is_symlink(root_ / "link"));
+}
 
 TEST_F(DestinationTest, PublishesWithModeAndMtimeAndNoTempLeft) {
   ASSERT_FALSE(receive("a/b/c.txt", "hello"));
@@ -88,7 +135,7 @@ TEST_F(DestinationTest, DiscardedTempFileLeavesNothing) {
   auto parent = dest_->open_parent(r);
   auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
   {
-    auto t = dest_->create_temp(dir, "y", 100, 100);
+    auto t = dest_->create_temp(dir, "y", 100, 100, false);
     ASSERT_EQ(t.index(), 0u);
     EXPECT_EQ(entries(root_ / "x"), 1u);  // the temp file
   }
@@ -154,7 +201,7 @@ TEST_F(DestinationTest, SetIdBitsAreNotApplied) {
   auto r = rel("s");
   auto parent = dest_->open_parent(r);
   auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
-  auto t = dest_->create_temp(dir, "s", 0, 0);
+  auto t = dest_->create_temp(dir, "s", 0, 0, anonymous_);
   ASSERT_EQ(std::get<TempFile>(t).publish(06755, Mtime{}).index(), 0u);
   struct stat st;
   ASSERT_EQ(stat((root_ / "s").c_str(), &st), 0);
