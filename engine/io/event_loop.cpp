@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 
@@ -149,6 +150,28 @@ void EventLoop::recv(int fd, void* buf, std::size_t len, IoHandler* h, unsigned 
   prep_user_data(sqe, h, op);
 }
 
+void EventLoop::recv_multishot(int fd, std::uint16_t group, IoHandler* h, unsigned op) {
+  io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = group;
+  prep_user_data(sqe, h, op);
+}
+
+void EventLoop::cancel(IoHandler* h, unsigned op) {
+  io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(h) | op, 0);
+  io_uring_sqe_set_data64(sqe, kIgnoreUserData);
+}
+
+int EventLoop::register_buffer_ring(io_uring_buf_reg* reg) {
+  return io_uring_register_buf_ring(&ring_, reg, 0);
+}
+
+void EventLoop::unregister_buffer_ring(std::uint16_t group) {
+  io_uring_unregister_buf_ring(&ring_, group);
+}
+
 void EventLoop::send(int fd, const void* buf, std::size_t len, int flags, IoHandler* h,
                      unsigned op) {
   io_uring_sqe* sqe = next_sqe();
@@ -290,6 +313,10 @@ void LoopObject::arm_accept(int fd, bool multishot, unsigned op) {
 void LoopObject::arm_recv(int fd, void* buf, std::size_t len, unsigned op) {
   ++inflight_;
   loop_.recv(fd, buf, len, this, op);
+}
+void LoopObject::arm_recv_multishot(int fd, std::uint16_t group, unsigned op) {
+  ++inflight_;
+  loop_.recv_multishot(fd, group, this, op);
 }
 void LoopObject::arm_send(int fd, const void* buf, std::size_t len, unsigned op, int flags) {
   ++inflight_;

@@ -33,8 +33,8 @@ struct LoopCounters {
   std::uint64_t completions = 0;
   std::uint64_t enter_calls = 0;  // io_uring_enter syscalls (submit + wait)
   std::uint64_t tasks = 0;        // tasks posted from other threads
-  std::uint64_t run_ns = 0;  // wall time in run()
-  std::uint64_t cpu_ns = 0;  // this thread's CPU time in run(): cpu/run near 1 = saturated
+  std::uint64_t run_ns = 0;       // wall time in run()
+  std::uint64_t cpu_ns = 0;       // this thread's CPU time in run(): cpu/run near 1 = saturated
 };
 
 // Why io_uring cannot be used here, with what to do about it; nullopt if it works.
@@ -52,6 +52,14 @@ class EventLoop {
 
   void accept(int listen_fd, bool multishot, IoHandler* h, unsigned op);
   void recv(int fd, void* buf, std::size_t len, IoHandler* h, unsigned op);
+  // Multishot receive into buffers of provided-buffer group `group` (BufferRing): one
+  // completion per chunk of data, with the buffer id in the flags, until an error, EOF,
+  // cancellation or -ENOBUFS ends it (no IORING_CQE_F_MORE).
+  void recv_multishot(int fd, std::uint16_t group, IoHandler* h, unsigned op);
+  // Cancels the op (h, op); it completes with -ECANCELED.
+  void cancel(IoHandler* h, unsigned op);
+  int register_buffer_ring(io_uring_buf_reg* reg);
+  void unregister_buffer_ring(std::uint16_t group);
   // MSG_NOSIGNAL is always added: a peer that went away is an error result, not SIGPIPE.
   void send(int fd, const void* buf, std::size_t len, int flags, IoHandler* h, unsigned op);
   void connect(int fd, const sockaddr* addr, socklen_t len, IoHandler* h, unsigned op);
@@ -113,6 +121,7 @@ class LoopObject : public IoHandler {
  protected:
   void arm_accept(int fd, bool multishot, unsigned op);
   void arm_recv(int fd, void* buf, std::size_t len, unsigned op);
+  void arm_recv_multishot(int fd, std::uint16_t group, unsigned op);
   void arm_send(int fd, const void* buf, std::size_t len, unsigned op, int flags = 0);
   void arm_connect(int fd, const sockaddr* a, socklen_t len, unsigned op);
   void arm_splice(int in, std::int64_t off_in, int out, std::int64_t off_out, unsigned len,

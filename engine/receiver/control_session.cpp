@@ -12,10 +12,8 @@
 namespace ackxfer {
 namespace {
 
-// Must hold one maximal line plus its '\n'; more lets a burst of pipelined lines arrive in one
-// recv.
-constexpr std::size_t kControlBufferBytes = 32 * 1024;
-static_assert(kControlBufferBytes > kMaxLineBytes + 1);
+// Unhandled input beyond this (a flood of pipelined lines) pauses reading until it is handled.
+constexpr std::size_t kMaxUnhandledInputBytes = 256 * 1024;
 // Stop reading while this much output waits for a peer that does not read its replies.
 constexpr std::size_t kMaxQueuedReplyBytes = 1 << 20;
 // Lines handled per turn of the loop (see process_input).
@@ -44,7 +42,6 @@ ControlSession::~ControlSession() {
 
 void ControlSession::start() {
   set_nodelay(fd_.get());
-  in_.resize(kControlBufferBytes);
   worker_.ctx().stats.sessions.fetch_add(1, std::memory_order_relaxed);
   worker_.ctx().log.debug("control connection from " + peer_);
   arm_read();
@@ -52,33 +49,22 @@ void ControlSession::start() {
 
 void ControlSession::arm_read() {
   if (recv_armed_ || closing()) return;
-  if (state_ == State::kClosing && !close_when_flushed_) {
-    // Lingering after our last reply: discard whatever the peer still sends.
-    in_len_ = 0;
-  }
+  read_paused_ = false;
   recv_armed_ = true;
-  arm_recv(fd_.get(), in_.data() + in_len_, in_.size() - in_len_, kRecv);
+  arm_recv_multishot(fd_.get(), worker_.control_buffers().group(), kRecv);
 }
 
-void ControlSession::on_complete(unsigned op, int res, unsigned /*flags*/) {
+// Stops the multishot receive (backpressure). Completions already on their way still arrive.
+void ControlSession::pause_read() {
+  if (!recv_armed_ || read_paused_) return;
+  read_paused_ = true;
+  loop_.cancel(this, kRecv);
+}
+
+void ControlSession::on_complete(unsigned op, int res, unsigned flags) {
   switch (op) {
     case kRecv:
-      recv_armed_ = false;
-      if (res <= 0) {
-        if (state_ != State::kClosing && !open_files_.empty())
-          worker_.ctx().log.warn(
-              "session from " + peer_ + " ended with " + std::to_string(open_files_.size()) +
-              " files unfinished: " + (res == 0 ? "connection closed" : errno_text(-res)));
-        close_now();
-        return;
-      }
-      if (state_ == State::kClosing) {
-        in_len_ = 0;
-        if (!close_when_flushed_) arm_read();  // keep draining until EOF or the timer
-        return;
-      }
-      in_len_ += static_cast<std::size_t>(res);
-      process_input();
+      on_bytes(res, flags);
       return;
     case kSend:
       send_armed_ = false;
@@ -99,43 +85,86 @@ void ControlSession::on_complete(unsigned op, int res, unsigned /*flags*/) {
   }
 }
 
+void ControlSession::on_bytes(int res, unsigned flags) {
+  BufferRing& ring = worker_.control_buffers();
+  if (flags & IORING_CQE_F_BUFFER) {
+    auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+    // Copy out and hand the buffer straight back: control lines are small, and the ring is
+    // shared with every other session on this worker.
+    if (res > 0 && state_ != State::kClosing)
+      in_.append(reinterpret_cast<const char*>(ring.buffer(id)), static_cast<std::size_t>(res));
+    ring.give_back(id);
+  }
+  bool ended = !(flags & IORING_CQE_F_MORE);
+  if (ended) recv_armed_ = false;
+  if (res == -ENOBUFS) {
+    // Every buffer of the ring was in use for a moment: just ask again.
+    ++ring.exhausted;
+    arm_read();
+    return;
+  }
+  if (res == -ECANCELED) {  // pause_read(); resume if the reason has gone meanwhile
+    if (ended) process_input();
+    return;
+  }
+  if (res <= 0) {
+    if (state_ != State::kClosing && !open_files_.empty())
+      worker_.ctx().log.warn(
+          "session from " + peer_ + " ended with " + std::to_string(open_files_.size()) +
+          " files unfinished: " + (res == 0 ? "connection closed" : errno_text(-res)));
+    close_now();
+    return;
+  }
+  if (state_ == State::kClosing) {
+    // Lingering after our last reply: what the peer still sends is discarded above.
+    if (ended) arm_read();
+    return;
+  }
+  if (ended && !read_paused_) arm_read();
+  process_input();
+}
+
 void ControlSession::process_input() {
-  if (processing_ || recv_armed_) return;
+  if (processing_) return;
   processing_ = true;
-  std::size_t start = 0;
   // A slice of lines per turn of the loop: the replies to the first lines then reach the
   // sender (and its next steps start) while we work through the rest, instead of the two
   // sides taking turns on whole batches.
   int budget = kLinesPerTurn;
   bool more = false;
   while (state_ != State::kClosing) {
-    const char* begin = in_.data() + start;
-    const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_len_ - start));
+    const char* begin = in_.data() + in_start_;
+    const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_.size() - in_start_));
     if (!nl) break;
     if (budget-- == 0) {
       more = true;
       break;
     }
     handle_line(std::string_view(begin, static_cast<std::size_t>(nl - begin)));
-    start = static_cast<std::size_t>(nl - in_.data()) + 1;
+    in_start_ = static_cast<std::size_t>(nl - in_.data()) + 1;
   }
   processing_ = false;
-  if (more && !yield_armed_ && state_ != State::kClosing) {
+  if (state_ == State::kClosing) return;
+  if (more && !yield_armed_) {
     yield_armed_ = true;
     arm_yield(kYield);
   }
-  if (state_ == State::kClosing) return;
-  std::memmove(in_.data(), in_.data() + start, in_len_ - start);
-  in_len_ -= start;
-  if (!more && in_len_ > kMaxLineBytes) {
+  // Drop handled bytes; give memory back once the burst is over.
+  in_.erase(0, in_start_);
+  in_start_ = 0;
+  if (in_.empty() && in_.capacity() > 64 * 1024) std::string().swap(in_);
+  if (!more && in_.size() > kMaxLineBytes) {
     reply_error(std::nullopt, ErrorCode::kLineTooLong,
                 "no newline within " + std::to_string(kMaxLineBytes) + " bytes; closing");
     close_after_flush();
     return;
   }
-  // Read more only once every complete line is handled: the buffer is compacted above, which
-  // must never happen under a recv in flight.
-  if (!more && out_queued_.size() < kMaxQueuedReplyBytes) arm_read();
+  // Backpressure: a peer that floods lines faster than we handle them, or does not read its
+  // replies, is not read from until that is resolved.
+  if (in_.size() > kMaxUnhandledInputBytes || out_queued_.size() >= kMaxQueuedReplyBytes)
+    pause_read();
+  else if (!recv_armed_)
+    arm_read();
 }
 
 void ControlSession::handle_line(std::string_view line) {
@@ -344,8 +373,9 @@ void ControlSession::flush() {
         arm_read();
         return;
       }
-      // Replies drained: if reading paused for backpressure, resume.
-      if (state_ != State::kClosing && !recv_armed_) process_input();
+      // Replies drained: release a large buffer, and resume reading if it was paused.
+      if (out_inflight_.capacity() > 64 * 1024) std::string().swap(out_inflight_);
+      if (state_ != State::kClosing && (read_paused_ || !recv_armed_)) process_input();
       return;
     }
     out_inflight_.swap(out_queued_);

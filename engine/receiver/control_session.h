@@ -30,6 +30,8 @@ class ControlSession final : public WorkerObject {
   void on_drained() override;
 
   void arm_read();
+  void pause_read();
+  void on_bytes(int res, unsigned flags);
   void process_input();
   void handle_line(std::string_view line);
   void handle(const HelloRequest& m);
@@ -54,10 +56,14 @@ class ControlSession final : public WorkerObject {
   std::string peer_;
   State state_ = State::kAwaitHello;
 
-  std::vector<char> in_;
-  std::size_t in_len_ = 0;
-  bool recv_armed_ = false;
-  bool processing_ = false;  // inside process_input(): replies must not re-enter it
+  // Bytes received and not yet handled: unprocessed lines and an incomplete last line. Empty
+  // (and without capacity) while the session is idle: receive buffers come from the worker's
+  // shared ring, so an idle session costs no buffer memory.
+  std::string in_;
+  std::size_t in_start_ = 0;  // handled bytes at the front of in_
+  bool recv_armed_ = false;   // the multishot receive is running
+  bool read_paused_ = false;  // stopped for backpressure; re-armed by process_input()
+  bool processing_ = false;   // inside process_input(): replies must not re-enter it
   bool yield_armed_ = false;  // more complete lines wait; process_input() runs next turn
 
   std::string out_queued_;    // replies not yet handed to the kernel

@@ -10,13 +10,7 @@
 #include "protocol/limits.h"
 
 namespace ackxfer {
-namespace {
-
-// Large enough that one recv usually carries a good share of a frame; the payload is written
-// straight from here, so this is the only copy between socket and page cache.
-constexpr std::size_t kDataBufferBytes = 1024 * 1024;
-
-}  // namespace
+namespace {}  // namespace
 
 DataStream::DataStream(Worker& worker, UniqueFd fd)
     : WorkerObject(worker.loop()), worker_(worker), fd_(std::move(fd)) {
@@ -30,7 +24,6 @@ DataStream::~DataStream() {
 void DataStream::start() {
   // Acks are small and the sender waits on them to send DONE: never hold one back for Nagle.
   set_nodelay(fd_.get());
-  buf_.resize(kDataBufferBytes);
   worker_.ctx().stats.data_connections.fetch_add(1, std::memory_order_relaxed);
   arm_read();
 }
@@ -42,19 +35,18 @@ void DataStream::shutdown() {
 
 void DataStream::arm_read() {
   if (recv_armed_ || closing() || close_after_acks_) return;
-  if (acks_queued_.size() > kMaxPendingAckBytes) return;  // resumes when acks drain
-  if (begin_ == end_) begin_ = end_ = 0;
-  if (end_ == buf_.size()) {
-    // Only a partial header or trailer can be left over here: move it to the front.
-    std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
-    end_ -= begin_;
-    begin_ = 0;
-  }
+  read_paused_ = false;
   recv_armed_ = true;
-  arm_recv(fd_.get(), buf_.data() + end_, buf_.size() - end_, kRecv);
+  arm_recv_multishot(fd_.get(), worker_.data_buffers().group(), kRecv);
 }
 
-void DataStream::on_complete(unsigned op, int res, unsigned /*flags*/) {
+void DataStream::pause_read() {
+  if (!recv_armed_ || read_paused_) return;
+  read_paused_ = true;
+  loop_.cancel(this, kRecv);
+}
+
+void DataStream::on_complete(unsigned op, int res, unsigned flags) {
   if (op == kSend) {
     send_armed_ = false;
     if (res < 0) {
@@ -66,49 +58,83 @@ void DataStream::on_complete(unsigned op, int res, unsigned /*flags*/) {
     flush_acks();
     return;
   }
-  recv_armed_ = false;
+  on_bytes(res, flags);
+}
+
+void DataStream::on_bytes(int res, unsigned flags) {
+  BufferRing& ring = worker_.data_buffers();
+  bool ended = !(flags & IORING_CQE_F_MORE);
+  if (ended) recv_armed_ = false;
+  if (flags & IORING_CQE_F_BUFFER) {
+    auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+    // After a protocol error (close_after_acks_) the rest of the stream is ignored.
+    if (res > 0 && !close_after_acks_) consume(ring.buffer(id), static_cast<std::size_t>(res));
+    ring.give_back(id);  // the payload is in the page cache now; the buffer is free again
+  }
+  if (res == -ENOBUFS) {
+    ++ring.exhausted;
+    arm_read();
+    return;
+  }
+  if (res == -ECANCELED) {
+    if (ended && acks_queued_.size() <= kMaxPendingAckBytes) arm_read();
+    return;
+  }
   if (res <= 0) {
-    if (phase_ != Phase::kHeader || begin_ != end_)
+    if (phase_ != Phase::kHeader || staged_len_ > 0)
       worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame: " +
                               (res == 0 ? std::string("closed") : errno_text(-res)));
     release_claim();
     begin_close(fd_.get());
     return;
   }
-  end_ += static_cast<std::size_t>(res);
-  process();
-  arm_read();
+  if (close_after_acks_) {
+    pause_read();
+    return;
+  }
+  if (acks_queued_.size() > kMaxPendingAckBytes)
+    pause_read();  // resumes when the acks drain (flush_acks)
+  else if (ended && !read_paused_)
+    arm_read();
 }
 
-void DataStream::process() {
-  processing_ = true;
-  process_frames();
-  processing_ = false;
-}
-
-void DataStream::process_frames() {
-  while (begin_ < end_ && !close_after_acks_) {
-    std::size_t avail = end_ - begin_;
-    const std::uint8_t* p = buf_.data() + begin_;
+bool DataStream::consume(const std::uint8_t* p, std::size_t n) {
+  std::size_t pos = 0;
+  while (pos < n) {
+    std::size_t avail = n - pos;
     switch (phase_) {
       case Phase::kHeader:
-        if (avail < kFrameHeaderBytes) return;
-        begin_ += kFrameHeaderBytes;
-        if (!begin_frame(p)) return;
-        break;
-      case Phase::kPayload: {
-        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, remaining_));
-        consume_payload(p, n);
-        begin_ += n;
+      case Phase::kTrailer: {
+        std::size_t want = phase_ == Phase::kHeader ? kFrameHeaderBytes : kFrameTrailerBytes;
+        const std::uint8_t* whole = nullptr;
+        if (staged_len_ == 0 && avail >= want) {
+          whole = p + pos;  // the usual case: no copy
+          pos += want;
+        } else {
+          std::size_t take = std::min(want - staged_len_, avail);
+          std::memcpy(staged_.data() + staged_len_, p + pos, take);
+          staged_len_ += take;
+          pos += take;
+          if (staged_len_ < want) return true;  // the rest comes in the next buffer
+          whole = staged_.data();
+          staged_len_ = 0;
+        }
+        if (phase_ == Phase::kHeader) {
+          if (!begin_frame(whole)) return false;
+        } else {
+          end_frame(whole);
+        }
         break;
       }
-      case Phase::kTrailer:
-        if (avail < kFrameTrailerBytes) return;
-        begin_ += kFrameTrailerBytes;
-        end_frame(p);
+      case Phase::kPayload: {
+        std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(avail, remaining_));
+        consume_payload(p + pos, take);
+        pos += take;
         break;
+      }
     }
   }
+  return true;
 }
 
 bool DataStream::begin_frame(const std::uint8_t* raw) {
@@ -252,7 +278,7 @@ void DataStream::flush_acks() {
       if (close_after_acks_) {
         release_claim();
         begin_close(fd_.get());
-      } else if (!processing_) {
+      } else if (read_paused_ || !recv_armed_) {
         arm_read();  // reading may have paused on a full ack queue
       }
       return;

@@ -3,6 +3,7 @@
 // any session may arrive on any data connection; the token says which file.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,8 +30,11 @@ class DataStream final : public WorkerObject {
   void on_drained() override;
 
   void arm_read();
-  void process();
-  void process_frames();
+  void pause_read();
+  void on_bytes(int res, unsigned flags);
+  // Runs the frame state machine over received bytes; returns false once the stream must
+  // stop (protocol error: close after the acks).
+  bool consume(const std::uint8_t* p, std::size_t n);
   bool begin_frame(const std::uint8_t* header);
   void consume_payload(const std::uint8_t* data, std::size_t n);
   void end_frame(const std::uint8_t* trailer);
@@ -43,10 +47,12 @@ class DataStream final : public WorkerObject {
   UniqueFd fd_;
   std::string peer_;
 
-  std::vector<std::uint8_t> buf_;
-  std::size_t begin_ = 0, end_ = 0;  // unread bytes are buf_[begin_, end_)
-  bool recv_armed_ = false;
-  bool processing_ = false;  // inside process(): the buffer must not move
+  // Receive buffers come from the worker's shared ring (io/buffer_ring.h); only a header or
+  // trailer split across two of them is staged here.
+  std::array<std::uint8_t, kFrameHeaderBytes> staged_{};
+  std::size_t staged_len_ = 0;
+  bool recv_armed_ = false;   // the multishot receive is running
+  bool read_paused_ = false;  // stopped while acks wait for a sender that does not read them
 
   Phase phase_ = Phase::kHeader;
   FrameHeader header_;

@@ -8,6 +8,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "io/buffer_ring.h"
 #include "io/event_loop.h"
 #include "receiver/receiver_context.h"
 #include "unique_fd.h"
@@ -36,6 +37,9 @@ class Worker {
   // Loop thread only.
   ReceiverContext& ctx() { return ctx_; }
   EventLoop& loop() { return *loop_; }
+  // Provided-buffer rings shared by this worker's connections (see io/buffer_ring.h).
+  BufferRing& control_buffers() { return *control_buffers_; }
+  BufferRing& data_buffers() { return *data_buffers_; }
   unsigned index() const { return index_; }
   bool stopping() const { return shutting_down_; }
   void adopt_control_connection(UniqueFd fd);
@@ -56,6 +60,7 @@ class Worker {
   std::thread thread_;
   std::promise<void> started_;
   std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<BufferRing> control_buffers_, data_buffers_;
   std::unordered_map<WorkerObject*, std::unique_ptr<WorkerObject>> objects_;
   bool shutting_down_ = false;
 };
