@@ -1,12 +1,12 @@
 // ackxfer-fast: entry point; dispatches to the recv, send and bench subcommands.
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "cli_common.h"
-#include "io/fd_table.h"
 #include "exit_codes.h"
+#include "io/fd_table.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // `ackxfer-fast recv`: runs a Receiver until SIGINT or SIGTERM.
-#include <boost/program_options.hpp>
 #include <sys/stat.h>
+#include <boost/program_options.hpp>
 
 #include <csignal>
 #include <cstdio>
@@ -17,20 +17,30 @@ namespace ackxfer::cli {
 
 int recv_command(int argc, char** argv) {
   ReceiverOptions opt;
-  std::string dir = ".", log_level = "info";
+  std::string dir = ".", log_level = "info", recv_path = "buffers";
   unsigned control_port = opt.control_port, data_port = opt.data_port;
   po::options_description desc("Options");
-  desc.add_options()("help,h", "show this help")(
-      "dir", po::value(&dir), "destination root, created if missing (default: current directory)")(
-      "listen", po::value(&opt.listen)->default_value(opt.listen),
-      "address to bind: IPv4, IPv6 or a host name")(
-      "port", po::value(&control_port)->default_value(control_port),
-      "control port (0: any free port)")(
-      "data-port", po::value(&data_port)->default_value(data_port), "data port (0: any free port)")(
-      "threads", po::value(&opt.threads)->default_value(0),
-      "worker threads, each with its own io_uring (0: one per online CPU)")(
-      "log-level", po::value(&log_level)->default_value(log_level),
-      "error, warning, info or debug");
+  // clang-format off
+  desc.add_options()
+      ("help,h", "show this help")
+      ("dir", po::value(&dir), "destination root, created if missing (default: current directory)")
+      ("listen", po::value(&opt.listen)->default_value(opt.listen),
+       "address to bind: IPv4, IPv6 or a host name")
+      ("port", po::value(&control_port)->default_value(control_port),
+       "control port (0: any free port)")
+      ("data-port", po::value(&data_port)->default_value(data_port),
+       "data port (0: any free port)")
+      ("threads", po::value(&opt.threads)->default_value(0),
+       "worker threads, each with its own io_uring (0: one per online CPU)")
+      ("log-level", po::value(&log_level)->default_value(log_level),
+       "error, warning, info or debug")
+      ("discard", po::bool_switch(&opt.discard),
+       "receive and verify every byte but write nothing: for measuring a link with "
+       "`ackxfer-fast bench --mem --to`")
+      ("recv-path", po::value(&recv_path)->default_value(recv_path),
+       "buffers (receive into shared buffers, then write) or splice (socket to file through a "
+       "pipe); for benchmarks");
+  // clang-format on
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -53,6 +63,9 @@ int recv_command(int argc, char** argv) {
       return kOk;
     }
     if (control_port > 65535 || data_port > 65535) throw Failure("ports are 0 to 65535");
+    if (recv_path != "buffers" && recv_path != "splice")
+      throw Failure("--recv-path must be buffers or splice");
+    opt.recv_path = recv_path == "splice" ? RecvPath::kSplice : RecvPath::kBuffers;
     opt.log = make_stderr_logger(parse_log_level(log_level));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\nTry 'ackxfer-fast recv --help'.\n", e.what());

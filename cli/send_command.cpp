@@ -86,18 +86,23 @@ int send_command(int argc, char** argv) {
   double retry_for = 10;
   bool json = false;
   po::options_description desc("Options");
-  desc.add_options()("help,h", "show this help")(
-      "to", po::value(&opt.to), "receiver as HOST[:PORT] (port default 36258; [v6addr]:PORT)")(
-      "streams", po::value(&opt.streams)->default_value(opt.streams), "parallel data connections")(
-      "threads", po::value(&opt.threads)->default_value(0),
-      "sender threads, each with its own io_uring (0: min(streams, online CPUs))")(
-      "json", po::bool_switch(&json), "print one JSON object with the results on stdout")(
-      "retry-for", po::value(&retry_for)->default_value(retry_for),
-      "keep retrying refused or reset connections for this many seconds")(
-      "send-path", po::value(&send_path)->default_value(send_path),
-      "auto, copy (read+hash+send) or splice (zero-copy); auto copies to loopback")(
-      "log-level", po::value(&log_level)->default_value(log_level),
-      "error, warning, info or debug");
+  // clang-format off
+  desc.add_options()
+      ("help,h", "show this help")
+      ("to", po::value(&opt.to), "receiver as HOST[:PORT] (port default 36258; [v6addr]:PORT)")
+      ("streams", po::value(&opt.streams)->default_value(0, "auto"),
+       "parallel data connections (auto: 1 to a loopback address, 4 otherwise)")
+      ("threads", po::value(&opt.threads)->default_value(0),
+       "sender threads, each with its own io_uring (0: min(streams, online CPUs))")
+      ("json", po::bool_switch(&json), "print one JSON object with the results on stdout")
+      ("retry-for", po::value(&retry_for)->default_value(retry_for),
+       "keep retrying refused or reset connections for this many seconds")
+      ("send-path", po::value(&send_path)->default_value(send_path),
+       "how large chunks leave: copy (read, hash, send), mmap (hash and send from a mapping) or "
+       "splice (zero-copy); auto: mmap to loopback, splice elsewhere")
+      ("log-level", po::value(&log_level)->default_value(log_level),
+       "error, warning, info or debug");
+  // clang-format on
   po::options_description hidden;
   hidden.add_options()("path", po::value(&opt.paths)->multitoken());
   po::options_description all;

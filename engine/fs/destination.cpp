@@ -92,8 +92,7 @@ int link_anonymous(int fd, int dirfd, const char* name) {
 std::string random_temp_name() {
   // 64 random bits make a collision with a concurrent transfer or a leftover negligible;
   // O_EXCL (or linkat's EEXIST) makes it impossible to take someone else's file.
-  return std::string(kTempPrefix) + Token::random().hex().substr(0, 16) +
-         std::string(kTempSuffix);
+  return std::string(kTempPrefix) + Token::random().hex().substr(0, 16) + std::string(kTempSuffix);
 }
 
 }  // namespace
@@ -200,8 +199,7 @@ std::variant<std::monostate, FsError> Destination::make_directory(const Relative
 std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const UniqueFd> parent,
                                                          std::string_view final_name,
                                                          std::uint64_t size,
-                                                         std::uint64_t reserve_now,
-                                                         bool anonymous,
+                                                         std::uint64_t reserve_now, bool anonymous,
                                                          std::uint32_t mode) const {
   std::string temp;
   int fd;
@@ -210,11 +208,12 @@ std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const U
     // Nobody can open a nameless file, so it may carry its final mode from the start; with
     // umask 0 that spares the chmod at publish.
     std::uint32_t create_mode = umask_zero_ ? (mode & 0777) : 0600;
-    fd = openat(parent->get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, create_mode);
+    // O_RDWR, not O_WRONLY: the splice receive path reads written ranges back to hash them.
+    fd = openat(parent->get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, create_mode);
     if (umask_zero_) created_mode = static_cast<int>(create_mode);
   } else {
     temp = random_temp_name();
-    fd = openat(parent->get(), temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    fd = openat(parent->get(), temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   }
   if (fd < 0) return FsError{errno, describe("create temp file for", final_name, errno)};
   TempFile tf(std::move(parent), std::move(temp), std::string(final_name), UniqueFd(fd));

@@ -55,7 +55,7 @@ class TempFile {
   std::string temp_name_;
   std::string final_name_;
   UniqueFd fd_;
-  bool linked_ = true;  // the temp name still exists
+  bool linked_ = true;     // the temp name still exists
   int created_mode_ = -1;  // permission bits given at creation (exact: umask 0), or -1
 };
 

@@ -302,6 +302,7 @@ void EventLoop::run() {
   io_uring_submit(&ring_);
   counters_.run_ns += clock_ns(CLOCK_MONOTONIC) - wall0;
   counters_.cpu_ns += clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
+  if (ring_.cq.koverflow) counters_.cq_overflow = *ring_.cq.koverflow;
 }
 
 // ---- LoopObject ----

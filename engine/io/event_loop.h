@@ -35,6 +35,7 @@ struct LoopCounters {
   std::uint64_t tasks = 0;        // tasks posted from other threads
   std::uint64_t run_ns = 0;       // wall time in run()
   std::uint64_t cpu_ns = 0;       // this thread's CPU time in run(): cpu/run near 1 = saturated
+  std::uint64_t cq_overflow = 0;  // completions the kernel had to hold back (CQ full)
 };
 
 // Why io_uring cannot be used here, with what to do about it; nullopt if it works.

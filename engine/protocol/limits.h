@@ -30,7 +30,7 @@ inline constexpr std::uint64_t kDefaultChunkBytes = 8 * 1024 * 1024;
 
 // Per session.
 inline constexpr std::size_t kMaxOpenFilesPerSession = 2048;  // SENT but not yet OK/ERR
-inline constexpr std::size_t kMaxDirsPerSession = 1 << 20;   // directory metadata kept to BYE
+inline constexpr std::size_t kMaxDirsPerSession = 1 << 20;    // directory metadata kept to BYE
 
 // Data connections.
 inline constexpr std::size_t kMaxPendingAckBytes = 64 * 1024;  // receiver stops reading past it

@@ -223,6 +223,15 @@ void ControlSession::handle(const SendRequest& m) {
   }
   const auto& rel = std::get<RelativePath>(checked);
   ReceiverContext& ctx = worker_.ctx();
+  if (ctx.discard) {
+    // Memory-to-memory: a file with no temp file; its bytes are verified and dropped.
+    Token token = Token::random();
+    auto file = std::make_shared<IncomingFile>(m, token, TempFile(), totals_);
+    ctx.registry.add(file);
+    open_files_.emplace(m.id, std::move(file));
+    reply(ReadyReply{m.id, token});
+    return;
+  }
 
   std::string key = dir_key_of(m.path);
   if (!cached_dir_ || key != cached_dir_key_) {
@@ -260,6 +269,10 @@ void ControlSession::handle(const MkdirRequest& m) {
   auto checked = validate_relative_path(m.path);
   if (auto* why = std::get_if<std::string>(&checked)) {
     reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
+    return;
+  }
+  if (worker_.ctx().discard) {
+    reply(OkReply{m.id});
     return;
   }
   auto r = worker_.ctx().destination.make_directory(std::get<RelativePath>(checked));

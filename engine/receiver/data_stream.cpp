@@ -1,6 +1,7 @@
 // DataStream: recv -> hash -> pwrite, frame by frame (docs/PROTOCOL.md, "Data connections").
 #include "receiver/data_stream.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -10,7 +11,14 @@
 #include "protocol/limits.h"
 
 namespace ackxfer {
-namespace {}  // namespace
+namespace {
+
+// Splice receive path: payloads at least this large are spliced; the rest is read into the
+// scratch buffer (which also holds spliced bytes read back for hashing).
+constexpr std::uint64_t kSpliceMinBytes = 64 * 1024;
+constexpr std::size_t kScratchBytes = 256 * 1024;
+
+}  // namespace
 
 DataStream::DataStream(Worker& worker, UniqueFd fd)
     : WorkerObject(worker.loop()), worker_(worker), fd_(std::move(fd)) {
@@ -25,6 +33,20 @@ void DataStream::start() {
   // Acks are small and the sender waits on them to send DONE: never hold one back for Nagle.
   set_nodelay(fd_.get());
   worker_.ctx().stats.data_connections.fetch_add(1, std::memory_order_relaxed);
+  splice_ = worker_.ctx().recv_path == RecvPath::kSplice;
+  if (splice_) {
+    scratch_.resize(kScratchBytes);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) == 0) {
+      pipe_r_.reset(p[0]);
+      pipe_w_.reset(p[1]);
+      fcntl(p[1], F_SETPIPE_SZ, 1 << 20);  // best effort, see OutboundStream
+      int sz = fcntl(p[1], F_GETPIPE_SZ);
+      pipe_bytes_ = sz > 0 ? static_cast<unsigned>(sz) : 65536;
+    } else {
+      splice_ = false;  // out of pipes: the buffer path works everywhere
+    }
+  }
   arm_read();
 }
 
@@ -34,6 +56,7 @@ void DataStream::shutdown() {
 }
 
 void DataStream::arm_read() {
+  if (splice_) return arm_read_exact();
   if (recv_armed_ || closing() || close_after_acks_) return;
   read_paused_ = false;
   recv_armed_ = true;
@@ -47,6 +70,32 @@ void DataStream::pause_read() {
 }
 
 void DataStream::on_complete(unsigned op, int res, unsigned flags) {
+  if (op == kRecvExact || op == kSpliceIn || op == kSpliceOut) {
+    recv_armed_ = false;
+    if (res <= 0) {
+      if (phase_ != Phase::kHeader || staged_len_ > 0)
+        worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame");
+      release_claim();
+      begin_close(fd_.get());
+      return;
+    }
+    if (op == kRecvExact) {
+      consume(scratch_.data(), static_cast<std::size_t>(res));
+    } else if (op == kSpliceIn) {
+      pipe_pending_ = static_cast<unsigned>(res);
+      recv_armed_ = true;
+      arm_splice(pipe_r_.get(), -1, file_->fd(),
+                 static_cast<std::int64_t>(header_.offset + header_.length - remaining_),
+                 pipe_pending_, kSpliceOut);
+      return;
+    } else {
+      spliced_out(static_cast<std::size_t>(res));
+      if (recv_armed_) return;  // more of the pipe to move
+    }
+    if (close_after_acks_) return;
+    if (acks_queued_.size() <= kMaxPendingAckBytes) arm_read_exact();
+    return;
+  }
   if (op == kSend) {
     send_armed_ = false;
     if (res < 0) {
@@ -96,6 +145,62 @@ void DataStream::on_bytes(int res, unsigned flags) {
     pause_read();  // resumes when the acks drain (flush_acks)
   else if (ended && !read_paused_)
     arm_read();
+}
+
+void DataStream::arm_read_exact() {
+  if (recv_armed_ || closing() || close_after_acks_) return;
+  if (acks_queued_.size() > kMaxPendingAckBytes) return;  // flush_acks() resumes
+  recv_armed_ = true;
+  std::size_t want = 0;
+  switch (phase_) {
+    case Phase::kHeader:
+      want = kFrameHeaderBytes - staged_len_;
+      break;
+    case Phase::kTrailer:
+      want = kFrameTrailerBytes - staged_len_;
+      break;
+    case Phase::kPayload:
+      if (splicing_) {
+        arm_splice(fd_.get(), -1, pipe_w_.get(), -1,
+                   static_cast<unsigned>(std::min<std::uint64_t>(remaining_, pipe_bytes_)),
+                   kSpliceIn);
+        return;
+      }
+      want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, scratch_.size()));
+      break;
+  }
+  // Exactly the bytes of the current phase, so a frame's payload is never read by accident.
+  arm_recv(fd_.get(), scratch_.data(), want, kRecvExact);
+}
+
+// `n` bytes went from the pipe into the file: read them back (hot in the page cache) to hash.
+void DataStream::spliced_out(std::size_t n) {
+  std::uint64_t off = header_.offset + header_.length - remaining_;
+  for (std::size_t done = 0; done < n;) {
+    std::size_t piece = std::min(n - done, scratch_.size());
+    ssize_t r = ::pread(file_->fd(), scratch_.data(), piece, static_cast<off_t>(off + done));
+    if (r <= 0) {
+      frame_status_ = AckStatus::kWriteFailed;
+      write_errno_ = r < 0 ? errno : EIO;
+      break;
+    }
+    digest_.update(scratch_.data(), static_cast<std::size_t>(r));
+    done += static_cast<std::size_t>(r);
+  }
+  worker_.ctx().stats.payload_bytes_received.fetch_add(n, std::memory_order_relaxed);
+  pipe_pending_ -= static_cast<unsigned>(n);
+  remaining_ -= n;
+  if (pipe_pending_ > 0) {
+    recv_armed_ = true;
+    arm_splice(pipe_r_.get(), -1, file_->fd(),
+               static_cast<std::int64_t>(header_.offset + header_.length - remaining_),
+               pipe_pending_, kSpliceOut);
+    return;
+  }
+  if (remaining_ == 0) {
+    phase_ = Phase::kTrailer;
+    splicing_ = false;
+  }
 }
 
 bool DataStream::consume(const std::uint8_t* p, std::size_t n) {
@@ -175,13 +280,16 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
   }
   digest_.reset();
   phase_ = remaining_ ? Phase::kPayload : Phase::kTrailer;
+  // Splice path: large payloads of a file we are writing go socket -> pipe -> file.
+  splicing_ = splice_ && frame_status_ == AckStatus::kOk && remaining_ >= kSpliceMinBytes &&
+              !file_->discarding();
   return true;
 }
 
 void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
   if (frame_status_ == AckStatus::kOk) {
     std::uint64_t off = header_.offset + (header_.length - remaining_);
-    std::size_t done = 0;
+    std::size_t done = file_->discarding() ? n : 0;
     while (done < n) {
       ssize_t w = ::pwrite(file_->fd(), data + done, n - done, static_cast<off_t>(off + done));
       if (w < 0 && errno == EINTR) continue;
@@ -278,7 +386,7 @@ void DataStream::flush_acks() {
       if (close_after_acks_) {
         release_claim();
         begin_close(fd_.get());
-      } else if (read_paused_ || !recv_armed_) {
+      } else if (splice_ ? !recv_armed_ : (read_paused_ || !recv_armed_)) {
         arm_read();  // reading may have paused on a full ack queue
       }
       return;

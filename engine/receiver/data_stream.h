@@ -23,7 +23,7 @@ class DataStream final : public WorkerObject {
   void shutdown() override;
 
  private:
-  enum Op : unsigned { kRecv = 1, kSend = 2 };
+  enum Op : unsigned { kRecv = 1, kSend = 2, kRecvExact = 3, kSpliceIn = 4, kSpliceOut = 5 };
   enum class Phase { kHeader, kPayload, kTrailer };
 
   void on_complete(unsigned op, int res, unsigned flags) override;
@@ -42,6 +42,10 @@ class DataStream final : public WorkerObject {
   void flush_acks();
   void fail(const std::string& why);  // protocol violation: ack it, then close
   void release_claim();
+  // Splice receive path (RecvPath::kSplice): exact-size reads for headers, trailers and small
+  // payloads, socket -> pipe -> file for large ones.
+  void arm_read_exact();
+  void spliced_out(std::size_t n);
 
   Worker& worker_;
   UniqueFd fd_;
@@ -62,6 +66,14 @@ class DataStream final : public WorkerObject {
   AckStatus frame_status_ = AckStatus::kOk;  // kOk while the payload is being written
   int write_errno_ = 0;
   StreamingDigest digest_;
+
+  // Splice path only.
+  bool splice_ = false;
+  std::vector<std::uint8_t> scratch_;  // exact reads, and reading spliced bytes back to hash
+  UniqueFd pipe_r_, pipe_w_;
+  unsigned pipe_bytes_ = 0;
+  unsigned pipe_pending_ = 0;  // spliced in from the socket, not yet out to the file
+  bool splicing_ = false;      // this frame's payload goes by splice
 
   std::string acks_queued_, acks_inflight_;
   std::size_t acks_sent_ = 0;

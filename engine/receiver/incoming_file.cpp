@@ -31,6 +31,7 @@ int IncomingFile::reserve_chunk(std::uint32_t index) {
   }
   // The caller holds the claim on this chunk, so nobody else reserves it meanwhile; the
   // fallocate runs without the lock.
+  if (fd_ < 0) return 0;
   std::uint64_t off = std::uint64_t{index} * chunk_bytes_;
   int e = reserve_range(fd_, off, std::min(chunk_bytes_, size_ - off));
   if (e == 0) {
@@ -74,8 +75,10 @@ IncomingFile::Outcome IncomingFile::verify_single(const Digest128& digest) {
     closed_ = true;
     state_[0] = ChunkState::kVerified;
     digests_[0] = digest;
-    auto r = temp_.publish(mode_, mtime_);
-    if (auto* e = std::get_if<FsError>(&r)) out = {Verdict::kFailed, *e};
+    if (fd_ >= 0) {
+      auto r = temp_.publish(mode_, mtime_);
+      if (auto* e = std::get_if<FsError>(&r)) out = {Verdict::kFailed, *e};
+    }
   }
   if (out.verdict == Verdict::kPublished) {
     totals_->files.fetch_add(1, std::memory_order_relaxed);
@@ -111,6 +114,7 @@ IncomingFile::Outcome IncomingFile::finish_locked(const Digest128& digest) {
     temp_.discard();
     return {Verdict::kMismatch, {}};
   }
+  if (fd_ < 0) return {Verdict::kPublished, {}};  // discarding: verified is all there is
   auto r = temp_.publish(mode_, mtime_);
   if (auto* e = std::get_if<FsError>(&r)) return {Verdict::kFailed, *e};
   return {Verdict::kPublished, {}};

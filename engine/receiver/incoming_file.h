@@ -38,8 +38,10 @@ class IncomingFile {
   std::uint32_t chunk_count() const { return chunk_count_; }
   SessionTotals& totals() const { return *totals_; }
   bool closed() const;
-  // The temp file's fd; valid for the object's lifetime.
+  // The temp file's fd; valid for the object's lifetime. -1 when the receiver discards data
+  // (memory-to-memory mode): writes and publishing are skipped, verification is not.
   int fd() const { return fd_; }
+  bool discarding() const { return fd_ < 0; }
 
   // Data side. claim() reserves the chunk that starts at `offset` for one frame; on kOk the
   // caller writes the payload and then calls finish_chunk().

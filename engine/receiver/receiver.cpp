@@ -33,6 +33,10 @@ std::vector<UniqueFd> bind_listeners(Endpoint& ep, unsigned count) {
 
 }  // namespace
 
+const char* recv_path_name(RecvPath p) {
+  return p == RecvPath::kSplice ? "splice" : "buffers";
+}
+
 Receiver::Receiver(ReceiverOptions options) : options_(std::move(options)) {}
 
 Receiver::~Receiver() {
@@ -61,6 +65,8 @@ void Receiver::start() {
   std::vector<UniqueFd> data = bind_listeners(data_ep_, threads_);
   std::vector<UniqueFd> control = bind_listeners(control_ep_, threads_);
   ctx_->data_port = data_ep_.port();
+  ctx_->recv_path = options_.recv_path;
+  ctx_->discard = options_.discard;
 
   for (unsigned i = 0; i < threads_; ++i)
     workers_.push_back(
@@ -74,6 +80,13 @@ void Receiver::start() {
     workers_.clear();
     throw;
   }
+}
+
+std::vector<LoopCounters> Receiver::loop_counters() const {
+  std::vector<LoopCounters> out;
+  for (auto& w : workers_)
+    out.push_back(w->counters());
+  return out;
 }
 
 void Receiver::stop() {

@@ -10,10 +10,19 @@
 #include <string>
 #include <vector>
 
+#include "io/event_loop.h"
 #include "io/socket.h"
 #include "log.h"
 
 namespace ackxfer {
+
+// How data connections receive payloads (both hash every byte and verify every frame).
+//   kBuffers: multishot recv into the worker's provided-buffer ring, pwrite from there (the
+//             default: measured faster, docs/PERFORMANCE.md).
+//   kSplice:  splice socket -> pipe -> file for large payloads, then hash the written range
+//             read back from the page cache. Kept selectable for benchmarks.
+enum class RecvPath { kBuffers, kSplice };
+const char* recv_path_name(RecvPath p);
 
 struct ReceiverOptions {
   std::filesystem::path dir = ".";
@@ -21,6 +30,10 @@ struct ReceiverOptions {
   std::uint16_t control_port = 36258;  // 0: any free port
   std::uint16_t data_port = 36250;     // 0: any free port
   unsigned threads = 0;                // 0: one per online CPU
+  RecvPath recv_path = RecvPath::kBuffers;
+  // Receive and verify every byte, but write nothing: the memory-to-memory mode for measuring a
+  // link (`recv --discard`, `bench --mem`). Nothing is created under `dir`.
+  bool discard = false;
   Logger log;
 };
 
@@ -60,6 +73,8 @@ class Receiver {
   const Endpoint& data_endpoint() const { return data_ep_; }
   unsigned threads() const { return threads_; }
   const ReceiverStats& stats() const;
+  // Per-worker loop counters; complete once wait() has returned.
+  std::vector<LoopCounters> loop_counters() const;
 
  private:
   ReceiverOptions options_;

@@ -18,6 +18,8 @@ struct ReceiverContext {
   ReceiverStats stats;
   Logger log;
   std::uint16_t data_port = 0;  // announced in HELLO
+  RecvPath recv_path = RecvPath::kBuffers;
+  bool discard = false;
   std::atomic<bool> stopping{false};
 };
 

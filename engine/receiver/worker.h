@@ -33,6 +33,8 @@ class Worker {
   void start();
   void stop();  // thread-safe
   void join();
+  // The loop's counters (complete after join()).
+  LoopCounters counters() const { return loop_ ? loop_->counters() : LoopCounters{}; }
 
   // Loop thread only.
   ReceiverContext& ctx() { return ctx_; }

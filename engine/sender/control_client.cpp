@@ -30,7 +30,7 @@ std::string seconds_text(std::chrono::milliseconds ms) {
 
 }  // namespace
 
-ControlClient::ControlClient(SenderContext& ctx, TreeWalker& walker, SendReport& report)
+ControlClient::ControlClient(SenderContext& ctx, EntrySource& walker, SendReport& report)
     : LoopObject(*ctx.loops[0]),
       ctx_(ctx),
       walker_(walker),
@@ -234,6 +234,7 @@ void ControlClient::feed() {
 }
 
 bool ControlClient::open_next_file(const SourceEntry& e, int attempt) {
+  if (e.synthetic) return open_synthetic(e, attempt);
   UniqueFd fd(::open(e.source_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (!fd) {
     record_failure(e.source_path, "cannot open: " + errno_text(errno));
@@ -270,6 +271,26 @@ bool ControlClient::open_next_file(const SourceEntry& e, int attempt) {
   return true;
 }
 
+bool ControlClient::open_synthetic(const SourceEntry& e, int attempt) {
+  auto f = std::make_shared<OutgoingFile>();
+  f->id = next_id_++;
+  f->wire_path = e.wire_path;
+  f->source_path = e.source_path;
+  f->synthetic = true;
+  f->size = e.size;
+  f->mode = e.mode;
+  f->mtime = e.mtime;
+  std::uint64_t preferred =
+      ctx_.options.chunk_bytes ? ctx_.options.chunk_bytes : kDefaultChunkBytes;
+  f->chunk_bytes = choose_chunk_bytes(f->size, preferred);
+  f->chunk_count = static_cast<std::uint32_t>((f->size + f->chunk_bytes - 1) / f->chunk_bytes);
+  f->attempt = attempt;
+  open_bytes_ += f->size;
+  send_line(SendRequest{f->id, f->wire_path, f->size, f->mode, f->mtime, f->chunk_bytes});
+  open_files_.emplace(f->id, std::move(f));
+  return true;
+}
+
 void ControlClient::on_ready(const ReadyReply& m) {
   auto it = open_files_.find(m.id);
   if (it == open_files_.end()) return;  // cancelled meanwhile
@@ -295,7 +316,7 @@ void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
   }
   // A file that changed while it was read may have been sent torn: check before DONE.
   struct stat st;
-  if (fstat(f->fd.get(), &st) == 0 &&
+  if (!f->synthetic && fstat(f->fd.get(), &st) == 0 &&
       (static_cast<std::uint64_t>(st.st_size) != f->size || st.st_mtim.tv_sec != f->mtime.sec ||
        static_cast<std::uint32_t>(st.st_mtim.tv_nsec) != f->mtime.nsec)) {
     send_line(CancelRequest{f->id});
@@ -374,6 +395,10 @@ void ControlClient::retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const 
     e.kind = SourceEntry::Kind::kFile;
     e.source_path = f->source_path;
     e.wire_path = f->wire_path;
+    e.synthetic = f->synthetic;
+    e.size = f->size;
+    e.mode = f->mode;
+    e.mtime = f->mtime;
     resend_.push_back(Resend{std::move(e), f->attempt + 1});
     return;
   }
@@ -452,8 +477,8 @@ void ControlClient::finish_session(SendReport::Outcome outcome, const std::strin
 
 void ControlClient::milestone(const char* what) {
   if (!ctx_.log.enabled(LogLevel::kDebug)) return;
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                std::chrono::steady_clock::now() - started_)
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                  started_)
                 .count();
   ctx_.log.debug("+" + std::to_string(us / 1000) + "." + std::to_string(us % 1000 / 100) +
                  " ms: " + what + " (" + std::to_string(report_.files) + " files done, " +

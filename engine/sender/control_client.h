@@ -27,7 +27,7 @@ class ControlClient final : public LoopObject {
   static constexpr std::size_t kMaxWindowFiles = 2048;
   static constexpr std::uint64_t kMaxWindowBytes = 1ull << 30;
 
-  ControlClient(SenderContext& ctx, TreeWalker& walker, SendReport& report);
+  ControlClient(SenderContext& ctx, EntrySource& walker, SendReport& report);
   ~ControlClient() override;
 
   void start();
@@ -57,9 +57,11 @@ class ControlClient final : public LoopObject {
   void on_err(const ErrReply& m);
   void feed();
   bool open_next_file(const SourceEntry& e, int attempt);
+  bool open_synthetic(const SourceEntry& e, int attempt);
   void send_line(const ClientMessage& m);
   void flush();
-  void file_delivered(std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it);
+  void file_delivered(
+      std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it);
   void retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
                      bool retryable);
   void record_failure(const std::string& path, const std::string& reason);
@@ -70,7 +72,7 @@ class ControlClient final : public LoopObject {
   void milestone(const char* what);
 
   SenderContext& ctx_;
-  TreeWalker& walker_;
+  EntrySource& walker_;
   SendReport& report_;
   State state_ = State::kConnecting;
   UniqueFd fd_;

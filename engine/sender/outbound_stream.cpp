@@ -32,8 +32,32 @@ constexpr std::uint64_t kWindowBytes = 1 << 20;
 // machine. fs.pipe-max-size is usually 1 MiB; we take what the kernel grants.
 constexpr int kPipeBytes = 1 << 20;
 
+// Generated content for memory-to-memory benchmarks: a fixed pseudo-random pattern, so the
+// sender spends nothing on producing it (a copy, as a page-cache read would be).
+ssize_t synthetic_read(std::uint8_t* out, std::size_t n, std::uint64_t offset) {
+  static const std::vector<std::uint8_t> pattern = [] {
+    std::vector<std::uint8_t> p(1 << 20);
+    std::uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (auto& b : p) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      b = static_cast<std::uint8_t>(x);
+    }
+    return p;
+  }();
+  for (std::size_t done = 0; done < n;) {
+    std::size_t at = static_cast<std::size_t>((offset + done) % pattern.size());
+    std::size_t piece = std::min(n - done, pattern.size() - at);
+    std::memcpy(out + done, pattern.data() + at, piece);
+    done += piece;
+  }
+  return static_cast<ssize_t>(n);
+}
+
 // Size or mtime differ from what SEND announced.
 bool source_changed(const OutgoingFile& f) {
+  if (f.synthetic) return false;
   struct stat st;
   if (fstat(f.fd.get(), &st) != 0) return true;
   return static_cast<std::uint64_t>(st.st_size) != f.size || st.st_mtim.tv_sec != f.mtime.sec ||
@@ -221,7 +245,7 @@ bool OutboundStream::fill() {
       digest_.reset();
       OutgoingFile& f = *cur_->file;
       const std::uint64_t len = f.chunk_length(cur_->index);
-      cur_streamed_ = ctx_.send_path != SendPath::kCopy && len >= kStreamedMinBytes;
+      cur_streamed_ = ctx_.send_path != SendPath::kCopy && len >= kStreamedMinBytes && !f.synthetic;
       encode_frame_header(FrameHeader{f.token, f.chunk_offset(cur_->index), len},
                           out_.data() + out_len_);
       out_len_ += kFrameHeaderBytes;
@@ -233,8 +257,9 @@ bool OutboundStream::fill() {
     while (cur_pos_ < len && out_len_ < cap - kFrameTrailerBytes) {
       std::size_t want = static_cast<std::size_t>(
           std::min<std::uint64_t>(len - cur_pos_, cap - kFrameTrailerBytes - out_len_));
-      ssize_t r =
-          ::pread(f.fd.get(), out_.data() + out_len_, want, static_cast<off_t>(base + cur_pos_));
+      ssize_t r = f.synthetic ? synthetic_read(out_.data() + out_len_, want, base + cur_pos_)
+                              : ::pread(f.fd.get(), out_.data() + out_len_, want,
+                                        static_cast<off_t>(base + cur_pos_));
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
         abort_current(r == 0 ? "it shrank while being sent"

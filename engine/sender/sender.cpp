@@ -19,6 +19,7 @@ namespace {
 
 constexpr std::uint16_t kDefaultControlPort = 36258;
 constexpr unsigned kMaxStreams = 256;
+constexpr unsigned kDefaultRemoteStreams = 4;
 
 bool is_loopback(const Endpoint& ep) {
   if (ep.family() == AF_INET) {
@@ -73,9 +74,10 @@ void Sender::cancel() {
 }
 
 SendReport Sender::run() {
-  if (options_.streams == 0 || options_.streams > kMaxStreams)
+  if (options_.streams > kMaxStreams)
     throw Failure("--streams must be between 1 and " + std::to_string(kMaxStreams));
-  if (options_.paths.empty()) throw Failure("nothing to send: give at least one PATH");
+  if (options_.paths.empty() && !options_.synthetic)
+    throw Failure("nothing to send: give at least one PATH");
   HostPort hp = parse_host_port(options_.to);
   if (!hp.has_port) hp.port = kDefaultControlPort;
   if (hp.port == 0) throw Failure("--to: port 0 is not a port a receiver can listen on");
@@ -83,19 +85,21 @@ SendReport Sender::run() {
 
   SenderContext ctx(options_);
   ctx.control_ep = resolve_endpoint(hp.host, hp.port, false);
+  const bool loopback = is_loopback(ctx.control_ep);
   ctx.send_path = options_.send_path;
   if (ctx.send_path == SendPath::kAuto)
     // Over loopback the receiver copies out of whatever pages we hand the kernel, so the
     // one-copy mmap path wins (docs/PERFORMANCE.md); towards a NIC, splice lets it read the
     // page cache directly.
-    ctx.send_path = is_loopback(ctx.control_ep) ? SendPath::kMmap : SendPath::kSplice;
+    ctx.send_path = loopback ? SendPath::kMmap : SendPath::kSplice;
 
   unsigned threads = options_.threads ? options_.threads : online_cpus();
-  threads = std::max(1u, std::min(threads, options_.streams));
+  unsigned streams = options_.streams ? options_.streams : loopback ? 1 : kDefaultRemoteStreams;
+  threads = std::max(1u, std::min(threads, streams));
 
   SendReport report;
   report.send_path = send_path_name(ctx.send_path);
-  report.streams = options_.streams;
+  report.streams = streams;
   report.threads = threads;
 
   // Loop 0 belongs to this thread; each helper thread creates its own loop (a ring is bound
@@ -146,7 +150,12 @@ SendReport Sender::run() {
     std::rethrow_exception(startup_error);
   }
 
-  TreeWalker walker(options_.paths);
+  std::unique_ptr<EntrySource> walker;
+  if (options_.synthetic)
+    walker = std::make_unique<SyntheticTree>(options_.synthetic->name, options_.synthetic->files,
+                                             options_.synthetic->file_bytes);
+  else
+    walker = std::make_unique<TreeWalker>(options_.paths);
   ControlClient* control_ptr = nullptr;
   ChunkScheduler::Callbacks callbacks;
   callbacks.file_chunks_done = [&ctx, &control_ptr](std::shared_ptr<OutgoingFile> f) {
@@ -160,12 +169,12 @@ SendReport Sender::run() {
   };
   ctx.scheduler = std::make_unique<ChunkScheduler>(std::move(callbacks));
   ctx.live_objects.assign(threads, 0);
-  for (unsigned s = 0; s < options_.streams; ++s) {
+  for (unsigned s = 0; s < streams; ++s) {
     unsigned loop_index = s % threads;
     ctx.streams.push_back(std::make_unique<OutboundStream>(ctx, loop_index, s));
     ++ctx.live_objects[loop_index];
   }
-  ControlClient control(ctx, walker, report);
+  ControlClient control(ctx, *walker, report);
   control_ptr = &control;
   ctx.control = &control;
   ++ctx.live_objects[0];
@@ -188,6 +197,14 @@ SendReport Sender::run() {
   {
     std::lock_guard lock(ctx_mu_);
     ctx_ = nullptr;
+  }
+  for (EventLoop* l : ctx.loops) {
+    const LoopCounters& c = l->counters();
+    report.cpu_seconds += static_cast<double>(c.cpu_ns) / 1e9;
+    if (c.run_ns)
+      report.busiest_thread = std::max(
+          report.busiest_thread, static_cast<double>(c.cpu_ns) / static_cast<double>(c.run_ns));
+    report.cq_overflow += c.cq_overflow;
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.retries = ctx.scheduler->retries() + control.file_resends() + ctx.reconnects.load();

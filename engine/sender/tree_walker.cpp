@@ -164,4 +164,35 @@ std::optional<SourceEntry> TreeWalker::next() {
   }
 }
 
+SyntheticTree::SyntheticTree(std::string name, std::uint64_t files, std::uint64_t file_bytes)
+    : name_(std::move(name)), files_(files), file_bytes_(file_bytes) {}
+
+std::optional<SourceEntry> SyntheticTree::next() {
+  SourceEntry e;
+  e.synthetic = true;
+  e.mode = 0755;
+  e.mtime = Mtime{1700000000, 0};
+  if (!root_done_) {
+    root_done_ = true;
+    e.kind = SourceEntry::Kind::kDirectory;
+    e.source_path = e.wire_path = name_;
+    return e;
+  }
+  if (next_file_ == files_) return std::nullopt;
+  bool in_subdirs = files_ > 1000;
+  std::string dir = in_subdirs ? name_ + "/d" + std::to_string(next_file_ / 1000) : name_;
+  if (in_subdirs && next_file_ % 1000 == 0 && !dir_pending_) {
+    dir_pending_ = true;
+    e.kind = SourceEntry::Kind::kDirectory;
+    e.source_path = e.wire_path = dir;
+    return e;
+  }
+  dir_pending_ = false;
+  e.kind = SourceEntry::Kind::kFile;
+  e.mode = 0644;
+  e.size = file_bytes_;
+  e.source_path = e.wire_path = dir + "/f" + std::to_string(next_file_++);
+  return e;
+}
+
 }  // namespace ackxfer

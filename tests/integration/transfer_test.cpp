@@ -69,7 +69,8 @@ TEST(Transfer, OneGibibyteFileIsByteIdentical) {
   std::uint64_t size = env_bytes("ACKXFER_TEST_BIG_BYTES", 1ull << 30);
   write_file(src / "big.bin", size, 99);
   ReceiverProcess r(dst.path());
-  auto res = send({"--to", r.to(), "--json", (src / "big.bin").string()}, 300s);
+  // Four streams: chunks of one file arrive on several connections and workers at once.
+  auto res = send({"--to", r.to(), "--json", "--streams", "4", (src / "big.bin").string()}, 300s);
   ASSERT_EQ(res.exit_code, 0) << res.err;
   EXPECT_EQ(json_field(res.out, "bytes"), std::to_string(size));
   EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
@@ -81,7 +82,7 @@ TEST(Transfer, FiveThousandSmallFiles) {
     write_file(src / "many" / ("d" + std::to_string(i / 500)) / ("f" + std::to_string(i)),
                static_cast<std::uint64_t>(i % 7 == 0 ? 0 : 100 + i), static_cast<std::uint64_t>(i));
   ReceiverProcess r(dst.path());
-  auto res = send({"--to", r.to(), "--json", (src / "many").string()}, 300s);
+  auto res = send({"--to", r.to(), "--json", "--streams", "4", (src / "many").string()}, 300s);
   ASSERT_EQ(res.exit_code, 0) << res.err;
   EXPECT_EQ(json_field(res.out, "files"), "5000");
   EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
@@ -167,6 +168,29 @@ TEST(Transfer, AutoSendPathIsReported) {
   auto res = send({"--to", r.to(), "--json", (src / "x").string()});
   ASSERT_EQ(res.exit_code, 0) << res.err;
   EXPECT_EQ(json_field(res.out, "send_path"), "mmap");  // loopback
+}
+
+TEST(Transfer, SpliceReceivePathDeliversTheSameBytes) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "d/a.bin", 20 << 20, 31);
+  write_file(src / "d/b.bin", 70000, 32);  // just over the splice threshold
+  write_file(src / "d/c.bin", 100, 33);    // read, not spliced
+  fs::create_directories(src / "d/empty");
+  ReceiverProcess r(dst.path(), 2, {"--recv-path", "splice"});
+  auto res = send({"--to", r.to(), "--streams", "2", (src / "d").string()});
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+}
+
+TEST(Transfer, DiscardingReceiverVerifiesAndWritesNothing) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "d/a.bin", 9 << 20, 34);
+  write_file(src / "d/b", 10, 35);
+  ReceiverProcess r(dst.path(), 2, {"--discard"});
+  auto res = send({"--to", r.to(), "--json", (src / "d").string()});
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(json_field(res.out, "files"), "2");
+  EXPECT_EQ(count_entries(dst.path()), 0u);
 }
 
 TEST(Transfer, ManyStreamsAndSmallChunksStillVerify) {

@@ -38,8 +38,8 @@ class DestinationTest : public ::testing::Test {
     auto parent = dest_->open_parent(r);
     if (auto* e = std::get_if<FsError>(&parent)) return *e;
     auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
-    auto t = dest_->create_temp(dir, r.components.back(), content.size(), content.size(),
-                                anonymous_);
+    auto t =
+        dest_->create_temp(dir, r.components.back(), content.size(), content.size(), anonymous_);
     if (auto* e = std::get_if<FsError>(&t)) return *e;
     TempFile& tf = std::get<TempFile>(t);
     EXPECT_EQ(pwrite(tf.fd(), content.data(), content.size(), 0),
