@@ -235,7 +235,12 @@ void ControlClient::feed() {
 
 bool ControlClient::open_next_file(const SourceEntry& e, int attempt) {
   if (e.synthetic) return open_synthetic(e, attempt);
-  UniqueFd fd(::open(e.source_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  // Relative to its directory when the walk kept it open: one path component to resolve
+  // instead of the whole path (a tenth of the sender's CPU on small files). O_NOFOLLOW: the
+  // walk saw a regular file there; a symlink swapped in since is not followed.
+  UniqueFd fd(
+      e.dir ? ::openat(e.dir->get(), e.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW)
+            : ::open(e.source_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (!fd) {
     record_failure(e.source_path, "cannot open: " + errno_text(errno));
     return false;

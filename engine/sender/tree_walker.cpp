@@ -90,7 +90,8 @@ void TreeWalker::push_dir(const std::string& source, const std::string& wire) {
     problems_.push_back({source, "cannot read directory: " + errno_text(errno)});
     return;
   }
-  stack_.push_back({d, source + "/", wire + "/"});
+  auto fd = std::make_shared<const UniqueFd>(fcntl(dirfd(d), F_DUPFD_CLOEXEC, 0));
+  stack_.push_back({d, source + "/", wire + "/", std::move(fd)});
 }
 
 std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
@@ -149,6 +150,10 @@ std::optional<SourceEntry> TreeWalker::next() {
       e.source_path = std::move(source);
       e.wire_path = std::move(wire);
       e.stat_known = false;
+      if (top.fd && top.fd->valid()) {
+        e.dir = top.fd;
+        e.name = de->d_name;
+      }
       return e;
     }
     struct stat st;
