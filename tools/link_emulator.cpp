@@ -34,7 +34,8 @@ volatile sig_atomic_t g_stop = 0;
 std::uint64_t now_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+         static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 int open_tun(const std::string& name) {
@@ -70,7 +71,7 @@ struct Direction {
 struct Config {
   std::uint64_t delay_ns = 20'000'000;
   double loss = 0;
-  double rate_bps = 1e9;        // bits per second; 0 = unlimited
+  double rate_bps = 1e9;          // bits per second; 0 = unlimited
   std::uint64_t queue_bytes = 0;  // 0 = unbounded
 };
 
@@ -93,7 +94,8 @@ void take_packets(Direction& d, const Config& c, std::mt19937_64& rng) {
     std::uint64_t start = std::max(t, d.last_departure_ns);
     std::uint64_t tx = c.rate_bps > 0 ? static_cast<std::uint64_t>(n * 8 * 1e9 / c.rate_bps) : 0;
     d.last_departure_ns = start + tx;
-    d.queue.push_back(Packet{d.last_departure_ns + c.delay_ns, std::vector<std::uint8_t>(buf, buf + n)});
+    d.queue.push_back(
+        Packet{d.last_departure_ns + c.delay_ns, std::vector<std::uint8_t>(buf, buf + n)});
     d.queued_bytes += static_cast<std::uint64_t>(n);
   }
 }
@@ -117,19 +119,27 @@ int main(int argc, char** argv) {
   double queue_ms = 100;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--tun-a") a = v;
-    else if (k == "--tun-b") b = v;
-    else if (k == "--delay-ms") c.delay_ns = static_cast<std::uint64_t>(std::atof(v.c_str()) * 1e6);
-    else if (k == "--loss") c.loss = std::atof(v.c_str());
-    else if (k == "--rate-mbit") c.rate_bps = std::atof(v.c_str()) * 1e6;
-    else if (k == "--queue-ms") queue_ms = std::atof(v.c_str());
+    if (k == "--tun-a")
+      a = v;
+    else if (k == "--tun-b")
+      b = v;
+    else if (k == "--delay-ms")
+      c.delay_ns = static_cast<std::uint64_t>(std::atof(v.c_str()) * 1e6);
+    else if (k == "--loss")
+      c.loss = std::atof(v.c_str());
+    else if (k == "--rate-mbit")
+      c.rate_bps = std::atof(v.c_str()) * 1e6;
+    else if (k == "--queue-ms")
+      queue_ms = std::atof(v.c_str());
     else {
-      std::fprintf(stderr, "ackxfer-linkemu: unknown option %s (see the top of tools/link_emulator.cpp)\n",
+      std::fprintf(stderr,
+                   "ackxfer-linkemu: unknown option %s (see the top of tools/link_emulator.cpp)\n",
                    k.c_str());
       return 2;
     }
   }
-  if (c.rate_bps > 0 && queue_ms > 0) c.queue_bytes = static_cast<std::uint64_t>(c.rate_bps / 8 * queue_ms / 1000);
+  if (c.rate_bps > 0 && queue_ms > 0)
+    c.queue_bytes = static_cast<std::uint64_t>(c.rate_bps / 8 * queue_ms / 1000);
   signal(SIGTERM, [](int) { g_stop = 1; });
   signal(SIGINT, [](int) { g_stop = 1; });
   int fa = open_tun(a), fb = open_tun(b);
@@ -162,9 +172,12 @@ int main(int argc, char** argv) {
     release_due(ab);
     release_due(ba);
   }
-  std::fprintf(stderr, "ackxfer-linkemu: %s->%s forwarded %llu lost %llu queue-full %llu; %s->%s forwarded %llu lost %llu queue-full %llu\n",
+  std::fprintf(stderr,
+               "ackxfer-linkemu: %s->%s forwarded %llu lost %llu queue-full %llu; %s->%s forwarded "
+               "%llu lost %llu queue-full %llu\n",
                a.c_str(), b.c_str(), (unsigned long long)ab.forwarded, (unsigned long long)ab.lost,
-               (unsigned long long)ab.overflowed, b.c_str(), a.c_str(), (unsigned long long)ba.forwarded,
-               (unsigned long long)ba.lost, (unsigned long long)ba.overflowed);
+               (unsigned long long)ab.overflowed, b.c_str(), a.c_str(),
+               (unsigned long long)ba.forwarded, (unsigned long long)ba.lost,
+               (unsigned long long)ba.overflowed);
   return 0;
 }

@@ -35,7 +35,7 @@ BufferRing::BufferRing(EventLoop& loop, std::uint16_t group, unsigned count,
     munmap(storage_, buffer_bytes * count);
     munmap(ring_, ring_bytes_);
     throw Failure("io_uring cannot register a provided-buffer ring (" + errno_text(-r2) +
-                  "); ackxfer-fast needs Linux 5.19 or newer");
+                  "); ackxfer-fast needs Linux 6.0 or newer");
   }
   io_uring_buf_ring_init(ring_);
   int mask = io_uring_buf_ring_mask(count);

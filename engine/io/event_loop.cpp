@@ -51,7 +51,7 @@ std::optional<std::string> io_uring_unavailable_reason() {
       for (int op : needed)
         if (!io_uring_opcode_supported(probe, op)) {
           missing = "this kernel's io_uring lacks operation " + std::to_string(op) +
-                    "; ackxfer-fast needs Linux 5.19 or newer";
+                    "; ackxfer-fast needs Linux 6.0 or newer";
           break;
         }
       io_uring_free_probe(probe);

@@ -80,18 +80,15 @@ IncomingFile::Outcome IncomingFile::verify_single(const Digest128& digest) {
       if (auto* e = std::get_if<FsError>(&r)) out = {Verdict::kFailed, *e};
     }
   }
-  if (out.verdict == Verdict::kPublished) {
-    totals_->files.fetch_add(1, std::memory_order_relaxed);
-    totals_->bytes.fetch_add(size_, std::memory_order_relaxed);
-  } else {
-    totals_->failed.fetch_add(1, std::memory_order_relaxed);
-  }
-  return out;
+  return counted(out);
 }
 
 IncomingFile::Outcome IncomingFile::finish(const Digest128& digest) {
   Outcome out = finish_locked(digest);
-  if (out.verdict == Verdict::kAlreadyClosed) return out;
+  return out.verdict == Verdict::kAlreadyClosed ? out : counted(out);
+}
+
+IncomingFile::Outcome IncomingFile::counted(const Outcome& out) {
   if (out.verdict == Verdict::kPublished) {
     totals_->files.fetch_add(1, std::memory_order_relaxed);
     totals_->bytes.fetch_add(size_, std::memory_order_relaxed);

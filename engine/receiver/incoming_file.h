@@ -73,6 +73,7 @@ class IncomingFile {
 
  private:
   Outcome finish_locked(const Digest128& digest);
+  Outcome counted(const Outcome& out);  // adds the verdict to the session's totals
   enum class ChunkState : std::uint8_t { kMissing, kReceiving, kVerified };
 
   const std::uint64_t id_;

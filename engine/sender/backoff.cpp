@@ -3,8 +3,25 @@
 #include "sender/backoff.h"
 
 #include <algorithm>
+#include <cerrno>
 
 namespace ackxfer {
+
+bool is_retryable_connect_error(int err) {
+  switch (err) {
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ETIMEDOUT:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EPIPE:
+    case EAGAIN:
+      return true;
+    default:
+      return false;
+  }
+}
 
 Backoff::Backoff(std::chrono::milliseconds retry_for, std::uint64_t seed)
     : retry_for_(retry_for), rng_(seed) {}

@@ -8,6 +8,10 @@
 
 namespace ackxfer {
 
+// Connection errors worth retrying: the peer is not (yet, or no longer) there, or the path to
+// it is down for a moment. Anything else (EACCES, EINVAL, ...) fails at once.
+bool is_retryable_connect_error(int err);
+
 class Backoff {
  public:
   using Clock = std::chrono::steady_clock;

@@ -17,11 +17,6 @@ namespace {
 constexpr std::size_t kControlBufferBytes = 64 * 1024;
 static_assert(kControlBufferBytes > kMaxLineBytes + 1);
 
-bool is_retryable_connect_error(int err) {
-  return err == ECONNREFUSED || err == ECONNRESET || err == ECONNABORTED || err == ETIMEDOUT ||
-         err == EHOSTUNREACH || err == ENETUNREACH || err == EAGAIN;
-}
-
 std::string seconds_text(std::chrono::milliseconds ms) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g s", static_cast<double>(ms.count()) / 1000.0);
@@ -258,33 +253,29 @@ bool ControlClient::open_next_file(const SourceEntry& e, int attempt) {
   // one go; the hint would only cost a syscall.)
   if (st.st_size >= (1 << 20)) posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   auto f = std::make_shared<OutgoingFile>();
-  f->id = next_id_++;
-  f->wire_path = e.wire_path;
-  f->source_path = e.source_path;
   f->fd = std::move(fd);
   f->size = static_cast<std::uint64_t>(st.st_size);
   f->mode = st.st_mode & 07777;
   f->mtime = Mtime{st.st_mtim.tv_sec, static_cast<std::uint32_t>(st.st_mtim.tv_nsec)};
-  std::uint64_t preferred =
-      ctx_.options.chunk_bytes ? ctx_.options.chunk_bytes : kDefaultChunkBytes;
-  f->chunk_bytes = choose_chunk_bytes(f->size, preferred);
-  f->chunk_count = static_cast<std::uint32_t>((f->size + f->chunk_bytes - 1) / f->chunk_bytes);
-  f->attempt = attempt;
-  open_bytes_ += f->size;
-  send_line(SendRequest{f->id, f->wire_path, f->size, f->mode, f->mtime, f->chunk_bytes});
-  open_files_.emplace(f->id, std::move(f));
+  send_file(std::move(f), e, attempt);
   return true;
 }
 
 bool ControlClient::open_synthetic(const SourceEntry& e, int attempt) {
   auto f = std::make_shared<OutgoingFile>();
-  f->id = next_id_++;
-  f->wire_path = e.wire_path;
-  f->source_path = e.source_path;
   f->synthetic = true;
   f->size = e.size;
   f->mode = e.mode;
   f->mtime = e.mtime;
+  send_file(std::move(f), e, attempt);
+  return true;
+}
+
+// Names the file, plans its chunks and sends its SEND.
+void ControlClient::send_file(std::shared_ptr<OutgoingFile> f, const SourceEntry& e, int attempt) {
+  f->id = next_id_++;
+  f->wire_path = e.wire_path;
+  f->source_path = e.source_path;
   std::uint64_t preferred =
       ctx_.options.chunk_bytes ? ctx_.options.chunk_bytes : kDefaultChunkBytes;
   f->chunk_bytes = choose_chunk_bytes(f->size, preferred);
@@ -293,7 +284,6 @@ bool ControlClient::open_synthetic(const SourceEntry& e, int attempt) {
   open_bytes_ += f->size;
   send_line(SendRequest{f->id, f->wire_path, f->size, f->mode, f->mtime, f->chunk_bytes});
   open_files_.emplace(f->id, std::move(f));
-  return true;
 }
 
 void ControlClient::on_ready(const ReadyReply& m) {

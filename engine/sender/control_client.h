@@ -58,6 +58,7 @@ class ControlClient final : public LoopObject {
   void feed();
   bool open_next_file(const SourceEntry& e, int attempt);
   bool open_synthetic(const SourceEntry& e, int attempt);
+  void send_file(std::shared_ptr<OutgoingFile> f, const SourceEntry& e, int attempt);
   void send_line(const ClientMessage& m);
   void flush();
   void file_delivered(

@@ -64,22 +64,6 @@ bool source_changed(const OutgoingFile& f) {
          static_cast<std::uint32_t>(st.st_mtim.tv_nsec) != f.mtime.nsec;
 }
 
-bool is_retryable_connect_error(int err) {
-  switch (err) {
-    case ECONNREFUSED:
-    case ECONNRESET:
-    case ECONNABORTED:
-    case ETIMEDOUT:
-    case EHOSTUNREACH:
-    case ENETUNREACH:
-    case EPIPE:
-    case EAGAIN:
-      return true;
-    default:
-      return false;
-  }
-}
-
 }  // namespace
 
 OutboundStream::OutboundStream(SenderContext& ctx, unsigned loop_index, unsigned stream_index)
