@@ -18,6 +18,7 @@ namespace ackxfer::cli {
 int recv_command(int argc, char** argv) {
   ReceiverOptions opt;
   std::string dir = ".", log_level = "info", recv_path = "buffers";
+  unsigned idle_seconds = 300;
   unsigned control_port = opt.control_port, data_port = opt.data_port;
   po::options_description desc("Options");
   // clang-format off
@@ -34,6 +35,10 @@ int recv_command(int argc, char** argv) {
        "worker threads, each with its own io_uring (0: one per online CPU)")
       ("log-level", po::value(&log_level)->default_value(log_level),
        "error, warning, info or debug")
+      ("idle-timeout", po::value(&idle_seconds)->default_value(300),
+       "close sessions and data connections idle for this many seconds")
+      ("max-sessions", po::value(&opt.max_sessions)->default_value(opt.max_sessions),
+       "control sessions served at once; more get a 'busy' reply")
       ("discard", po::bool_switch(&opt.discard),
        "receive and verify every byte but write nothing: for measuring a link with "
        "`ackxfer-fast bench --mem --to`")
@@ -66,6 +71,9 @@ int recv_command(int argc, char** argv) {
     if (recv_path != "buffers" && recv_path != "splice")
       throw Failure("--recv-path must be buffers or splice");
     opt.recv_path = recv_path == "splice" ? RecvPath::kSplice : RecvPath::kBuffers;
+    if (idle_seconds == 0) throw Failure("--idle-timeout must be at least 1 second");
+    opt.idle_timeout = std::chrono::seconds(idle_seconds);
+    if (opt.max_sessions == 0) throw Failure("--max-sessions must be at least 1");
     opt.log = make_stderr_logger(parse_log_level(log_level));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\nTry 'ackxfer-fast recv --help'.\n", e.what());

@@ -5,11 +5,15 @@
 //   ackxfer-faultproxy --listen 127.0.0.2 --target 127.0.0.1 --port 36258 --port 36250
 //       --flip 36250:4096    (flips one byte 4096 bytes into the first data connection)
 //
-// Faults (upstream = sender to receiver; each applies to the first connection on PORT unless
-// "every" is given):
-//   --flip PORT:OFFSET[:every]    XOR 0xff into the byte at OFFSET
-//   --cut PORT:BYTES[:every]      reset both sides after BYTES upstream bytes
-//   --stall PORT:BYTES:MS         stop forwarding for MS milliseconds after BYTES
+// Faults apply to the upstream direction (sender to receiver) of the first connection on PORT,
+// or of every connection with ":every", or to the downstream direction (receiver to sender)
+// with ":down" (the two suffixes combine: ":every:down"):
+//   --flip PORT:OFFSET       XOR 0xff into the byte at OFFSET
+//   --cut PORT:BYTES         reset both sides after BYTES
+//   --stall PORT:BYTES:MS    stop forwarding for MS milliseconds after BYTES
+//   --reorder PORT:OFFSET    swap the 4 KiB block at OFFSET with the 4 KiB after it
+//   --delay PORT:MS          hold every chunk for MS milliseconds before forwarding it
+//   --throttle PORT:KBPS     forward at most KBPS kilobytes per second
 // Prints "ready" on stdout once every port listens; runs until killed.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -19,22 +23,25 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace {
 
+constexpr std::size_t kReorderBlock = 4096;
+
 struct Fault {
-  enum Kind { kFlip, kCut, kStall } kind;
-  std::uint64_t at = 0;
-  unsigned ms = 0;
-  bool every = false;
+  enum Kind { kFlip, kCut, kStall, kReorder, kDelay, kThrottle } kind;
+  std::uint64_t at = 0;  // stream offset (flip, cut, stall, reorder)
+  unsigned value = 0;    // milliseconds (stall, delay) or KB/s (throttle)
+  bool every = false;    // every connection, not only the first
+  bool down = false;     // receiver-to-sender direction
 };
 
 struct PortRules {
@@ -75,37 +82,75 @@ void reset(int fd) {
   ::shutdown(fd, SHUT_RDWR);
 }
 
-// Copies from `from` to `to`, applying `faults` (upstream only). Each fault fires once per
-// connection, at its byte offset in the stream.
+// Copies one direction, applying `faults`. Offset faults fire once, at their byte offset in
+// this connection's stream; delay and throttle apply throughout.
 void pump(int from, int to, std::vector<Fault> faults) {
   std::vector<char> buf(64 * 1024);
+  std::string held;       // reorder: the block waiting for the one after it
   std::uint64_t pos = 0;  // stream offset of buf[0]
+  unsigned delay_ms = 0, kbps = 0;
+  for (const Fault& f : faults) {
+    if (f.kind == Fault::kDelay) delay_ms = f.value;
+    if (f.kind == Fault::kThrottle) kbps = f.value;
+  }
+  auto started = std::chrono::steady_clock::now();
+  std::uint64_t forwarded = 0;
+  auto forward = [&](const char* p, std::size_t n) {
+    if (kbps) {
+      // Pace: never ahead of kbps since the start.
+      forwarded += n;
+      auto due = started + std::chrono::microseconds(forwarded * 1000 / kbps);
+      std::this_thread::sleep_until(due);
+    }
+    return write_all(to, p, n);
+  };
   while (true) {
+    // Leave room to complete a held reorder block from the next read.
     ssize_t n = ::recv(from, buf.data(), buf.size(), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
+    if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     std::size_t len = static_cast<std::size_t>(n), sent = 0;
     for (Fault& f : faults) {
+      if (f.kind == Fault::kDelay || f.kind == Fault::kThrottle) continue;
       if (f.at < pos || f.at >= pos + len) continue;
       std::size_t i = static_cast<std::size_t>(f.at - pos);
-      f.at = ~0ull;  // fired
       if (f.kind == Fault::kFlip) {
         buf[i] = static_cast<char>(buf[i] ^ 0xff);
+        f.at = ~0ull;
         continue;
       }
-      if (i > sent && !write_all(to, buf.data() + sent, i - sent)) goto done;
+      if (i > sent && !forward(buf.data() + sent, i - sent)) goto done;
       sent = i;
       if (f.kind == Fault::kCut) {
         reset(from);
         reset(to);
         return;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(f.ms));  // kStall
+      if (f.kind == Fault::kStall) {
+        f.at = ~0ull;
+        std::this_thread::sleep_for(std::chrono::milliseconds(f.value));
+        continue;
+      }
+      // kReorder: collect 2 blocks from here (across reads if need be), send them swapped.
+      std::size_t take = std::min(len - i, 2 * kReorderBlock - held.size());
+      held.append(buf.data() + i, take);
+      sent = i + take;
+      if (held.size() == 2 * kReorderBlock) {
+        if (!forward(held.data() + kReorderBlock, kReorderBlock) ||
+            !forward(held.data(), kReorderBlock))
+          goto done;
+        held.clear();
+        f.at = ~0ull;
+      } else {
+        f.at = pos + len;  // continue holding with the next read
+      }
     }
-    if (!write_all(to, buf.data() + sent, len - sent)) break;
+    if (!forward(buf.data() + sent, len - sent)) break;
     pos += len;
   }
 done:
+  if (!held.empty()) write_all(to, held.data(), held.size());
   ::shutdown(to, SHUT_WR);
 }
 
@@ -129,15 +174,16 @@ void serve(int port, int listener) {
     int one = 1;
     setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    std::vector<Fault> faults;
+    std::vector<Fault> up, down;
     for (const Fault& f : rules.faults)
-      if (f.every || index == 0) faults.push_back(f);
-    std::sort(faults.begin(), faults.end(),
-              [](const Fault& a, const Fault& b) { return a.at < b.at; });
-    std::thread([client, server, faults] {
-      std::thread down(pump, server, client, std::vector<Fault>{});
-      pump(client, server, faults);
-      down.join();
+      if (f.every || index == 0) (f.down ? down : up).push_back(f);
+    auto by_offset = [](const Fault& a, const Fault& b) { return a.at < b.at; };
+    std::sort(up.begin(), up.end(), by_offset);
+    std::sort(down.begin(), down.end(), by_offset);
+    std::thread([client, server, up, down] {
+      std::thread back(pump, server, client, down);
+      pump(client, server, up);
+      back.join();
       ::close(client);
       ::close(server);
     }).detach();
@@ -160,30 +206,47 @@ std::vector<std::string> split(const std::string& s) {
 
 int main(int argc, char** argv) {
   std::vector<int> ports;
+  const std::map<std::string, Fault::Kind> kinds = {
+      {"--flip", Fault::kFlip},       {"--cut", Fault::kCut},     {"--stall", Fault::kStall},
+      {"--reorder", Fault::kReorder}, {"--delay", Fault::kDelay}, {"--throttle", Fault::kThrottle}};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto need = [&]() -> std::string {
       if (i + 1 >= argc) die(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--listen")
+    if (a == "--listen") {
       g_listen = need();
-    else if (a == "--target")
+    } else if (a == "--target") {
       g_target = need();
-    else if (a == "--port")
+    } else if (a == "--port") {
       ports.push_back(std::atoi(need().c_str()));
-    else if (a == "--flip" || a == "--cut" || a == "--stall") {
+    } else if (auto k = kinds.find(a); k != kinds.end()) {
       auto parts = split(need());
-      if (parts.size() < 2) die(a + " needs PORT:BYTES");
-      Fault f{a == "--flip"  ? Fault::kFlip
-              : a == "--cut" ? Fault::kCut
-                             : Fault::kStall,
-              std::strtoull(parts[1].c_str(), nullptr, 10), 0, false};
-      if (f.kind == Fault::kStall) {
-        if (parts.size() < 3) die("--stall needs PORT:BYTES:MS");
-        f.ms = static_cast<unsigned>(std::atoi(parts[2].c_str()));
-      } else if (parts.size() > 2) {
-        f.every = parts[2] == "every";
+      if (parts.size() < 2) die(a + " needs PORT:VALUE");
+      Fault f{k->second, 0, 0, false, false};
+      std::size_t next = 2;
+      switch (f.kind) {
+        case Fault::kDelay:
+        case Fault::kThrottle:
+          f.value = static_cast<unsigned>(std::atoi(parts[1].c_str()));
+          break;
+        case Fault::kStall:
+          if (parts.size() < 3) die("--stall needs PORT:BYTES:MS");
+          f.at = std::strtoull(parts[1].c_str(), nullptr, 10);
+          f.value = static_cast<unsigned>(std::atoi(parts[2].c_str()));
+          next = 3;
+          break;
+        default:
+          f.at = std::strtoull(parts[1].c_str(), nullptr, 10);
+      }
+      for (std::size_t j = next; j < parts.size(); ++j) {
+        if (parts[j] == "every")
+          f.every = true;
+        else if (parts[j] == "down")
+          f.down = true;
+        else
+          die("unknown suffix :" + parts[j]);
       }
       g_ports[std::atoi(parts[0].c_str())].faults.push_back(f);
     } else {
@@ -191,10 +254,9 @@ int main(int argc, char** argv) {
     }
   }
   if (ports.empty()) die("give at least one --port");
+  for (int port : ports)
+    g_ports[port];  // create every entry before threads read the map
   std::vector<std::thread> threads;
-  for (int port : ports) {
-    g_ports[port];  // create before threads read the map
-  }
   for (int port : ports) {
     int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;

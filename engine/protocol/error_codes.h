@@ -29,7 +29,8 @@ namespace ackxfer {
   X(kIncomplete, "incomplete", true, "DONE arrived before every chunk was verified")    \
   X(kMismatch, "mismatch", true, "the file digest does not match the bytes received")   \
   X(kCancelled, "cancelled", false, "the sender cancelled the file")                    \
-  X(kShutdown, "shutdown", false, "the receiver is shutting down")
+  X(kShutdown, "shutdown", false, "the receiver is shutting down")                      \
+  X(kTimeout, "timeout", true, "the peer was idle for longer than the receiver allows")
 
 enum class ErrorCode {
 #define ACKXFER_ENUM(e, wire, retry, desc) e,

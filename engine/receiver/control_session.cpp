@@ -38,13 +38,49 @@ ControlSession::ControlSession(Worker& worker, UniqueFd fd)
 
 ControlSession::~ControlSession() {
   abandon_open_files();
+  if (counted_active_) worker_.ctx().stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void ControlSession::start() {
   set_nodelay(fd_.get());
-  worker_.ctx().stats.sessions.fetch_add(1, std::memory_order_relaxed);
-  worker_.ctx().log.debug("control connection from " + peer_);
+  created_ms_ = last_line_ms_ = steady_ms();
+  ReceiverContext& ctx = worker_.ctx();
+  ctx.stats.sessions.fetch_add(1, std::memory_order_relaxed);
+  counted_active_ = true;
+  std::uint64_t active = ctx.stats.sessions_active.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (active > ctx.max_sessions) {
+    // Refused sessions do not hold a place while their reply lingers.
+    ctx.stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
+    counted_active_ = false;
+    ctx.stats.sessions_refused_busy.fetch_add(1, std::memory_order_relaxed);
+    reply_error(std::nullopt, ErrorCode::kBusy,
+                "the receiver is serving its maximum of " + std::to_string(ctx.max_sessions) +
+                    " sessions; try again later");
+    close_after_flush();
+    return;
+  }
+  ctx.log.debug("control connection from " + peer_);
   arm_read();
+}
+
+void ControlSession::tick(std::int64_t now) {
+  if (closing() || state_ == State::kClosing) return;
+  ReceiverContext& ctx = worker_.ctx();
+  const char* why = nullptr;
+  if (state_ == State::kAwaitHello &&
+      now - created_ms_ > std::min(kFirstLineTimeoutMs, ctx.idle_timeout.count())) {
+    why = "no HELLO after connecting";
+  } else {
+    std::int64_t last = std::max(last_line_ms_, totals_->last_progress_ms.load());
+    if (now - last > ctx.idle_timeout.count()) why = "no activity";
+  }
+  if (!why) return;
+  ctx.stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+  ctx.log.info("closing session from " + peer_ + ": " + why);
+  reply_error(std::nullopt, ErrorCode::kTimeout,
+              std::string(why) + " (the receiver's idle limit is " +
+                  std::to_string(ctx.idle_timeout.count() / 1000) + " s); closing");
+  close_after_flush();
 }
 
 void ControlSession::arm_read() {
@@ -168,6 +204,7 @@ void ControlSession::process_input() {
 }
 
 void ControlSession::handle_line(std::string_view line) {
+  last_line_ms_ = steady_ms();
   auto parsed = parse_client_line(line);
   if (!parsed.ok()) {
     const ParseError& e = parsed.error();

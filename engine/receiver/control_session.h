@@ -21,6 +21,7 @@ class ControlSession final : public WorkerObject {
   ~ControlSession() override;
   void start() override;
   void shutdown() override;
+  void tick(std::int64_t now_ms) override;
 
  private:
   enum Op : unsigned { kRecv = 1, kSend = 2, kLingerTimer = 3, kYield = 4 };
@@ -55,6 +56,9 @@ class ControlSession final : public WorkerObject {
   UniqueFd fd_;
   std::string peer_;
   State state_ = State::kAwaitHello;
+  std::int64_t created_ms_ = 0;
+  std::int64_t last_line_ms_ = 0;
+  bool counted_active_ = false;  // counted in ReceiverStats::sessions_active
 
   // Bytes received and not yet handled: unprocessed lines and an incomplete last line. Empty
   // (and without capacity) while the session is idle: receive buffers come from the worker's

@@ -33,6 +33,7 @@ void DataStream::start() {
   // Acks are small and the sender waits on them to send DONE: never hold one back for Nagle.
   set_nodelay(fd_.get());
   worker_.ctx().stats.data_connections.fetch_add(1, std::memory_order_relaxed);
+  created_ms_ = last_bytes_ms_ = steady_ms();
   splice_ = worker_.ctx().recv_path == RecvPath::kSplice;
   if (splice_) {
     scratch_.resize(kScratchBytes);
@@ -51,6 +52,20 @@ void DataStream::start() {
 }
 
 void DataStream::shutdown() {
+  release_claim();
+  begin_close(fd_.get());
+}
+
+void DataStream::tick(std::int64_t now) {
+  if (closing()) return;
+  ReceiverContext& ctx = worker_.ctx();
+  bool silent_start =
+      !framed_ && now - created_ms_ > std::min(kFirstLineTimeoutMs, ctx.idle_timeout.count());
+  bool idle = now - last_bytes_ms_ > ctx.idle_timeout.count();
+  if (!silent_start && !idle) return;
+  ctx.stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+  ctx.log.debug("closing data connection from " + peer_ +
+                (silent_start ? ": no frame after connecting" : ": idle"));
   release_claim();
   begin_close(fd_.get());
 }
@@ -79,6 +94,7 @@ void DataStream::on_complete(unsigned op, int res, unsigned flags) {
       begin_close(fd_.get());
       return;
     }
+    last_bytes_ms_ = steady_ms();
     if (op == kRecvExact) {
       consume(scratch_.data(), static_cast<std::size_t>(res));
     } else if (op == kSpliceIn) {
@@ -112,6 +128,7 @@ void DataStream::on_complete(unsigned op, int res, unsigned flags) {
 
 void DataStream::on_bytes(int res, unsigned flags) {
   BufferRing& ring = worker_.data_buffers();
+  if (res > 0) last_bytes_ms_ = steady_ms();
   bool ended = !(flags & IORING_CQE_F_MORE);
   if (ended) recv_armed_ = false;
   if (flags & IORING_CQE_F_BUFFER) {
@@ -243,6 +260,7 @@ bool DataStream::consume(const std::uint8_t* p, std::size_t n) {
 }
 
 bool DataStream::begin_frame(const std::uint8_t* raw) {
+  framed_ = true;
   auto r = decode_frame_header(
       std::span<const std::uint8_t, kFrameHeaderBytes>(raw, kFrameHeaderBytes), header_);
   if (r != DecodeResult::kOk) {
@@ -302,6 +320,8 @@ void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
     }
     digest_.update(data, n);
     worker_.ctx().stats.payload_bytes_received.fetch_add(n, std::memory_order_relaxed);
+    // A large chunk on a slow link keeps its session alive while it arrives.
+    file_->totals().last_progress_ms.store(last_bytes_ms_, std::memory_order_relaxed);
   }
   remaining_ -= n;
   if (remaining_ == 0) phase_ = Phase::kTrailer;
@@ -309,6 +329,7 @@ void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
 
 void DataStream::end_frame(const std::uint8_t* trailer) {
   phase_ = Phase::kHeader;
+  if (file_) file_->totals().last_progress_ms.store(steady_ms(), std::memory_order_relaxed);
   AckStatus status = frame_status_;
   if (status == AckStatus::kOk) {
     Digest128 sent;

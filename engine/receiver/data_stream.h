@@ -21,6 +21,7 @@ class DataStream final : public WorkerObject {
   ~DataStream() override;
   void start() override;
   void shutdown() override;
+  void tick(std::int64_t now_ms) override;
 
  private:
   enum Op : unsigned { kRecv = 1, kSend = 2, kRecvExact = 3, kSpliceIn = 4, kSpliceOut = 5 };
@@ -58,6 +59,9 @@ class DataStream final : public WorkerObject {
   bool recv_armed_ = false;   // the multishot receive is running
   bool read_paused_ = false;  // stopped while acks wait for a sender that does not read them
 
+  std::int64_t created_ms_ = 0;
+  std::int64_t last_bytes_ms_ = 0;
+  bool framed_ = false;  // at least one frame header arrived
   Phase phase_ = Phase::kHeader;
   FrameHeader header_;
   std::shared_ptr<IncomingFile> file_;  // the file of the current frame, if claimed

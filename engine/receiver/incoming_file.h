@@ -24,6 +24,9 @@ struct SessionTotals {
   std::atomic<std::uint64_t> files{0};
   std::atomic<std::uint64_t> bytes{0};
   std::atomic<std::uint64_t> failed{0};
+  // When a data stream last completed a frame of this session's files (steady clock, ms):
+  // a session whose control connection is quiet while its data flows is not idle.
+  std::atomic<std::int64_t> last_progress_ms{0};
 };
 
 class IncomingFile {

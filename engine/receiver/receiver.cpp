@@ -67,6 +67,8 @@ void Receiver::start() {
   ctx_->data_port = data_ep_.port();
   ctx_->recv_path = options_.recv_path;
   ctx_->discard = options_.discard;
+  ctx_->idle_timeout = options_.idle_timeout;
+  ctx_->max_sessions = options_.max_sessions;
 
   for (unsigned i = 0; i < threads_; ++i)
     workers_.push_back(

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -34,12 +35,20 @@ struct ReceiverOptions {
   // Receive and verify every byte, but write nothing: the memory-to-memory mode for measuring a
   // link (`recv --discard`, `bench --mem`). Nothing is created under `dir`.
   bool discard = false;
+  // A control session with no line and no data progress for this long is closed (so is a
+  // data connection that sends nothing); see also the fixed first-line limits in worker.h.
+  std::chrono::seconds idle_timeout{300};
+  // Control sessions beyond this get `ERR - busy` and are closed.
+  unsigned max_sessions = 16384;
   Logger log;
 };
 
 // Counters across all workers, updated as things happen; read them at any time.
 struct ReceiverStats {
   std::atomic<std::uint64_t> sessions{0};
+  std::atomic<std::uint64_t> sessions_active{0};
+  std::atomic<std::uint64_t> sessions_refused_busy{0};
+  std::atomic<std::uint64_t> timeouts{0};
   std::atomic<std::uint64_t> data_connections{0};
   std::atomic<std::uint64_t> files_published{0};
   std::atomic<std::uint64_t> bytes_published{0};

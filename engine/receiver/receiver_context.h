@@ -20,6 +20,8 @@ struct ReceiverContext {
   std::uint16_t data_port = 0;  // announced in HELLO
   RecvPath recv_path = RecvPath::kBuffers;
   bool discard = false;
+  std::chrono::milliseconds idle_timeout{300'000};
+  unsigned max_sessions = 16384;
   std::atomic<bool> stopping{false};
 };
 

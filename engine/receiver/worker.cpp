@@ -47,7 +47,29 @@ class ShutdownDeadline final : public WorkerObject {
   int expiries_ = 0;
 };
 
+// Calls Worker::tick_all() once a second.
+class Housekeeper final : public WorkerObject {
+ public:
+  explicit Housekeeper(Worker& w) : WorkerObject(w.loop()), worker_(w) {}
+  void start() override { arm_timer(1'000'000'000, 1); }
+  void shutdown() override { begin_close(-1); }
+
+ private:
+  void on_complete(unsigned, int, unsigned) override {
+    worker_.tick_all();
+    arm_timer(1'000'000'000, 1);
+  }
+  void on_drained() override { worker_.release(this); }
+  Worker& worker_;
+};
+
 }  // namespace
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 Worker::Worker(ReceiverContext& ctx, unsigned index, UniqueFd control_listener,
                UniqueFd data_listener)
@@ -79,6 +101,7 @@ void Worker::thread_main() {
     add(std::make_unique<Listener>(*this, std::move(data_listener_fd_), Listener::Kind::kData));
     add(std::make_unique<Listener>(*this, std::move(control_listener_fd_),
                                    Listener::Kind::kControl));
+    add(std::make_unique<Housekeeper>(*this));
   } catch (...) {
     started_.set_exception(std::current_exception());
     return;
@@ -124,6 +147,13 @@ void Worker::release(WorkerObject* obj) {
   objects_.erase(obj);
   // Only the deadline timer left: everything closed in time.
   if (shutting_down_ && objects_.size() <= 1) loop_->stop();
+}
+
+void Worker::tick_all() {
+  std::int64_t now = steady_ms();
+  // tick() may close an object, but closing only defers its release: iterating is safe.
+  for (auto& [raw, obj] : objects_)
+    raw->tick(now);
 }
 
 void Worker::force_close_all() {

@@ -3,6 +3,8 @@
 // Nothing here is shared with other workers except through ReceiverContext.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <future>
 #include <memory>
 #include <thread>
@@ -22,7 +24,17 @@ class WorkerObject : public LoopObject {
   virtual void start() = 0;
   // The receiver is stopping: finish up quickly and close.
   virtual void shutdown() = 0;
+  // Once a second: check deadlines (idle and first-line timeouts). `now_ms`: steady clock.
+  virtual void tick(std::int64_t /*now_ms*/) {}
 };
+
+// Connections must speak up this soon after connecting (or within the idle timeout, if that is
+// shorter): a control connection its HELLO, a data connection its first frame header. A peer
+// that connects and says nothing is dropped quickly.
+inline constexpr std::int64_t kFirstLineTimeoutMs = 10'000;
+
+// Milliseconds on the steady clock, for deadlines.
+std::int64_t steady_ms();
 
 class Worker {
  public:
@@ -48,6 +60,8 @@ class Worker {
   void adopt_data_connection(UniqueFd fd);
   // Shutdown took too long: close every connection now.
   void force_close_all();
+  // Housekeeping, once a second: lets every object check its deadlines.
+  void tick_all();
   // Called by an object once all its ops have drained; destroys it.
   void release(WorkerObject* obj);
 

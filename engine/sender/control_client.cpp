@@ -51,8 +51,19 @@ void ControlClient::connect() {
   arm_connect(fd_.get(), ctx_.control_ep.sa(), ctx_.control_ep.len, kConnect);
 }
 
-void ControlClient::connect_failed(int err) {
-  fd_.reset();
+void ControlClient::connect_failed(int err, const std::string& detail) {
+  if (fd_) {
+    // Connected, but refused at HELLO (busy): drop this connection; its cancelled ops
+    // complete before the backoff timer fires and are ignored (state kBackoff).
+    ::shutdown(fd_.get(), SHUT_RDWR);
+    loop_.cancel_fd(fd_.get());
+    fd_.reset();
+  }
+  in_len_ = 0;
+  out_queued_.clear();
+  out_inflight_.clear();
+  out_sent_ = 0;
+  send_armed_ = false;
   std::optional<std::chrono::milliseconds> delay;
   if (is_retryable_connect_error(err)) delay = backoff_.next_delay(Backoff::Clock::now());
   if (delay) {
@@ -64,13 +75,17 @@ void ControlClient::connect_failed(int err) {
     return;
   }
   std::string where = ctx_.control_ep.to_string();
+  std::string retried =
+      backoff_.attempts() > 0 ? "retried for " + seconds_text(ctx_.options.retry_for) : "";
   std::string msg;
-  if (err == ECONNREFUSED)
-    msg = "no receiver listening on " + where + " (connection refused";
-  else
-    msg = "cannot connect to " + where + " (" + errno_text(err);
-  if (backoff_.attempts() > 0) msg += ", retried for " + seconds_text(ctx_.options.retry_for);
-  msg += "); is `ackxfer-fast recv` running there, and is the port open?";
+  if (!detail.empty()) {
+    msg = where + ": " + detail + (retried.empty() ? "" : " (" + retried + ")");
+  } else {
+    msg = err == ECONNREFUSED ? "no receiver listening on " + where + " (connection refused"
+                              : "cannot connect to " + where + " (" + errno_text(err);
+    if (!retried.empty()) msg += ", " + retried;
+    msg += "); is `ackxfer-fast recv` running there, and is the port open?";
+  }
   finish_session(SendReport::Outcome::kCannotConnect, msg);
 }
 
@@ -88,12 +103,17 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
       send_line(HelloRequest{kProtocolVersion});
       return;
     case kTimer:
+      if (state_ == State::kBackoff && inflight() > 0) {
+        arm_timer(1'000'000, kTimer);  // the old connection's ops have not all completed yet
+        return;
+      }
       if (state_ == State::kBackoff)
         connect();
       else if (!streams_lost_reason_.empty())
         finish_session(SendReport::Outcome::kInterrupted, streams_lost_reason_);
       return;
     case kRecv:
+      if (state_ == State::kBackoff || state_ == State::kConnecting) return;  // old connection
       if (res <= 0) {
         if (state_ == State::kDone) return;
         std::string why = res == 0 ? "the receiver closed the control connection"
@@ -103,10 +123,11 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
       }
       in_len_ += static_cast<std::size_t>(res);
       process_input();
-      if (state_ != State::kDone && !closing())
+      if (state_ != State::kDone && state_ != State::kBackoff && !closing())
         arm_recv(fd_.get(), in_.data() + in_len_, in_.size() - in_len_, kRecv);
       return;
     case kSend:
+      if (state_ == State::kBackoff || state_ == State::kConnecting) return;  // old connection
       send_armed_ = false;
       if (res < 0) {
         finish_session(SendReport::Outcome::kInterrupted,
@@ -121,7 +142,7 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
 
 void ControlClient::process_input() {
   std::size_t start = 0;
-  while (state_ != State::kDone) {
+  while (state_ != State::kDone && state_ != State::kBackoff) {
     const char* begin = in_.data() + start;
     const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_len_ - start));
     if (!nl) break;
@@ -136,7 +157,8 @@ void ControlClient::process_input() {
     }
     handle(parsed.value());
   }
-  if (state_ == State::kDone) return;
+  // Done, or reconnecting (a busy receiver): the rest of this buffer is of no use.
+  if (state_ == State::kDone || state_ == State::kBackoff) return;
   std::memmove(in_.data(), in_.data() + start, in_len_ - start);
   in_len_ -= start;
   if (in_len_ > kMaxLineBytes)
@@ -356,8 +378,14 @@ void ControlClient::on_ok(const OkReply& m) {
 
 void ControlClient::on_err(const ErrReply& m) {
   if (!m.id) {
-    auto outcome = m.code == ErrorCode::kShutdown ? SendReport::Outcome::kInterrupted
-                                                  : SendReport::Outcome::kProtocolError;
+    if (m.code == ErrorCode::kBusy && state_ == State::kHello) {
+      // Too many sessions on the receiver right now: like a refused connection, retry.
+      connect_failed(ECONNREFUSED, "the receiver is busy: " + m.message);
+      return;
+    }
+    auto outcome = m.code == ErrorCode::kShutdown || m.code == ErrorCode::kTimeout
+                       ? SendReport::Outcome::kInterrupted
+                       : SendReport::Outcome::kProtocolError;
     finish_session(outcome,
                    "the receiver says: " + std::string(wire_name(m.code)) + ": " + m.message);
     return;

@@ -48,7 +48,9 @@ class ControlClient final : public LoopObject {
   void on_drained() override;
 
   void connect();
-  void connect_failed(int err);
+  // A connection attempt failed (or was refused at HELLO, with `detail` saying why): retry
+  // with backoff, or give up once --retry-for has passed.
+  void connect_failed(int err, const std::string& detail = {});
   void process_input();
   void handle(const ServerMessage& m);
   void on_hello(const HelloReply& m);

@@ -1,0 +1,167 @@
+// Idle and slow peers, and too many of them: every phase has a deadline, sessions have a cap
+// with a clear "busy", and none of it gets in the way of a real transfer.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "harness.h"
+
+namespace ackxfer::test {
+namespace {
+
+// A receiver with a 2-second idle limit, so the deadlines are quick to observe.
+std::unique_ptr<ReceiverProcess> quick_receiver(const fs::path& dir,
+                                                std::vector<std::string> extra = {}) {
+  extra.insert(extra.end(), {"--idle-timeout", "2"});
+  return std::make_unique<ReceiverProcess>(dir, 2, extra);
+}
+
+TEST(Limits, Receiver_DropsAControlConnectionThatNeverSaysHello) {
+  TempDir dst("dst");
+  auto r = quick_receiver(dst.path());
+  RawClient c(r->port());
+  auto t0 = std::chrono::steady_clock::now();
+  auto line = c.read_line(10s);
+  ASSERT_TRUE(line);
+  EXPECT_TRUE(line->starts_with("ERR - timeout")) << *line;
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 6s);
+}
+
+TEST(Limits, Receiver_DropsADataConnectionThatSendsNothing) {
+  TempDir dst("dst");
+  auto r = quick_receiver(dst.path());
+  RawClient d(r->data_port());
+  EXPECT_TRUE(d.closed_by_peer(8s));
+}
+
+TEST(Limits, Receiver_ClosesAnIdleSession) {
+  TempDir dst("dst");
+  auto r = quick_receiver(dst.path());
+  RawClient c(r->port());
+  c.send_bytes("HELLO ackxfer 1\n");
+  ASSERT_TRUE(c.read_line());
+  auto line = c.read_line(10s);
+  ASSERT_TRUE(line);
+  EXPECT_TRUE(line->starts_with("ERR - timeout")) << *line;
+}
+
+TEST(Limits, Receiver_ASlowlorisLineDoesNotKeepASessionAlive) {
+  TempDir dst("dst");
+  auto r = quick_receiver(dst.path());
+  RawClient c(r->port());
+  c.send_bytes("HELLO ackxfer 1\n");
+  ASSERT_TRUE(c.read_line());
+  // One byte every 200 ms and never a newline: bytes are not progress, lines are.
+  std::string drip = "SEND 1 a-very-slow-line";
+  bool closed = false;
+  for (std::size_t i = 0; i < drip.size() * 3 && !closed; ++i) {
+    if (!c.send_bytes(std::string(1, drip[i % drip.size()]))) closed = true;
+    auto line = c.read_line(200ms);
+    if (line) {
+      EXPECT_TRUE(line->starts_with("ERR - timeout")) << *line;
+      closed = true;
+    }
+  }
+  EXPECT_TRUE(closed);
+}
+
+TEST(Limits, Receiver_RefusesSessionsBeyondItsLimitWithBusy) {
+  TempDir dst("dst");
+  ReceiverProcess r(dst.path(), 2, {"--max-sessions", "3"});
+  std::vector<std::unique_ptr<RawClient>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawClient>(r.port()));
+    held.back()->send_bytes("HELLO ackxfer 1\n");
+    auto line = held.back()->read_line();
+    ASSERT_TRUE(line && line->starts_with("HELLO ")) << line.value_or("EOF");
+  }
+  RawClient extra(r.port());
+  auto line = extra.read_line();
+  ASSERT_TRUE(line);
+  EXPECT_TRUE(line->starts_with("ERR - busy")) << *line;
+  EXPECT_TRUE(extra.closed_by_peer());
+  // A place frees up: the next session is served.
+  held.pop_back();
+  std::this_thread::sleep_for(200ms);
+  RawClient next(r.port());
+  next.send_bytes("HELLO ackxfer 1\n");
+  auto ok = next.read_line();
+  ASSERT_TRUE(ok);
+  EXPECT_TRUE(ok->starts_with("HELLO ")) << *ok;
+}
+
+TEST(Limits, Sender_WaitsForABusyReceiverWithinRetryFor) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "f.txt", "patience");
+  ReceiverProcess r(dst.path(), 2, {"--max-sessions", "1"});
+  auto holder = std::make_unique<RawClient>(r.port());
+  holder->send_bytes("HELLO ackxfer 1\n");
+  ASSERT_TRUE(holder->read_line());
+  Process sender(
+      {binary_path(), "send", "--to", r.to(), "--retry-for", "20", (src / "f.txt").string()});
+  std::this_thread::sleep_for(1500ms);
+  holder.reset();  // frees the one place
+  auto res = sender.wait(30s);
+  EXPECT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(read_text(dst / "f.txt"), "patience");
+}
+
+TEST(Limits, Sender_ReportsABusyReceiverClearlyAfterRetryFor) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "f.txt", "x");
+  ReceiverProcess r(dst.path(), 2, {"--max-sessions", "1"});
+  RawClient holder(r.port());
+  holder.send_bytes("HELLO ackxfer 1\n");
+  ASSERT_TRUE(holder.read_line());
+  auto res = send({"--to", r.to(), "--retry-for", "1", (src / "f.txt").string()});
+  EXPECT_EQ(res.exit_code, 3) << res.err;
+  EXPECT_NE(res.err.find("busy"), std::string::npos) << res.err;
+}
+
+TEST(Limits, IdleConnectionsNeverBlockARealTransfer) {
+  TempDir src("src"), dst("dst");
+  for (int i = 0; i < 50; ++i)
+    write_file(src / "tree" / ("f" + std::to_string(i)), 10000, i);
+  write_file(src / "tree" / "big", 30 << 20, 99);
+  ReceiverProcess r(dst.path(), 2);
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 200; ++i)
+    idle.push_back(std::make_unique<RawClient>(r.port()));
+  for (int i = 0; i < 200; ++i)
+    idle.push_back(std::make_unique<RawClient>(r.data_port()));
+  for (auto& c : idle)
+    ASSERT_TRUE(c->connected());
+  auto res = send({"--to", r.to(), "--streams", "2", (src / "tree").string()}, 60s);
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+}
+
+TEST(Limits, AQuietControlConnectionDuringASlowTransferIsNotIdle) {
+  // 24 MiB at 4 MB/s: about 6 s with no control line, three times the idle limit. Data
+  // progress keeps the session alive.
+  TempDir src("src"), dst("dst");
+  write_file(src / "slow.bin", 24 << 20, 7);
+  auto r = quick_receiver(dst.path());
+  std::vector<std::string> argv = {faultproxy_path(),
+                                   "--listen",
+                                   "127.0.0.2",
+                                   "--target",
+                                   "127.0.0.1",
+                                   "--port",
+                                   std::to_string(r->port()),
+                                   "--port",
+                                   std::to_string(r->data_port()),
+                                   "--throttle",
+                                   std::to_string(r->data_port()) + ":4000:every"};
+  Process proxy(argv);
+  ASSERT_EQ(proxy.read_line(10s), "ready");
+  auto res = send({"--to", "127.0.0.2:" + std::to_string(r->port()), "--streams", "1",
+                   (src / "slow.bin").string()},
+                  60s);
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+}
+
+}  // namespace
+}  // namespace ackxfer::test
