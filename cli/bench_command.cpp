@@ -27,6 +27,7 @@
 #include "error.h"
 #include "exit_codes.h"
 #include "json_writer.h"
+#include "io/event_loop.h"
 #include "receiver/receiver.h"
 #include "sender/sender.h"
 
@@ -320,6 +321,10 @@ int bench_command(int argc, char** argv) {
     return kUsage;
   }
 
+  if (auto why = io_uring_unavailable_reason()) {
+    std::fprintf(stderr, "ackxfer-fast bench: %s\n", why->c_str());
+    return kSetup;
+  }
   const bool remote = !to.empty();
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   umask(0);  // as `recv` does: modes are applied exactly

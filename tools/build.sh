@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Configures and builds one flavour of the tree.
-#   tools/build.sh [release|asan|tsan] [extra cmake args...]
-# Build directories: build/ (release), build-asan/, build-tsan/.
+#   tools/build.sh [release|asan|tsan|fuzz] [extra cmake args...]
+# Build directories: build/ (release), build-asan/, build-tsan/, build-fuzz/ (clang, libFuzzer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,8 @@ case "$flavour" in
   release) dir=build;      args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
   asan)    dir=build-asan; args=(-DCMAKE_BUILD_TYPE=Debug -DACKXFER_SANITIZE=address -DACKXFER_BUILD_BENCH=OFF) ;;
   tsan)    dir=build-tsan; args=(-DCMAKE_BUILD_TYPE=Debug -DACKXFER_SANITIZE=thread -DACKXFER_BUILD_BENCH=OFF) ;;
-  *) echo "usage: tools/build.sh [release|asan|tsan]" >&2; exit 2 ;;
+  fuzz)    dir=build-fuzz; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DACKXFER_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++) ;;
+  *) echo "usage: tools/build.sh [release|asan|tsan|fuzz]" >&2; exit 2 ;;
 esac
 
 cmake -S . -B "$dir" -DACKXFER_WERROR=ON "${args[@]}" "$@" >/dev/null

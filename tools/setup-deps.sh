@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   liburing-dev libboost-program-options-dev libxxhash-dev
   libgtest-dev googletest libbenchmark-dev
+  clang libclang-rt-14-dev  # libFuzzer and its sanitizer runtimes (tools/test.sh fuzz)
 )
 
 missing=()

@@ -79,5 +79,25 @@ TEST(Cli, UsageErrorsExitWithTwo) {
   EXPECT_EQ(run({binary_path(), "send", "--to", "h:99999", "p"}, 10s).exit_code, 2);
 }
 
+// io_uring refused by a seccomp filter, as in a container with Docker's default profile: each
+// command says so, and what to do, and exits 6 without doing anything.
+TEST(Cli, IoUringBlockedBySeccompIsDetectedAndExplained) {
+  TempDir dst("dst"), src("src");
+  write_text(src / "f", "x");
+  std::vector<std::vector<std::string>> commands = {
+      {"recv", "--dir", dst.path().string(), "--port", "0", "--data-port", "0"},
+      {"send", "--to", "127.0.0.1:1", (src / "f").string()},
+      {"bench", "--dataset", "small", "--runs", "1", "--warmup", "0"}};
+  for (auto& args : commands) {
+    std::vector<std::string> argv = {ACKXFER_NO_IO_URING, binary_path()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto res = run(argv, 30s);
+    EXPECT_EQ(res.exit_code, 6) << args[0] << ": " << res.err;
+    EXPECT_NE(res.err.find("io_uring is unavailable"), std::string::npos) << res.err;
+    EXPECT_NE(res.err.find("seccomp"), std::string::npos) << res.err;
+  }
+  EXPECT_EQ(count_entries(dst.path()), 0u);
+}
+
 }  // namespace
 }  // namespace ackxfer::test
