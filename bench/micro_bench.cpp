@@ -54,7 +54,9 @@ void BM_ParseSendLine(benchmark::State& state) {
                 4096,
                 0644,
                 Mtime{1732531200, 123456789},
-                kDefaultChunkBytes};
+                kDefaultChunkBytes,
+                SkipPolicy::kSizeMtime,
+                {}};
   std::string line = format_line(r);
   line.pop_back();
   for (auto _ : state)
@@ -69,7 +71,9 @@ void BM_FormatSendLine(benchmark::State& state) {
                 4096,
                 0644,
                 Mtime{1732531200, 123456789},
-                kDefaultChunkBytes};
+                kDefaultChunkBytes,
+                SkipPolicy::kSizeMtime,
+                {}};
   for (auto _ : state)
     benchmark::DoNotOptimize(format_line(r));
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));

@@ -26,8 +26,8 @@
 #include "cli_common.h"
 #include "error.h"
 #include "exit_codes.h"
-#include "json_writer.h"
 #include "io/event_loop.h"
+#include "json_writer.h"
 #include "receiver/receiver.h"
 #include "sender/sender.h"
 

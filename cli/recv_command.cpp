@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <boost/program_options.hpp>
 
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -19,6 +20,7 @@ int recv_command(int argc, char** argv) {
   ReceiverOptions opt;
   std::string dir = ".", log_level = "info", recv_path = "buffers";
   unsigned idle_seconds = 300;
+  double keep_partials_hours = 24;
   unsigned control_port = opt.control_port, data_port = opt.data_port;
   po::options_description desc("Options");
   // clang-format off
@@ -42,6 +44,9 @@ int recv_command(int argc, char** argv) {
       ("discard", po::bool_switch(&opt.discard),
        "receive and verify every byte but write nothing: for measuring a link with "
        "`ackxfer-fast bench --mem --to`")
+      ("keep-partials", po::value(&keep_partials_hours)->default_value(keep_partials_hours),
+       "hours to keep the verified part of an interrupted file for the same send to resume "
+       "(0: never keep partial files)")
       ("recv-path", po::value(&recv_path)->default_value(recv_path),
        "buffers (receive into shared buffers, then write) or splice (socket to file through a "
        "pipe); for benchmarks");
@@ -58,7 +63,9 @@ int recv_command(int argc, char** argv) {
                    "matches. Prints one line to stdout once it accepts connections:\n"
                    "  listening control=ADDR:PORT data=ADDR:PORT threads=N\n"
                    "and everything else to stderr. SIGINT/SIGTERM stop it; files not yet\n"
-                   "verified are discarded, never published.\n\n"
+                   "verified are never published. The verified part of an interrupted large\n"
+                   "file is kept as DIR/.../.ackxfer-<hash>.part (with a .journal) so that\n"
+                   "running the same send again resumes it; see --keep-partials.\n\n"
                 << desc
                 << "\nExamples:\n"
                    "  ackxfer-fast recv --dir /data\n"
@@ -74,6 +81,9 @@ int recv_command(int argc, char** argv) {
     if (idle_seconds == 0) throw Failure("--idle-timeout must be at least 1 second");
     opt.idle_timeout = std::chrono::seconds(idle_seconds);
     if (opt.max_sessions == 0) throw Failure("--max-sessions must be at least 1");
+    if (!(keep_partials_hours >= 0) || keep_partials_hours > 24 * 365 * 100)
+      throw Failure("--keep-partials must be 0 or more hours");
+    opt.keep_partials = std::chrono::seconds(std::llround(keep_partials_hours * 3600));
     opt.log = make_stderr_logger(parse_log_level(log_level));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\nTry 'ackxfer-fast recv --help'.\n", e.what());
@@ -103,13 +113,16 @@ int recv_command(int argc, char** argv) {
   int sig = 0;
   sigwait(&signals, &sig);
   opt.log.info(std::string("stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
-               "; unfinished files are discarded");
+               "; unfinished files are not published");
   receiver.stop();
   receiver.wait();
   const ReceiverStats& s = receiver.stats();
   opt.log.info("stopped: " + std::to_string(s.files_published.load()) + " files (" +
                human_bytes(static_cast<double>(s.bytes_published.load())) + ") published, " +
                std::to_string(s.files_failed.load()) + " failed, " +
+               std::to_string(s.files_skipped.load()) + " unchanged, " +
+               std::to_string(s.files_resumed.load()) + " resumed, " +
+               std::to_string(s.partials_kept.load()) + " partials kept, " +
                std::to_string(s.sessions.load()) + " sessions");
   return kOk;
 }

@@ -67,6 +67,9 @@ std::string report_json(const SendReport& r) {
       .field("retries", r.retries)
       .field("failed", static_cast<std::uint64_t>(r.failed.size()))
       .field("skipped", r.skipped)
+      .field("unchanged", r.unchanged)
+      .field("unchanged_bytes", r.unchanged_bytes)
+      .field("resumed_bytes", r.resumed_bytes)
       .field("streams", r.streams)
       .field("threads", r.threads)
       .field("send_path", r.send_path);
@@ -97,6 +100,11 @@ int send_command(int argc, char** argv) {
       ("json", po::bool_switch(&json), "print one JSON object with the results on stdout")
       ("retry-for", po::value(&retry_for)->default_value(retry_for),
        "keep retrying refused or reset connections for this many seconds")
+      ("force", po::bool_switch(&opt.force),
+       "send every file, even those already at the receiver with the same size and mtime")
+      ("checksum,c", po::bool_switch(&opt.checksum),
+       "skip a file only if its content digest matches the receiver's copy (reads the file "
+       "on both sides first), not just size and mtime")
       ("send-path", po::value(&send_path)->default_value(send_path),
        "how large chunks leave: copy (read, hash, send), mmap (hash and send from a mapping) or "
        "splice (zero-copy); auto: mmap to loopback, splice elsewhere")
@@ -178,12 +186,17 @@ int send_command(int argc, char** argv) {
     std::fputs(report_json(report).c_str(), stdout);
   } else {
     double rate = report.seconds > 0 ? static_cast<double>(report.bytes) / report.seconds : 0;
+    std::string extra;
+    if (report.unchanged)
+      extra += ", " + std::to_string(report.unchanged) + " unchanged (not sent)";
+    if (report.resumed_bytes)
+      extra += ", " + human_bytes(static_cast<double>(report.resumed_bytes)) + " resumed";
     std::fprintf(stderr,
-                 "ackxfer-fast: sent %llu files (%s) in %.2f s, %s, %llu retries, %zu failed\n",
+                 "ackxfer-fast: sent %llu files (%s) in %.2f s, %s, %llu retries, %zu failed%s\n",
                  static_cast<unsigned long long>(report.files),
                  human_bytes(static_cast<double>(report.bytes)).c_str(), report.seconds,
                  human_rate(rate).c_str(), static_cast<unsigned long long>(report.retries),
-                 report.failed.size());
+                 report.failed.size(), extra.c_str());
   }
   std::fflush(stdout);
   return code;

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -66,6 +67,10 @@ TempFile& TempFile::operator=(TempFile&& o) noexcept {
     final_name_ = std::move(o.final_name_);
     fd_ = std::move(o.fd_);
     linked_ = std::exchange(o.linked_, false);
+    created_mode_ = o.created_mode_;
+    journal_name_ = std::move(o.journal_name_);
+    journal_header_ = std::move(o.journal_header_);
+    journal_fd_ = std::move(o.journal_fd_);
   }
   return *this;
 }
@@ -74,7 +79,53 @@ void TempFile::discard() {
   if (!linked_ || !dir_) return;
   // An anonymous temp file has no name to remove: closing its fd frees it.
   if (!temp_name_.empty()) unlinkat(dir_->get(), temp_name_.c_str(), 0);
+  if (!journal_name_.empty()) unlinkat(dir_->get(), journal_name_.c_str(), 0);
   linked_ = false;
+}
+
+void TempFile::keep() {
+  linked_ = false;
+}
+
+void TempFile::unlock() {
+  if (fd_) flock(fd_.get(), LOCK_UN);
+}
+
+void TempFile::drop_journal() {
+  if (journal_name_.empty()) return;
+  unlinkat(dir_->get(), journal_name_.c_str(), 0);
+  journal_name_.clear();
+  journal_fd_.reset();
+}
+
+void TempFile::set_journal(std::string name, std::string header) {
+  journal_name_ = std::move(name);
+  journal_header_ = std::move(header);
+}
+
+int TempFile::append_journal(std::string_view lines) {
+  if (journal_name_.empty() || !linked_) return EINVAL;
+  std::string buf;
+  if (!journal_fd_) {
+    // A fresh journal every time this object opens it: whatever an older one said was read
+    // (and is repeated by the caller) or did not match.
+    journal_fd_.reset(openat(dir_->get(), journal_name_.c_str(),
+                             O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                             0600));
+    if (!journal_fd_) return errno;
+    buf = journal_header_;
+  }
+  buf.append(lines);
+  // One write: O_APPEND keeps lines whole against our own earlier writes, and a crash in the
+  // middle leaves a torn last line, which the parser ignores.
+  std::size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n = ::write(journal_fd_.get(), buf.data() + done, buf.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : EIO;
+    done += static_cast<std::size_t>(n);
+  }
+  return 0;
 }
 
 namespace {
@@ -131,6 +182,9 @@ std::variant<std::monostate, FsError> TempFile::publish(std::uint32_t mode, cons
   if (renameat(dir_->get(), temp_name_.c_str(), dir_->get(), final_name_.c_str()) != 0)
     return fail("rename into place");
   linked_ = false;
+  // The file is in place; its journal is history. (If we die between the two, the journal's
+  // partial is gone and it is ignored, then swept.)
+  if (!journal_name_.empty()) unlinkat(dir_->get(), journal_name_.c_str(), 0);
   return std::monostate{};
 }
 
@@ -178,15 +232,19 @@ std::variant<UniqueFd, FsError> Destination::open_parent(const RelativePath& pat
   return UniqueFd(fd);
 }
 
-std::variant<std::monostate, FsError> Destination::make_directory(const RelativePath& path) const {
+std::variant<std::monostate, FsError> Destination::make_directory(const RelativePath& path,
+                                                                  bool* created) const {
   int cur_fd = root_.get();
   UniqueFd cur;
+  if (created) *created = false;
   for (std::size_t i = 0; i < path.components.size(); ++i) {
     std::string name(path.components[i]);
     int fd = open_beneath(cur_fd, name, O_PATH | O_DIRECTORY);
     if (fd < 0 && errno == ENOENT) {
-      if (mkdirat(cur_fd, name.c_str(), 0755) != 0 && errno != EEXIST)
+      bool made = mkdirat(cur_fd, name.c_str(), 0755) == 0;
+      if (!made && errno != EEXIST)
         return FsError{errno, describe("create directory", join(path, i + 1), errno)};
+      if (created && i + 1 == path.components.size()) *created = made;
       fd = open_beneath(cur_fd, name, O_PATH | O_DIRECTORY);
     }
     if (fd < 0) return FsError{errno, describe("open directory", join(path, i + 1), errno)};
@@ -218,19 +276,98 @@ std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const U
   if (fd < 0) return FsError{errno, describe("create temp file for", final_name, errno)};
   TempFile tf(std::move(parent), std::move(temp), std::string(final_name), UniqueFd(fd));
   tf.set_created_mode(created_mode);
+  auto r = check_and_reserve(fd, final_name, size, reserve_now);
+  if (auto* e = std::get_if<FsError>(&r)) return *e;
+  return tf;
+}
+
+std::variant<std::monostate, FsError> Destination::check_and_reserve(
+    int fd, std::string_view final_name, std::uint64_t size, std::uint64_t reserve_now) const {
   // Refuse at once what cannot fit, rather than after most of it has been sent. (Files not
-  // reserved ahead are small; their one write says ENOSPC just as clearly.)
+  // reserved ahead are small; their one write says ENOSPC just as clearly.) Space the file
+  // already holds (a resumed partial) counts as available.
   struct statvfs sv {};
-  if (reserve_now > 0 && size > reserve_now && fstatvfs(fd, &sv) == 0 && sv.f_frsize > 0) {
+  struct stat st {};
+  if (reserve_now > 0 && size > reserve_now && fstatvfs(fd, &sv) == 0 && sv.f_frsize > 0 &&
+      fstat(fd, &st) == 0) {
     std::uint64_t free_bytes = static_cast<std::uint64_t>(sv.f_bavail) * sv.f_frsize;
-    if (free_bytes < size)
-      return FsError{ENOSPC, "'" + std::string(final_name) + "' needs " + std::to_string(size) +
-                                 " bytes; the receiver's file system has " +
+    std::uint64_t held = static_cast<std::uint64_t>(st.st_blocks) * 512;
+    std::uint64_t need = size > held ? size - held : 0;
+    if (free_bytes < need)
+      return FsError{ENOSPC, "no space: '" + std::string(final_name) + "' needs " +
+                                 std::to_string(need) +
+                                 " more bytes; the receiver's file system has " +
                                  std::to_string(free_bytes) + " free"};
   }
   if (int e = reserve_range(fd, 0, std::min(size, reserve_now)))
     return FsError{e, describe("reserve space for", final_name, e)};
-  return tf;
+  return std::monostate{};
+}
+
+std::variant<Destination::Partial, FsError> Destination::open_partial(
+    std::shared_ptr<const UniqueFd> parent, std::string_view final_name, std::uint64_t size,
+    const Mtime& mtime, std::uint64_t chunk, std::uint64_t reserve_now) const {
+  auto fallback = [&]() -> std::variant<Partial, FsError> {
+    auto t = create_temp(parent, final_name, size, reserve_now, false);
+    if (auto* e = std::get_if<FsError>(&t)) return *e;
+    return Partial{std::move(std::get<TempFile>(t)), {}, false};
+  };
+  std::string base = partial_base_name(final_name);
+  std::string part_name = base + std::string(kTempSuffix);
+  std::string journal_name = base + std::string(kJournalSuffix);
+  int dir = parent->get();
+  UniqueFd fd(openat(dir, part_name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) {
+    if (errno == ENOSPC || errno == EDQUOT || errno == EACCES || errno == EROFS)
+      return FsError{errno, describe("create temp file for", final_name, errno)};
+    return fallback();  // a symlink or something else odd has the name: leave it alone
+  }
+  // In use by another transfer of the same file, or not a plain file of ours: do not touch.
+  struct stat st {};
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0 || fstat(fd.get(), &st) != 0 ||
+      !S_ISREG(st.st_mode) || st.st_nlink != 1)
+    return fallback();
+
+  std::uint32_t chunk_count = static_cast<std::uint32_t>((size + chunk - 1) / chunk);
+  std::string header = journal_header(final_name, size, mtime, chunk);
+  std::vector<JournalEntry> have;
+  UniqueFd jfd(openat(dir, journal_name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  struct stat jst {};
+  if (jfd && fstat(jfd.get(), &jst) == 0 && S_ISREG(jst.st_mode) && jst.st_nlink == 1 &&
+      jst.st_size <= kMaxJournalBytes) {
+    std::string text(static_cast<std::size_t>(jst.st_size), '\0');
+    ssize_t n = pread(jfd.get(), text.data(), text.size(), 0);
+    text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    if (auto entries = parse_journal(text, header, chunk_count)) {
+      // Only chunks the partial file really extends over (a truncated file loses the rest).
+      for (const JournalEntry& e : *entries) {
+        std::uint64_t end = std::min(size, std::uint64_t{e.index + 1} * chunk);
+        if (end <= static_cast<std::uint64_t>(st.st_size)) have.push_back(e);
+      }
+    }
+  }
+  jfd.reset();
+  if (have.empty()) {
+    // Nothing to resume: start over in the same file.
+    unlinkat(dir, journal_name.c_str(), 0);
+    if (ftruncate(fd.get(), 0) != 0)
+      return FsError{errno, describe("truncate temp file for", final_name, errno)};
+  }
+  int raw = fd.get();
+  TempFile tf(std::move(parent), std::move(part_name), std::string(final_name), std::move(fd));
+  tf.set_journal(std::move(journal_name), std::move(header));
+  auto r = check_and_reserve(raw, final_name, size, reserve_now);
+  if (auto* e = std::get_if<FsError>(&r)) return *e;  // ~TempFile removes both files
+  if (!have.empty()) {
+    // The journal is rewritten by this attempt (append_journal truncates it when it first
+    // opens it): carry the chunks we keep over at once, so a crash right now loses nothing.
+    std::string lines;
+    for (const JournalEntry& e : have)
+      lines += journal_line(e);
+    if (int e = tf.append_journal(lines))
+      return FsError{e, describe("write journal of", final_name, e)};
+  }
+  return Partial{std::move(tf), std::move(have), true};
 }
 
 int reserve_range(int fd, std::uint64_t offset, std::uint64_t length) {

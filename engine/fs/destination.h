@@ -9,7 +9,9 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
+#include "fs/partial.h"
 #include "fs/relative_path.h"
 #include "protocol/control_codec.h"
 #include "unique_fd.h"
@@ -44,8 +46,23 @@ class TempFile {
   // Sets mode and mtime, then renames over the final name (atomically replacing any file
   // already there). On failure the temp file is removed and the error returned.
   std::variant<std::monostate, FsError> publish(std::uint32_t mode, const Mtime& mtime);
-  // Removes the temp file if it is still there (idempotent).
+  // Removes the temp file (and its journal) if it is still there (idempotent).
   void discard();
+  // Leaves the partial file and its journal in place for a later attempt to resume (see
+  // fs/partial.h); the object no longer owns them. The fd stays open (and locked) until the
+  // object dies.
+  void keep();
+  // Releases the partial's flock (taken by open_partial), so another attempt can take it.
+  void unlock();
+
+  // Resumable partial files: the journal's name and the header it must start with. Appends
+  // `lines` to the journal, creating it with its header first if it does not exist yet.
+  // Returns 0 or the errno.
+  void set_journal(std::string name, std::string header);
+  bool has_journal() const { return !journal_name_.empty(); }
+  int append_journal(std::string_view lines);
+  // Removes the journal: the partial can no longer be resumed.
+  void drop_journal();
   // The file was created with exactly these permission bits: publish() skips the chmod when
   // they are the ones asked for.
   void set_created_mode(int mode) { created_mode_ = mode; }
@@ -55,8 +72,11 @@ class TempFile {
   std::string temp_name_;
   std::string final_name_;
   UniqueFd fd_;
-  bool linked_ = true;     // the temp name still exists
-  int created_mode_ = -1;  // permission bits given at creation (exact: umask 0), or -1
+  bool linked_ = true;        // the temp name still exists
+  int created_mode_ = -1;     // permission bits given at creation (exact: umask 0), or -1
+  std::string journal_name_;  // resumable partials only
+  std::string journal_header_;
+  UniqueFd journal_fd_;  // opened at the first append
 };
 
 // Temp names start with this, so a partial file is never mistaken for a real one.
@@ -90,14 +110,35 @@ class Destination {
                                               std::uint32_t mode = 0600) const;
   bool anonymous_temps_supported() const { return anonymous_ok_; }
 
+  // A resumable partial file for `final_name` (fs/partial.h): reopens the one an earlier
+  // attempt left, with the chunks its journal lists as verified (`have`), or starts a new one.
+  // When the partial is in use by another transfer (it is locked), or is not a plain file,
+  // this falls back to an ordinary temp file that cannot be resumed (`resumable` false).
+  struct Partial {
+    TempFile temp;
+    std::vector<JournalEntry> have;
+    bool resumable = false;
+  };
+  std::variant<Partial, FsError> open_partial(std::shared_ptr<const UniqueFd> parent,
+                                              std::string_view final_name, std::uint64_t size,
+                                              const Mtime& mtime, std::uint64_t chunk,
+                                              std::uint64_t reserve_now) const;
+
   // Creates directory `path` (and parents) if missing; existing directories are kept.
-  std::variant<std::monostate, FsError> make_directory(const RelativePath& path) const;
+  // `created`, if given, tells whether `path` itself was created by this call (so it was empty).
+  std::variant<std::monostate, FsError> make_directory(const RelativePath& path,
+                                                       bool* created = nullptr) const;
   // Applies mode and mtime to an existing directory beneath the root.
   std::variant<std::monostate, FsError> set_directory_metadata(const RelativePath& path,
                                                                std::uint32_t mode,
                                                                const Mtime& mtime) const;
 
  private:
+  // Refuses at once what cannot fit, then allocates the first `reserve_now` bytes.
+  std::variant<std::monostate, FsError> check_and_reserve(int fd, std::string_view final_name,
+                                                          std::uint64_t size,
+                                                          std::uint64_t reserve_now) const;
+
   std::filesystem::path root_path_;
   UniqueFd root_;
   bool anonymous_ok_ = false;  // O_TMPFILE + linkat work in --dir (probed at start)

@@ -204,6 +204,12 @@ void EventLoop::nop(IoHandler* h, unsigned op) {
   prep_user_data(sqe, h, op);
 }
 
+void EventLoop::fdatasync(int fd, IoHandler* h, unsigned op) {
+  io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+  prep_user_data(sqe, h, op);
+}
+
 void EventLoop::remove_timeout(IoHandler* h, unsigned op) {
   io_uring_sqe* sqe = next_sqe();
   io_uring_prep_timeout_remove(sqe, reinterpret_cast<std::uintptr_t>(h) | op, 0);
@@ -344,6 +350,10 @@ void LoopObject::arm_timer(std::uint64_t ns, unsigned op) {
 void LoopObject::arm_yield(unsigned op) {
   ++inflight_;
   loop_.nop(this, op);
+}
+void LoopObject::arm_fdatasync(int fd, unsigned op) {
+  ++inflight_;
+  loop_.fdatasync(fd, this, op);
 }
 void LoopObject::disarm_timer() {
   if (timer_armed_) loop_.remove_timeout(this, timer_op_);

@@ -71,6 +71,8 @@ class EventLoop {
   // Completes on the next turn of the loop, after everything queued so far has been submitted:
   // a way to hand work to the kernel (replies, sends) before carrying on with a long job.
   void nop(IoHandler* h, unsigned op);
+  // fdatasync(fd) in the kernel's worker threads: durability without blocking the loop.
+  void fdatasync(int fd, IoHandler* h, unsigned op);
   void remove_timeout(IoHandler* h, unsigned op);
   // Cancels every op on `fd`; the cancelled ops complete with -ECANCELED.
   void cancel_fd(int fd);
@@ -129,6 +131,7 @@ class LoopObject : public IoHandler {
                   unsigned op);
   void arm_timer(std::uint64_t ns, unsigned op);  // one timer per object
   void arm_yield(unsigned op);                    // completes next turn (EventLoop::nop)
+  void arm_fdatasync(int fd, unsigned op);
   void disarm_timer();
 
   // Stops delivering completions and cancels what is in flight on `fd` (and the timer). When

@@ -165,6 +165,20 @@ Parsed<ClientMessage> parse_send(const std::vector<std::string_view>& f) {
   if ((r.size + r.chunk - 1) / r.chunk > kMaxChunksPerFile)
     return err(ErrorCode::kBadNumber,
                "size/chunk gives more than " + std::to_string(kMaxChunksPerFile) + " chunks", r.id);
+  if (auto skip = h.kv.get("skip")) {
+    if (*skip == "size-mtime") {
+      r.skip = SkipPolicy::kSizeMtime;
+    } else if (*skip == "xxh3") {
+      r.skip = SkipPolicy::kDigest;
+      auto hex = h.kv.get("xxh3");
+      auto d = hex ? Digest128::from_hex(*hex) : std::nullopt;
+      if (!d) return err(ErrorCode::kBadField, "skip=xxh3 needs xxh3=<32 hex digits>", r.id);
+      r.digest = *d;
+    } else if (*skip != "never") {
+      return err(ErrorCode::kBadField,
+                 "skip='" + clip(*skip) + "' is not never, size-mtime or xxh3", r.id);
+    }
+  }
   return ClientMessage{std::move(r)};
 }
 
@@ -359,13 +373,24 @@ Parsed<ServerMessage> parse_server_line(std::string_view line) {
     if (f.size() < 2) return err(ErrorCode::kBadLine, std::string(verb) + " needs <id>");
     auto id = parse_id(f[1]);
     if (!id) return err(ErrorCode::kBadNumber, "bad id '" + clip(f[1]) + "'");
-    if (verb == "OK") return ServerMessage{OkReply{*id}};
     KeyValues kv;
     if (auto m = kv.load(f, 2); !m.empty()) return err(ErrorCode::kBadField, m, id);
+    if (verb == "OK") {
+      auto skipped = kv.get("skipped");
+      if (skipped && *skipped != "0" && *skipped != "1")
+        return err(ErrorCode::kBadField, "skipped must be 0 or 1", id);
+      return ServerMessage{OkReply{*id, skipped && *skipped == "1"}};
+    }
     auto hex = kv.get("token");
     auto token = hex ? Token::from_hex(*hex) : std::nullopt;
     if (!token) return err(ErrorCode::kBadField, "READY needs token=<32 hex digits>", id);
-    return ServerMessage{ReadyReply{*id, *token}};
+    ReadyReply r{*id, *token, {}};
+    if (auto have = kv.get("have")) {
+      auto ranges = parse_ranges(*have, kMaxChunksPerFile);
+      if (!ranges) return err(ErrorCode::kBadField, "have='" + clip(*have) + "' is malformed", id);
+      r.have = std::move(*ranges);
+    }
+    return ServerMessage{std::move(r)};
   }
   if (verb == "HELLO") {
     auto v = parse_version(f);
@@ -417,9 +442,12 @@ struct ClientFormatter {
   std::string operator()(const SendRequest& m) const {
     char mode[16];
     std::snprintf(mode, sizeof mode, "%04o", m.mode);
-    return "SEND " + std::to_string(m.id) + " " + escape_bytes(m.path) +
-           " size=" + std::to_string(m.size) + " mode=" + mode + " mtime=" + format_mtime(m.mtime) +
-           " chunk=" + std::to_string(m.chunk) + "\n";
+    std::string s = "SEND " + std::to_string(m.id) + " " + escape_bytes(m.path) +
+                    " size=" + std::to_string(m.size) + " mode=" + mode +
+                    " mtime=" + format_mtime(m.mtime) + " chunk=" + std::to_string(m.chunk);
+    if (m.skip == SkipPolicy::kSizeMtime) s += " skip=size-mtime";
+    if (m.skip == SkipPolicy::kDigest) s += " skip=xxh3 xxh3=" + m.digest.hex();
+    return s + "\n";
   }
   std::string operator()(const MkdirRequest& m) const {
     char mode[16];
@@ -443,9 +471,16 @@ struct ServerFormatter {
            "\n";
   }
   std::string operator()(const ReadyReply& m) const {
-    return "READY " + std::to_string(m.id) + " token=" + m.token.hex() + "\n";
+    std::string s = "READY " + std::to_string(m.id) + " token=" + m.token.hex();
+    if (!m.have.empty()) {
+      std::string have = format_ranges(m.have, kMaxRangesText);
+      if (!have.empty()) s += " have=" + have;
+    }
+    return s + "\n";
   }
-  std::string operator()(const OkReply& m) const { return "OK " + std::to_string(m.id) + "\n"; }
+  std::string operator()(const OkReply& m) const {
+    return "OK " + std::to_string(m.id) + (m.skipped ? " skipped=1\n" : "\n");
+  }
   std::string operator()(const ErrReply& m) const {
     std::string s = "ERR " + (m.id ? std::to_string(*m.id) : std::string("-")) + " " +
                     std::string(wire_name(m.code));
@@ -458,6 +493,40 @@ struct ServerFormatter {
 };
 
 }  // namespace
+
+std::string format_ranges(const std::vector<ChunkRange>& ranges, std::size_t max_bytes) {
+  std::string out;
+  for (const ChunkRange& r : ranges) {
+    std::string one = std::to_string(r.first);
+    if (r.last != r.first) one += "-" + std::to_string(r.last);
+    if (out.size() + one.size() + 1 > max_bytes) break;
+    if (!out.empty()) out.push_back(',');
+    out += one;
+  }
+  return out;
+}
+
+std::optional<std::vector<ChunkRange>> parse_ranges(std::string_view s, std::uint64_t chunk_count) {
+  std::vector<ChunkRange> out;
+  std::uint64_t next_free = 0;  // the lowest index a following range may start at
+  while (!s.empty()) {
+    std::size_t comma = s.find(',');
+    std::string_view item = s.substr(0, comma);
+    s = comma == std::string_view::npos ? std::string_view() : s.substr(comma + 1);
+    if (comma != std::string_view::npos && s.empty()) return std::nullopt;  // trailing comma
+    std::size_t dash = item.find('-');
+    auto first = parse_u64(item.substr(0, dash), UINT32_MAX);
+    auto last =
+        dash == std::string_view::npos ? first : parse_u64(item.substr(dash + 1), UINT32_MAX);
+    if (!first || !last || *last < *first || *first < next_free || *last >= chunk_count)
+      return std::nullopt;
+    out.push_back(
+        ChunkRange{static_cast<std::uint32_t>(*first), static_cast<std::uint32_t>(*last)});
+    next_free = *last + 1;
+  }
+  if (out.empty()) return std::nullopt;
+  return out;
+}
 
 std::string format_line(const ClientMessage& msg) {
   return std::visit(ClientFormatter{}, msg);

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "digest/digest.h"
 #include "protocol/error_codes.h"
@@ -26,6 +27,11 @@ struct HelloRequest {
   int version = 0;
   friend bool operator==(const HelloRequest&, const HelloRequest&) = default;
 };
+// When the receiver may skip a SEND because the file is already there (re-running a finished
+// transfer): never (the sender's --force, and senders that predate the field), when size and
+// mtime match, or when size and the file digest match.
+enum class SkipPolicy : std::uint8_t { kNever, kSizeMtime, kDigest };
+
 struct SendRequest {
   std::uint64_t id = 0;
   std::string path;  // decoded bytes, relative to the transfer root
@@ -33,6 +39,8 @@ struct SendRequest {
   std::uint32_t mode = 0;
   Mtime mtime;
   std::uint64_t chunk = 0;  // bytes per data frame; the last frame may be shorter
+  SkipPolicy skip = SkipPolicy::kNever;
+  Digest128 digest;  // the file digest, with SkipPolicy::kDigest
   friend bool operator==(const SendRequest&, const SendRequest&) = default;
 };
 struct MkdirRequest {
@@ -64,13 +72,24 @@ struct HelloReply {
   std::uint32_t max_open = 0;
   friend bool operator==(const HelloReply&, const HelloReply&) = default;
 };
+// Chunk indexes [first, last] of a file.
+struct ChunkRange {
+  std::uint32_t first = 0;
+  std::uint32_t last = 0;
+  friend bool operator==(const ChunkRange&, const ChunkRange&) = default;
+};
+
 struct ReadyReply {
   std::uint64_t id = 0;
   Token token;
+  // Chunks the receiver already holds, verified, from an earlier attempt (a kept partial
+  // file): the sender does not send them. Ascending, disjoint.
+  std::vector<ChunkRange> have;
   friend bool operator==(const ReadyReply&, const ReadyReply&) = default;
 };
 struct OkReply {
   std::uint64_t id = 0;
+  bool skipped = false;  // the file was already there, identical: nothing was sent
   friend bool operator==(const OkReply&, const OkReply&) = default;
 };
 struct ErrReply {
@@ -120,6 +139,14 @@ std::string escape_bytes(std::string_view raw);
 std::optional<std::string> unescape_bytes(std::string_view escaped);
 
 std::string format_mtime(const Mtime& t);
+
+// "0-3,7,9-12". Formatting stops before `max_bytes` (later ranges are left out: the sender
+// then sends those chunks again, which is always correct). Parsing checks order, overlap and
+// that every index is below `chunk_count`.
+std::string format_ranges(const std::vector<ChunkRange>& ranges, std::size_t max_bytes);
+std::optional<std::vector<ChunkRange>> parse_ranges(std::string_view s, std::uint64_t chunk_count);
+// The longest `have=` value a receiver sends (the line limit leaves room for much more).
+inline constexpr std::size_t kMaxRangesText = 8192;
 std::optional<Mtime> parse_mtime(std::string_view s);
 
 }  // namespace ackxfer

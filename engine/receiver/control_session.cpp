@@ -1,12 +1,16 @@
 // ControlSession: the receiver's half of the control protocol (docs/PROTOCOL.md).
 #include "receiver/control_session.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "error.h"
+#include "fs/file_digest.h"
+#include "fs/partial.h"
 #include "protocol/limits.h"
 
 namespace ackxfer {
@@ -24,6 +28,13 @@ constexpr std::uint64_t kReserveMinBytes = 1 << 20;
 // that our close does not reset the connection before it has read the reply.
 constexpr std::uint64_t kLingerNs = 1'000'000'000;
 
+std::uint64_t path_hash(std::string_view path) {
+  Digest128 d = digest_of(path.data(), path.size());
+  std::uint64_t h;
+  std::memcpy(&h, d.bytes.data(), sizeof h);
+  return h;
+}
+
 std::string dir_key_of(std::string_view path) {
   auto slash = path.rfind('/');
   return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
@@ -37,7 +48,8 @@ ControlSession::ControlSession(Worker& worker, UniqueFd fd)
 }
 
 ControlSession::~ControlSession() {
-  abandon_open_files();
+  *alive_ = false;
+  abandon_open_files(true);
   if (counted_active_) worker_.ctx().stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -65,6 +77,7 @@ void ControlSession::start() {
 
 void ControlSession::tick(std::int64_t now) {
   if (closing() || state_ == State::kClosing) return;
+  run_checkpoints();
   ReceiverContext& ctx = worker_.ctx();
   const char* why = nullptr;
   if (state_ == State::kAwaitHello &&
@@ -118,7 +131,34 @@ void ControlSession::on_complete(unsigned op, int res, unsigned flags) {
       yield_armed_ = false;
       process_input();
       return;
+    case kFsync: {
+      fsync_armed_ = false;
+      Checkpoint c = std::move(checkpoints_.front());
+      checkpoints_.pop_front();
+      if (res < 0)
+        worker_.ctx().log.warn("fdatasync of the partial file of '" + escape_bytes(c.file->path()) +
+                               "' failed: " + errno_text(-res) + "; its progress is not journaled");
+      c.file->journal_written(c.entries, res == 0);
+      next_checkpoint();
+      return;
+    }
   }
+}
+
+void ControlSession::run_checkpoints() {
+  if (fsync_armed_ || !checkpoints_.empty()) return;
+  for (auto& [id, file] : open_files_) {
+    if (!file->resumable()) continue;
+    auto entries = file->take_unjournaled();
+    if (!entries.empty()) checkpoints_.push_back(Checkpoint{file, std::move(entries)});
+  }
+  next_checkpoint();
+}
+
+void ControlSession::next_checkpoint() {
+  if (fsync_armed_ || checkpoints_.empty() || closing()) return;
+  fsync_armed_ = true;
+  arm_fdatasync(checkpoints_.front().file->fd(), kFsync);
 }
 
 void ControlSession::on_bytes(int res, unsigned flags) {
@@ -247,12 +287,15 @@ void ControlSession::handle(const SendRequest& m) {
     reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
     return;
   }
-  if (open_files_.count(m.id)) {
+  if (open_files_.count(m.id) || pending_checks_.count(m.id) || pending_resumes_.count(m.id)) {
     reply_error(m.id, ErrorCode::kDuplicateId, "id " + std::to_string(m.id) + " is still open");
     return;
   }
-  if (open_files_.size() >= kMaxOpenFilesPerSession) sweep_closed_files();
-  if (open_files_.size() >= kMaxOpenFilesPerSession) {
+  auto open_now = [&] {
+    return open_files_.size() + pending_checks_.size() + pending_resumes_.size();
+  };
+  if (open_now() >= kMaxOpenFilesPerSession) sweep_closed_files();
+  if (open_now() >= kMaxOpenFilesPerSession) {
     reply_error(m.id, ErrorCode::kTooManyOpen,
                 "at most " + std::to_string(kMaxOpenFilesPerSession) +
                     " files may be open at once in one session");
@@ -266,21 +309,129 @@ void ControlSession::handle(const SendRequest& m) {
     auto file = std::make_shared<IncomingFile>(m, token, TempFile(), totals_);
     ctx.registry.add(file);
     open_files_.emplace(m.id, std::move(file));
-    reply(ReadyReply{m.id, token});
+    reply(ReadyReply{m.id, token, {}});
     return;
   }
 
+  if (!enter_parent(m, rel)) return;
+  if (m.skip != SkipPolicy::kNever && !fresh_dirs_.count(path_hash(dir_key_of(m.path))) &&
+      try_skip(m, rel))
+    return;
+  open_file(m, rel);
+}
+
+bool ControlSession::enter_parent(const SendRequest& m, const RelativePath& rel) {
   std::string key = dir_key_of(m.path);
-  if (!cached_dir_ || key != cached_dir_key_) {
-    auto r = ctx.destination.open_parent(rel);
-    if (auto* e = std::get_if<FsError>(&r)) {
-      cached_dir_.reset();
-      reply_error(m.id, error_code_from_errno(e->err), e->what);
+  if (cached_dir_ && key == cached_dir_key_) return true;
+  auto r = worker_.ctx().destination.open_parent(rel);
+  if (auto* e = std::get_if<FsError>(&r)) {
+    cached_dir_.reset();
+    reply_error(m.id, error_code_from_errno(e->err), e->what);
+    return false;
+  }
+  cached_dir_ = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(r)));
+  cached_dir_key_ = std::move(key);
+  return true;
+}
+
+bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel) {
+  // Opened, not stat'ed by name: what we compare (and chmod) is the file itself, never what a
+  // symlink put there meanwhile points to.
+  const std::string name(rel.components.back());
+  UniqueFd fd(openat(cached_dir_->get(), name.c_str(),
+                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<std::uint64_t>(st.st_size) != m.size)
+    return false;
+  ReceiverContext& ctx = worker_.ctx();
+  if (m.skip == SkipPolicy::kSizeMtime) {
+    if (st.st_mtim.tv_sec != m.mtime.sec || st.st_mtim.tv_nsec != static_cast<long>(m.mtime.nsec))
+      return false;
+    // Same content as far as size and mtime tell; bring the mode in line if it differs.
+    if ((st.st_mode & 0777) != (m.mode & 0777)) fchmod(fd.get(), m.mode & 0777);
+    ctx.stats.files_skipped.fetch_add(1, std::memory_order_relaxed);
+    reply(OkReply{m.id, true});
+    return true;
+  }
+  // skip=xxh3: hash the existing file on the blocking pool; the loop carries on meanwhile.
+  pending_checks_.emplace(m.id, m);
+  auto shared_fd = std::make_shared<UniqueFd>(std::move(fd));
+  EventLoop* loop = &loop_;
+  ctx.pool.submit([this, loop, shared_fd, alive = alive_, id = m.id, size = m.size, chunk = m.chunk,
+                   want = m.digest, stopping = &ctx.stopping] {
+    auto d = file_digest_of(shared_fd->get(), size, chunk, stopping);
+    bool same = d && *d == want;
+    loop->post([this, alive, id, same] {
+      if (*alive) checked(id, same);
+    });
+  });
+  return true;
+}
+
+void ControlSession::checked(std::uint64_t id, bool same) {
+  auto it = pending_checks_.find(id);
+  if (it == pending_checks_.end() || state_ != State::kActive) return;
+  SendRequest m = std::move(it->second);
+  pending_checks_.erase(it);
+  if (same) {
+    worker_.ctx().stats.files_skipped.fetch_add(1, std::memory_order_relaxed);
+    reply(OkReply{m.id, true});
+    return;
+  }
+  auto checked = validate_relative_path(m.path);
+  const auto& rel = std::get<RelativePath>(checked);
+  if (enter_parent(m, rel)) open_file(m, rel);
+}
+
+void ControlSession::resume_checked(std::uint64_t id, const std::vector<JournalEntry>& good,
+                                    std::size_t bad) {
+  auto it = pending_resumes_.find(id);
+  if (it == pending_resumes_.end() || state_ != State::kActive) return;
+  PendingResume p = std::move(it->second);
+  pending_resumes_.erase(it);
+  if (bad > 0) {
+    worker_.ctx().log.warn("'" + escape_bytes(p.request.path) + "': " + std::to_string(bad) +
+                           " chunks of the kept partial no longer match their journal; they are "
+                           "received again");
+    // The journal must stop vouching for them before they are overwritten.
+    std::string forget;
+    std::size_t g = 0;
+    for (std::uint32_t i = 0;
+         i < static_cast<std::uint32_t>((p.request.size + p.request.chunk - 1) / p.request.chunk);
+         ++i) {
+      while (g < good.size() && good[g].index < i)
+        ++g;
+      if (g == good.size() || good[g].index != i) forget += journal_forget_line(i);
+    }
+    if (p.temp.append_journal(forget) != 0) {
+      p.temp.drop_journal();
+      ready_partial(p.request, std::move(p.temp), {}, false);
       return;
     }
-    cached_dir_ = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(r)));
-    cached_dir_key_ = std::move(key);
   }
+  ready_partial(p.request, std::move(p.temp), good, true);
+}
+
+void ControlSession::ready_partial(const SendRequest& m, TempFile temp,
+                                   const std::vector<JournalEntry>& have, bool resumable) {
+  ReceiverContext& ctx = worker_.ctx();
+  Token token = Token::random();
+  auto file = std::make_shared<IncomingFile>(m, token, std::move(temp), totals_, have, resumable);
+  if (!have.empty()) {
+    ctx.stats.files_resumed.fetch_add(1, std::memory_order_relaxed);
+    ctx.stats.bytes_resumed.fetch_add(file->resumed_bytes(), std::memory_order_relaxed);
+    ctx.log.info("resuming '" + escape_bytes(m.path) +
+                 "': " + std::to_string(file->resumed_bytes()) + " of " + std::to_string(m.size) +
+                 " bytes already verified");
+  }
+  ctx.registry.add(file);
+  open_files_.emplace(m.id, std::move(file));
+  reply(ReadyReply{m.id, token, to_ranges(have)});
+}
+
+void ControlSession::open_file(const SendRequest& m, const RelativePath& rel) {
+  ReceiverContext& ctx = worker_.ctx();
   // The first chunk is allocated now, later ones as they arrive (IncomingFile::reserve_chunk).
   // Small files are not allocated ahead at all: their one write allocates as much, and says
   // ENOSPC just as clearly, for one syscall less per file.
@@ -288,6 +439,47 @@ void ControlSession::handle(const SendRequest& m) {
   // A one-chunk file is written once and published when its frame verifies: an anonymous
   // temp file spares a directory update; larger files keep a named temp file.
   bool anonymous = m.size <= m.chunk;
+  if (!anonymous && ctx.keep_partials_s > 0) {
+    // Several chunks: a resumable partial, which may hold chunks from an earlier attempt.
+    auto p = ctx.destination.open_partial(cached_dir_, rel.components.back(), m.size, m.mtime,
+                                          m.chunk, reserve_now);
+    if (auto* e = std::get_if<FsError>(&p)) {
+      reply_error(m.id, error_code_from_errno(e->err), e->what);
+      return;
+    }
+    auto& part = std::get<Destination::Partial>(p);
+    if (part.have.empty()) {
+      ready_partial(m, std::move(part.temp), {}, part.resumable);
+      return;
+    }
+    // The journal says which chunks were verified; before offering them, make sure the bytes
+    // on disk still are those (a disk error, or anyone writing into the partial since, must
+    // not end up in a published file). Read back on the blocking pool.
+    UniqueFd dup(fcntl(part.temp.fd(), F_DUPFD_CLOEXEC, 0));
+    if (!dup) {
+      reply_error(m.id, error_code_from_errno(errno), "dup: " + errno_text(errno));
+      return;
+    }
+    auto job_fd = std::make_shared<UniqueFd>(std::move(dup));
+    std::vector<JournalEntry> claimed = part.have;
+    pending_resumes_.emplace(m.id, PendingResume{m, std::move(part.temp)});
+    EventLoop* loop = &loop_;
+    ctx.pool.submit([this, loop, job_fd, alive = alive_, id = m.id, size = m.size, chunk = m.chunk,
+                     claimed = std::move(claimed), stopping = &ctx.stopping] {
+      std::vector<JournalEntry> good;
+      for (const JournalEntry& e : claimed) {
+        if (stopping->load(std::memory_order_relaxed)) break;
+        std::uint64_t off = std::uint64_t{e.index} * chunk;
+        auto d = chunk_digest_of(job_fd->get(), off, std::min(chunk, size - off));
+        if (d && *d == e.digest) good.push_back(e);
+      }
+      std::size_t bad = claimed.size() - good.size();
+      loop->post([this, alive, id, good = std::move(good), bad] {
+        if (*alive) resume_checked(id, good, bad);
+      });
+    });
+    return;
+  }
   auto temp = ctx.destination.create_temp(cached_dir_, rel.components.back(), m.size, reserve_now,
                                           anonymous, m.mode);
   if (auto* e = std::get_if<FsError>(&temp)) {
@@ -299,7 +491,7 @@ void ControlSession::handle(const SendRequest& m) {
       std::make_shared<IncomingFile>(m, token, std::move(std::get<TempFile>(temp)), totals_);
   ctx.registry.add(file);
   open_files_.emplace(m.id, std::move(file));
-  reply(ReadyReply{m.id, token});
+  reply(ReadyReply{m.id, token, {}});
 }
 
 void ControlSession::handle(const MkdirRequest& m) {
@@ -309,21 +501,26 @@ void ControlSession::handle(const MkdirRequest& m) {
     return;
   }
   if (worker_.ctx().discard) {
-    reply(OkReply{m.id});
+    reply(OkReply{m.id, false});
     return;
   }
-  auto r = worker_.ctx().destination.make_directory(std::get<RelativePath>(checked));
+  bool created = false;
+  auto r = worker_.ctx().destination.make_directory(std::get<RelativePath>(checked), &created);
   if (auto* e = std::get_if<FsError>(&r)) {
     reply_error(m.id, error_code_from_errno(e->err), e->what);
     return;
   }
+  // A directory this session just created held nothing: its files need no "already there?"
+  // check (one failed lookup per file, 5-10% of the small-file rate). Only hashes are kept; a
+  // collision merely costs a file being sent again instead of skipped.
+  if (created && fresh_dirs_.size() < kMaxDirsPerSession) fresh_dirs_.insert(path_hash(m.path));
   if (dirs_.size() < kMaxDirsPerSession)
     dirs_.push_back(DirMeta{m.path, m.mode, m.mtime});
   else if (dirs_.size() == kMaxDirsPerSession)
     worker_.ctx().log.warn("session from " + peer_ + ": more than " +
                            std::to_string(kMaxDirsPerSession) +
                            " directories; metadata of the rest is not kept");
-  reply(OkReply{m.id});
+  reply(OkReply{m.id, false});
 }
 
 void ControlSession::handle(const DoneRequest& m) {
@@ -342,7 +539,7 @@ void ControlSession::handle(const DoneRequest& m) {
     case IncomingFile::Verdict::kPublished:
       ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
       ctx.stats.bytes_published.fetch_add(file->size(), std::memory_order_relaxed);
-      reply(OkReply{m.id});
+      reply(OkReply{m.id, false});
       return;
     case IncomingFile::Verdict::kAlreadyClosed:
       // A one-chunk file is published (or failed) when its frame is verified; no DONE needed.
@@ -370,7 +567,7 @@ void ControlSession::handle(const CancelRequest& m) {
     return;
   }
   worker_.ctx().registry.remove(it->second->token());
-  it->second->abandon();
+  it->second->abandon(false);
   open_files_.erase(it);
   reply_error(m.id, ErrorCode::kCancelled, "cancelled by the sender; nothing was published");
 }
@@ -389,7 +586,7 @@ void ControlSession::handle(const ByeRequest&) {
     if (auto* e = std::get_if<FsError>(&r)) ctx.log.warn("session from " + peer_ + ": " + e->what);
   }
   dirs_.clear();
-  abandon_open_files();
+  abandon_open_files(false);
   std::uint64_t files = totals_->files.load(), bytes = totals_->bytes.load();
   ctx.log.info("session from " + peer_ + " finished: " + std::to_string(files) + " files, " +
                std::to_string(bytes) + " bytes published, " +
@@ -442,7 +639,7 @@ void ControlSession::close_after_flush() {
 }
 
 void ControlSession::close_now() {
-  abandon_open_files();
+  abandon_open_files(true);
   begin_close(fd_.get());
 }
 
@@ -451,7 +648,7 @@ void ControlSession::shutdown() {
     close_now();
     return;
   }
-  abandon_open_files();
+  abandon_open_files(true);
   reply_error(std::nullopt, ErrorCode::kShutdown,
               "the receiver is shutting down; files not yet confirmed were not published");
   close_after_flush();
@@ -461,12 +658,26 @@ void ControlSession::sweep_closed_files() {
   std::erase_if(open_files_, [](const auto& kv) { return kv.second->closed(); });
 }
 
-void ControlSession::abandon_open_files() {
+void ControlSession::abandon_open_files(bool keep) {
+  ReceiverContext& ctx = worker_.ctx();
+  keep = keep && ctx.keep_partials_s > 0;
   for (auto& [id, file] : open_files_) {
-    worker_.ctx().registry.remove(file->token());
-    file->abandon();
+    ctx.registry.remove(file->token());
+    if (file->abandon(keep)) {
+      ctx.stats.partials_kept.fetch_add(1, std::memory_order_relaxed);
+      ctx.log.info("kept the partial file of '" + escape_bytes(file->path()) +
+                   "' for resuming (see --keep-partials)");
+    }
   }
   open_files_.clear();
+  pending_checks_.clear();
+  // Partials whose journaled chunks were being re-read: still as good as before.
+  for (auto& [id, p] : pending_resumes_)
+    if (keep)
+      p.temp.keep();
+    else
+      p.temp.discard();
+  pending_resumes_.clear();
 }
 
 void ControlSession::on_drained() {

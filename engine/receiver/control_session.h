@@ -3,9 +3,11 @@
 // worker's loop; it never blocks on the network.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "io/socket.h"
@@ -24,7 +26,7 @@ class ControlSession final : public WorkerObject {
   void tick(std::int64_t now_ms) override;
 
  private:
-  enum Op : unsigned { kRecv = 1, kSend = 2, kLingerTimer = 3, kYield = 4 };
+  enum Op : unsigned { kRecv = 1, kSend = 2, kLingerTimer = 3, kYield = 4, kFsync = 5 };
   enum class State { kAwaitHello, kActive, kClosing };
 
   void on_complete(unsigned op, int res, unsigned flags) override;
@@ -41,6 +43,25 @@ class ControlSession final : public WorkerObject {
   void handle(const DoneRequest& m);
   void handle(const CancelRequest& m);
   void handle(const ByeRequest& m);
+  // SEND, after the checks: creates the temp (or resumable partial) file and replies READY.
+  void open_file(const SendRequest& m, const RelativePath& rel);
+  // The directory `m.path` goes in (cached: trees arrive directory by directory). Replies the
+  // error and returns false if it cannot be opened.
+  bool enter_parent(const SendRequest& m, const RelativePath& rel);
+  // SEND with skip=...: if the file is already there and identical, replies OK skipped=1 and
+  // returns true; with skip=xxh3 the comparison runs on the blocking pool and the SEND
+  // continues in checked().
+  bool try_skip(const SendRequest& m, const RelativePath& rel);
+  void checked(std::uint64_t id, bool same);
+  // A kept partial's journaled chunks were read back: `good` still match, `bad` did not.
+  void resume_checked(std::uint64_t id, const std::vector<JournalEntry>& good, std::size_t bad);
+  // Registers the file and replies READY (with have= for chunks already verified).
+  void ready_partial(const SendRequest& m, TempFile temp, const std::vector<JournalEntry>& have,
+                     bool resumable);
+  // Journal checkpoints for resumable files: fdatasync each, then record its newly verified
+  // chunks (see IncomingFile::take_unjournaled). One fdatasync in flight at a time.
+  void run_checkpoints();
+  void next_checkpoint();
 
   void reply(const ServerMessage& m);
   void reply_error(std::optional<std::uint64_t> id, ErrorCode code, std::string message);
@@ -48,7 +69,9 @@ class ControlSession final : public WorkerObject {
   // Sends what is queued, then closes. Used for BYE, fatal protocol errors and shutdown.
   void close_after_flush();
   void close_now();
-  void abandon_open_files();
+  // `keep`: resumable partials with journaled chunks stay for a later attempt (the session was
+  // lost or the receiver is stopping), rather than being removed (BYE, CANCEL).
+  void abandon_open_files(bool keep);
   // Forgets files that data streams have already published (one-chunk files).
   void sweep_closed_files();
 
@@ -82,7 +105,8 @@ class ControlSession final : public WorkerObject {
     std::uint32_t mode;
     Mtime mtime;
   };
-  std::vector<DirMeta> dirs_;  // applied at BYE, deepest first
+  std::vector<DirMeta> dirs_;                     // applied at BYE, deepest first
+  std::unordered_set<std::uint64_t> fresh_dirs_;  // hashes of directories this session created
 
   // The parent directory of the last file: trees arrive directory by directory, so one entry
   // saves an openat2 per file.
@@ -91,6 +115,24 @@ class ControlSession final : public WorkerObject {
 
   // Shared with the session's files: one-chunk files are published by data streams.
   std::shared_ptr<SessionTotals> totals_ = std::make_shared<SessionTotals>();
+
+  // SENDs whose skip=xxh3 comparison runs on the blocking pool. Its result is posted back to
+  // this loop; `alive_` tells it whether the session still exists.
+  std::unordered_map<std::uint64_t, SendRequest> pending_checks_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  // SENDs resuming a kept partial whose journaled chunks are being read back (resume_checked).
+  struct PendingResume {
+    SendRequest request;
+    TempFile temp;
+  };
+  std::unordered_map<std::uint64_t, PendingResume> pending_resumes_;
+
+  struct Checkpoint {
+    std::shared_ptr<IncomingFile> file;
+    std::vector<JournalEntry> entries;
+  };
+  std::deque<Checkpoint> checkpoints_;
+  bool fsync_armed_ = false;
 };
 
 }  // namespace ackxfer

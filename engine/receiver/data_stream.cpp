@@ -87,6 +87,7 @@ void DataStream::pause_read() {
 void DataStream::on_complete(unsigned op, int res, unsigned flags) {
   if (op == kRecvExact || op == kSpliceIn || op == kSpliceOut) {
     recv_armed_ = false;
+    if (op == kSpliceOut && writing_) std::exchange(writing_, nullptr)->end_write();
     if (res <= 0) {
       if (phase_ != Phase::kHeader || staged_len_ > 0)
         worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame");
@@ -99,10 +100,7 @@ void DataStream::on_complete(unsigned op, int res, unsigned flags) {
       consume(scratch_.data(), static_cast<std::size_t>(res));
     } else if (op == kSpliceIn) {
       pipe_pending_ = static_cast<unsigned>(res);
-      recv_armed_ = true;
-      arm_splice(pipe_r_.get(), -1, file_->fd(),
-                 static_cast<std::int64_t>(header_.offset + header_.length - remaining_),
-                 pipe_pending_, kSpliceOut);
+      splice_to_file();
       return;
     } else {
       spliced_out(static_cast<std::size_t>(res));
@@ -190,6 +188,21 @@ void DataStream::arm_read_exact() {
   arm_recv(fd_.get(), scratch_.data(), want, kRecvExact);
 }
 
+void DataStream::splice_to_file() {
+  if (!file_->begin_write()) {
+    // The file was abandoned meanwhile. The pipe holds its bytes; the simplest honest way out
+    // is to drop the connection (the sender reconnects if it still has work).
+    release_claim();
+    begin_close(fd_.get());
+    return;
+  }
+  writing_ = file_;
+  recv_armed_ = true;
+  arm_splice(pipe_r_.get(), -1, file_->fd(),
+             static_cast<std::int64_t>(header_.offset + header_.length - remaining_), pipe_pending_,
+             kSpliceOut);
+}
+
 // `n` bytes went from the pipe into the file: read them back (hot in the page cache) to hash.
 void DataStream::spliced_out(std::size_t n) {
   std::uint64_t off = header_.offset + header_.length - remaining_;
@@ -208,10 +221,7 @@ void DataStream::spliced_out(std::size_t n) {
   pipe_pending_ -= static_cast<unsigned>(n);
   remaining_ -= n;
   if (pipe_pending_ > 0) {
-    recv_armed_ = true;
-    arm_splice(pipe_r_.get(), -1, file_->fd(),
-               static_cast<std::int64_t>(header_.offset + header_.length - remaining_),
-               pipe_pending_, kSpliceOut);
+    splice_to_file();
     return;
   }
   if (remaining_ == 0) {
@@ -305,6 +315,8 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
 }
 
 void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
+  if (frame_status_ == AckStatus::kOk && !file_->begin_write())
+    frame_status_ = AckStatus::kUnknownToken;  // abandoned meanwhile: drop the rest
   if (frame_status_ == AckStatus::kOk) {
     std::uint64_t off = header_.offset + (header_.length - remaining_);
     std::size_t done = file_->discarding() ? n : 0;
@@ -318,6 +330,7 @@ void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
       }
       done += static_cast<std::size_t>(w);
     }
+    file_->end_write();
     digest_.update(data, n);
     worker_.ctx().stats.payload_bytes_received.fetch_add(n, std::memory_order_relaxed);
     // A large chunk on a slow link keeps its session alive while it arrives.
@@ -420,6 +433,8 @@ void DataStream::flush_acks() {
 }
 
 void DataStream::on_drained() {
+  // A splice into the file that completed after we began closing.
+  if (writing_) std::exchange(writing_, nullptr)->end_write();
   fd_.reset();
   worker_.release(this);
 }

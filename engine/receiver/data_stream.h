@@ -46,6 +46,9 @@ class DataStream final : public WorkerObject {
   // Splice receive path (RecvPath::kSplice): exact-size reads for headers, trailers and small
   // payloads, socket -> pipe -> file for large ones.
   void arm_read_exact();
+  void splice_to_file();  // moves pipe_pending_ bytes into the file (kSpliceOut)
+  // The file a splice in flight writes into (IncomingFile::begin_write was called for it).
+  std::shared_ptr<IncomingFile> writing_;
   void spliced_out(std::size_t n);
 
   Worker& worker_;

@@ -12,6 +12,7 @@
 
 #include "digest/digest.h"
 #include "fs/destination.h"
+#include "fs/partial.h"
 #include "protocol/control_codec.h"
 #include "protocol/data_frame.h"
 #include "protocol/token.h"
@@ -31,8 +32,11 @@ struct SessionTotals {
 
 class IncomingFile {
  public:
+  // `have`: chunks a kept partial file already holds, verified (resume). `resumable`: the temp
+  // file is a partial with a journal (fs/partial.h) that checkpoints record progress in.
   IncomingFile(const SendRequest& req, Token token, TempFile temp,
-               std::shared_ptr<SessionTotals> totals);
+               std::shared_ptr<SessionTotals> totals, const std::vector<JournalEntry>& have = {},
+               bool resumable = false);
 
   const Token& token() const { return token_; }
   std::uint64_t id() const { return id_; }
@@ -40,6 +44,8 @@ class IncomingFile {
   std::uint64_t size() const { return size_; }
   std::uint32_t chunk_count() const { return chunk_count_; }
   SessionTotals& totals() const { return *totals_; }
+  bool resumable() const { return resumable_; }
+  std::uint64_t resumed_bytes() const { return resumed_bytes_; }
   bool closed() const;
   // The temp file's fd; valid for the object's lifetime. -1 when the receiver discards data
   // (memory-to-memory mode): writes and publishing are skipped, verification is not.
@@ -52,6 +58,11 @@ class IncomingFile {
   // Allocates the claimed chunk's space before its bytes are written (the first chunk was
   // allocated at SEND). Returns 0 or the errno (ENOSPC).
   int reserve_chunk(std::uint32_t index);
+  // Every write into the temp file is bracketed by these (a pwrite, or a splice in flight).
+  // begin_write() returns false once the file is closed: drop the bytes. So when abandon() has
+  // kept a partial, no stale write can reach it after the next attempt has taken it over.
+  bool begin_write();
+  void end_write();
   // `verified`: the payload was written and its digest matched `digest`. Otherwise the chunk
   // goes back to missing and the sender will send it again.
   void finish_chunk(std::uint32_t index, bool verified, const Digest128& digest);
@@ -71,13 +82,22 @@ class IncomingFile {
   // the file under its final name (mode, mtime, rename). Otherwise the temp file is removed.
   // No chunk can be claimed after this call, whatever its outcome.
   Outcome finish(const Digest128& digest);
-  // The session ended or the sender cancelled: remove the temp file, refuse further chunks.
-  void abandon();
+  // The session ended or the sender cancelled: refuse further chunks and remove the temp file,
+  // unless `keep` allows keeping a resumable partial that has journaled chunks (a later
+  // attempt resumes it). Returns true if it was kept.
+  bool abandon(bool keep = false);
+
+  // Journal checkpoints (resumable files only). take_unjournaled() returns the chunks verified
+  // since the last checkpoint and marks them pending; once the caller has made the file's data
+  // durable (fdatasync), journal_written() records them (`durable` false: try again later).
+  std::vector<JournalEntry> take_unjournaled();
+  void journal_written(const std::vector<JournalEntry>& entries, bool durable);
 
  private:
   Outcome finish_locked(const Digest128& digest);
   Outcome counted(const Outcome& out);  // adds the verdict to the session's totals
   enum class ChunkState : std::uint8_t { kMissing, kReceiving, kVerified };
+  enum class JournalState : std::uint8_t { kNone, kPending, kJournaled };
 
   const std::uint64_t id_;
   const std::string path_;
@@ -89,13 +109,18 @@ class IncomingFile {
   const int fd_;
   const std::uint32_t chunk_count_;
   const std::shared_ptr<SessionTotals> totals_;
+  const bool resumable_;
+  std::uint64_t resumed_bytes_ = 0;
 
   mutable std::mutex mu_;
-  TempFile temp_;                   // guarded by mu_ (publish/discard)
-  bool closed_ = false;             // guarded by mu_
-  std::vector<ChunkState> state_;   // guarded by mu_
-  std::vector<Digest128> digests_;  // guarded by mu_
-  std::vector<bool> reserved_;      // guarded by mu_
+  TempFile temp_;                      // guarded by mu_ (publish/discard)
+  bool closed_ = false;                // guarded by mu_
+  std::vector<ChunkState> state_;      // guarded by mu_
+  std::vector<Digest128> digests_;     // guarded by mu_
+  std::vector<bool> reserved_;         // guarded by mu_
+  std::vector<JournalState> journal_;  // guarded by mu_; empty unless resumable
+  int writers_ = 0;                    // guarded by mu_
+  bool unlock_when_idle_ = false;      // guarded by mu_: kept; unlock after the last write
 };
 
 }  // namespace ackxfer

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fs/partial.h"
 #include "io/event_loop.h"
 #include "receiver/receiver_context.h"
 #include "receiver/worker.h"
@@ -69,6 +70,19 @@ void Receiver::start() {
   ctx_->discard = options_.discard;
   ctx_->idle_timeout = options_.idle_timeout;
   ctx_->max_sessions = options_.max_sessions;
+  ctx_->keep_partials_s = options_.keep_partials.count();
+  if (!options_.discard) {
+    // Partials abandoned long ago (see fs/partial.h): removed in the background, so a large
+    // --dir does not delay the start. Partials in use are locked and left alone.
+    sweeper_ = std::thread([this] {
+      auto r =
+          sweep_stale_partials(ctx_->destination.root_fd(), ctx_->keep_partials_s, sweep_stop_);
+      if (r.removed)
+        ctx_->log.info("removed " + std::to_string(r.removed) + " partial files (" +
+                       std::to_string(r.bytes) + " bytes) older than " +
+                       std::to_string(ctx_->keep_partials_s) + " s (--keep-partials)");
+    });
+  }
 
   for (unsigned i = 0; i < threads_; ++i)
     workers_.push_back(
@@ -92,7 +106,12 @@ std::vector<LoopCounters> Receiver::loop_counters() const {
 }
 
 void Receiver::stop() {
-  if (ctx_) ctx_->stopping = true;
+  sweep_stop_ = true;
+  if (ctx_) {
+    ctx_->stopping = true;
+    // Before the workers: its jobs post results to their loops (and see `stopping` soon).
+    ctx_->pool.stop();
+  }
   for (auto& w : workers_)
     w->stop();
 }
@@ -100,6 +119,7 @@ void Receiver::stop() {
 void Receiver::wait() {
   for (auto& w : workers_)
     w->join();
+  if (sweeper_.joinable()) sweeper_.join();
 }
 
 }  // namespace ackxfer

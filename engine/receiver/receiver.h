@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "io/event_loop.h"
@@ -40,6 +41,9 @@ struct ReceiverOptions {
   std::chrono::seconds idle_timeout{300};
   // Control sessions beyond this get `ERR - busy` and are closed.
   unsigned max_sessions = 16384;
+  // How long a partial file kept for resuming (docs/RELIABILITY.md) survives: partials older
+  // than this are removed when the receiver starts. 0: never keep partial files.
+  std::chrono::seconds keep_partials{86400};
   Logger log;
 };
 
@@ -53,6 +57,10 @@ struct ReceiverStats {
   std::atomic<std::uint64_t> files_published{0};
   std::atomic<std::uint64_t> bytes_published{0};
   std::atomic<std::uint64_t> files_failed{0};
+  std::atomic<std::uint64_t> files_skipped{0};  // already there and identical
+  std::atomic<std::uint64_t> files_resumed{0};  // continued from a kept partial
+  std::atomic<std::uint64_t> bytes_resumed{0};  // verified bytes not received again
+  std::atomic<std::uint64_t> partials_kept{0};  // left for a later attempt to resume
   std::atomic<std::uint64_t> payload_bytes_received{0};
   std::atomic<std::uint64_t> chunk_digest_mismatches{0};
   std::atomic<std::uint64_t> protocol_errors{0};
@@ -91,6 +99,8 @@ class Receiver {
   Endpoint control_ep_, data_ep_;
   std::unique_ptr<ReceiverContext> ctx_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::thread sweeper_;  // removes stale partial files at start
+  std::atomic<bool> sweep_stop_{false};
 };
 
 }  // namespace ackxfer

@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "fs/destination.h"
+#include "io/blocking_pool.h"
 #include "log.h"
 #include "receiver/file_registry.h"
 #include "receiver/receiver.h"
@@ -22,7 +23,10 @@ struct ReceiverContext {
   bool discard = false;
   std::chrono::milliseconds idle_timeout{300'000};
   unsigned max_sessions = 16384;
+  std::int64_t keep_partials_s = 86400;  // 0: resumable partials are off
   std::atomic<bool> stopping{false};
+  // Hashes existing files for `skip=xxh3` off the loops (see ControlSession).
+  BlockingPool pool{1};
 };
 
 }  // namespace ackxfer

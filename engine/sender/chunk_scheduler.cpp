@@ -14,13 +14,19 @@ std::uint64_t choose_chunk_bytes(std::uint64_t file_size, std::uint64_t preferre
   return chunk;
 }
 
-void ChunkScheduler::add_file(const std::shared_ptr<OutgoingFile>& file) {
+void ChunkScheduler::add_file(const std::shared_ptr<OutgoingFile>& file,
+                              const std::vector<ChunkRange>& have) {
   std::unique_lock lock(mu_);
   file->chunk_digests.assign(file->chunk_count, Digest128{});
   file->chunk_attempts.assign(file->chunk_count, 0);
   file->chunks_acked = 0;
-  for (std::uint32_t i = 0; i < file->chunk_count; ++i)
-    queue_.push_back(ChunkJob{file, i});
+  std::size_t r = 0;
+  for (std::uint32_t i = 0; i < file->chunk_count; ++i) {
+    while (r < have.size() && have[r].last < i)
+      ++r;
+    bool held = r < have.size() && have[r].first <= i && i <= have[r].last;
+    queue_.push_back(ChunkJob{file, i, held});
+  }
   if (file->chunk_count) wake_all(lock);
 }
 

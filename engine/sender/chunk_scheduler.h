@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "protocol/control_codec.h"
 #include "sender/outgoing_file.h"
 
 namespace ackxfer {
@@ -19,6 +20,9 @@ namespace ackxfer {
 struct ChunkJob {
   std::shared_ptr<OutgoingFile> file;
   std::uint32_t index = 0;
+  // The receiver already holds this chunk (READY have=): hash it locally for the file digest
+  // and call acked(), but do not send it.
+  bool local_only = false;
 };
 
 // A data stream waiting for work; wake() is called with the scheduler's lock released and must
@@ -46,7 +50,9 @@ class ChunkScheduler {
 
   // Queues all chunks of a file that has its token. Files of size 0 have no chunks: the caller
   // sends DONE directly.
-  void add_file(const std::shared_ptr<OutgoingFile>& file);
+  // `have`: chunks the receiver already holds (resume); they become local_only jobs.
+  void add_file(const std::shared_ptr<OutgoingFile>& file,
+                const std::vector<ChunkRange>& have = {});
 
   // The next chunk to send, or nullopt; in that case `waiter` is woken when there may be one.
   // Returns nullopt and does not register once close() was called.

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "error.h"
+#include "fs/file_digest.h"
 #include "protocol/limits.h"
 #include "sender/outbound_stream.h"
 
@@ -303,8 +304,26 @@ void ControlClient::send_file(std::shared_ptr<OutgoingFile> f, const SourceEntry
   f->chunk_bytes = choose_chunk_bytes(f->size, preferred);
   f->chunk_count = static_cast<std::uint32_t>((f->size + f->chunk_bytes - 1) / f->chunk_bytes);
   f->attempt = attempt;
+  SendRequest req{f->id,          f->wire_path,       f->size,    f->mode, f->mtime,
+                  f->chunk_bytes, SkipPolicy::kNever, Digest128{}};
+  // A re-sent file (its first attempt failed) is never skipped: whatever is there now is not
+  // what we mean to deliver. Generated files (benchmarks) are never skipped either.
+  if (!ctx_.options.force && attempt == 1 && !f->synthetic) {
+    req.skip = SkipPolicy::kSizeMtime;
+    if (ctx_.options.checksum) {
+      // Reads the whole file here, on the control loop, before it is sent: --checksum trades
+      // speed for certainty, like rsync -c.
+      auto d = file_digest_of(f->fd.get(), f->size, f->chunk_bytes);
+      if (!d) {
+        record_failure(f->source_path, "cannot read it: " + errno_text(errno));
+        return;
+      }
+      req.skip = SkipPolicy::kDigest;
+      req.digest = *d;
+    }
+  }
   open_bytes_ += f->size;
-  send_line(SendRequest{f->id, f->wire_path, f->size, f->mode, f->mtime, f->chunk_bytes});
+  send_line(req);
   open_files_.emplace(f->id, std::move(f));
 }
 
@@ -318,7 +337,7 @@ void ControlClient::on_ready(const ReadyReply& m) {
     send_line(DoneRequest{f->id, file_digest_from_chunks({})});
     return;
   }
-  ctx_.scheduler->add_file(f);
+  ctx_.scheduler->add_file(f, m.have);
 }
 
 void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
@@ -371,7 +390,15 @@ void ControlClient::on_ok(const OkReply& m) {
     ++report_.directories;
     open_dirs_.erase(d);
   } else if (auto it = open_files_.find(m.id); it != open_files_.end()) {
-    file_delivered(it);
+    if (m.skipped) {
+      // Already there and identical: nothing was sent, nothing to count as delivered.
+      ++report_.unchanged;
+      report_.unchanged_bytes += it->second->size;
+      open_bytes_ -= it->second->size;
+      open_files_.erase(it);
+    } else {
+      file_delivered(it);
+    }
   }
   feed();
 }
@@ -402,7 +429,7 @@ void ControlClient::on_err(const ErrReply& m) {
   open_files_.erase(it);
   open_bytes_ -= f->size;
   // Chunks still queued for it are dropped by the scheduler.
-  ctx_.scheduler->fail(ChunkJob{f, 0}, "", false);
+  ctx_.scheduler->fail(ChunkJob{f, 0, false}, "", false);
   retry_or_fail(f, "the receiver refused it: " + std::string(wire_name(m.code)) + ": " + m.message,
                 is_retryable(m.code));
   feed();

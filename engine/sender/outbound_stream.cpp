@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "error.h"
+#include "fs/file_digest.h"
 #include "protocol/data_frame.h"
 #include "sender/control_client.h"
 
@@ -224,6 +225,10 @@ bool OutboundStream::fill() {
       if (cap - out_len_ < kFrameHeaderBytes + kFrameTrailerBytes + 1) break;
       auto job = ctx_.scheduler->next(this);
       if (!job) break;
+      if (job->local_only) {
+        hash_local(*job);
+        continue;
+      }
       cur_ = std::move(job);
       cur_pos_ = 0;
       digest_.reset();
@@ -272,6 +277,32 @@ bool OutboundStream::fill() {
     cur_.reset();
   }
   return true;
+}
+
+void OutboundStream::hash_local(const ChunkJob& job) {
+  const OutgoingFile& f = *job.file;
+  const std::uint64_t len = f.chunk_length(job.index);
+  const std::uint64_t base = f.chunk_offset(job.index);
+  std::optional<Digest128> d;
+  if (f.synthetic) {
+    StreamingDigest s;
+    std::vector<std::uint8_t> buf(1 << 20);
+    for (std::uint64_t done = 0; done < len;) {
+      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), len - done));
+      synthetic_read(buf.data(), n, base + done);
+      s.update(buf.data(), n);
+      done += n;
+    }
+    d = s.finish();
+  } else {
+    d = chunk_digest_of(f.fd.get(), base, len);
+  }
+  if (!d) {
+    ctx_.scheduler->fail(job, "cannot read it: " + errno_text(errno), false);
+    return;
+  }
+  ctx_.resumed_bytes.fetch_add(len, std::memory_order_relaxed);
+  ctx_.scheduler->acked(job, *d);
 }
 
 void OutboundStream::start_window() {

@@ -64,6 +64,9 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   void on_ack_bytes(int n);
   void handle_ack(const FrameAck& ack);
   void abort_current(const std::string& why);
+  // A chunk the receiver already holds: hash it from the source (for the file digest in
+  // DONE) instead of sending it.
+  void hash_local(const ChunkJob& job);
 
   SenderContext& ctx_;
   const unsigned loop_index_;

@@ -208,6 +208,7 @@ SendReport Sender::run() {
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.retries = ctx.scheduler->retries() + control.file_resends() + ctx.reconnects.load();
+  report.resumed_bytes = ctx.resumed_bytes.load();
   if (report.outcome == SendReport::Outcome::kOk && !report.failed.empty())
     report.outcome = SendReport::Outcome::kSomeFailed;
   return report;

@@ -45,6 +45,11 @@ struct SenderOptions {
     std::uint64_t file_bytes = 0;
   };
   std::optional<Synthetic> synthetic;
+  // Files already at the receiver are skipped when size and mtime match (like rsync's quick
+  // check); `checksum` compares whole-file digests instead (both sides read the file), and
+  // `force` sends everything.
+  bool force = false;
+  bool checksum = false;
   Logger log;
 };
 
@@ -68,6 +73,9 @@ struct SendReport {
   std::uint64_t bytes = 0;        // payload bytes of the delivered files
   std::uint64_t retries = 0;      // chunk re-sends + file re-sends + reconnects
   std::uint64_t skipped = 0;      // symlinks and special files not sent
+  std::uint64_t unchanged = 0;    // files already at the receiver, identical: not sent
+  std::uint64_t unchanged_bytes = 0;
+  std::uint64_t resumed_bytes = 0;  // verified bytes a kept partial already held: not sent
   double seconds = 0;
   std::vector<FailedFile> failed;
   std::string send_path;  // which path ran: "copy", "mmap" or "splice"

@@ -33,6 +33,7 @@ struct SenderContext {
 
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> payload_bytes_sent{0};
+  std::atomic<std::uint64_t> resumed_bytes{0};  // chunks the receiver had: hashed, not sent
   std::atomic<bool> cancelled{false};
 
   // Loop thread only: an object on loop `i` has finished for good.

@@ -10,36 +10,6 @@
 namespace ackxfer::test {
 namespace {
 
-// The proxy listens on 127.0.0.2 with the receiver's port numbers, so the sender's data
-// connections (same host as control, announced port) go through it too.
-class FaultProxy {
- public:
-  FaultProxy(const ReceiverProcess& r, std::vector<std::string> faults) {
-    std::vector<std::string> argv = {faultproxy_path(),
-                                     "--listen",
-                                     "127.0.0.2",
-                                     "--target",
-                                     "127.0.0.1",
-                                     "--port",
-                                     std::to_string(r.port()),
-                                     "--port",
-                                     std::to_string(r.data_port())};
-    argv.insert(argv.end(), faults.begin(), faults.end());
-    proc_ = std::make_unique<Process>(argv);
-    auto line = proc_->read_line(10s);
-    if (!line || *line != "ready") {
-      auto res = proc_->wait(2s);
-      throw std::runtime_error("fault proxy did not start: " + res.err);
-    }
-    to_ = "127.0.0.2:" + std::to_string(r.port());
-  }
-  const std::string& to() const { return to_; }
-
- private:
-  std::unique_ptr<Process> proc_;
-  std::string to_;
-};
-
 TEST(Faults, CorruptedPayloadIsDetectedAndTheChunkSentAgain) {
   TempDir src("src"), dst("dst");
   write_file(src / "data.bin", 20 << 20, 42);
@@ -119,11 +89,19 @@ TEST(Faults, ReceiverSigtermMidTransferExitsPromptlyAndPublishesNothingPartial) 
   EXPECT_EQ(rs.exit_code, 0) << rs.err;
   EXPECT_LT(took, 5s);
   EXPECT_FALSE(fs::exists(dst / "huge.bin"));
-  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+  // At most the kept, clearly named partial and its journal (for a resume), nothing else.
+  EXPECT_TRUE(only_kept_partials(dst.path()))
+      << ::testing::PrintToString(temp_files_under(dst.path()));
   auto res = sender.wait(30s);
   EXPECT_EQ(res.exit_code, 4) << res.err;
   EXPECT_NE(res.err.find("shutting down"), std::string::npos) << res.err;
   EXPECT_NE(res.err.find("huge.bin"), std::string::npos) << res.err;
+  // The same send against a restarted receiver finishes the file, byte for byte.
+  ReceiverProcess again(dst.path(), 2);
+  auto res2 = send({"--to", again.to(), "--json", (src / "huge.bin").string()});
+  ASSERT_EQ(res2.exit_code, 0) << res2.err;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
 }
 
 TEST(Faults, ReceiverKilledMidTransferIsReportedAndLeavesNoFinalFile) {
@@ -155,10 +133,10 @@ TEST(Faults, SenderSigintReportsInterruption) {
   EXPECT_FALSE(res.timed_out);
   EXPECT_EQ(res.exit_code, 4) << res.err;
   EXPECT_NE(res.err.find("cancelled"), std::string::npos) << res.err;
-  // The receiver discards the unfinished file and keeps serving.
+  // The receiver publishes nothing, keeps at most a partial for a resume, and keeps serving.
   std::this_thread::sleep_for(300ms);
   EXPECT_FALSE(fs::exists(dst / "big.bin"));
-  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+  EXPECT_TRUE(only_kept_partials(dst.path()));
   write_text(src / "after.txt", "still alive");
   EXPECT_EQ(send({"--to", r.to(), (src / "after.txt").string()}).exit_code, 0);
 }

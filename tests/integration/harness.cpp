@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -284,6 +285,75 @@ std::size_t count_entries(const fs::path& p) {
   std::size_t n = 0;
   for (auto it = fs::recursive_directory_iterator(p); it != fs::end(it); ++it)
     ++n;
+  return n;
+}
+
+FaultProxy::FaultProxy(const ReceiverProcess& r, std::vector<std::string> faults) {
+  std::vector<std::string> argv = {faultproxy_path(),
+                                   "--listen",
+                                   "127.0.0.2",
+                                   "--target",
+                                   "127.0.0.1",
+                                   "--port",
+                                   std::to_string(r.port()),
+                                   "--port",
+                                   std::to_string(r.data_port())};
+  argv.insert(argv.end(), faults.begin(), faults.end());
+  proc_ = std::make_unique<Process>(argv);
+  auto line = proc_->read_line(10s);
+  if (!line || *line != "ready") {
+    auto res = proc_->wait(2s);
+    throw std::runtime_error("fault proxy did not start: " + res.err);
+  }
+  to_ = "127.0.0.2:" + std::to_string(r.port());
+}
+
+std::string Process::stderr_so_far() const {
+  return read_text(err_file_);
+}
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+bool only_kept_partials(const fs::path& p) {
+  std::set<std::string> parts, journals;
+  for (const std::string& t : temp_files_under(p)) {
+    fs::path path(t);
+    std::string stem = (path.parent_path() / path.stem()).string();
+    std::string name = path.filename().string();
+    // ".ackxfer-" + 16 hex digits + suffix
+    if (name.size() < 25 || name.find_first_not_of("0123456789abcdef", 9) != 25) return false;
+    if (path.extension() == ".part")
+      parts.insert(stem);
+    else if (path.extension() == ".journal")
+      journals.insert(stem);
+    else
+      return false;
+  }
+  for (const std::string& j : journals)
+    if (!parts.count(j)) return false;
+  return true;
+}
+
+std::size_t journaled_chunks_under(const fs::path& p) {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(p, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (!name.starts_with(".ackxfer-") || !name.ends_with(".journal")) continue;
+    std::ifstream in(it->path());
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line))
+      n += line.empty() || line[0] == 'x' ? 0 : 1;
+  }
   return n;
 }
 

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +53,8 @@ class Process {
   // Reads one stdout line; nullopt on EOF or timeout.
   std::optional<std::string> read_line(std::chrono::milliseconds timeout);
   void signal(int sig);
+  // What it has written to stderr so far.
+  std::string stderr_so_far() const;
   // Waits for exit; on timeout kills it with SIGKILL and reports timed_out.
   ProcessResult wait(std::chrono::milliseconds timeout);
 
@@ -85,6 +89,27 @@ class ReceiverProcess {
   std::string line_;
   std::uint16_t port_ = 0, data_port_ = 0;
 };
+
+// tools/ackxfer-faultproxy in front of a receiver. It listens on 127.0.0.2 with the receiver's
+// port numbers, so the sender's data connections (same host as control, announced port) go
+// through it too. `faults` are its command-line options (--flip PORT:OFFSET, ...).
+class FaultProxy {
+ public:
+  FaultProxy(const ReceiverProcess& r, std::vector<std::string> faults);
+  const std::string& to() const { return to_; }
+
+ private:
+  std::unique_ptr<Process> proc_;
+  std::string to_;
+};
+
+// Polls `pred` every 20 ms until it holds (true) or `timeout` passes (false).
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+// True when the only temp files under `p` are kept partials: `.ackxfer-<16 hex>.part` files,
+// each with at most a `.journal` of the same name beside it.
+bool only_kept_partials(const fs::path& p);
+// Chunks that the journals of kept partial files under `p` record as verified.
+std::size_t journaled_chunks_under(const fs::path& p);
 
 // Runs `ackxfer-fast send` with `args` (e.g. {"--to", r.to(), path}).
 ProcessResult send(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 120s);

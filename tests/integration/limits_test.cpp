@@ -143,22 +143,8 @@ TEST(Limits, AQuietControlConnectionDuringASlowTransferIsNotIdle) {
   TempDir src("src"), dst("dst");
   write_file(src / "slow.bin", 24 << 20, 7);
   auto r = quick_receiver(dst.path());
-  std::vector<std::string> argv = {faultproxy_path(),
-                                   "--listen",
-                                   "127.0.0.2",
-                                   "--target",
-                                   "127.0.0.1",
-                                   "--port",
-                                   std::to_string(r->port()),
-                                   "--port",
-                                   std::to_string(r->data_port()),
-                                   "--throttle",
-                                   std::to_string(r->data_port()) + ":4000:every"};
-  Process proxy(argv);
-  ASSERT_EQ(proxy.read_line(10s), "ready");
-  auto res = send({"--to", "127.0.0.2:" + std::to_string(r->port()), "--streams", "1",
-                   (src / "slow.bin").string()},
-                  60s);
+  FaultProxy proxy(*r, {"--throttle", std::to_string(r->data_port()) + ":4000:every"});
+  auto res = send({"--to", proxy.to(), "--streams", "1", (src / "slow.bin").string()}, 60s);
   ASSERT_EQ(res.exit_code, 0) << res.err;
   EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
 }

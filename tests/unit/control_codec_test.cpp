@@ -26,11 +26,22 @@ std::string strip_nl(std::string s) {
 }
 
 TEST(ControlCodec, ClientMessagesRoundTrip) {
-  SendRequest send{7,    "dir/a b\tc\nd\\e\x01\xff.bin", 123456789012,
-                   0644, Mtime{1732531200, 5},           8 << 20};
+  SendRequest send{7,
+                   "dir/a b\tc\nd\\e\x01\xff.bin",
+                   123456789012,
+                   0644,
+                   Mtime{1732531200, 5},
+                   8 << 20,
+                   SkipPolicy::kNever,
+                   {}};
+  SendRequest quick = send;
+  quick.skip = SkipPolicy::kSizeMtime;
+  SendRequest by_digest = send;
+  by_digest.skip = SkipPolicy::kDigest;
+  by_digest.digest = digest_of("y", 1);
   MkdirRequest mkdir{8, "dir/sub", 0755, Mtime{-5, 999999999}};
   DoneRequest done{9, digest_of("x", 1)};
-  std::vector<ClientMessage> msgs = {HelloRequest{1},  send,        mkdir, done,
+  std::vector<ClientMessage> msgs = {HelloRequest{1},  send,        quick, by_digest, mkdir, done,
                                      CancelRequest{3}, ByeRequest{}};
   for (const auto& m : msgs) {
     std::string line = strip_nl(format_line(m));
@@ -42,8 +53,10 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
 TEST(ControlCodec, ServerMessagesRoundTrip) {
   std::vector<ServerMessage> msgs = {
       HelloReply{1, 36250, 256},
-      ReadyReply{5, Token::random()},
-      OkReply{5},
+      ReadyReply{5, Token::random(), {}},
+      ReadyReply{6, Token::random(), {{0, 3}, {7, 7}, {9, 12}}},
+      OkReply{5, false},
+      OkReply{5, true},
       ErrReply{5, ErrorCode::kBadPath, "'../x': path has a \"..\" component"},
       ErrReply{std::nullopt, ErrorCode::kShutdown, "bye"},
       ByeReply{10, 1 << 20}};
@@ -56,7 +69,7 @@ TEST(ControlCodec, ServerMessagesRoundTrip) {
 }
 
 TEST(ControlCodec, SendLineIsHumanReadable) {
-  SendRequest s{1, "my file.txt", 10, 0644, Mtime{100, 0}, 65536};
+  SendRequest s{1, "my file.txt", 10, 0644, Mtime{100, 0}, 65536, SkipPolicy::kNever, {}};
   EXPECT_EQ(format_line(s),
             "SEND 1 my\\x20file.txt size=10 mode=0644 mtime=100.000000000 chunk=65536\n");
 }
@@ -202,6 +215,51 @@ TEST(ControlCodec, ErrorCodeTableIsConsistent) {
   EXPECT_EQ(error_code_from_errno(ENOSPC), ErrorCode::kNoSpace);
   EXPECT_TRUE(is_retryable(ErrorCode::kMismatch));
   EXPECT_FALSE(is_retryable(ErrorCode::kBadPath));
+}
+
+TEST(ControlCodec, SkipFieldsAreChecked) {
+  auto ok = parse_client_line("SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536 skip=size-mtime");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(std::get<SendRequest>(ok.value()).skip, SkipPolicy::kSizeMtime);
+  // No skip field: an older sender, which expects the file to be replaced.
+  auto old = parse_client_line("SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536");
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(std::get<SendRequest>(old.value()).skip, SkipPolicy::kNever);
+  for (const char* bad : {"SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536 skip=maybe",
+                          "SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536 skip=xxh3",
+                          "SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536 skip=xxh3 xxh3=12"}) {
+    auto p = parse_client_line(bad);
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_EQ(p.error().code, ErrorCode::kBadField) << bad;
+    EXPECT_EQ(p.error().id, 1u);
+  }
+}
+
+TEST(ControlCodec, RangesParseStrictly) {
+  auto r = parse_ranges("0-3,7,9-12", 13);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, (std::vector<ChunkRange>{{0, 3}, {7, 7}, {9, 12}}));
+  EXPECT_EQ(format_ranges(*r, 100), "0-3,7,9-12");
+  for (const char* bad : {"", ",", "1,", ",1", "3-1", "1,1", "0-3,2", "13", "0-13", "a", "1--2",
+                          "-1", "1-", "99999999999", "1 2"})
+    EXPECT_FALSE(parse_ranges(bad, 13)) << bad;
+  // Formatting stops before the limit instead of cutting a range in half.
+  std::vector<ChunkRange> many;
+  for (std::uint32_t i = 0; i < 1000; i += 2)
+    many.push_back({i, i});
+  std::string text = format_ranges(many, 64);
+  EXPECT_LE(text.size(), 64u);
+  auto back = parse_ranges(text, 1000);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, std::vector<ChunkRange>(many.begin(), many.begin() + back->size()));
+}
+
+TEST(ControlCodec, ReadyWithBadHaveIsRejected) {
+  auto p = parse_server_line("READY 4 token=00112233445566778899aabbccddeeff have=5-2");
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.error().code, ErrorCode::kBadField);
+  auto skipped = parse_server_line("OK 4 skipped=2");
+  EXPECT_FALSE(skipped.ok());
 }
 
 }  // namespace

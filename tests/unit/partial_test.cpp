@@ -1,0 +1,229 @@
+// Resumable partial files: names, the journal format and its parser, reopening a partial
+// (fs/partial.h, Destination::open_partial), and the digests of bytes on disk.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+
+#include "fs/destination.h"
+#include "fs/file_digest.h"
+#include "fs/partial.h"
+
+namespace fs = std::filesystem;
+
+namespace ackxfer {
+namespace {
+
+Digest128 d(char c) {
+  return digest_of(&c, 1);
+}
+
+TEST(Journal, NamesAreStableHiddenAndPerFile) {
+  std::string a = partial_base_name("model.ckpt");
+  EXPECT_EQ(a, partial_base_name("model.ckpt"));
+  EXPECT_NE(a, partial_base_name("model.ckpt2"));
+  EXPECT_EQ(a.size(), 9u + 16u);
+  EXPECT_TRUE(a.starts_with(".ackxfer-"));
+  EXPECT_TRUE(is_partial_name(a + ".part"));
+  EXPECT_TRUE(is_partial_name(a + ".journal"));
+  EXPECT_FALSE(is_partial_name("model.ckpt"));
+  EXPECT_FALSE(is_partial_name(".ackxfer-notes"));
+}
+
+TEST(Journal, ParsesVerifiedChunksAndForgets) {
+  std::string h = journal_header("f", 100 << 20, Mtime{5, 6}, 8 << 20);
+  std::string text = h + journal_line({0, d('a')}) + journal_line({3, d('b')}) +
+                     journal_line({1, d('c')}) + journal_forget_line(3) +
+                     journal_line({0, d('z')});  // written again: the later line wins
+  auto e = parse_journal(text, h, 13);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(*e, (std::vector<JournalEntry>{{0, d('z')}, {1, d('c')}}));
+}
+
+TEST(Journal, AnotherFileOrVersionIsNotResumed) {
+  std::string h = journal_header("f", 100, Mtime{5, 6}, 65536);
+  std::string text = h + journal_line({0, d('a')});
+  EXPECT_FALSE(parse_journal(text, journal_header("g", 100, Mtime{5, 6}, 65536), 1));
+  EXPECT_FALSE(parse_journal(text, journal_header("f", 101, Mtime{5, 6}, 65536), 1));
+  EXPECT_FALSE(parse_journal(text, journal_header("f", 100, Mtime{5, 7}, 65536), 1));
+  EXPECT_FALSE(parse_journal(text, journal_header("f", 100, Mtime{5, 6}, 131072), 1));
+  EXPECT_FALSE(parse_journal("", h, 1));
+}
+
+TEST(Journal, DamageOnlyEverOffersFewerChunks) {
+  std::string h = journal_header("f", 10 << 20, Mtime{1, 0}, 1 << 20);
+  std::string good = journal_line({2, d('a')});
+  std::string torn = journal_line({4, d('b')});
+  torn.pop_back();  // a crash in the middle of the last write
+  std::string text = h + good + "7 nothex\n" + "99 " + d('c').hex() + "\n" + "garbage\n" + "5 " +
+                     d('c').hex().substr(0, 31) + "\n" + "x 99\n" + torn;
+  auto e = parse_journal(text, h, 10);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(*e, (std::vector<JournalEntry>{{2, d('a')}}));
+}
+
+TEST(Journal, EntriesBecomeRanges) {
+  std::vector<JournalEntry> e = {{0, {}}, {1, {}}, {2, {}}, {5, {}}, {7, {}}, {8, {}}};
+  EXPECT_EQ(to_ranges(e), (std::vector<ChunkRange>{{0, 2}, {5, 5}, {7, 8}}));
+  EXPECT_TRUE(to_ranges({}).empty());
+}
+
+class PartialTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ackxfer-partial-XXXXXX";
+    ASSERT_TRUE(mkdtemp(tmpl));
+    root_ = tmpl;
+    dest_ = std::make_unique<Destination>(root_);
+    dir_ = std::make_shared<const UniqueFd>(::open(root_.c_str(), O_PATH | O_DIRECTORY));
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  Destination::Partial open(std::uint64_t size = kSize, Mtime m = Mtime{100, 0}) {
+    auto p = dest_->open_partial(dir_, "big", size, m, kChunk, kChunk);
+    EXPECT_TRUE(std::holds_alternative<Destination::Partial>(p));
+    return std::move(std::get<Destination::Partial>(p));
+  }
+  static void fill(int fd, std::uint32_t index, char c) {
+    std::string bytes(kChunk, c);
+    ASSERT_EQ(pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(index * kChunk)),
+              static_cast<ssize_t>(kChunk));
+  }
+  std::vector<std::string> names() {
+    std::vector<std::string> out;
+    for (auto& e : fs::directory_iterator(root_))
+      out.push_back(e.path().filename());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  static constexpr std::uint64_t kChunk = 65536;
+  static constexpr std::uint64_t kSize = 4 * kChunk;
+  fs::path root_;
+  std::unique_ptr<Destination> dest_;
+  std::shared_ptr<const UniqueFd> dir_;
+};
+
+TEST_F(PartialTest, KeptChunksAreOfferedToTheNextAttemptThenCleanedOnPublish) {
+  std::string base = partial_base_name("big");
+  {
+    auto p = open();
+    EXPECT_TRUE(p.resumable);
+    EXPECT_TRUE(p.have.empty());
+    fill(p.temp.fd(), 0, 'a');
+    fill(p.temp.fd(), 2, 'c');
+    auto da = chunk_digest_of(p.temp.fd(), 0, kChunk);
+    auto dc = chunk_digest_of(p.temp.fd(), 2 * kChunk, kChunk);
+    ASSERT_TRUE(da && dc);
+    ASSERT_EQ(p.temp.append_journal(journal_line({0, *da}) + journal_line({2, *dc})), 0);
+    p.temp.keep();
+  }
+  EXPECT_EQ(names(), (std::vector<std::string>{base + ".journal", base + ".part"}));
+  auto p = open();
+  ASSERT_TRUE(p.resumable);
+  ASSERT_EQ(p.have.size(), 2u);
+  EXPECT_EQ(p.have[0].index, 0u);
+  EXPECT_EQ(p.have[1].index, 2u);
+  fill(p.temp.fd(), 1, 'b');
+  fill(p.temp.fd(), 3, 'd');
+  ASSERT_TRUE(std::holds_alternative<std::monostate>(p.temp.publish(0644, Mtime{100, 0})));
+  EXPECT_EQ(names(), std::vector<std::string>{"big"});
+}
+
+TEST_F(PartialTest, APartialInUseIsNotSharedAndAChangedSourceStartsOver) {
+  auto first = open();
+  ASSERT_EQ(first.temp.append_journal(journal_line({0, d('a')})), 0);
+  fill(first.temp.fd(), 0, 'a');
+  // Locked by `first`: a second attempt gets an ordinary temp file of its own.
+  auto second = open();
+  EXPECT_FALSE(second.resumable);
+  EXPECT_TRUE(second.have.empty());
+  EXPECT_NE(second.temp.temp_name(), first.temp.temp_name());
+  second.temp.discard();
+  first.temp.keep();
+  first.temp.unlock();
+  // Same name, new mtime: the journal does not match; the partial is reused from scratch.
+  auto third = open(kSize, Mtime{200, 0});
+  EXPECT_TRUE(third.resumable);
+  EXPECT_TRUE(third.have.empty());
+  struct stat st {};
+  ASSERT_EQ(fstat(third.temp.fd(), &st), 0);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(kChunk));  // truncated, then the first chunk reserved
+  third.temp.discard();
+  EXPECT_TRUE(names().empty());
+}
+
+TEST_F(PartialTest, JournaledChunksBeyondATruncatedPartialAreNotOffered) {
+  {
+    auto p = open();
+    fill(p.temp.fd(), 0, 'a');
+    fill(p.temp.fd(), 3, 'd');
+    ASSERT_EQ(p.temp.append_journal(journal_line({0, d('a')}) + journal_line({3, d('d')})), 0);
+    ASSERT_EQ(ftruncate(p.temp.fd(), static_cast<off_t>(2 * kChunk)), 0);
+    p.temp.keep();
+  }
+  auto p = open();
+  ASSERT_EQ(p.have.size(), 1u);
+  EXPECT_EQ(p.have[0].index, 0u);
+}
+
+TEST_F(PartialTest, ASymlinkAtThePartialNameIsNeitherFollowedNorRemoved) {
+  fs::path outside = root_.string() + "-outside";
+  std::ofstream(outside) << "precious";
+  fs::create_symlink(outside, root_ / (partial_base_name("big") + ".part"));
+  auto p = open();
+  EXPECT_FALSE(p.resumable);
+  fill(p.temp.fd(), 0, 'a');
+  p.temp.discard();
+  std::ifstream in(outside);
+  std::string s;
+  in >> s;
+  EXPECT_EQ(s, "precious");
+  EXPECT_TRUE(fs::is_symlink(root_ / (partial_base_name("big") + ".part")));
+  fs::remove(outside);
+}
+
+TEST_F(PartialTest, SweepRemovesOnlyStaleUnlockedPartials) {
+  auto in_use = open();  // locked, and fresh
+  std::ofstream(root_ / ".ackxfer-00000000000000aa.part") << "old";
+  std::ofstream(root_ / "keep.txt") << "user data";
+  std::atomic<bool> stop{false};
+  // Everything is 10 s old and the limit is 5 s: only the lock protects the partial in use.
+  timespec past[2] = {{time(nullptr) - 10, 0}, {time(nullptr) - 10, 0}};
+  for (auto& e : fs::directory_iterator(root_))
+    utimensat(AT_FDCWD, e.path().c_str(), past, 0);
+  auto r = sweep_stale_partials(dir_->get(), 5, stop);
+  EXPECT_EQ(r.removed, 1u);
+  EXPECT_TRUE(fs::exists(root_ / (partial_base_name("big") + ".part")));
+  EXPECT_TRUE(fs::exists(root_ / "keep.txt"));
+  in_use.temp.discard();
+}
+
+TEST(FileDigest, MatchesTheChunkedDefinitionAndReportsShortFiles) {
+  char tmpl[] = "/tmp/ackxfer-fd-XXXXXX";
+  int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  std::string bytes(200000, 'q');
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = static_cast<char>(i * 7);
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  const std::uint64_t chunk = 65536;
+  std::vector<Digest128> chunks;
+  for (std::uint64_t off = 0; off < bytes.size(); off += chunk)
+    chunks.push_back(
+        digest_of(bytes.data() + off, std::min<std::uint64_t>(chunk, bytes.size() - off)));
+  auto whole = file_digest_of(fd, bytes.size(), chunk);
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(*whole, file_digest_from_chunks(chunks));
+  EXPECT_FALSE(file_digest_of(fd, bytes.size() + 1, chunk));
+  EXPECT_EQ(errno, ENODATA);
+  close(fd);
+  unlink(tmpl);
+}
+
+}  // namespace
+}  // namespace ackxfer
