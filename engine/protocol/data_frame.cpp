@@ -79,6 +79,7 @@ DecodeResult decode_frame_header(std::span<const std::uint8_t, kFrameHeaderBytes
   const std::uint8_t* p = in.data();
   if (get32(p) != kFrameMagic) return DecodeResult::kBadMagic;
   if (get64(p + 40) != header_check(p)) return DecodeResult::kBadCheck;
+  if (get32(p + 4) != 0) return DecodeResult::kBadFlags;
   std::memcpy(out.token.bytes.data(), p + 8, 16);
   out.offset = get64(p + 24);
   out.length = get64(p + 32);
@@ -99,6 +100,7 @@ bool decode_frame_ack(std::span<const std::uint8_t, kFrameAckBytes> in, FrameAck
   if (get32(p) != kAckMagic) return false;
   std::uint16_t s = get16(p + 4);
   if (s > static_cast<std::uint16_t>(AckStatus::kPublishFailed)) return false;
+  if (get64(p + 32) != 0) return false;
   out.status = static_cast<AckStatus>(s);
   out.error = get16(p + 6);
   std::memcpy(out.token.bytes.data(), p + 8, 16);

@@ -55,11 +55,14 @@ struct FrameAck {
 // The header ends with XXH3-64 of its first 40 bytes, so a corrupted header is caught before
 // its length field desynchronises the stream.
 void encode_frame_header(const FrameHeader& h, std::uint8_t out[kFrameHeaderBytes]);
-enum class DecodeResult { kOk, kBadMagic, kBadCheck };
+// Flags are reserved and must be 0: features are negotiated in HELLO, so a frame with flags set
+// comes from a peer that does not speak this version (and re-encoding could not reproduce it).
+enum class DecodeResult { kOk, kBadMagic, kBadCheck, kBadFlags };
 DecodeResult decode_frame_header(std::span<const std::uint8_t, kFrameHeaderBytes> in,
                                  FrameHeader& out);
 
 void encode_frame_ack(const FrameAck& a, std::uint8_t out[kFrameAckBytes]);
+// Refuses an unknown status and a non-zero reserved field.
 bool decode_frame_ack(std::span<const std::uint8_t, kFrameAckBytes> in, FrameAck& out);
 
 }  // namespace ackxfer

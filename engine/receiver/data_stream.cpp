@@ -274,8 +274,9 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
   auto r = decode_frame_header(
       std::span<const std::uint8_t, kFrameHeaderBytes>(raw, kFrameHeaderBytes), header_);
   if (r != DecodeResult::kOk) {
-    fail(r == DecodeResult::kBadMagic ? "not a data frame (bad magic)"
-                                      : "frame header check failed (corrupted header)");
+    fail(r == DecodeResult::kBadMagic   ? "not a data frame (bad magic)"
+         : r == DecodeResult::kBadFlags ? "frame header has unknown flags (incompatible sender)"
+                                        : "frame header check failed (corrupted header)");
     return false;
   }
   ReceiverContext& ctx = worker_.ctx();

@@ -63,6 +63,29 @@ TEST(DataFrame, AckWithUnknownStatusIsRejected) {
   EXPECT_FALSE(decode_frame_ack(std::span<const std::uint8_t, kFrameAckBytes>(raw), back));
 }
 
+// Found by data_frame_fuzzer: a header with flags set and a check recomputed over them used to
+// decode, and re-encoding it could not reproduce it.
+TEST(DataFrame, HeaderWithReservedFlagsSetIsRefusedEvenWithAValidCheck) {
+  FrameHeader h{Token::random(), 0, 4096};
+  std::uint8_t raw[kFrameHeaderBytes];
+  encode_frame_header(h, raw);
+  raw[4] = 0x5b;
+  Digest128 check = digest_of(raw, 40);
+  std::memcpy(raw + 40, check.bytes.data(), 8);  // what a peer setting a flag would send
+  FrameHeader out;
+  EXPECT_EQ(decode_frame_header(std::span<const std::uint8_t, kFrameHeaderBytes>(raw), out),
+            DecodeResult::kBadFlags);
+}
+
+TEST(DataFrame, AckWithReservedFieldSetIsRejected) {
+  FrameAck a{AckStatus::kOk, 0, Token::random(), 0};
+  std::uint8_t raw[kFrameAckBytes];
+  encode_frame_ack(a, raw);
+  raw[39] = 1;
+  FrameAck back;
+  EXPECT_FALSE(decode_frame_ack(std::span<const std::uint8_t, kFrameAckBytes>(raw), back));
+}
+
 TEST(DataFrame, TokensAreHexRoundTrippedAndDistinct) {
   Token a = Token::random(), b = Token::random();
   EXPECT_NE(a, b);
