@@ -6,7 +6,9 @@
 #include <netinet/tcp.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "error.h"
 
@@ -123,17 +125,26 @@ UniqueFd make_reuseport_listener(const Endpoint& ep, int backlog) {
 
 void check_port_available(const Endpoint& ep, std::string_view what) {
   if (ep.port() == 0) return;
-  UniqueFd fd = make_tcp_socket(ep.family());
-  int one = 1;
-  // SO_REUSEADDR so that TIME_WAIT leftovers of an earlier run do not count as "in use".
-  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd.get(), ep.sa(), ep.len) != 0) {
+  // A receiver killed a moment ago (SIGKILL, a crash) still holds its listeners until the
+  // kernel has torn its io_uring down, which runs asynchronously after the process is gone
+  // (tens of milliseconds, seen in tests). A restart right away (systemd, a script) should
+  // not fail for that, so "in use" is only believed once it lasts this long.
+  constexpr auto kPortReleaseWait = std::chrono::seconds(2);
+  constexpr auto kPortRetryPause = std::chrono::milliseconds(50);
+  auto deadline = std::chrono::steady_clock::now() + kPortReleaseWait;
+  for (;;) {
+    UniqueFd fd = make_tcp_socket(ep.family());
+    int one = 1;
+    // SO_REUSEADDR so that TIME_WAIT leftovers of an earlier run do not count as "in use".
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), ep.sa(), ep.len) == 0) return;
     int e = errno;
-    if (e == EADDRINUSE)
+    if (e != EADDRINUSE) throw SystemError("bind " + std::string(what) + " " + ep.to_string(), e);
+    if (std::chrono::steady_clock::now() >= deadline)
       throw Failure(std::string(what) + " " + ep.to_string() +
                     " is already in use (is another ackxfer-fast recv running? pick another "
                     "port with --port/--data-port, or 0 for any free port)");
-    throw SystemError("bind " + std::string(what) + " " + ep.to_string(), e);
+    std::this_thread::sleep_for(kPortRetryPause);
   }
 }
 

@@ -46,6 +46,8 @@ UniqueFd make_reuseport_listener(const Endpoint& ep, int backlog);
 // Fails with a clear message if another process (another receiver, most likely) already
 // listens on ep. SO_REUSEPORT would otherwise let a second receiver bind silently and split
 // the connections with the first.
+// "In use" counts only once it has lasted 2 s: a receiver killed a moment ago releases its
+// ports only when the kernel has torn its io_uring down.
 void check_port_available(const Endpoint& ep, std::string_view what);
 
 // The local address a socket is bound to.

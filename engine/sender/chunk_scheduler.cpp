@@ -90,6 +90,11 @@ void ChunkScheduler::fail_locked(const std::shared_ptr<OutgoingFile>& f, const s
   callbacks_.file_failed(f, why, retryable);
 }
 
+void ChunkScheduler::drop_file(const std::shared_ptr<OutgoingFile>& file) {
+  std::lock_guard lock(mu_);
+  file->failed = true;
+}
+
 void ChunkScheduler::close() {
   std::unique_lock lock(mu_);
   closed_ = true;

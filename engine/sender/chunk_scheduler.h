@@ -66,6 +66,9 @@ class ChunkScheduler {
   // The chunk cannot be delivered: fail its file.
   void fail(const ChunkJob& job, const std::string& why, bool retryable);
 
+  // The file's session is gone: drop its queued chunks and ignore its acks, without telling
+  // the control client (which is sending it again).
+  void drop_file(const std::shared_ptr<OutgoingFile>& file);
   // No more chunks will be added; wakes every waiter so that idle streams can finish.
   void close();
   bool closed() const;

@@ -52,10 +52,9 @@ void ControlClient::connect() {
   arm_connect(fd_.get(), ctx_.control_ep.sa(), ctx_.control_ep.len, kConnect);
 }
 
-void ControlClient::connect_failed(int err, const std::string& detail) {
+void ControlClient::drop_connection() {
   if (fd_) {
-    // Connected, but refused at HELLO (busy): drop this connection; its cancelled ops
-    // complete before the backoff timer fires and are ignored (state kBackoff).
+    // Its cancelled ops complete before the backoff timer fires and are ignored (kBackoff).
     ::shutdown(fd_.get(), SHUT_RDWR);
     loop_.cancel_fd(fd_.get());
     fd_.reset();
@@ -65,6 +64,53 @@ void ControlClient::connect_failed(int err, const std::string& detail) {
   out_inflight_.clear();
   out_sent_ = 0;
   send_armed_ = false;
+}
+
+void ControlClient::session_lost(const std::string& why) {
+  if (state_ == State::kDone) return;
+  if (state_ == State::kBye) {
+    // Every file already has its verdict: the data is there and verified.
+    ctx_.log.warn("the session ended before the receiver answered BYE (" + why +
+                  "); every file was delivered and verified, but directory modes and mtimes may "
+                  "not have been applied");
+    finish_session(SendReport::Outcome::kOk, "");
+    return;
+  }
+  std::optional<std::chrono::milliseconds> delay;
+  if (ctx_.options.retry_for.count() > 0) delay = backoff_.next_delay(Backoff::Clock::now());
+  if (!delay) {
+    finish_session(SendReport::Outcome::kInterrupted, why);
+    return;
+  }
+  drop_connection();
+  // What had no verdict goes again, first, on the next session. The receiver kept the
+  // verified part of large files, so "again" mostly means "the rest".
+  std::deque<Resend> again;
+  for (auto& [id, f] : open_files_) {
+    ctx_.scheduler->drop_file(f);  // its queued chunks carry a token that died with the session
+    again.push_back(Resend{entry_of(*f), f->attempt});
+  }
+  resend_.insert(resend_.begin(), again.begin(), again.end());
+  open_files_.clear();
+  open_bytes_ = 0;
+  for (auto& [id, d] : open_dirs_)
+    resend_dirs_.push_back(d.request);
+  open_dirs_.clear();
+  streams_lost_reason_.clear();
+  if (!reconnecting_) {
+    lost_why_ = why;
+    ctx_.log.warn("lost the session with " + ctx_.control_ep.to_string() + ": " + why +
+                  "; reconnecting for up to " + seconds_text(ctx_.options.retry_for) +
+                  " (--retry-for) to finish the transfer");
+  }
+  reconnecting_ = true;
+  ctx_.reconnects.fetch_add(1, std::memory_order_relaxed);
+  state_ = State::kBackoff;
+  arm_timer(static_cast<std::uint64_t>(delay->count()) * 1'000'000, kTimer);
+}
+
+void ControlClient::connect_failed(int err, const std::string& detail) {
+  drop_connection();
   std::optional<std::chrono::milliseconds> delay;
   if (is_retryable_connect_error(err)) delay = backoff_.next_delay(Backoff::Clock::now());
   if (delay) {
@@ -78,6 +124,13 @@ void ControlClient::connect_failed(int err, const std::string& detail) {
   std::string where = ctx_.control_ep.to_string();
   std::string retried =
       backoff_.attempts() > 0 ? "retried for " + seconds_text(ctx_.options.retry_for) : "";
+  if (reconnecting_) {
+    finish_session(SendReport::Outcome::kInterrupted,
+                   lost_why_ + "; could not reconnect to " + where + " (" +
+                       (detail.empty() ? errno_text(err) : detail) +
+                       (retried.empty() ? "" : ", " + retried) + ")");
+    return;
+  }
   std::string msg;
   if (!detail.empty()) {
     msg = where + ": " + detail + (retried.empty() ? "" : " (" + retried + ")");
@@ -110,7 +163,7 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
       }
       if (state_ == State::kBackoff)
         connect();
-      else if (!streams_lost_reason_.empty())
+      else if (!streams_lost_reason_.empty() && state_ != State::kDone)
         finish_session(SendReport::Outcome::kInterrupted, streams_lost_reason_);
       return;
     case kRecv:
@@ -119,7 +172,10 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
         if (state_ == State::kDone) return;
         std::string why = res == 0 ? "the receiver closed the control connection"
                                    : "control connection: " + errno_text(-res);
-        finish_session(SendReport::Outcome::kInterrupted, why);
+        if (state_ == State::kHello)
+          connect_failed(res == 0 ? ECONNRESET : -res, why);
+        else
+          session_lost(why);
         return;
       }
       in_len_ += static_cast<std::size_t>(res);
@@ -131,8 +187,10 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
       if (state_ == State::kBackoff || state_ == State::kConnecting) return;  // old connection
       send_armed_ = false;
       if (res < 0) {
-        finish_session(SendReport::Outcome::kInterrupted,
-                       "control connection: " + errno_text(-res));
+        if (state_ == State::kHello)
+          connect_failed(-res);
+        else
+          session_lost("control connection: " + errno_text(-res));
         return;
       }
       out_sent_ += static_cast<std::size_t>(res);
@@ -197,9 +255,26 @@ void ControlClient::on_hello(const HelloReply& m) {
   ctx_.data_ep.set_port(m.data_port);
   state_ = State::kActive;
   milestone("HELLO answered");
+  bool again = std::exchange(reconnecting_, false);
+  if (again)
+    ctx_.log.warn("reconnected to " + ctx_.control_ep.to_string() + "; sending the " +
+                  std::to_string(resend_.size()) + " unfinished files again");
+  streams_given_up_ = 0;
   for (auto& s : ctx_.streams) {
     OutboundStream* stream = s.get();
-    ctx_.loops[stream->loop_index()]->post([stream] { stream->start(); });
+    ctx_.loops[stream->loop_index()]->post([stream, again, ep = ctx_.data_ep] {
+      if (again)
+        stream->retarget(ep);
+      else
+        stream->start(ep);
+    });
+  }
+  while (!resend_dirs_.empty()) {
+    MkdirRequest d = std::move(resend_dirs_.front());
+    resend_dirs_.pop_front();
+    d.id = next_id_++;
+    open_dirs_.emplace(d.id, OpenDir{d.path, d});
+    send_line(d);
   }
   feed();
 }
@@ -236,9 +311,9 @@ void ControlClient::feed() {
       break;
     }
     if (e->kind == SourceEntry::Kind::kDirectory) {
-      std::uint64_t id = next_id_++;
-      open_dirs_.emplace(id, e->source_path);
-      send_line(MkdirRequest{id, e->wire_path, e->mode, e->mtime});
+      MkdirRequest req{next_id_++, e->wire_path, e->mode, e->mtime};
+      open_dirs_.emplace(req.id, OpenDir{e->source_path, req});
+      send_line(req);
     } else {
       open_next_file(*e, 1);
     }
@@ -410,15 +485,17 @@ void ControlClient::on_err(const ErrReply& m) {
       connect_failed(ECONNREFUSED, "the receiver is busy: " + m.message);
       return;
     }
-    auto outcome = m.code == ErrorCode::kShutdown || m.code == ErrorCode::kTimeout
-                       ? SendReport::Outcome::kInterrupted
-                       : SendReport::Outcome::kProtocolError;
-    finish_session(outcome,
-                   "the receiver says: " + std::string(wire_name(m.code)) + ": " + m.message);
+    std::string why = "the receiver says: " + std::string(wire_name(m.code)) + ": " + m.message;
+    if (m.code == ErrorCode::kShutdown || m.code == ErrorCode::kTimeout) {
+      session_lost(why);
+      return;
+    }
+    finish_session(SendReport::Outcome::kProtocolError, why);
     return;
   }
   if (auto d = open_dirs_.find(*m.id); d != open_dirs_.end()) {
-    record_failure(d->second, "the receiver could not create the directory: " + m.message);
+    record_failure(d->second.source_path,
+                   "the receiver could not create the directory: " + m.message);
     open_dirs_.erase(d);
     feed();
     return;
@@ -435,21 +512,25 @@ void ControlClient::on_err(const ErrReply& m) {
   feed();
 }
 
+SourceEntry ControlClient::entry_of(const OutgoingFile& f) {
+  SourceEntry e;
+  e.kind = SourceEntry::Kind::kFile;
+  e.source_path = f.source_path;
+  e.wire_path = f.wire_path;
+  e.synthetic = f.synthetic;
+  e.size = f.size;
+  e.mode = f.mode;
+  e.mtime = f.mtime;
+  return e;
+}
+
 void ControlClient::retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
                                   bool retryable) {
   if (retryable && f->attempt < kMaxFileAttempts) {
     ++file_resends_;
     ctx_.log.warn("'" + f->source_path + "': " + reason + "; sending it again (attempt " +
                   std::to_string(f->attempt + 1) + " of " + std::to_string(kMaxFileAttempts) + ")");
-    SourceEntry e;
-    e.kind = SourceEntry::Kind::kFile;
-    e.source_path = f->source_path;
-    e.wire_path = f->wire_path;
-    e.synthetic = f->synthetic;
-    e.size = f->size;
-    e.mode = f->mode;
-    e.mtime = f->mtime;
-    resend_.push_back(Resend{std::move(e), f->attempt + 1});
+    resend_.push_back(Resend{entry_of(*f), f->attempt + 1});
     return;
   }
   record_failure(f->source_path, reason);
@@ -470,9 +551,15 @@ void ControlClient::collect_walk_problems() {
   }
 }
 
+void ControlClient::stream_recovered() {
+  if (streams_given_up_ > 0) --streams_given_up_;
+}
+
 void ControlClient::stream_gave_up(const std::string& why) {
   if (state_ == State::kDone) return;
   if (++streams_given_up_ < ctx_.streams.size()) return;
+  // Re-establishing the session retargets the streams; no verdict on them meanwhile.
+  if (state_ != State::kActive && state_ != State::kBye) return;
   // Every data connection is gone. The control connection usually says why a moment later
   // (the receiver is shutting down, say): give it that moment before concluding.
   streams_lost_reason_ = "lost every data connection to " + ctx_.data_ep.to_string() + ": " + why;
@@ -511,11 +598,14 @@ void ControlClient::finish_session(SendReport::Outcome outcome, const std::strin
       record_failure(f->source_path, "not delivered: " + why);
     for (auto& r : resend_)
       record_failure(r.entry.source_path, "not delivered: " + why);
-    for (auto& [id, path] : open_dirs_)
-      record_failure(path, "not created: " + why);
+    for (auto& [id, d] : open_dirs_)
+      record_failure(d.source_path, "not created: " + why);
+    for (auto& d : resend_dirs_)
+      record_failure(d.path, "not created: " + why);
   }
   open_files_.clear();
   open_dirs_.clear();
+  resend_dirs_.clear();
   resend_.clear();
   ctx_.scheduler->close();
   for (auto& s : ctx_.streams) {

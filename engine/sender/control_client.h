@@ -33,6 +33,7 @@ class ControlClient final : public LoopObject {
   void start();
   // Posted to loop 0 by streams and the scheduler.
   void stream_gave_up(const std::string& why);
+  void stream_recovered();
   void file_chunks_done(const std::shared_ptr<OutgoingFile>& f);
   void file_failed(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
                    bool retryable);
@@ -51,6 +52,12 @@ class ControlClient final : public LoopObject {
   // A connection attempt failed (or was refused at HELLO, with `detail` saying why): retry
   // with backoff, or give up once --retry-for has passed.
   void connect_failed(int err, const std::string& detail = {});
+  // The established session broke (connection lost, receiver shutting down or timing us out).
+  // Within --retry-for, reconnect and send again what had no verdict yet (the receiver resumes
+  // it from what it kept); otherwise end the transfer as interrupted.
+  void session_lost(const std::string& why);
+  // Closes the current control connection (its cancelled ops are ignored) and clears buffers.
+  void drop_connection();
   void process_input();
   void handle(const ServerMessage& m);
   void on_hello(const HelloReply& m);
@@ -68,6 +75,8 @@ class ControlClient final : public LoopObject {
   void retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
                      bool retryable);
   void record_failure(const std::string& path, const std::string& reason);
+  // How to open `f` again for a re-send.
+  static SourceEntry entry_of(const OutgoingFile& f);
   void collect_walk_problems();
   // Ends the session: fails what is still open with `why` (if any) and closes everything.
   void finish_session(SendReport::Outcome outcome, const std::string& why);
@@ -90,7 +99,14 @@ class ControlClient final : public LoopObject {
   std::size_t window_files_ = kMaxWindowFiles;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>> open_files_;
-  std::unordered_map<std::uint64_t, std::string> open_dirs_;
+  struct OpenDir {
+    std::string source_path;
+    MkdirRequest request;
+  };
+  std::unordered_map<std::uint64_t, OpenDir> open_dirs_;
+  std::deque<MkdirRequest> resend_dirs_;  // MKDIRs without a verdict when a session was lost
+  bool reconnecting_ = false;             // the session was lost; trying to re-establish it
+  std::string lost_why_;                  // why, for the final message if that fails
   std::uint64_t open_bytes_ = 0;
   struct Resend {
     SourceEntry entry;

@@ -76,21 +76,30 @@ OutboundStream::OutboundStream(SenderContext& ctx, unsigned loop_index, unsigned
 
 OutboundStream::~OutboundStream() = default;
 
-void OutboundStream::start() {
+void OutboundStream::start(const Endpoint& target) {
+  target_ = target;
   out_.resize(kSendBufferBytes + kFrameHeaderBytes + kFrameTrailerBytes);
   ack_buf_.resize(kFrameAckBytes * 128);
   connect();
 }
 
+void OutboundStream::retarget(const Endpoint& target) {
+  target_ = target;
+  backoff_.reset();
+  gave_up_ = false;
+  // Waiting to reconnect: go now (the cancelled timer completes and connects).
+  if (state_ == State::kBackoff) disarm_timer();
+}
+
 void OutboundStream::connect() {
   state_ = State::kConnecting;
   try {
-    fd_ = make_tcp_socket(ctx_.data_ep.family());
+    fd_ = make_tcp_socket(target_.family());
   } catch (const SystemError& e) {
     connection_failed(e.what(), is_retryable_connect_error(e.code()) || e.code() == EMFILE);
     return;
   }
-  arm_connect(fd_.get(), ctx_.data_ep.sa(), ctx_.data_ep.len, kConnect);
+  arm_connect(fd_.get(), target_.sa(), target_.len, kConnect);
 }
 
 void OutboundStream::connected() {
@@ -99,6 +108,8 @@ void OutboundStream::connected() {
   // must not wait for Nagle. Headers of streamed chunks use MSG_MORE instead.
   set_nodelay(fd_.get());
   backoff_.reset();
+  if (std::exchange(gave_up_, false))
+    ctx_.loops[0]->post([c = ctx_.control] { c->stream_recovered(); });
   // Hash-and-send keeps the socket fed from a hot buffer; a larger send buffer lets the kernel
   // absorb a whole batch while we read the next one.
   recv_armed_ = true;
@@ -134,7 +145,7 @@ void OutboundStream::on_complete(unsigned op, int res, unsigned /*flags*/) {
       if (res == 0) {
         connected();
       } else {
-        connection_failed("connect to " + ctx_.data_ep.to_string() + ": " + errno_text(-res),
+        connection_failed("connect to " + target_.to_string() + ": " + errno_text(-res),
                           is_retryable_connect_error(-res));
       }
       return;
@@ -490,10 +501,12 @@ void OutboundStream::after_drain() {
   std::optional<std::chrono::milliseconds> delay;
   if (retryable_) delay = backoff_.next_delay(Backoff::Clock::now());
   if (!delay) {
-    state_ = State::kFinished;
-    ctx_.loops[0]->post([c = ctx_.control, why = last_error_] { c->stream_gave_up(why); });
-    finish();
-    return;
+    // Out of retries: tell the control client, which decides whether the transfer is over
+    // (it finishes us) or the receiver came back (it retargets us). Meanwhile keep trying at
+    // the slowest pace.
+    if (!std::exchange(gave_up_, true))
+      ctx_.loops[0]->post([c = ctx_.control, why = last_error_] { c->stream_gave_up(why); });
+    delay = Backoff::kMaxDelay;
   }
   ctx_.reconnects.fetch_add(1, std::memory_order_relaxed);
   ctx_.log.debug("data stream " + std::to_string(stream_index_) + ": " + last_error_ +

@@ -11,6 +11,7 @@
 #include "digest/digest.h"
 #include "fs/mapped_range.h"
 #include "io/event_loop.h"
+#include "io/socket.h"
 #include "protocol/data_frame.h"
 #include "sender/backoff.h"
 #include "sender/chunk_scheduler.h"
@@ -24,8 +25,11 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   OutboundStream(SenderContext& ctx, unsigned loop_index, unsigned stream_index);
   ~OutboundStream() override;
 
-  // Loop thread: connect and start pulling chunks.
-  void start();
+  // Loop thread: connect to `target` (the receiver's data port) and start pulling chunks.
+  void start(const Endpoint& target);
+  // Loop thread: the control session was re-established (the receiver may have restarted on
+  // another data port): connect there, now, with a fresh retry budget.
+  void retarget(const Endpoint& target);
   // Loop thread: the transfer is over; close now.
   void finish();
   // Any thread.
@@ -74,8 +78,12 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   State state_ = State::kIdle;
   UniqueFd fd_;
   Backoff backoff_;
+  Endpoint target_;
   std::string last_error_;
   bool retryable_ = true;  // whether the last failure may be retried
+  // Reconnecting failed for --retry-for and the control client was told; the stream keeps
+  // trying (slowly) until the control client finishes or retargets it.
+  bool gave_up_ = false;
 
   // Outgoing bytes: headers, copied payload, trailers.
   std::vector<std::uint8_t> out_;

@@ -117,7 +117,35 @@ TEST(Faults, ReceiverKilledMidTransferIsReportedAndLeavesNoFinalFile) {
   auto res = sender.wait(30s);
   EXPECT_EQ(res.exit_code, 4) << res.err;
   EXPECT_NE(res.err.find("big.bin"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("could not reconnect"), std::string::npos) << res.err;
   EXPECT_FALSE(fs::exists(dst / "big.bin"));
+}
+
+// Only the control connection breaks (a middlebox resets it); the receiver stays up. The
+// sender re-establishes the session and sends again what had no verdict (a large file resumes
+// from whatever the receiver had journaled), and the result is exact.
+TEST(Faults, ACutControlConnectionIsReestablishedAndTheTransferFinishes) {
+  TempDir src("src"), dst("dst");
+  fs::create_directories(src / "tree");
+  write_file(src / "big.bin", 96 << 20, 47);
+  for (int i = 0; i < 20; ++i)
+    write_file(src / "tree" / ("small-" + std::to_string(i)), 1000 + i, 200 + i);
+  ReceiverProcess r(dst.path(), 2);
+  // Slow the data down so that big.bin (sent first) is mid-flight when the control connection
+  // is reset, 1,500 bytes in: after some of the small files' SENDs, before big.bin's DONE.
+  FaultProxy proxy(r, {"--throttle", std::to_string(r.data_port()) + ":40000:every", "--cut",
+                       std::to_string(r.port()) + ":1500"});
+  auto res = send({"--to", proxy.to(), "--streams", "2", "--retry-for", "20", "--json",
+                   (src / "big.bin").string(), (src / "tree").string()},
+                  60s);
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_NE(res.err.find("lost the session"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("reconnected"), std::string::npos) << res.err;
+  EXPECT_EQ(json_field(res.out, "failed"), "0") << res.out;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+  auto rs = r.stop();
+  EXPECT_NE(rs.err.find("unfinished"), std::string::npos) << rs.err;
 }
 
 TEST(Faults, SenderSigintReportsInterruption) {

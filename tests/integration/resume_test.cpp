@@ -99,6 +99,44 @@ TEST(Resume, ReceiverKilledAndRestartedThenTheSameSendResumes) {
   EXPECT_TRUE(temp_files_under(dst.path()).empty());
 }
 
+// The receiver goes away mid-file and comes back on the same ports within --retry-for: the
+// running sender reconnects, sends again only what had no verdict, and the receiver resumes it
+// from the partial it kept. One sender run, exit 0, byte-identical result.
+class ReceiverBack : public ::testing::TestWithParam<int> {};
+
+TEST_P(ReceiverBack, WithinRetryForTheRunningSendReconnectsAndResumes) {
+  TempDir src("src"), dst("dst");
+  write_file(src / "big.bin", 8 * kChunk + 777, 69);
+  std::uint16_t port = free_port(), data_port = free_port();
+  auto r =
+      std::make_unique<ReceiverProcess>(dst.path(), 2, std::vector<std::string>{}, port, data_port);
+  // Stalls only the first data connection: the one to the receiver about to go away.
+  FaultProxy proxy(*r, {"--stall", std::to_string(data_port) + ":" +
+                                       std::to_string(4 * kChunk + 1000) + ":60000"});
+  Process sender({binary_path(), "send", "--to", proxy.to(), "--streams", "1", "--retry-for", "30",
+                  "--json", (src / "big.bin").string()});
+  ASSERT_TRUE(wait_until([&] { return journaled_chunks_under(dst.path()) >= 2; }, 20s));
+  r->process().signal(GetParam());
+  auto gone = r->process().wait(10s);
+  EXPECT_FALSE(gone.timed_out);
+  EXPECT_FALSE(fs::exists(dst / "big.bin"));
+  // Right away, as systemd or a script would: the port the killed one held must be usable.
+  r = std::make_unique<ReceiverProcess>(dst.path(), 2, std::vector<std::string>{}, port, data_port);
+  auto res = sender.wait(60s);
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_NE(res.err.find("reconnected"), std::string::npos) << res.err;
+  EXPECT_GE(json_u64(res.out, "resumed_bytes"), 2 * kChunk) << res.out;
+  EXPECT_EQ(json_u64(res.out, "files"), 1u) << res.out;
+  EXPECT_EQ(json_u64(res.out, "failed"), 0u) << res.out;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Resume, ReceiverBack, ::testing::Values(SIGTERM, SIGKILL),
+                         [](const auto& info) {
+                           return std::string(info.param == SIGTERM ? "Sigterm" : "Sigkill");
+                         });
+
 TEST(Resume, ASourceChangedSinceTheInterruptionStartsOver) {
   TempDir src("src"), dst("dst");
   write_file(src / "big.bin", 6 * kChunk, 63);
