@@ -245,7 +245,7 @@ int bench_command(int argc, char** argv) {
   std::vector<std::string> names;
   unsigned runs = 3, warmup = 1, streams = SenderOptions{}.streams, threads = 0, recv_threads = 0;
   double warm_gib = 2;
-  std::string work_dir, send_path = "auto", recv_path = "buffers", to;
+  std::string work_dir, send_path = "auto", recv_path = "buffers", to, secret_file;
   po::options_description desc("Options");
   // clang-format off
   desc.add_options()
@@ -268,6 +268,8 @@ int bench_command(int argc, char** argv) {
       ("to", po::value(&to),
        "HOST[:PORT] of a running `ackxfer-fast recv` instead of an in-process one (with --mem, "
        "start it with --discard)")
+      ("secret-file", po::value(&secret_file),
+       "with --to: the receiver's --secret-file (in-process runs authenticate with it too)")
       ("work-dir", po::value(&work_dir),
        "where to generate and receive (default: /dev/shm if it has room)")
       ("keep", po::bool_switch(&keep), "keep the generated and received files");
@@ -324,6 +326,15 @@ int bench_command(int argc, char** argv) {
   if (auto why = io_uring_unavailable_reason()) {
     std::fprintf(stderr, "ackxfer-fast bench: %s\n", why->c_str());
     return kSetup;
+  }
+  std::shared_ptr<const SharedSecret> secret;
+  if (!secret_file.empty()) {
+    try {
+      secret = load_secret(secret_file, make_stderr_logger(LogLevel::kWarn));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ackxfer-fast bench: %s\n", e.what());
+      return kSetup;
+    }
   }
   const bool remote = !to.empty();
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
@@ -397,6 +408,7 @@ int bench_command(int argc, char** argv) {
       ro.threads = recv_threads;
       ro.recv_path = recv_path == "splice" ? RecvPath::kSplice : RecvPath::kBuffers;
       ro.discard = mem;
+      ro.secret = secret;
       ro.log = log;
       for (unsigned r = 0; r < warmup + runs && !g_interrupted && failure.empty(); ++r) {
         std::error_code ec;
@@ -418,6 +430,7 @@ int bench_command(int argc, char** argv) {
         so.streams = streams;
         so.threads = threads;
         so.send_path = path;
+        so.secret = secret;
         so.log = log;
         Sender sender(so);
         current_sender = &sender;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <mutex>
 
+#include "auth/shared_secret.h"
 #include "digest/digest.h"
 #include "error.h"
 #include "exit_codes.h"
@@ -80,6 +81,13 @@ std::string human_bytes(double b) {
 
 std::string human_rate(double bps) {
   return human_bytes(bps) + "/s";
+}
+
+std::shared_ptr<const SharedSecret> load_secret(const std::string& path, const Logger& log) {
+  std::optional<std::string> warning;
+  auto secret = load_secret_file(path, warning);
+  if (warning) log.warn(*warning);
+  return secret;
 }
 
 }  // namespace ackxfer::cli

@@ -3,9 +3,14 @@
 
 #include <csignal>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "log.h"
+
+namespace ackxfer {
+class SharedSecret;
+}
 
 namespace ackxfer::cli {
 
@@ -23,6 +28,10 @@ std::string version_text();
 // "1.23 GB", "512 KiB"-style helpers for human output.
 std::string human_bytes(double bytes);
 std::string human_rate(double bytes_per_second);
+
+// Loads --secret-file (throws Failure naming the problem) and logs a warning if the file is
+// readable by others or the secret is short.
+std::shared_ptr<const SharedSecret> load_secret(const std::string& path, const Logger& log);
 
 int recv_command(int argc, char** argv);
 int send_command(int argc, char** argv);

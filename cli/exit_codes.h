@@ -5,14 +5,15 @@
 namespace ackxfer::cli {
 
 // X(name, value, meaning)
-#define ACKXFER_EXIT_CODES(X)                                                      \
-  X(kOk, 0, "success: every file was delivered and verified")                      \
-  X(kFilesFailed, 1, "some files failed (each is named on stderr)")                \
-  X(kUsage, 2, "usage error: bad option or argument")                              \
-  X(kCannotConnect, 3, "cannot connect: no receiver reachable within --retry-for") \
-  X(kInterrupted, 4, "interrupted: the receiver went away or a signal stopped us") \
-  X(kProtocol, 5, "protocol error: the peer is not a compatible ackxfer-fast")     \
-  X(kSetup, 6, "local setup failed: io_uring unavailable, cannot bind, cannot create --dir")
+#define ACKXFER_EXIT_CODES(X)                                                                \
+  X(kOk, 0, "success: every file was delivered and verified")                                \
+  X(kFilesFailed, 1, "some files failed (each is named on stderr)")                          \
+  X(kUsage, 2, "usage error: bad option or argument")                                        \
+  X(kCannotConnect, 3, "cannot connect: no receiver reachable within --retry-for")           \
+  X(kInterrupted, 4, "interrupted: the receiver went away or a signal stopped us")           \
+  X(kProtocol, 5, "protocol error: the peer is not a compatible ackxfer-fast")               \
+  X(kSetup, 6, "local setup failed: io_uring unavailable, cannot bind, cannot create --dir") \
+  X(kAuth, 7, "authentication failed: --secret-file missing or different on one side")
 
 enum ExitCode {
 #define ACKXFER_EXIT_ENUM(name, value, text) name = value,

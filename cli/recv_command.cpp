@@ -18,7 +18,7 @@ namespace ackxfer::cli {
 
 int recv_command(int argc, char** argv) {
   ReceiverOptions opt;
-  std::string dir = ".", log_level = "info", recv_path = "buffers";
+  std::string dir = ".", log_level = "info", recv_path = "buffers", secret_file;
   unsigned idle_seconds = 300;
   double keep_partials_hours = 24;
   unsigned control_port = opt.control_port, data_port = opt.data_port;
@@ -44,6 +44,9 @@ int recv_command(int argc, char** argv) {
       ("discard", po::bool_switch(&opt.discard),
        "receive and verify every byte but write nothing: for measuring a link with "
        "`ackxfer-fast bench --mem --to`")
+      ("secret-file", po::value(&secret_file),
+       "accept only senders that prove they hold the secret in this file (see docs/SECURITY.md); "
+       "the receiver proves it too")
       ("keep-partials", po::value(&keep_partials_hours)->default_value(keep_partials_hours),
        "hours to keep the verified part of an interrupted file for the same send to resume "
        "(0: never keep partial files)")
@@ -56,22 +59,25 @@ int recv_command(int argc, char** argv) {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     po::notify(vm);
     if (vm.count("help")) {
-      std::cout << "Usage: ackxfer-fast recv [--dir DIR] [--listen ADDR] [--port N] "
-                   "[--data-port N] [--threads N]\n\n"
-                   "Receives files from `ackxfer-fast send` into DIR. Each file is written to a\n"
-                   "temporary file and renamed into place only after its XXH3-128 digest\n"
-                   "matches. Prints one line to stdout once it accepts connections:\n"
-                   "  listening control=ADDR:PORT data=ADDR:PORT threads=N\n"
-                   "and everything else to stderr. SIGINT/SIGTERM stop it; files not yet\n"
-                   "verified are never published. The verified part of an interrupted large\n"
-                   "file is kept as DIR/.../.ackxfer-<hash>.part (with a .journal) so that\n"
-                   "running the same send again resumes it; see --keep-partials.\n\n"
-                << desc
-                << "\nExamples:\n"
-                   "  ackxfer-fast recv --dir /data\n"
-                   "  ackxfer-fast recv --dir /data --listen 10.0.0.5 --threads 8\n"
-                   "  ackxfer-fast recv --dir /tmp/in --port 0 --data-port 0   # any free ports\n\n"
-                << exit_code_help();
+      std::cout
+          << "Usage: ackxfer-fast recv [--dir DIR] [--listen ADDR] [--port N] "
+             "[--data-port N] [--threads N]\n\n"
+             "Receives files from `ackxfer-fast send` into DIR. Each file is written to a\n"
+             "temporary file and renamed into place only after its XXH3-128 digest\n"
+             "matches. Prints one line to stdout once it accepts connections:\n"
+             "  listening control=ADDR:PORT data=ADDR:PORT threads=N\n"
+             "and everything else to stderr. SIGINT/SIGTERM stop it; files not yet\n"
+             "verified are never published. The verified part of an interrupted large\n"
+             "file is kept as DIR/.../.ackxfer-<hash>.part (with a .journal) so that\n"
+             "running the same send again resumes it; see --keep-partials.\n\n"
+          << desc
+          << "\nExamples:\n"
+             "  ackxfer-fast recv --dir /data\n"
+             "  ackxfer-fast recv --dir /data --listen 10.0.0.5 --threads 8\n"
+             "  ackxfer-fast recv --dir /tmp/in --port 0 --data-port 0   # any free ports\n"
+             "  head -c 32 /dev/urandom | base64 > secret; chmod 600 secret\n"
+             "  ackxfer-fast recv --dir /data --secret-file secret   # senders need it too\n\n"
+          << exit_code_help();
       return kOk;
     }
     if (control_port > 65535 || data_port > 65535) throw Failure("ports are 0 to 65535");
@@ -88,6 +94,14 @@ int recv_command(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\nTry 'ackxfer-fast recv --help'.\n", e.what());
     return kUsage;
+  }
+  if (!secret_file.empty()) {
+    try {
+      opt.secret = load_secret(secret_file, opt.log);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ackxfer-fast recv: %s\n", e.what());
+      return kSetup;
+    }
   }
   opt.dir = dir;
   opt.control_port = static_cast<std::uint16_t>(control_port);

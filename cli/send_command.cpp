@@ -30,6 +30,8 @@ ExitCode exit_code_for(const SendReport& r) {
       return kInterrupted;
     case SendReport::Outcome::kProtocolError:
       return kProtocol;
+    case SendReport::Outcome::kAuthFailed:
+      return kAuth;
   }
   return kFilesFailed;
 }
@@ -46,6 +48,8 @@ const char* outcome_name(SendReport::Outcome o) {
       return "interrupted";
     case SendReport::Outcome::kProtocolError:
       return "protocol-error";
+    case SendReport::Outcome::kAuthFailed:
+      return "auth-failed";
   }
   return "?";
 }
@@ -85,7 +89,7 @@ std::string report_json(const SendReport& r) {
 
 int send_command(int argc, char** argv) {
   SenderOptions opt;
-  std::string log_level = "warning", send_path = "auto";
+  std::string log_level = "warning", send_path = "auto", secret_file;
   double retry_for = 10;
   bool json = false;
   po::options_description desc("Options");
@@ -105,6 +109,9 @@ int send_command(int argc, char** argv) {
       ("checksum,c", po::bool_switch(&opt.checksum),
        "skip a file only if its content digest matches the receiver's copy (reads the file "
        "on both sides first), not just size and mtime")
+      ("secret-file", po::value(&secret_file),
+       "authenticate with the secret in this file (the receiver's --secret-file holds the same); "
+       "nothing is sent unless the receiver proves it holds it too")
       ("send-path", po::value(&send_path)->default_value(send_path),
        "how large chunks leave: copy (read, hash, send), mmap (hash and send from a mapping) or "
        "splice (zero-copy); auto: mmap to loopback, splice elsewhere")
@@ -122,21 +129,21 @@ int send_command(int argc, char** argv) {
     po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
     po::notify(vm);
     if (vm.count("help")) {
-      std::cout
-          << "Usage: ackxfer-fast send --to HOST[:PORT] [--streams N] [--threads N] "
-             "[--json] [--retry-for SECONDS] PATH...\n\n"
-             "Sends files and directory trees to an `ackxfer-fast recv`. A file arrives\n"
-             "as DIR/<basename>, a directory as DIR/<dirname>/... (like scp -r; a\n"
-             "trailing slash makes no difference). Every file is verified with XXH3-128\n"
-             "on the receiver before it is published; chunks that arrive damaged are\n"
-             "sent again. Exits 0 only if every file was delivered and verified.\n\n"
-          << desc
-          << "\nExamples:\n"
-             "  ackxfer-fast send --to backup-host ./dataset\n"
-             "  ackxfer-fast send --to 10.0.0.5:36258 --streams 8 model.ckpt logs/\n"
-             "  ackxfer-fast send --to '[::1]' --json file.bin > result.json\n"
-             "  ackxfer-fast send --to host --retry-for 60 data/   # wait for the receiver\n\n"
-          << exit_code_help();
+      std::cout << "Usage: ackxfer-fast send --to HOST[:PORT] [--streams N] [--threads N] "
+                   "[--json] [--retry-for SECONDS] PATH...\n\n"
+                   "Sends files and directory trees to an `ackxfer-fast recv`. A file arrives\n"
+                   "as DIR/<basename>, a directory as DIR/<dirname>/... (like scp -r; a\n"
+                   "trailing slash makes no difference). Every file is verified with XXH3-128\n"
+                   "on the receiver before it is published; chunks that arrive damaged are\n"
+                   "sent again. Exits 0 only if every file was delivered and verified.\n\n"
+                << desc
+                << "\nExamples:\n"
+                   "  ackxfer-fast send --to backup-host ./dataset\n"
+                   "  ackxfer-fast send --to 10.0.0.5:36258 --streams 8 model.ckpt logs/\n"
+                   "  ackxfer-fast send --to '[::1]' --json file.bin > result.json\n"
+                   "  ackxfer-fast send --to host --retry-for 60 data/   # wait for the receiver\n"
+                   "  ackxfer-fast send --to host --secret-file ~/.ackxfer.secret data/\n\n"
+                << exit_code_help();
       return kOk;
     }
     if (opt.to.empty()) throw Failure("--to HOST[:PORT] is required");
@@ -149,6 +156,14 @@ int send_command(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast send: %s\nTry 'ackxfer-fast send --help'.\n", e.what());
     return kUsage;
+  }
+  if (!secret_file.empty()) {
+    try {
+      opt.secret = load_secret(secret_file, opt.log);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ackxfer-fast send: %s\n", e.what());
+      return kSetup;
+    }
   }
 
   sigset_t signals = block_termination_signals();

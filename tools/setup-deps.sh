@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config git
   liburing-dev libboost-program-options-dev libxxhash-dev
+  libssl-dev  # libcrypto: HMAC-SHA256 for --secret-file authentication
   libgtest-dev googletest libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer and its sanitizer runtimes (tools/test.sh fuzz)
 )

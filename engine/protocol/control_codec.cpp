@@ -334,7 +334,22 @@ Parsed<ClientMessage> parse_client_line(std::string_view line) {
   if (verb == "HELLO") {
     auto v = parse_version(f);
     if (!v) return err(ErrorCode::kBadLine, "expected 'HELLO ackxfer <version>'");
-    return ClientMessage{HelloRequest{*v}};
+    KeyValues kv;
+    if (auto m = kv.load(f, 3); !m.empty()) return err(ErrorCode::kBadField, m);
+    HelloRequest r{*v, std::nullopt};
+    if (auto hex = kv.get("nonce")) {
+      r.nonce = Nonce::from_hex(*hex);
+      if (!r.nonce) return err(ErrorCode::kBadField, "nonce must be 32 hex digits");
+    }
+    return ClientMessage{r};
+  }
+  if (verb == "AUTH") {
+    KeyValues kv;
+    if (auto m = kv.load(f, 1); !m.empty()) return err(ErrorCode::kBadField, m);
+    auto hex = kv.get("proof");
+    auto proof = hex ? Proof::from_hex(*hex) : std::nullopt;
+    if (!proof) return err(ErrorCode::kBadField, "AUTH needs proof=<64 hex digits>");
+    return ClientMessage{AuthRequest{*proof}};
   }
   return err(ErrorCode::kUnknownVerb, "unknown verb '" + clip(verb) + "'");
 }
@@ -406,7 +421,19 @@ Parsed<ServerMessage> parse_server_line(std::string_view line) {
     if (port == 0 || max_open == 0) return err(ErrorCode::kBadNumber, "zero data-port/max-open");
     r.data_port = static_cast<std::uint16_t>(port);
     r.max_open = static_cast<std::uint32_t>(max_open);
+    if (auto hex = kv.get("proof")) {
+      r.proof = Proof::from_hex(*hex);
+      if (!r.proof) return err(ErrorCode::kBadField, "proof must be 64 hex digits");
+    }
     return ServerMessage{r};
+  }
+  if (verb == "AUTH") {
+    KeyValues kv;
+    if (auto m = kv.load(f, 1); !m.empty()) return err(ErrorCode::kBadField, m);
+    auto hex = kv.get("nonce");
+    auto nonce = hex ? Nonce::from_hex(*hex) : std::nullopt;
+    if (!nonce) return err(ErrorCode::kBadField, "AUTH needs nonce=<32 hex digits>");
+    return ServerMessage{AuthChallenge{*nonce}};
   }
   if (verb == "BYE") {
     KeyValues kv;
@@ -437,7 +464,11 @@ std::string format_err_message(std::string_view m) {
 
 struct ClientFormatter {
   std::string operator()(const HelloRequest& m) const {
-    return "HELLO " + std::string(kProtocolName) + " " + std::to_string(m.version) + "\n";
+    return "HELLO " + std::string(kProtocolName) + " " + std::to_string(m.version) +
+           (m.nonce ? " nonce=" + m.nonce->hex() : std::string()) + "\n";
+  }
+  std::string operator()(const AuthRequest& m) const {
+    return "AUTH proof=" + m.proof.hex() + "\n";
   }
   std::string operator()(const SendRequest& m) const {
     char mode[16];
@@ -468,7 +499,10 @@ struct ServerFormatter {
   std::string operator()(const HelloReply& m) const {
     return "HELLO " + std::string(kProtocolName) + " " + std::to_string(m.version) +
            " data-port=" + std::to_string(m.data_port) + " max-open=" + std::to_string(m.max_open) +
-           "\n";
+           (m.proof ? " proof=" + m.proof->hex() : std::string()) + "\n";
+  }
+  std::string operator()(const AuthChallenge& m) const {
+    return "AUTH nonce=" + m.nonce.hex() + "\n";
   }
   std::string operator()(const ReadyReply& m) const {
     std::string s = "READY " + std::to_string(m.id) + " token=" + m.token.hex();

@@ -25,6 +25,9 @@ struct Mtime {
 // Sender -> receiver.
 struct HelloRequest {
   int version = 0;
+  // The sender's challenge, sent when it has a secret (--secret-file): the receiver proves
+  // itself over it. A receiver without a secret ignores it.
+  std::optional<Nonce> nonce;
   friend bool operator==(const HelloRequest&, const HelloRequest&) = default;
 };
 // When the receiver may skip a SEND because the file is already there (re-running a finished
@@ -62,14 +65,22 @@ struct CancelRequest {
 struct ByeRequest {
   friend bool operator==(const ByeRequest&, const ByeRequest&) = default;
 };
-using ClientMessage =
-    std::variant<HelloRequest, SendRequest, MkdirRequest, DoneRequest, CancelRequest, ByeRequest>;
+// The sender's answer to the receiver's AUTH challenge.
+struct AuthRequest {
+  Proof proof;
+  friend bool operator==(const AuthRequest&, const AuthRequest&) = default;
+};
+using ClientMessage = std::variant<HelloRequest, SendRequest, MkdirRequest, DoneRequest,
+                                   CancelRequest, ByeRequest, AuthRequest>;
 
 // Receiver -> sender.
 struct HelloReply {
   int version = 0;
   std::uint16_t data_port = 0;
   std::uint32_t max_open = 0;
+  // With a secret: the receiver's proof over both nonces, sent once the sender has proved
+  // itself.
+  std::optional<Proof> proof;
   friend bool operator==(const HelloReply&, const HelloReply&) = default;
 };
 // Chunk indexes [first, last] of a file.
@@ -103,7 +114,14 @@ struct ByeReply {
   std::uint64_t bytes = 0;
   friend bool operator==(const ByeReply&, const ByeReply&) = default;
 };
-using ServerMessage = std::variant<HelloReply, ReadyReply, OkReply, ErrReply, ByeReply>;
+// A receiver with a secret answers HELLO with its own challenge; the session goes on only once
+// the sender has answered it with AUTH proof=.
+struct AuthChallenge {
+  Nonce nonce;
+  friend bool operator==(const AuthChallenge&, const AuthChallenge&) = default;
+};
+using ServerMessage =
+    std::variant<HelloReply, ReadyReply, OkReply, ErrReply, ByeReply, AuthChallenge>;
 
 struct ParseError {
   ErrorCode code;

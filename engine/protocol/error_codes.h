@@ -30,7 +30,9 @@ namespace ackxfer {
   X(kMismatch, "mismatch", true, "the file digest does not match the bytes received")   \
   X(kCancelled, "cancelled", false, "the sender cancelled the file")                    \
   X(kShutdown, "shutdown", false, "the receiver is shutting down")                      \
-  X(kTimeout, "timeout", true, "the peer was idle for longer than the receiver allows")
+  X(kTimeout, "timeout", true, "the peer was idle for longer than the receiver allows") \
+  X(kAuthRequired, "auth-required", false, "this receiver requires --secret-file")      \
+  X(kAuthFailed, "auth-failed", false, "the sender's secret does not match the receiver's")
 
 enum class ErrorCode {
 #define ACKXFER_ENUM(e, wire, retry, desc) e,

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "auth/shared_secret.h"
 #include "error.h"
 #include "fs/file_digest.h"
 #include "fs/partial.h"
@@ -80,9 +81,9 @@ void ControlSession::tick(std::int64_t now) {
   run_checkpoints();
   ReceiverContext& ctx = worker_.ctx();
   const char* why = nullptr;
-  if (state_ == State::kAwaitHello &&
+  if ((state_ == State::kAwaitHello || state_ == State::kAwaitAuth) &&
       now - created_ms_ > std::min(kFirstLineTimeoutMs, ctx.idle_timeout.count())) {
-    why = "no HELLO after connecting";
+    why = state_ == State::kAwaitHello ? "no HELLO after connecting" : "no AUTH after HELLO";
   } else {
     std::int64_t last = std::max(last_line_ms_, totals_->last_progress_ms.load());
     if (now - last > ctx.idle_timeout.count()) why = "no activity";
@@ -250,7 +251,9 @@ void ControlSession::handle_line(std::string_view line) {
     const ParseError& e = parsed.error();
     worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
     reply_error(e.id, e.code, e.message);
-    if (e.code == ErrorCode::kLineTooLong || state_ == State::kAwaitHello) close_after_flush();
+    if (e.code == ErrorCode::kLineTooLong || state_ == State::kAwaitHello ||
+        state_ == State::kAwaitAuth)
+      close_after_flush();
     return;
   }
   const ClientMessage& msg = parsed.value();
@@ -258,6 +261,10 @@ void ControlSession::handle_line(std::string_view line) {
     reply_error(std::nullopt, ErrorCode::kHelloExpected,
                 "the first line must be 'HELLO ackxfer " + std::to_string(kProtocolVersion) + "'");
     close_after_flush();
+    return;
+  }
+  if (state_ == State::kAwaitAuth && !std::holds_alternative<AuthRequest>(msg)) {
+    refuse_auth(ErrorCode::kAuthFailed, "expected 'AUTH proof=...' after HELLO");
     return;
   }
   std::visit([this](const auto& m) { handle(m); }, msg);
@@ -276,9 +283,54 @@ void ControlSession::handle(const HelloRequest& m) {
     close_after_flush();
     return;
   }
+  const SharedSecret* secret = worker_.ctx().secret.get();
+  if (!secret) {
+    accept_session(std::nullopt);
+    return;
+  }
+  if (!m.nonce) {
+    refuse_auth(ErrorCode::kAuthRequired,
+                "this receiver only accepts senders that authenticate: run send with "
+                "--secret-file holding the receiver's secret");
+    return;
+  }
+  sender_nonce_ = *m.nonce;
+  receiver_nonce_ = Nonce::random();
+  state_ = State::kAwaitAuth;
+  reply(AuthChallenge{receiver_nonce_});
+}
+
+void ControlSession::handle(const AuthRequest& m) {
+  if (state_ != State::kAwaitAuth) {
+    reply_error(std::nullopt, ErrorCode::kBadLine, "AUTH is only expected right after HELLO");
+    return;
+  }
+  const SharedSecret& secret = *worker_.ctx().secret;
+  if (!proofs_match(m.proof, secret.sender_proof(sender_nonce_, receiver_nonce_))) {
+    refuse_auth(ErrorCode::kAuthFailed,
+                "the sender's secret does not match this receiver's: --secret-file must hold "
+                "the same secret on both sides");
+    return;
+  }
+  worker_.ctx().log.debug("session from " + peer_ + " authenticated");
+  accept_session(secret.receiver_proof(sender_nonce_, receiver_nonce_));
+}
+
+void ControlSession::accept_session(std::optional<Proof> proof) {
   state_ = State::kActive;
   reply(HelloReply{kProtocolVersion, worker_.ctx().data_port,
-                   static_cast<std::uint32_t>(kMaxOpenFilesPerSession)});
+                   static_cast<std::uint32_t>(kMaxOpenFilesPerSession), proof});
+}
+
+void ControlSession::refuse_auth(ErrorCode code, const std::string& why) {
+  ReceiverContext& ctx = worker_.ctx();
+  ctx.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
+  ctx.log.warn("refused a session from " + peer_ + ": " +
+               (code == ErrorCode::kAuthRequired ? "it did not authenticate (this receiver has "
+                                                   "--secret-file)"
+                                                 : "wrong secret"));
+  reply_error(std::nullopt, code, why);
+  close_after_flush();
 }
 
 void ControlSession::handle(const SendRequest& m) {

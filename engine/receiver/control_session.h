@@ -27,7 +27,8 @@ class ControlSession final : public WorkerObject {
 
  private:
   enum Op : unsigned { kRecv = 1, kSend = 2, kLingerTimer = 3, kYield = 4, kFsync = 5 };
-  enum class State { kAwaitHello, kActive, kClosing };
+  // kAwaitAuth: HELLO came and the receiver has a secret; the sender must answer AUTH.
+  enum class State { kAwaitHello, kAwaitAuth, kActive, kClosing };
 
   void on_complete(unsigned op, int res, unsigned flags) override;
   void on_drained() override;
@@ -43,6 +44,11 @@ class ControlSession final : public WorkerObject {
   void handle(const DoneRequest& m);
   void handle(const CancelRequest& m);
   void handle(const ByeRequest& m);
+  void handle(const AuthRequest& m);
+  // Authenticated (or no secret): the session starts; HELLO carries our proof, if any.
+  void accept_session(std::optional<Proof> proof);
+  // No or wrong secret: says so, counts it, logs it, and closes.
+  void refuse_auth(ErrorCode code, const std::string& why);
   // SEND, after the checks: creates the temp (or resumable partial) file and replies READY.
   void open_file(const SendRequest& m, const RelativePath& rel);
   // The directory `m.path` goes in (cached: trees arrive directory by directory). Replies the
@@ -82,6 +88,8 @@ class ControlSession final : public WorkerObject {
   std::int64_t created_ms_ = 0;
   std::int64_t last_line_ms_ = 0;
   bool counted_active_ = false;  // counted in ReceiverStats::sessions_active
+  // The authentication exchange (kAwaitAuth): the sender's nonce and ours.
+  Nonce sender_nonce_, receiver_nonce_;
 
   // Bytes received and not yet handled: unprocessed lines and an incomplete last line. Empty
   // (and without capacity) while the session is idle: receive buffers come from the worker's

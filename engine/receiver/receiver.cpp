@@ -71,6 +71,7 @@ void Receiver::start() {
   ctx_->idle_timeout = options_.idle_timeout;
   ctx_->max_sessions = options_.max_sessions;
   ctx_->keep_partials_s = options_.keep_partials.count();
+  ctx_->secret = options_.secret;
   if (!options_.discard) {
     // Partials abandoned long ago (see fs/partial.h): removed in the background, so a large
     // --dir does not delay the start. Partials in use are locked and left alone.

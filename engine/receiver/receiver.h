@@ -18,6 +18,8 @@
 
 namespace ackxfer {
 
+class SharedSecret;
+
 // How data connections receive payloads (both hash every byte and verify every frame).
 //   kBuffers: multishot recv into the worker's provided-buffer ring, pwrite from there (the
 //             default: measured faster, docs/PERFORMANCE.md).
@@ -44,6 +46,9 @@ struct ReceiverOptions {
   // How long a partial file kept for resuming (docs/RELIABILITY.md) survives: partials older
   // than this are removed when the receiver starts. 0: never keep partial files.
   std::chrono::seconds keep_partials{86400};
+  // With a secret (--secret-file), only senders that prove they hold the same secret get a
+  // session (docs/SECURITY.md); without one, anyone who can connect may send.
+  std::shared_ptr<const SharedSecret> secret;
   Logger log;
 };
 
@@ -64,6 +69,7 @@ struct ReceiverStats {
   std::atomic<std::uint64_t> payload_bytes_received{0};
   std::atomic<std::uint64_t> chunk_digest_mismatches{0};
   std::atomic<std::uint64_t> protocol_errors{0};
+  std::atomic<std::uint64_t> auth_failures{0};  // sessions refused: no or wrong secret
 };
 
 class Worker;

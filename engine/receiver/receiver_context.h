@@ -23,7 +23,8 @@ struct ReceiverContext {
   bool discard = false;
   std::chrono::milliseconds idle_timeout{300'000};
   unsigned max_sessions = 16384;
-  std::int64_t keep_partials_s = 86400;  // 0: resumable partials are off
+  std::int64_t keep_partials_s = 86400;        // 0: resumable partials are off
+  std::shared_ptr<const SharedSecret> secret;  // set: sessions must authenticate
   std::atomic<bool> stopping{false};
   // Hashes existing files for `skip=xxh3` off the loops (see ControlSession).
   BlockingPool pool{1};

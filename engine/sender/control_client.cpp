@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "auth/shared_secret.h"
 #include "error.h"
 #include "fs/file_digest.h"
 #include "protocol/limits.h"
@@ -154,7 +155,13 @@ void ControlClient::on_complete(unsigned op, int res, unsigned /*flags*/) {
       milestone("control connected");
       state_ = State::kHello;
       arm_recv(fd_.get(), in_.data(), in_.size(), kRecv);
-      send_line(HelloRequest{kProtocolVersion});
+      receiver_nonce_.reset();
+      if (ctx_.options.secret) {
+        our_nonce_ = Nonce::random();  // fresh per connection: nothing can be replayed
+        send_line(HelloRequest{kProtocolVersion, our_nonce_});
+      } else {
+        send_line(HelloRequest{kProtocolVersion, std::nullopt});
+      }
       return;
     case kTimer:
       if (state_ == State::kBackoff && inflight() > 0) {
@@ -228,6 +235,7 @@ void ControlClient::handle(const ServerMessage& m) {
   if (const auto* e = std::get_if<ErrReply>(&m)) return on_err(*e);
   if (state_ == State::kHello) {
     if (const auto* h = std::get_if<HelloReply>(&m)) return on_hello(*h);
+    if (const auto* a = std::get_if<AuthChallenge>(&m)) return on_auth_challenge(*a);
     finish_session(SendReport::Outcome::kProtocolError,
                    "the receiver did not answer HELLO; is this an ackxfer-fast receiver?");
     return;
@@ -242,12 +250,43 @@ void ControlClient::handle(const ServerMessage& m) {
   finish_session(SendReport::Outcome::kProtocolError, "unexpected reply from the receiver");
 }
 
+void ControlClient::on_auth_challenge(const AuthChallenge& m) {
+  const SharedSecret* secret = ctx_.options.secret.get();
+  if (!secret || receiver_nonce_) {
+    // Without a secret we sent no nonce, so a conforming receiver refuses with auth-required
+    // instead; a second challenge is not in the protocol either.
+    finish_session(SendReport::Outcome::kProtocolError,
+                   "the receiver sent an authentication challenge out of turn");
+    return;
+  }
+  receiver_nonce_ = m.nonce;
+  send_line(AuthRequest{secret->sender_proof(our_nonce_, m.nonce)});
+}
+
 void ControlClient::on_hello(const HelloReply& m) {
   if (m.version != kProtocolVersion) {
     finish_session(SendReport::Outcome::kProtocolError,
                    "the receiver speaks protocol version " + std::to_string(m.version) +
                        ", this sender " + std::to_string(kProtocolVersion));
     return;
+  }
+  if (const SharedSecret* secret = ctx_.options.secret.get()) {
+    // Mutual: a receiver that cannot prove it holds the secret gets no data.
+    if (!receiver_nonce_ || !m.proof) {
+      finish_session(SendReport::Outcome::kAuthFailed,
+                     "the receiver at " + ctx_.control_ep.to_string() +
+                         " did not authenticate itself: it runs without --secret-file, or it is "
+                         "not the receiver you meant; nothing was sent");
+      return;
+    }
+    if (!proofs_match(*m.proof, secret->receiver_proof(our_nonce_, *receiver_nonce_))) {
+      finish_session(SendReport::Outcome::kAuthFailed,
+                     "the receiver at " + ctx_.control_ep.to_string() +
+                         " does not hold our secret (its proof does not match); nothing was "
+                         "sent");
+      return;
+    }
+    milestone("receiver authenticated");
   }
   backoff_.reset();
   window_files_ = std::min<std::size_t>(kMaxWindowFiles, m.max_open);
@@ -483,6 +522,12 @@ void ControlClient::on_err(const ErrReply& m) {
     if (m.code == ErrorCode::kBusy && state_ == State::kHello) {
       // Too many sessions on the receiver right now: like a refused connection, retry.
       connect_failed(ECONNREFUSED, "the receiver is busy: " + m.message);
+      return;
+    }
+    if (m.code == ErrorCode::kAuthRequired || m.code == ErrorCode::kAuthFailed) {
+      finish_session(
+          SendReport::Outcome::kAuthFailed,
+          "the receiver at " + ctx_.control_ep.to_string() + " refused us: " + m.message);
       return;
     }
     std::string why = "the receiver says: " + std::string(wire_name(m.code)) + ": " + m.message;

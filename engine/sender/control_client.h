@@ -61,6 +61,8 @@ class ControlClient final : public LoopObject {
   void process_input();
   void handle(const ServerMessage& m);
   void on_hello(const HelloReply& m);
+  // The receiver has a secret: prove ours over both nonces (AUTH proof=).
+  void on_auth_challenge(const AuthChallenge& m);
   void on_ready(const ReadyReply& m);
   void on_ok(const OkReply& m);
   void on_err(const ErrReply& m);
@@ -106,7 +108,11 @@ class ControlClient final : public LoopObject {
   std::unordered_map<std::uint64_t, OpenDir> open_dirs_;
   std::deque<MkdirRequest> resend_dirs_;  // MKDIRs without a verdict when a session was lost
   bool reconnecting_ = false;             // the session was lost; trying to re-establish it
-  std::string lost_why_;                  // why, for the final message if that fails
+  // This connection's authentication exchange (with a secret): our nonce in HELLO, the
+  // receiver's from its AUTH challenge.
+  Nonce our_nonce_;
+  std::optional<Nonce> receiver_nonce_;
+  std::string lost_why_;  // why, for the final message if that fails
   std::uint64_t open_bytes_ = 0;
   struct Resend {
     SourceEntry entry;

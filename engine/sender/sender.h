@@ -16,6 +16,8 @@
 
 namespace ackxfer {
 
+class SharedSecret;
+
 // How the bytes of large chunks leave the sender (chunks under 1 MiB always take kCopy, packed
 // several to a send):
 //   kCopy:   pread into the send buffer, hash it there while hot, send it (two copies).
@@ -50,6 +52,9 @@ struct SenderOptions {
   // `force` sends everything.
   bool force = false;
   bool checksum = false;
+  // With a secret (--secret-file), the sender proves it holds it and requires the receiver to
+  // prove the same before sending anything (docs/SECURITY.md).
+  std::shared_ptr<const SharedSecret> secret;
   Logger log;
 };
 
@@ -65,6 +70,7 @@ struct SendReport {
     kCannotConnect,  // no session could be established within --retry-for
     kInterrupted,    // the receiver went away or shut down mid-transfer, or we were cancelled
     kProtocolError,  // the receiver answered something this sender cannot understand
+    kAuthFailed,     // the receiver refused our secret, or could not prove it holds it
   };
   Outcome outcome = Outcome::kOk;
   std::string error;              // session-level problem, for the user; empty when kOk/kSomeFailed

@@ -41,8 +41,19 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
   by_digest.digest = digest_of("y", 1);
   MkdirRequest mkdir{8, "dir/sub", 0755, Mtime{-5, 999999999}};
   DoneRequest done{9, digest_of("x", 1)};
-  std::vector<ClientMessage> msgs = {HelloRequest{1},  send,        quick, by_digest, mkdir, done,
-                                     CancelRequest{3}, ByeRequest{}};
+  HelloRequest hello_with_nonce{1, Nonce::random()};
+  AuthRequest auth{};
+  auth.proof.bytes.fill(0xab);
+  std::vector<ClientMessage> msgs = {HelloRequest{1, std::nullopt},
+                                     hello_with_nonce,
+                                     send,
+                                     quick,
+                                     by_digest,
+                                     mkdir,
+                                     done,
+                                     CancelRequest{3},
+                                     ByeRequest{},
+                                     auth};
   for (const auto& m : msgs) {
     std::string line = strip_nl(format_line(m));
     EXPECT_EQ(line.find('\n'), std::string::npos);
@@ -52,7 +63,9 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
 
 TEST(ControlCodec, ServerMessagesRoundTrip) {
   std::vector<ServerMessage> msgs = {
-      HelloReply{1, 36250, 256},
+      HelloReply{1, 36250, 256, std::nullopt},
+      HelloReply{1, 36250, 256, Proof{}},
+      AuthChallenge{Nonce::random()},
       ReadyReply{5, Token::random(), {}},
       ReadyReply{6, Token::random(), {{0, 3}, {7, 7}, {9, 12}}},
       OkReply{5, false},
@@ -125,6 +138,20 @@ TEST(ControlCodec, TruncatedSendIsMissingFields) {
             ErrorCode::kBadField);
   EXPECT_EQ(parse_error("SEND 1 a size=1 mode=0644 mtime=1.0 chunk=65536 junk"),
             ErrorCode::kBadField);
+}
+
+TEST(ControlCodec, AuthFieldsAreChecked) {
+  EXPECT_FALSE(std::get<HelloRequest>(parse_ok("HELLO ackxfer 1")).nonce);
+  EXPECT_TRUE(
+      std::get<HelloRequest>(parse_ok("HELLO ackxfer 1 nonce=" + std::string(32, 'a'))).nonce);
+  EXPECT_EQ(parse_error("HELLO ackxfer 1 nonce=abc"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("HELLO ackxfer 1 nonce"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("AUTH"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("AUTH proof=" + std::string(63, 'a')), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("AUTH proof=" + std::string(64, 'z')), ErrorCode::kBadField);
+  EXPECT_FALSE(parse_server_line("AUTH nonce=12").ok());
+  EXPECT_FALSE(parse_server_line("AUTH").ok());
+  EXPECT_FALSE(parse_server_line("HELLO ackxfer 1 data-port=1 max-open=1 proof=ab").ok());
 }
 
 TEST(ControlCodec, UnknownKeysAreIgnoredForForwardCompatibility) {

@@ -1,0 +1,96 @@
+// HMAC-SHA256 proofs (OpenSSL's libcrypto) and secret files.
+#include "auth/shared_secret.h"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "error.h"
+#include "unique_fd.h"
+
+namespace ackxfer {
+
+SharedSecret::SharedSecret(std::string bytes) : bytes_(std::move(bytes)) {
+  if (bytes_.ends_with('\n')) bytes_.pop_back();
+  if (bytes_.ends_with('\r')) bytes_.pop_back();
+  if (bytes_.empty()) throw Failure("the secret is empty");
+  if (bytes_.size() > kMaxSecretBytes) {
+    OPENSSL_cleanse(bytes_.data(), bytes_.size());  // no destructor runs after a throw
+    throw Failure("the secret is longer than " + std::to_string(kMaxSecretBytes) + " bytes");
+  }
+}
+
+SharedSecret::~SharedSecret() {
+  OPENSSL_cleanse(bytes_.data(), bytes_.size());
+}
+
+Proof SharedSecret::prove(const char* label, const Nonce& sender, const Nonce& receiver) const {
+  // label \0 sender-nonce receiver-nonce: fixed-size fields after a terminated label, so no
+  // two different inputs share an encoding.
+  unsigned char msg[64];
+  std::size_t label_len = std::strlen(label) + 1;
+  std::memcpy(msg, label, label_len);
+  std::memcpy(msg + label_len, sender.bytes.data(), sender.bytes.size());
+  std::memcpy(msg + label_len + sender.bytes.size(), receiver.bytes.data(), receiver.bytes.size());
+  std::size_t msg_len = label_len + sender.bytes.size() + receiver.bytes.size();
+  Proof p;
+  unsigned int out_len = 0;
+  if (!HMAC(EVP_sha256(), bytes_.data(), static_cast<int>(bytes_.size()), msg, msg_len,
+            p.bytes.data(), &out_len) ||
+      out_len != p.bytes.size())
+    throw Failure("HMAC-SHA256 failed in libcrypto");
+  return p;
+}
+
+Proof SharedSecret::sender_proof(const Nonce& sender, const Nonce& receiver) const {
+  return prove("ackxfer-auth-1 sender", sender, receiver);
+}
+
+Proof SharedSecret::receiver_proof(const Nonce& sender, const Nonce& receiver) const {
+  return prove("ackxfer-auth-1 receiver", sender, receiver);
+}
+
+std::shared_ptr<const SharedSecret> load_secret_file(const std::string& path,
+                                                     std::optional<std::string>& warning) {
+  warning.reset();
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) throw Failure("--secret-file " + path + ": " + errno_text(errno));
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) throw Failure("--secret-file " + path + ": " + errno_text(errno));
+  if (!S_ISREG(st.st_mode)) throw Failure("--secret-file " + path + ": not a regular file");
+  if (static_cast<std::uint64_t>(st.st_size) > kMaxSecretBytes + 2)
+    throw Failure("--secret-file " + path + ": " + std::to_string(st.st_size) +
+                  " bytes; a secret is at most " + std::to_string(kMaxSecretBytes));
+  std::string bytes(kMaxSecretBytes + 3, '\0');
+  std::size_t got = 0;
+  for (;;) {
+    ssize_t n = ::read(fd.get(), bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Failure("--secret-file " + path + ": read: " + errno_text(errno));
+    if (n == 0 || (got += static_cast<std::size_t>(n)) == bytes.size()) break;
+  }
+  bytes.resize(got);
+  std::shared_ptr<const SharedSecret> secret;
+  try {
+    secret = std::make_shared<const SharedSecret>(std::move(bytes));
+  } catch (const Failure& e) {
+    throw Failure("--secret-file " + path + ": " + e.what());
+  }
+  if (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH))
+    warning = "--secret-file " + path + " can be read or written by other users; chmod 600 it";
+  else if (secret->size() < kWeakSecretBytes)
+    warning = "--secret-file " + path + " holds only " + std::to_string(secret->size()) +
+              " bytes; use a long random secret (head -c 32 /dev/urandom | base64 > FILE)";
+  return secret;
+}
+
+bool proofs_match(const Proof& a, const Proof& b) {
+  return CRYPTO_memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
+}
+
+}  // namespace ackxfer
