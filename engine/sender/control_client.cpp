@@ -394,6 +394,7 @@ bool ControlClient::open_next_file(const SourceEntry& e, int attempt) {
   f->size = static_cast<std::uint64_t>(st.st_size);
   f->mode = st.st_mode & 07777;
   f->mtime = Mtime{st.st_mtim.tv_sec, static_cast<std::uint32_t>(st.st_mtim.tv_nsec)};
+  f->ctime = st.st_ctim;
   send_file(std::move(f), e, attempt);
   return true;
 }
@@ -465,10 +466,7 @@ void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
     return;
   }
   // A file that changed while it was read may have been sent torn: check before DONE.
-  struct stat st;
-  if (!f->synthetic && fstat(f->fd.get(), &st) == 0 &&
-      (static_cast<std::uint64_t>(st.st_size) != f->size || st.st_mtim.tv_sec != f->mtime.sec ||
-       static_cast<std::uint32_t>(st.st_mtim.tv_nsec) != f->mtime.nsec)) {
+  if (f->changed_since_opened()) {
     send_line(CancelRequest{f->id});
     open_files_.erase(it);
     open_bytes_ -= f->size;

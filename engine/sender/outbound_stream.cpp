@@ -56,15 +56,6 @@ ssize_t synthetic_read(std::uint8_t* out, std::size_t n, std::uint64_t offset) {
   return static_cast<ssize_t>(n);
 }
 
-// Size or mtime differ from what SEND announced.
-bool source_changed(const OutgoingFile& f) {
-  if (f.synthetic) return false;
-  struct stat st;
-  if (fstat(f.fd.get(), &st) != 0) return true;
-  return static_cast<std::uint64_t>(st.st_size) != f.size || st.st_mtim.tv_sec != f.mtime.sec ||
-         static_cast<std::uint32_t>(st.st_mtim.tv_nsec) != f.mtime.nsec;
-}
-
 }  // namespace
 
 OutboundStream::OutboundStream(SenderContext& ctx, unsigned loop_index, unsigned stream_index)
@@ -274,7 +265,7 @@ bool OutboundStream::fill() {
     if (cur_pos_ < len) break;  // buffer full
     if (cap - out_len_ < kFrameTrailerBytes) break;
     Digest128 d = digest_.finish();
-    if (f.chunk_count == 1 && source_changed(f)) {
+    if (f.chunk_count == 1 && f.changed_since_opened()) {
       // The receiver publishes a one-chunk file as soon as its frame verifies, so a file that
       // changed while we read it must fail here: a wrong trailer makes the receiver discard
       // the frame, and the file is sent again from a fresh look at it.

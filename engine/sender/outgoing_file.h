@@ -3,6 +3,8 @@
 // the ChunkScheduler's mutex.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,6 +25,9 @@ struct OutgoingFile {
   std::uint64_t size = 0;
   std::uint32_t mode = 0;
   Mtime mtime;
+  // Status-change time when it was opened. Every write and every metadata change moves it,
+  // and unlike mtime nobody can set it back: a rewrite that restores the mtime still shows.
+  timespec ctime{};
   std::uint64_t chunk_bytes = 0;
   std::uint32_t chunk_count = 0;
   Token token;
@@ -39,6 +44,17 @@ struct OutgoingFile {
   std::uint64_t chunk_length(std::uint32_t i) const {
     std::uint64_t off = chunk_offset(i);
     return size - off < chunk_bytes ? size - off : chunk_bytes;
+  }
+
+  // True when the source is no longer the file that was opened and announced: its size, mtime
+  // or ctime moved (so what was read may mix two versions of it), or it cannot be checked.
+  bool changed_since_opened() const {
+    if (synthetic) return false;
+    struct stat st;
+    if (fstat(fd.get(), &st) != 0) return true;
+    return static_cast<std::uint64_t>(st.st_size) != size || st.st_mtim.tv_sec != mtime.sec ||
+           static_cast<std::uint32_t>(st.st_mtim.tv_nsec) != mtime.nsec ||
+           st.st_ctim.tv_sec != ctime.tv_sec || st.st_ctim.tv_nsec != ctime.tv_nsec;
   }
 };
 

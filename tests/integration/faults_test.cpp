@@ -1,8 +1,12 @@
 // Faults with the real binary: corrupted bytes, refused connections, a receiver stopped or
-// killed mid-transfer, missing inputs. Each must end in a clear report and no wrong file.
+// killed mid-transfer, missing inputs, a source that changes while it is sent. Each must end in a
+// clear report and no wrong file.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
+#include <fstream>
 #include <thread>
 
 #include "harness.h"
@@ -195,6 +199,74 @@ TEST_P(ShrinkingSource, IsReportedAndNeverPublishedTorn) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Faults, ShrinkingSource, ::testing::Values("copy", "mmap", "splice"));
+
+// Overwrites `p` in place (no truncation, so its size never changes) with the bytes of `with`.
+void overwrite_in_place(const fs::path& p, const fs::path& with) {
+  std::ifstream in(with, std::ios::binary);
+  std::fstream out(p, std::ios::in | std::ios::out | std::ios::binary);
+  out << in.rdbuf();
+}
+
+// The source is rewritten in place while it is being sent: same size, new bytes, and a new
+// mtime (or, `keep_mtime`, the old one put back, as `cp -p` or `touch -r` would). Chunks sent
+// before the change hold old bytes, later ones new bytes, and each verifies on its own: only
+// the sender's look at the file before DONE can tell. The file must arrive whole, as one
+// version or the other (the sender sends it again), or fail by name and not exist: never a mix.
+void rewrite_while_sending(const std::string& send_path, bool keep_mtime) {
+  TempDir src("src"), dst("dst"), next("next");
+  constexpr std::uint64_t kSize = 64 << 20;  // 8 chunks
+  write_file(src / "changes.bin", kSize, 49);
+  write_file(next / "changes.bin", kSize, 50);
+  const std::string old_bytes = read_text(src / "changes.bin");
+  const std::string new_bytes = read_text(next / "changes.bin");
+  write_text(src / "steady.txt", "steady");
+  ReceiverProcess r(dst.path());
+  FaultProxy proxy(r, {"--stall", std::to_string(r.data_port()) + ":12000000:4000"});
+  Process sender({binary_path(), "send", "--to", proxy.to(), "--streams", "1", "--json",
+                  "--send-path", send_path, (src / "changes.bin").string(),
+                  (src / "steady.txt").string()});
+  // Mid-flight: the first chunk is verified (journaled), the rest waits behind the stall.
+  ASSERT_TRUE(wait_until([&] { return journaled_chunks_under(dst.path()) >= 1; }, 20s));
+  struct stat st {};
+  ASSERT_EQ(stat((src / "changes.bin").c_str(), &st), 0);
+  overwrite_in_place(src / "changes.bin", next / "changes.bin");
+  timespec mtime = st.st_mtim;
+  if (!keep_mtime) mtime.tv_sec += 7;
+  timespec times[2] = {{0, UTIME_OMIT}, mtime};
+  ASSERT_EQ(utimensat(AT_FDCWD, (src / "changes.bin").c_str(), times, 0), 0);
+  auto res = sender.wait(60s);
+  EXPECT_EQ(res.term_signal, 0) << "the sender crashed";
+  EXPECT_NE(res.err.find((src / "changes.bin").string() + "': it changed while being sent"),
+            std::string::npos)
+      << res.err;
+  if (fs::exists(dst / "changes.bin")) {
+    std::string got = read_text(dst / "changes.bin");
+    EXPECT_TRUE(got == new_bytes || got == old_bytes) << "published torn";
+  }
+  if (res.exit_code == 0) {
+    EXPECT_EQ(json_field(res.out, "failed"), "0") << res.out;
+    EXPECT_EQ(compare_trees(src.path(), dst.path()), "");  // the new version, with its mtime
+  } else {
+    EXPECT_EQ(res.exit_code, 1) << res.err;
+    EXPECT_FALSE(fs::exists(dst / "changes.bin"));
+  }
+  EXPECT_EQ(read_text(dst / "steady.txt"), "steady");
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+}
+
+class ChangingSource : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ChangingSource, SameSizeNewContentAndMtimeMidSendIsNeverPublishedTorn) {
+  rewrite_while_sending(GetParam(), false);
+}
+
+// Only the ctime (which nobody can set back) shows this one. The check does not depend on the
+// send path, so one path will do.
+TEST(Faults, SameSizeNewContentBehindARestoredMtimeIsNeverPublishedTorn) {
+  rewrite_while_sending("copy", true);
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, ChangingSource, ::testing::Values("copy", "mmap", "splice"));
 
 }  // namespace
 }  // namespace ackxfer::test
