@@ -393,6 +393,13 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel) {
   UniqueFd fd(openat(cached_dir_->get(), name.c_str(),
                      O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   struct stat st {};
+  if (fd && fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    // Publishing could only fail (a file cannot replace a directory): say so before any byte
+    // moves. (Without skip=, the same error comes from publishing, after the data.)
+    reply_error(m.id, ErrorCode::kIsDirectory,
+                "'" + escape_bytes(m.path) + "' is a directory on the receiver");
+    return true;
+  }
   if (!fd || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
       static_cast<std::uint64_t>(st.st_size) != m.size)
     return false;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "harness.h"
@@ -278,6 +279,65 @@ TEST_F(HostileInput, Receiver_RejectsUnknownAndReusedTokens) {
   EXPECT_EQ(read_ack(d), AckStatus::kUnknownToken);
   EXPECT_EQ(read_text(dest_ / "once.txt"), "hello");
   fs::remove(dest_ / "once.txt");
+}
+
+// Names that meet at one place: the same path twice in flight, a path spelled with escapes,
+// a file and a directory under one name. Each file lands whole (one version or the other,
+// never a mix), the loser of a type clash gets a clear error, and nothing is left behind.
+TEST_F(HostileInput, Receiver_NamesThatCollideLandWholeOrFailClearly) {
+  auto c = hello();
+  // "same.txt" and its escaped spelling "\x73ame.txt" are one name: two files in flight to it.
+  c->send_bytes(send_line(1, "same.txt", 5) + send_line(2, "\\x73ame.txt", 5));
+  std::map<std::string, Token> tokens;
+  for (int i = 0; i < 2; ++i) {
+    auto ready = c->read_line();
+    ASSERT_TRUE(ready && ready->starts_with("READY ")) << ready.value_or("EOF");
+    tokens[ready->substr(6, 1)] = *Token::from_hex(ready->substr(ready->find('=') + 1));
+  }
+  {
+    RawClient d(receiver_->data_port());
+    d.send_bytes(frame(tokens["2"], 0, "22222", 5));
+    EXPECT_EQ(read_ack(d), AckStatus::kPublished);
+    d.send_bytes(frame(tokens["1"], 0, "11111", 5));
+    EXPECT_EQ(read_ack(d), AckStatus::kPublished);
+  }
+  EXPECT_EQ(read_text(dest_ / "same.txt"), "11111");  // the last to verify wins, whole
+
+  // A directory where a file is, and a file where a directory is.
+  c->send_bytes("MKDIR 3 same.txt mode=0755 mtime=1.0\n");
+  auto dir_over_file = c->read_line();
+  EXPECT_TRUE(dir_over_file && dir_over_file->starts_with("ERR 3 "))
+      << dir_over_file.value_or("EOF");
+  c->send_bytes(send_line(4, "same.txt/inner", 5));
+  auto under_file = c->read_line();
+  EXPECT_TRUE(under_file && under_file->starts_with("ERR 4 not-a-directory"))
+      << under_file.value_or("EOF");
+  c->send_bytes("MKDIR 5 adir mode=0755 mtime=1.0\n");
+  auto ok = c->read_line();
+  EXPECT_TRUE(ok && *ok == "OK 5") << ok.value_or("EOF");
+  // With skip= (what senders send unless --force) the receiver looks first and says so at once.
+  std::string skipping = send_line(6, "adir", 5);
+  skipping.insert(skipping.size() - 1, " skip=size-mtime");
+  c->send_bytes(skipping);
+  auto file_over_dir = c->read_line();
+  EXPECT_TRUE(file_over_dir && file_over_dir->starts_with("ERR 6 is-a-directory"))
+      << file_over_dir.value_or("EOF");
+  // Without it, publishing fails once the bytes are in, and the temp file goes.
+  c->send_bytes(send_line(7, "adir", 5));
+  auto ready = c->read_line();
+  ASSERT_TRUE(ready && ready->starts_with("READY 7 ")) << ready.value_or("EOF");
+  {
+    RawClient d(receiver_->data_port());
+    d.send_bytes(frame(*Token::from_hex(ready->substr(ready->find('=') + 1)), 0, "77777", 5));
+    EXPECT_EQ(read_ack(d), AckStatus::kPublishFailed);
+  }
+  c->send_bytes("BYE\n");
+  EXPECT_TRUE(c->read_line());
+  EXPECT_EQ(read_text(dest_ / "same.txt"), "11111");
+  EXPECT_TRUE(fs::is_directory(dest_ / "adir"));
+  EXPECT_TRUE(temp_files_under(dest_).empty());
+  fs::remove(dest_ / "same.txt");
+  fs::remove(dest_ / "adir");
 }
 
 TEST_F(HostileInput, Receiver_RejectsFramesLongerOrShorterThanTheChunk) {
