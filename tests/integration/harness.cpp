@@ -216,11 +216,14 @@ void write_file(const fs::path& p, std::uint64_t size, std::uint64_t seed) {
   fs::create_directories(p.parent_path());
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
   std::mt19937_64 rng(seed);
-  std::vector<std::uint64_t> buf(1 << 17);
+  // Only as many words as the file needs: thousands of small files must stay cheap, most of all
+  // in the sanitizer builds, where every word written is checked.
+  std::vector<std::uint64_t> buf(
+      static_cast<std::size_t>(std::min<std::uint64_t>((size + 7) / 8, 1 << 17)));
   while (size) {
-    for (auto& w : buf)
-      w = rng();
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(size, buf.size() * 8));
+    for (std::size_t w = 0; w < (n + 7) / 8; ++w)
+      buf[w] = rng();
     f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(n));
     size -= n;
   }
@@ -232,15 +235,23 @@ void write_text(const fs::path& p, const std::string& text) {
 }
 
 std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
+  // One read, not a character at a time: tests read files of many MiB, and the sanitizer
+  // builds check every access.
+  std::ifstream f(p, std::ios::binary | std::ios::ate);
+  if (!f) return {};
+  std::string s(static_cast<std::size_t>(f.tellg()), '\0');
+  f.seekg(0);
+  f.read(s.data(), static_cast<std::streamsize>(s.size()));
+  s.resize(static_cast<std::size_t>(f.gcount()));
+  return s;
 }
 
 namespace {
 
 bool same_content(const fs::path& a, const fs::path& b) {
   std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
-  std::vector<char> ba(1 << 20), bb(1 << 20);
+  // Allocated once: thousands of small files must stay cheap, most of all under sanitizers.
+  thread_local std::vector<char> ba(1 << 20), bb(1 << 20);
   while (true) {
     fa.read(ba.data(), static_cast<std::streamsize>(ba.size()));
     fb.read(bb.data(), static_cast<std::streamsize>(bb.size()));
