@@ -47,6 +47,10 @@ int recv_command(int argc, char** argv) {
       ("secret-file", po::value(&secret_file),
        "accept only senders that prove they hold the secret in this file (see docs/SECURITY.md); "
        "the receiver proves it too")
+      ("legacy", po::bool_switch(&opt.legacy),
+       "also accept classic SEND/READY clients (`SEND <name>`, READY, raw bytes on the data "
+       "port); their files cannot be verified and are published when the data connection "
+       "closes (see docs/PROTOCOL.md, \"Legacy clients\")")
       ("keep-partials", po::value(&keep_partials_hours)->default_value(keep_partials_hours),
        "hours to keep the verified part of an interrupted file for the same send to resume "
        "(0: never keep partial files)")
@@ -90,6 +94,10 @@ int recv_command(int argc, char** argv) {
     if (!(keep_partials_hours >= 0) || keep_partials_hours > 24 * 365 * 100)
       throw Failure("--keep-partials must be 0 or more hours");
     opt.keep_partials = std::chrono::seconds(std::llround(keep_partials_hours * 3600));
+    if (opt.legacy && !secret_file.empty())
+      throw Failure(
+          "--legacy cannot be combined with --secret-file: classic clients cannot "
+          "authenticate");
     opt.log = make_stderr_logger(parse_log_level(log_level));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\nTry 'ackxfer-fast recv --help'.\n", e.what());

@@ -45,11 +45,15 @@ std::string dir_key_of(std::string_view path) {
 
 ControlSession::ControlSession(Worker& worker, UniqueFd fd)
     : WorkerObject(worker.loop()), worker_(worker), fd_(std::move(fd)) {
-  peer_ = peer_endpoint(fd_.get()).to_string();
+  Endpoint peer = peer_endpoint(fd_.get());
+  peer_ = peer.to_string();
+  peer_host_ = peer.host_string();
 }
 
 ControlSession::~ControlSession() {
   *alive_ = false;
+  // Gone before its READY: the next legacy client from this address may have its turn.
+  if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get());
   abandon_open_files(true);
   if (counted_active_) worker_.ctx().stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -81,6 +85,8 @@ void ControlSession::tick(std::int64_t now) {
   run_checkpoints();
   ReceiverContext& ctx = worker_.ctx();
   const char* why = nullptr;
+  // A legacy client waiting its turn for READY is not idle: the queue is the receiver's.
+  if (state_ == State::kLegacy && legacy_) return;
   if ((state_ == State::kAwaitHello || state_ == State::kAwaitAuth) &&
       now - created_ms_ > std::min(kFirstLineTimeoutMs, ctx.idle_timeout.count())) {
     why = state_ == State::kAwaitHello ? "no HELLO after connecting" : "no AUTH after HELLO";
@@ -132,6 +138,15 @@ void ControlSession::on_complete(unsigned op, int res, unsigned flags) {
       yield_armed_ = false;
       process_input();
       return;
+    case kLegacyQuiet:
+      legacy_quiet_armed_ = false;
+      // No newline came: the classic client sent `SEND <name>` alone and waits for READY.
+      if (looks_like_unterminated_legacy_send()) {
+        std::string line = std::exchange(in_, std::string());
+        in_start_ = 0;
+        handle_line(line);
+      }
+      return;
     case kFsync: {
       fsync_armed_ = false;
       Checkpoint c = std::move(checkpoints_.front());
@@ -168,7 +183,7 @@ void ControlSession::on_bytes(int res, unsigned flags) {
     auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
     // Copy out and hand the buffer straight back: control lines are small, and the ring is
     // shared with every other session on this worker.
-    if (res > 0 && state_ != State::kClosing)
+    if (res > 0 && state_ != State::kClosing && state_ != State::kLegacy)
       in_.append(reinterpret_cast<const char*>(ring.buffer(id)), static_cast<std::size_t>(res));
     ring.give_back(id);
   }
@@ -192,8 +207,9 @@ void ControlSession::on_bytes(int res, unsigned flags) {
     close_now();
     return;
   }
-  if (state_ == State::kClosing) {
-    // Lingering after our last reply: what the peer still sends is discarded above.
+  if (state_ == State::kClosing || state_ == State::kLegacy) {
+    // Lingering after our last reply, or a legacy client after its SEND: what the peer still
+    // sends is discarded above.
     if (ended) arm_read();
     return;
   }
@@ -230,6 +246,10 @@ void ControlSession::process_input() {
   in_.erase(0, in_start_);
   in_start_ = 0;
   if (in_.empty() && in_.capacity() > 64 * 1024) std::string().swap(in_);
+  if (!more && !legacy_quiet_armed_ && looks_like_unterminated_legacy_send()) {
+    legacy_quiet_armed_ = true;
+    arm_timer(static_cast<std::uint64_t>(kLegacyLineQuietMs) * 1'000'000, kLegacyQuiet);
+  }
   if (!more && in_.size() > kMaxLineBytes) {
     reply_error(std::nullopt, ErrorCode::kLineTooLong,
                 "no newline within " + std::to_string(kMaxLineBytes) + " bytes; closing");
@@ -244,8 +264,20 @@ void ControlSession::process_input() {
     arm_read();
 }
 
+bool ControlSession::looks_like_unterminated_legacy_send() const {
+  return worker_.ctx().legacy_enabled && state_ == State::kAwaitHello && in_start_ == 0 &&
+         in_.starts_with("SEND ") && in_.size() <= kMaxLineBytes &&
+         in_.find('\n') == std::string::npos;
+}
+
 void ControlSession::handle_line(std::string_view line) {
   last_line_ms_ = steady_ms();
+  if (state_ == State::kLegacy) return;
+  if (worker_.ctx().legacy_enabled && state_ == State::kAwaitHello && line.starts_with("SEND ")) {
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    handle_legacy_send(line.substr(5));
+    return;
+  }
   auto parsed = parse_client_line(line);
   if (!parsed.ok()) {
     const ParseError& e = parsed.error();
@@ -314,6 +346,66 @@ void ControlSession::handle(const AuthRequest& m) {
   }
   worker_.ctx().log.debug("session from " + peer_ + " authenticated");
   accept_session(secret.receiver_proof(sender_nonce_, receiver_nonce_));
+}
+
+void ControlSession::handle_legacy_send(std::string_view name) {
+  ReceiverContext& ctx = worker_.ctx();
+  state_ = State::kLegacy;
+  // The classic protocol sends the name as it is: no escapes. It still meets the path rule.
+  std::string path(name);
+  auto checked = validate_relative_path(path);
+  if (auto* why = std::get_if<std::string>(&checked)) {
+    ctx.log.warn("legacy client " + peer_ + ": refused 'SEND " + escape_bytes(path) + "': " + *why);
+    reply_error(std::nullopt, ErrorCode::kBadPath, "'" + escape_bytes(path) + "': " + *why);
+    close_after_flush();
+    return;
+  }
+  const RelativePath& rel = std::get<RelativePath>(checked);
+  auto parent = ctx.destination.open_parent(rel);
+  if (auto* e = std::get_if<FsError>(&parent)) {
+    ctx.log.warn("legacy client " + peer_ + ": " + e->what);
+    reply_error(std::nullopt, error_code_from_errno(e->err), e->what);
+    close_after_flush();
+    return;
+  }
+  auto dir = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(parent)));
+  // Size unknown: nothing to reserve; the bytes allocate as they are written.
+  auto temp = ctx.destination.create_temp(dir, rel.components.back(), 0, 0,
+                                          ctx.destination.anonymous_temps_supported(), 0644);
+  if (auto* e = std::get_if<FsError>(&temp)) {
+    ctx.log.warn("legacy client " + peer_ + ": " + e->what);
+    reply_error(std::nullopt, error_code_from_errno(e->err), e->what);
+    close_after_flush();
+    return;
+  }
+  legacy_ = std::make_shared<LegacyUpload>();
+  legacy_->path = path;
+  legacy_->peer = peer_;
+  legacy_->temp = std::move(std::get<TempFile>(temp));
+  EventLoop* loop = &loop_;
+  bool now = ctx.legacy.offer(peer_host_, legacy_, [this, loop, alive = alive_] {
+    loop->post([this, alive] {
+      if (*alive) legacy_turn();
+    });
+  });
+  if (now) {
+    legacy_turn();
+  } else {
+    ctx.log.info("legacy client " + peer_ + ": 'SEND " + escape_bytes(path) +
+                 "' waits until the previous legacy file from " + peer_host_ +
+                 " has its data connection");
+  }
+}
+
+void ControlSession::legacy_turn() {
+  if (!legacy_ || closing()) return;
+  ReceiverContext& ctx = worker_.ctx();
+  ctx.log.info("legacy client " + peer_ + ": READY for '" + escape_bytes(legacy_->path) +
+               "'; it is published unverified when its data connection closes (the classic "
+               "protocol carries no digest)");
+  legacy_.reset();         // LegacyUploads holds it until its data connection claims it
+  out_queued_ += "READY";  // exactly these five bytes, as the classic clients expect
+  flush();
 }
 
 void ControlSession::accept_session(std::optional<Proof> proof) {

@@ -13,6 +13,7 @@
 #include "io/socket.h"
 #include "protocol/control_codec.h"
 #include "receiver/incoming_file.h"
+#include "receiver/legacy_uploads.h"
 #include "receiver/worker.h"
 
 namespace ackxfer {
@@ -26,9 +27,17 @@ class ControlSession final : public WorkerObject {
   void tick(std::int64_t now_ms) override;
 
  private:
-  enum Op : unsigned { kRecv = 1, kSend = 2, kLingerTimer = 3, kYield = 4, kFsync = 5 };
+  enum Op : unsigned {
+    kRecv = 1,
+    kSend = 2,
+    kLingerTimer = 3,
+    kYield = 4,
+    kFsync = 5,
+    kLegacyQuiet = 6
+  };
   // kAwaitAuth: HELLO came and the receiver has a secret; the sender must answer AUTH.
-  enum class State { kAwaitHello, kAwaitAuth, kActive, kClosing };
+  // kLegacy: a classic client's `SEND <name>` (recv --legacy); nothing more is read.
+  enum class State { kAwaitHello, kAwaitAuth, kActive, kLegacy, kClosing };
 
   void on_complete(unsigned op, int res, unsigned flags) override;
   void on_drained() override;
@@ -45,6 +54,12 @@ class ControlSession final : public WorkerObject {
   void handle(const CancelRequest& m);
   void handle(const ByeRequest& m);
   void handle(const AuthRequest& m);
+  // recv --legacy: `SEND <name>` from a classic client (receiver/legacy_uploads.h). Opens the
+  // temp file, then answers READY when it is this client address's turn.
+  void handle_legacy_send(std::string_view name);
+  void legacy_turn();
+  // Input that starts like a legacy SEND but has no newline yet: armed to wait for quiet.
+  bool looks_like_unterminated_legacy_send() const;
   // Authenticated (or no secret): the session starts; HELLO carries our proof, if any.
   void accept_session(std::optional<Proof> proof);
   // No or wrong secret: says so, counts it, logs it, and closes.
@@ -84,12 +99,16 @@ class ControlSession final : public WorkerObject {
   Worker& worker_;
   UniqueFd fd_;
   std::string peer_;
+  std::string peer_host_;  // without the port: what legacy data connections are matched by
   State state_ = State::kAwaitHello;
   std::int64_t created_ms_ = 0;
   std::int64_t last_line_ms_ = 0;
   bool counted_active_ = false;  // counted in ReceiverStats::sessions_active
   // The authentication exchange (kAwaitAuth): the sender's nonce and ours.
   Nonce sender_nonce_, receiver_nonce_;
+  // recv --legacy: our file until its READY went out (then LegacyUploads holds it alone).
+  std::shared_ptr<LegacyUpload> legacy_;
+  bool legacy_quiet_armed_ = false;
 
   // Bytes received and not yet handled: unprocessed lines and an incomplete last line. Empty
   // (and without capacity) while the session is idle: receive buffers come from the worker's

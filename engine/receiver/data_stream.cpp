@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 
 #include "error.h"
 #include "io/socket.h"
+#include "protocol/control_codec.h"
 #include "protocol/limits.h"
 
 namespace ackxfer {
@@ -34,6 +36,7 @@ void DataStream::start() {
   set_nodelay(fd_.get());
   worker_.ctx().stats.data_connections.fetch_add(1, std::memory_order_relaxed);
   created_ms_ = last_bytes_ms_ = steady_ms();
+  legacy_undecided_ = worker_.ctx().legacy_enabled;
   splice_ = worker_.ctx().recv_path == RecvPath::kSplice;
   if (splice_) {
     scratch_.resize(kScratchBytes);
@@ -52,6 +55,7 @@ void DataStream::start() {
 }
 
 void DataStream::shutdown() {
+  if (legacy_) finish_legacy(false, "the receiver is stopping");
   release_claim();
   begin_close(fd_.get());
 }
@@ -66,6 +70,7 @@ void DataStream::tick(std::int64_t now) {
   ctx.stats.timeouts.fetch_add(1, std::memory_order_relaxed);
   ctx.log.debug("closing data connection from " + peer_ +
                 (silent_start ? ": no frame after connecting" : ": idle"));
+  if (legacy_) finish_legacy(false, "idle for longer than --idle-timeout");
   release_claim();
   begin_close(fd_.get());
 }
@@ -89,6 +94,13 @@ void DataStream::on_complete(unsigned op, int res, unsigned flags) {
     recv_armed_ = false;
     if (op == kSpliceOut && writing_) std::exchange(writing_, nullptr)->end_write();
     if (res <= 0) {
+      if (res == 0 && legacy_undecided_ && staged_len_ > 0)
+        try_legacy(staged_.data(), staged_len_);  // a legacy file of fewer than 4 bytes
+      if (legacy_) {
+        finish_legacy(res == 0, res == 0 ? "" : errno_text(-res));
+        begin_close(fd_.get());
+        return;
+      }
       if (phase_ != Phase::kHeader || staged_len_ > 0)
         worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame");
       release_claim();
@@ -145,6 +157,13 @@ void DataStream::on_bytes(int res, unsigned flags) {
     return;
   }
   if (res <= 0) {
+    if (res == 0 && legacy_undecided_ && staged_len_ > 0)
+      try_legacy(staged_.data(), staged_len_);  // a legacy file of fewer than 4 bytes
+    if (legacy_) {
+      finish_legacy(res == 0, res == 0 ? "" : errno_text(-res));
+      begin_close(fd_.get());
+      return;
+    }
     if (phase_ != Phase::kHeader || staged_len_ > 0)
       worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame: " +
                               (res == 0 ? std::string("closed") : errno_text(-res)));
@@ -166,6 +185,10 @@ void DataStream::arm_read_exact() {
   if (recv_armed_ || closing() || close_after_acks_) return;
   if (acks_queued_.size() > kMaxPendingAckBytes) return;  // flush_acks() resumes
   recv_armed_ = true;
+  if (legacy_) {
+    arm_recv(fd_.get(), scratch_.data(), scratch_.size(), kRecvExact);
+    return;
+  }
   std::size_t want = 0;
   switch (phase_) {
     case Phase::kHeader:
@@ -231,6 +254,21 @@ void DataStream::spliced_out(std::size_t n) {
 }
 
 bool DataStream::consume(const std::uint8_t* p, std::size_t n) {
+  if (legacy_undecided_) {
+    // Collect the first 4 bytes in staged_ (where the frame path expects a split header).
+    std::size_t take = std::min<std::size_t>(4 - staged_len_, n);
+    std::memcpy(staged_.data() + staged_len_, p, take);
+    staged_len_ += take;
+    p += take;
+    n -= take;
+    if (staged_len_ < 4) return true;
+    if (try_legacy(staged_.data(), staged_len_)) staged_len_ = 0;
+    // Otherwise staged_ holds the first 4 bytes of a frame header; carry on below.
+  }
+  if (legacy_) {
+    legacy_write(p, n);
+    return true;
+  }
   std::size_t pos = 0;
   while (pos < n) {
     std::size_t avail = n - pos;
@@ -438,6 +476,72 @@ void DataStream::on_drained() {
   if (writing_) std::exchange(writing_, nullptr)->end_write();
   fd_.reset();
   worker_.release(this);
+}
+
+bool DataStream::try_legacy(const std::uint8_t* first, std::size_t n) {
+  legacy_undecided_ = false;
+  // Every ackxfer data connection opens with the frame magic; a legacy file that happens to
+  // start with it cannot be told apart (docs/PROTOCOL.md, "Legacy clients").
+  std::uint8_t magic[4];
+  for (int i = 0; i < 4; ++i)
+    magic[i] = static_cast<std::uint8_t>(kFrameMagic >> (8 * i));
+  if (std::memcmp(first, magic, n) == 0) return false;
+  ReceiverContext& ctx = worker_.ctx();
+  legacy_ = ctx.legacy.claim(peer_endpoint(fd_.get()).host_string());
+  if (!legacy_) return false;  // no legacy file waits for this address: a bad frame, then
+  framed_ = true;              // not a silent connection
+  digest_.reset();
+  ctx.log.debug("data connection from " + peer_ + " carries legacy file '" +
+                escape_bytes(legacy_->path) + "'");
+  legacy_write(first, n);
+  return true;
+}
+
+void DataStream::legacy_write(const std::uint8_t* p, std::size_t n) {
+  if (!legacy_ || n == 0) return;
+  std::size_t done = 0;
+  while (done < n) {
+    ssize_t w =
+        ::pwrite(legacy_->temp.fd(), p + done, n - done, static_cast<off_t>(legacy_bytes_ + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      finish_legacy(false, "write: " + errno_text(w < 0 ? errno : EIO));
+      begin_close(fd_.get());
+      return;
+    }
+    done += static_cast<std::size_t>(w);
+  }
+  digest_.update(p, n);
+  legacy_bytes_ += n;
+  worker_.ctx().stats.payload_bytes_received.fetch_add(n, std::memory_order_relaxed);
+}
+
+void DataStream::finish_legacy(bool clean_eof, const std::string& why) {
+  std::shared_ptr<LegacyUpload> u = std::move(legacy_);
+  if (!u) return;
+  ReceiverContext& ctx = worker_.ctx();
+  std::string name = escape_bytes(u->path);
+  if (!clean_eof) {
+    ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
+    ctx.log.warn("legacy file '" + name + "' from " + peer_ + " not published: " + why + " after " +
+                 std::to_string(legacy_bytes_) + " bytes");
+    return;  // the temp file goes with `u`
+  }
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  auto r = u->temp.publish(0644, Mtime{now.tv_sec, static_cast<std::uint32_t>(now.tv_nsec)});
+  if (auto* e = std::get_if<FsError>(&r)) {
+    ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
+    ctx.log.warn("legacy file '" + name + "' from " + peer_ + " not published: " + e->what);
+    return;
+  }
+  ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
+  ctx.stats.bytes_published.fetch_add(legacy_bytes_, std::memory_order_relaxed);
+  ctx.log.info("published legacy file '" + name + "' (" + std::to_string(legacy_bytes_) +
+               " bytes) from " + peer_ +
+               " UNVERIFIED: the classic protocol has no digest, so a connection that ended early "
+               "cannot be told from a complete file (xxh3 of what arrived: " +
+               digest_.finish().hex() + ")");
 }
 
 }  // namespace ackxfer

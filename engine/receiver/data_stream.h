@@ -11,6 +11,7 @@
 #include "digest/digest.h"
 #include "protocol/data_frame.h"
 #include "receiver/incoming_file.h"
+#include "receiver/legacy_uploads.h"
 #include "receiver/worker.h"
 
 namespace ackxfer {
@@ -42,6 +43,13 @@ class DataStream final : public WorkerObject {
   void ack(AckStatus status, int err = 0);
   void flush_acks();
   void fail(const std::string& why);  // protocol violation: ack it, then close
+  // recv --legacy (receiver/legacy_uploads.h). A connection from an address with a legacy file
+  // waiting whose first bytes are not the frame magic carries that file: raw bytes to EOF.
+  // Returns true when `first` (the connection's first `n` bytes, n <= 4) makes it one.
+  bool try_legacy(const std::uint8_t* first, std::size_t n);
+  void legacy_write(const std::uint8_t* p, std::size_t n);
+  // EOF: publish what arrived (there is nothing to verify it against); an error: drop it.
+  void finish_legacy(bool clean_eof, const std::string& why);
   void release_claim();
   // Splice receive path (RecvPath::kSplice): exact-size reads for headers, trailers and small
   // payloads, socket -> pipe -> file for large ones.
@@ -73,6 +81,11 @@ class DataStream final : public WorkerObject {
   AckStatus frame_status_ = AckStatus::kOk;  // kOk while the payload is being written
   int write_errno_ = 0;
   StreamingDigest digest_;
+
+  // recv --legacy: undecided until the first 4 bytes (or EOF) say whether this is framing.
+  bool legacy_undecided_ = false;
+  std::shared_ptr<LegacyUpload> legacy_;
+  std::uint64_t legacy_bytes_ = 0;
 
   // Splice path only.
   bool splice_ = false;

@@ -72,6 +72,11 @@ void Receiver::start() {
   ctx_->max_sessions = options_.max_sessions;
   ctx_->keep_partials_s = options_.keep_partials.count();
   ctx_->secret = options_.secret;
+  if (options_.legacy && options_.secret)
+    throw Failure(
+        "--legacy cannot be combined with --secret-file: classic clients cannot "
+        "authenticate");
+  ctx_->legacy_enabled = options_.legacy;
   if (!options_.discard) {
     // Partials abandoned long ago (see fs/partial.h): removed in the background, so a large
     // --dir does not delay the start. Partials in use are locked and left alone.

@@ -49,6 +49,9 @@ struct ReceiverOptions {
   // With a secret (--secret-file), only senders that prove they hold the same secret get a
   // session (docs/SECURITY.md); without one, anyone who can connect may send.
   std::shared_ptr<const SharedSecret> secret;
+  // Also accept the classic SEND/READY clients (no HELLO, no framing, no digest); see
+  // receiver/legacy_uploads.h. Incompatible with `secret`: they cannot authenticate.
+  bool legacy = false;
   Logger log;
 };
 

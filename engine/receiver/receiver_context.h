@@ -7,6 +7,7 @@
 #include "io/blocking_pool.h"
 #include "log.h"
 #include "receiver/file_registry.h"
+#include "receiver/legacy_uploads.h"
 #include "receiver/receiver.h"
 
 namespace ackxfer {
@@ -25,6 +26,8 @@ struct ReceiverContext {
   unsigned max_sessions = 16384;
   std::int64_t keep_partials_s = 86400;        // 0: resumable partials are off
   std::shared_ptr<const SharedSecret> secret;  // set: sessions must authenticate
+  bool legacy_enabled = false;                 // recv --legacy
+  LegacyUploads legacy;
   std::atomic<bool> stopping{false};
   // Hashes existing files for `skip=xxh3` off the loops (see ControlSession).
   BlockingPool pool{1};

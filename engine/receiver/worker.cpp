@@ -151,6 +151,11 @@ void Worker::release(WorkerObject* obj) {
 
 void Worker::tick_all() {
   std::int64_t now = steady_ms();
+  if (ctx_.legacy_enabled)
+    for (auto& u : ctx_.legacy.expire(now))
+      ctx_.log.warn("legacy client " + u->peer + " got READY for '" + escape_bytes(u->path) +
+                    "' but no data connection came from its address within " +
+                    std::to_string(kLegacyConnectTimeoutMs / 1000) + " s; dropped it");
   // tick() may close an object, but closing only defers its release: iterating is safe.
   for (auto& [raw, obj] : objects_)
     raw->tick(now);
