@@ -29,17 +29,52 @@ const char* exit_code_help() {
           ;
 }
 
+namespace {
+
+// stderr is shared by log lines (any thread) and the status line: one lock for both.
+std::mutex g_stderr_mu;
+std::string g_status;  // the status line now on the terminal, or empty
+
+// "\r" + erase to end of line: the cursor is back at the start of an empty line.
+constexpr const char* kEraseLine = "\r\033[K";
+
+}  // namespace
+
+void write_stderr_line(const std::string& line) {
+  std::lock_guard lock(g_stderr_mu);
+  std::string out;
+  if (!g_status.empty()) out += kEraseLine;
+  out += line;
+  if (!out.ends_with('\n')) out += '\n';
+  out += g_status;  // redrawn below what was just written
+  std::fwrite(out.data(), 1, out.size(), stderr);
+  std::fflush(stderr);
+}
+
+void status_line_set(const std::string& text) {
+  std::lock_guard lock(g_stderr_mu);
+  g_status = text;
+  std::string out = kEraseLine + text;
+  std::fwrite(out.data(), 1, out.size(), stderr);
+  std::fflush(stderr);
+}
+
+void status_line_clear() {
+  std::lock_guard lock(g_stderr_mu);
+  if (g_status.empty()) return;
+  g_status.clear();
+  std::fputs(kEraseLine, stderr);
+  std::fflush(stderr);
+}
+
 Logger make_stderr_logger(LogLevel level) {
-  static std::mutex mu;
   return Logger(
       [](LogLevel l, std::string_view msg) {
         static const char* names[] = {"error", "warning", "info", "debug"};
         std::string line = "ackxfer-fast: ";
         if (l != LogLevel::kInfo) line += std::string(names[static_cast<int>(l)]) + ": ";
         line.append(msg);
-        line += "\n";
-        std::lock_guard lock(mu);
-        std::fwrite(line.data(), 1, line.size(), stderr);
+        write_stderr_line(line);
       },
       level);
 }

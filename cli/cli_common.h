@@ -17,6 +17,13 @@ namespace ackxfer::cli {
 // Messages go to stderr as "ackxfer-fast: <level>: <message>", one whole line per write so
 // threads never interleave inside a line.
 Logger make_stderr_logger(LogLevel level);
+// One whole line to stderr (a newline is added if missing), under the same lock as the log and
+// the status line, which is redrawn after it.
+void write_stderr_line(const std::string& line);
+// A status line kept at the bottom of a terminal and redrawn in place (send's progress): log
+// lines written meanwhile clear it first and redraw it after, so they never garble each other.
+void status_line_set(const std::string& text);
+void status_line_clear();
 LogLevel parse_log_level(const std::string& s);  // throws Failure
 
 // Blocks SIGINT and SIGTERM in the calling thread (call before starting threads, which

@@ -5,12 +5,14 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "cli_common.h"
 #include "error.h"
 #include "exit_codes.h"
 #include "json_writer.h"
+#include "progress.h"
 #include "sender/sender.h"
 
 namespace po = boost::program_options;
@@ -54,6 +56,20 @@ const char* outcome_name(SendReport::Outcome o) {
   return "?";
 }
 
+// Below this much data the run is mostly set-up and round trips: no limit worth naming.
+constexpr std::uint64_t kLimiterMinBytes = 64ull << 20;
+
+// What this side can tell about the limit: its own threads' CPU. The receiver's side is in
+// its own log (and `ackxfer-fast bench` measures both).
+std::string limiter_text(const SendReport& r) {
+  int busy = static_cast<int>(std::lround(r.busiest_thread * 100));
+  if (r.busiest_thread >= 0.85)
+    return "limited by this machine's CPU: a sender thread was " + std::to_string(busy) +
+           "% busy (more --threads may help if --streams > 1)";
+  return "not limited by this machine's CPU (busiest sender thread " + std::to_string(busy) +
+         "% busy): the network, the receiver or the source disk set the pace";
+}
+
 SendPath send_path_option(const std::string& s) {
   if (auto p = parse_send_path(s)) return *p;
   throw Failure("--send-path must be auto, copy, mmap or splice (not '" + s + "')");
@@ -90,8 +106,8 @@ std::string report_json(const SendReport& r) {
 int send_command(int argc, char** argv) {
   SenderOptions opt;
   std::string log_level = "warning", send_path = "auto", secret_file;
-  double retry_for = 10;
-  bool json = false;
+  double retry_for = 10, progress_interval = 10;
+  bool json = false, quiet = false;
   po::options_description desc("Options");
   // clang-format off
   desc.add_options()
@@ -102,6 +118,11 @@ int send_command(int argc, char** argv) {
       ("threads", po::value(&opt.threads)->default_value(0),
        "sender threads, each with its own io_uring (0: min(streams, online CPUs))")
       ("json", po::bool_switch(&json), "print one JSON object with the results on stdout")
+      ("quiet,q", po::bool_switch(&quiet),
+       "no progress and no summary; failures and errors are still reported")
+      ("progress-interval", po::value(&progress_interval)->default_value(progress_interval),
+       "seconds between progress lines when stderr is not a terminal (a terminal gets one "
+       "line, redrawn in place)")
       ("retry-for", po::value(&retry_for)->default_value(retry_for),
        "keep retrying refused or reset connections for this many seconds")
       ("force", po::bool_switch(&opt.force),
@@ -149,6 +170,8 @@ int send_command(int argc, char** argv) {
     if (opt.to.empty()) throw Failure("--to HOST[:PORT] is required");
     if (opt.paths.empty()) throw Failure("give at least one PATH to send");
     if (!(retry_for >= 0) || retry_for > 1e7) throw Failure("--retry-for must be >= 0 seconds");
+    if (!(progress_interval >= 0.1) || progress_interval > 1e6)
+      throw Failure("--progress-interval must be at least 0.1 seconds");
     opt.retry_for =
         std::chrono::milliseconds(static_cast<long long>(std::llround(retry_for * 1000)));
     opt.send_path = send_path_option(send_path);
@@ -177,12 +200,18 @@ int send_command(int argc, char** argv) {
     if (sig != SIGUSR1) sender.cancel();
   });
 
+  std::optional<ProgressReporter> progress;
+  if (!quiet)
+    progress.emplace(sender, opt.paths,
+                     std::chrono::milliseconds(std::llround(progress_interval * 1000)));
   SendReport report;
   int code;
   try {
     report = sender.run();
     code = exit_code_for(report);
+    if (progress) progress->stop();
   } catch (const std::exception& e) {
+    if (progress) progress->stop();
     pthread_kill(watcher.native_handle(), SIGUSR1);
     watcher.join();
     std::string what = e.what();
@@ -199,7 +228,7 @@ int send_command(int argc, char** argv) {
   if (!report.error.empty()) std::fprintf(stderr, "ackxfer-fast: %s\n", report.error.c_str());
   if (json) {
     std::fputs(report_json(report).c_str(), stdout);
-  } else {
+  } else if (!quiet) {
     double rate = report.seconds > 0 ? static_cast<double>(report.bytes) / report.seconds : 0;
     std::string extra;
     if (report.unchanged)
@@ -212,6 +241,8 @@ int send_command(int argc, char** argv) {
                  human_bytes(static_cast<double>(report.bytes)).c_str(), report.seconds,
                  human_rate(rate).c_str(), static_cast<unsigned long long>(report.retries),
                  report.failed.size(), extra.c_str());
+    if (report.bytes >= kLimiterMinBytes)
+      std::fprintf(stderr, "ackxfer-fast: %s\n", limiter_text(report).c_str());
   }
   std::fflush(stdout);
   return code;

@@ -482,6 +482,8 @@ void ControlClient::file_delivered(
   if (report_.files == 0) milestone("first file delivered");
   ++report_.files;
   report_.bytes += it->second->size;
+  ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
+  ctx_.bytes_done.fetch_add(it->second->size, std::memory_order_relaxed);
   open_bytes_ -= it->second->size;
   open_files_.erase(it);
 }
@@ -506,6 +508,9 @@ void ControlClient::on_ok(const OkReply& m) {
       // Already there and identical: nothing was sent, nothing to count as delivered.
       ++report_.unchanged;
       report_.unchanged_bytes += it->second->size;
+      ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
+      ctx_.bytes_done.fetch_add(it->second->size, std::memory_order_relaxed);
+      ctx_.unchanged_bytes.fetch_add(it->second->size, std::memory_order_relaxed);
       open_bytes_ -= it->second->size;
       open_files_.erase(it);
     } else {
@@ -571,6 +576,7 @@ void ControlClient::retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const 
                                   bool retryable) {
   if (retryable && f->attempt < kMaxFileAttempts) {
     ++file_resends_;
+    ctx_.file_resends.fetch_add(1, std::memory_order_relaxed);
     ctx_.log.warn("'" + f->source_path + "': " + reason + "; sending it again (attempt " +
                   std::to_string(f->attempt + 1) + " of " + std::to_string(kMaxFileAttempts) + ")");
     resend_.push_back(Resend{entry_of(*f), f->attempt + 1});
@@ -581,6 +587,7 @@ void ControlClient::retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const 
 
 void ControlClient::record_failure(const std::string& path, const std::string& reason) {
   report_.failed.push_back(FailedFile{path, reason});
+  ctx_.files_failed.fetch_add(1, std::memory_order_relaxed);
 }
 
 void ControlClient::collect_walk_problems() {

@@ -73,6 +73,21 @@ void Sender::cancel() {
   ctx->loops[0]->post([ctx] { ctx->control->cancel(); });
 }
 
+std::optional<SendProgress> Sender::progress() {
+  std::lock_guard lock(ctx_mu_);
+  if (!ctx_ || !ctx_->scheduler) return std::nullopt;
+  SendProgress p;
+  p.files_done = ctx_->files_done.load(std::memory_order_relaxed);
+  p.bytes_done = ctx_->bytes_done.load(std::memory_order_relaxed);
+  p.files_failed = ctx_->files_failed.load(std::memory_order_relaxed);
+  p.bytes_sent = ctx_->payload_bytes_sent.load(std::memory_order_relaxed);
+  p.bytes_not_sent = ctx_->resumed_bytes.load(std::memory_order_relaxed) +
+                     ctx_->unchanged_bytes.load(std::memory_order_relaxed);
+  p.retries = ctx_->scheduler->retries() + ctx_->file_resends.load(std::memory_order_relaxed) +
+              ctx_->reconnects.load(std::memory_order_relaxed);
+  return p;
+}
+
 SendReport Sender::run() {
   if (options_.streams > kMaxStreams)
     throw Failure("--streams must be between 1 and " + std::to_string(kMaxStreams));

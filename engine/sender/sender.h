@@ -94,6 +94,16 @@ struct SendReport {
   std::uint64_t cq_overflow = 0;
 };
 
+// What a running transfer has done so far, for a progress display (Sender::progress()).
+struct SendProgress {
+  std::uint64_t files_done = 0;  // delivered and verified, or found already there
+  std::uint64_t bytes_done = 0;  // their sizes
+  std::uint64_t files_failed = 0;
+  std::uint64_t bytes_sent = 0;      // payload bytes handed to the network (re-sends included)
+  std::uint64_t bytes_not_sent = 0;  // needed no sending: resumed chunks, unchanged files
+  std::uint64_t retries = 0;         // as in SendReport
+};
+
 struct SenderContext;
 
 class Sender {
@@ -105,6 +115,8 @@ class Sender {
   SendReport run();
   // Thread-safe (not async-signal-safe): ends the transfer early; run() reports kInterrupted.
   void cancel();
+  // Thread-safe: the figures so far, or nothing before run() has set up or after it returned.
+  std::optional<SendProgress> progress();
 
  private:
   SenderOptions options_;

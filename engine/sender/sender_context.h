@@ -34,6 +34,12 @@ struct SenderContext {
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> payload_bytes_sent{0};
   std::atomic<std::uint64_t> resumed_bytes{0};  // chunks the receiver had: hashed, not sent
+  // For Sender::progress(): what the control client has concluded so far.
+  std::atomic<std::uint64_t> files_done{0};  // delivered and verified, or already there
+  std::atomic<std::uint64_t> bytes_done{0};  // their sizes
+  std::atomic<std::uint64_t> files_failed{0};
+  std::atomic<std::uint64_t> unchanged_bytes{0};
+  std::atomic<std::uint64_t> file_resends{0};
   std::atomic<bool> cancelled{false};
 
   // Loop thread only: an object on loop `i` has finished for good.

@@ -1,0 +1,55 @@
+// send's progress line text (cli/progress.h): what a person reads while a transfer runs.
+#include <gtest/gtest.h>
+
+#include "progress.h"
+
+namespace ackxfer::cli {
+namespace {
+
+TEST(ProgressText, EtaIsMinutesAndSecondsOrHours) {
+  EXPECT_EQ(eta_text(0), "0:00");
+  EXPECT_EQ(eta_text(7.4), "0:07");
+  EXPECT_EQ(eta_text(245), "4:05");
+  EXPECT_EQ(eta_text(3723), "1:02:03");
+  EXPECT_EQ(eta_text(-5), "0:00");
+}
+
+TEST(ProgressText, WithKnownTotalsShowsShareRateAndEta) {
+  TreeTotals t;
+  t.files = 5000;
+  t.bytes = 4'000'000'000;
+  t.complete = true;
+  SendProgress p;
+  p.files_done = 1234;
+  p.bytes_sent = 1'000'000'000;
+  EXPECT_EQ(progress_text(p, t, 1e9),
+            "1.00 GB of 4.00 GB (25%), 1,234 of 5,000 files, 1.00 GB/s, ETA 0:03");
+}
+
+TEST(ProgressText, WhileTheTreeIsStillCountedTotalsAreALowerBoundAndThereIsNoEta) {
+  TreeTotals t;
+  t.files = 10;
+  t.bytes = 2'000'000;
+  SendProgress p;
+  p.bytes_sent = 5'000'000;  // more than counted so far: not capped, not a percentage
+  std::string s = progress_text(p, t, 1e6);
+  EXPECT_EQ(s, "5.00 MB of at least 2.00 MB, 0 of at least 10 files, 1.00 MB/s");
+}
+
+TEST(ProgressText, ResentBytesNeverShowMoreThanTheTotalAndProblemsAreCounted) {
+  TreeTotals t;
+  t.files = 2;
+  t.bytes = 1000;
+  t.complete = true;
+  SendProgress p;
+  p.bytes_sent = 1500;  // a chunk sent twice
+  p.bytes_not_sent = 100;
+  p.files_done = 1;
+  p.retries = 2;
+  p.files_failed = 1;
+  EXPECT_EQ(progress_text(p, t, 0),
+            "1.00 KB of 1.00 KB (100%), 1 of 2 files, 0 B/s, 2 retries, 1 failed");
+}
+
+}  // namespace
+}  // namespace ackxfer::cli
