@@ -19,7 +19,11 @@ namespace ackxfer {
 namespace {
 
 std::string describe(std::string_view op, std::string_view path, int err) {
-  return std::string(op) + " '" + std::string(path) + "': " + errno_text(err);
+  // openat2(RESOLVE_BENEATH) says EXDEV ("Invalid cross-device link") for a symlink that would
+  // lead out of --dir: say that instead.
+  std::string why =
+      err == EXDEV ? "a symlink on the way leads outside the receiver's --dir" : errno_text(err);
+  return std::string(op) + " '" + std::string(path) + "': " + why;
 }
 
 std::string join(const RelativePath& p, std::size_t count) {
