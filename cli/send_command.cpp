@@ -81,6 +81,7 @@ std::string report_json(const SendReport& r) {
       .field("outcome", outcome_name(r.outcome))
       .field("files", r.files)
       .field("directories", r.directories)
+      .field("symlinks", r.symlinks)
       .field("bytes", r.bytes)
       .field("seconds", r.seconds)
       .field("bytes_per_second", r.seconds > 0 ? static_cast<double>(r.bytes) / r.seconds : 0.0)
@@ -231,6 +232,7 @@ int send_command(int argc, char** argv) {
   } else if (!quiet) {
     double rate = report.seconds > 0 ? static_cast<double>(report.bytes) / report.seconds : 0;
     std::string extra;
+    if (report.symlinks) extra += ", " + std::to_string(report.symlinks) + " symlinks";
     if (report.unchanged)
       extra += ", " + std::to_string(report.unchanged) + " unchanged (not sent)";
     if (report.resumed_bytes)

@@ -1,6 +1,7 @@
 // libFuzzer target: the control-line codec and the path rule. Any input must parse or be
 // refused without crashing; whatever parses must format back to a line that parses to the
-// same message; a SEND path that passes the rule must not escape (no "..", no leading '/').
+// same message; a SEND, MKDIR or LINK path that passes the rule must not escape (no "..", no
+// leading '/'), and a LINK target that parses is non-empty, NUL-free and within its limits.
 //
 //   build-fuzz/fuzz/control_line_fuzzer fuzz/corpus/control -max_total_time=60
 #include <cstdint>
@@ -41,6 +42,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!back.ok() || !(back.value() == c.value())) fail("client message does not round-trip");
     if (auto* s = std::get_if<SendRequest>(&c.value())) check_path(s->path);
     if (auto* m = std::get_if<MkdirRequest>(&c.value())) check_path(m->path);
+    if (auto* l = std::get_if<LinkRequest>(&c.value())) {
+      check_path(l->path);
+      // The target is data, but it must obey its limits: symlinkat() gets it as a C string.
+      if (link_target_problem(l->path, l->target)) fail("accepted a bad link target");
+    }
   }
   auto s = parse_server_line(line);
   if (s.ok() && !std::holds_alternative<ErrReply>(s.value())) {

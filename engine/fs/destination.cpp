@@ -19,7 +19,11 @@ namespace ackxfer {
 namespace {
 
 std::string describe(std::string_view op, std::string_view path, int err) {
-  return std::string(op) + " '" + std::string(path) + "': " + errno_text(err);
+  // openat2(RESOLVE_BENEATH) says EXDEV ("Invalid cross-device link") for a symlink that would
+  // lead out of --dir: say that instead.
+  std::string why =
+      err == EXDEV ? "a symlink on the way leads outside the receiver's --dir" : errno_text(err);
+  return std::string(op) + " '" + std::string(path) + "': " + why;
 }
 
 std::string join(const RelativePath& p, std::size_t count) {
@@ -376,6 +380,33 @@ int reserve_range(int fd, std::uint64_t offset, std::uint64_t length) {
   int e = errno;
   // A file system without fallocate still works; it just cannot promise the space up front.
   return e == EOPNOTSUPP || e == ENOSYS ? 0 : e;
+}
+
+std::variant<std::monostate, FsError> Destination::make_symlink(int parent,
+                                                                std::string_view final_name,
+                                                                const std::string& target,
+                                                                const Mtime& mtime) const {
+  std::string name(final_name);
+  std::string temp = random_temp_name();
+  if (symlinkat(target.c_str(), parent, temp.c_str()) != 0)
+    return FsError{errno, describe("create symlink", name, errno)};
+  auto fail = [&](std::string_view op) {
+    int e = errno;
+    unlinkat(parent, temp.c_str(), 0);
+    if (e == EISDIR)
+      return FsError{e,
+                     "'" + name + "' is a directory on the receiver; a symlink cannot replace it"};
+    return FsError{e, describe(op, name, e)};
+  };
+  // AT_SYMLINK_NOFOLLOW: the link's own time. Its target may be anywhere, or nowhere.
+  timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime)};
+  if (utimensat(parent, temp.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
+    return fail("set mtime of symlink");
+  // rename(2) never follows a symlink at the new name: an old link is replaced, not written
+  // through, and a directory there makes it fail with EISDIR.
+  if (renameat(parent, temp.c_str(), parent, name.c_str()) != 0)
+    return fail("rename symlink into place");
+  return std::monostate{};
 }
 
 std::variant<std::monostate, FsError> Destination::set_directory_metadata(

@@ -128,6 +128,14 @@ class Destination {
   // `created`, if given, tells whether `path` itself was created by this call (so it was empty).
   std::variant<std::monostate, FsError> make_directory(const RelativePath& path,
                                                        bool* created = nullptr) const;
+  // Makes `final_name` in `parent` a symlink to `target` with modification time `mtime`: created
+  // under a temp name, its own mtime set (never its target's), then renamed over the final name,
+  // which atomically replaces a file or symlink already there. An existing directory is left
+  // alone (EISDIR). `target` is stored verbatim and never resolved. On failure the temp link is
+  // removed.
+  std::variant<std::monostate, FsError> make_symlink(int parent, std::string_view final_name,
+                                                     const std::string& target,
+                                                     const Mtime& mtime) const;
   // Applies mode and mtime to an existing directory beneath the root.
   std::variant<std::monostate, FsError> set_directory_metadata(const RelativePath& path,
                                                                std::uint32_t mode,

@@ -13,6 +13,10 @@
 namespace ackxfer {
 namespace {
 
+// The longest LINK line: "LINK <id> <path> target=<target> mtime=<-sec.nsec>". Path and target
+// share kMaxLinkEscapedBytes, so it fits the line limit every receiver of version 1 enforces.
+static_assert(5 + 16 + 1 + kMaxLinkEscapedBytes + 8 + 7 + 24 <= kMaxLineBytes);
+
 ParseError err(ErrorCode code, std::string message, std::optional<std::uint64_t> id = {}) {
   return ParseError{code, std::move(message), id};
 }
@@ -126,11 +130,7 @@ std::variant<Head, ParseError> parse_head(std::string_view verb,
   return h;
 }
 
-bool need_mode_mtime(const KeyValues& kv, std::uint32_t& mode, Mtime& mtime,
-                     std::optional<ParseError>& e, std::uint64_t id) {
-  std::uint64_t m = 0;
-  if (!need_u64(kv, "mode", kMaxMode, m, e, id, 8)) return false;
-  mode = static_cast<std::uint32_t>(m);
+bool need_mtime(const KeyValues& kv, Mtime& mtime, std::optional<ParseError>& e, std::uint64_t id) {
   auto t = kv.get("mtime");
   if (!t) {
     e = err(ErrorCode::kBadField, "missing field 'mtime'", id);
@@ -143,6 +143,14 @@ bool need_mode_mtime(const KeyValues& kv, std::uint32_t& mode, Mtime& mtime,
   }
   mtime = *parsed;
   return true;
+}
+
+bool need_mode_mtime(const KeyValues& kv, std::uint32_t& mode, Mtime& mtime,
+                     std::optional<ParseError>& e, std::uint64_t id) {
+  std::uint64_t m = 0;
+  if (!need_u64(kv, "mode", kMaxMode, m, e, id, 8)) return false;
+  mode = static_cast<std::uint32_t>(m);
+  return need_mtime(kv, mtime, e, id);
 }
 
 Parsed<ClientMessage> parse_send(const std::vector<std::string_view>& f) {
@@ -194,6 +202,25 @@ Parsed<ClientMessage> parse_mkdir(const std::vector<std::string_view>& f) {
   return ClientMessage{std::move(r)};
 }
 
+Parsed<ClientMessage> parse_link(const std::vector<std::string_view>& f) {
+  auto head = parse_head("LINK", f);
+  if (auto* e = std::get_if<ParseError>(&head)) return *e;
+  auto& h = std::get<Head>(head);
+  LinkRequest r;
+  r.id = h.id;
+  r.path = std::move(h.path);
+  auto escaped = h.kv.get("target");
+  if (!escaped) return err(ErrorCode::kBadField, "missing field 'target'", r.id);
+  auto target = unescape_bytes(*escaped);
+  if (!target)
+    return err(ErrorCode::kBadField, "bad escape in target '" + clip(*escaped) + "'", r.id);
+  if (auto why = link_target_problem(r.path, *target)) return err(ErrorCode::kBadField, *why, r.id);
+  r.target = std::move(*target);
+  std::optional<ParseError> e;
+  if (!need_mtime(h.kv, r.mtime, e, r.id)) return *e;
+  return ClientMessage{std::move(r)};
+}
+
 std::optional<std::string> check_printable(std::string_view line) {
   for (unsigned char c : line)
     if (!is_plain(c) && c != ' ')
@@ -239,6 +266,26 @@ std::string escape_bytes(std::string_view raw) {
     }
   }
   return out;
+}
+
+std::size_t escaped_size(std::string_view raw) {
+  std::size_t n = 0;
+  for (unsigned char c : raw)
+    n += is_plain(c) && c != '\\' ? 1 : 4;
+  return n;
+}
+
+std::optional<std::string> link_target_problem(std::string_view path, std::string_view target) {
+  if (target.empty()) return "the link target is empty";
+  if (target.find('\0') != std::string_view::npos) return "the link target has a NUL byte";
+  if (target.size() > kMaxLinkTargetBytes)
+    return "the link target is " + std::to_string(target.size()) + " bytes; the limit is " +
+           std::to_string(kMaxLinkTargetBytes);
+  std::size_t both = escaped_size(path) + escaped_size(target);
+  if (both > kMaxLinkEscapedBytes)
+    return "the link's path and target take " + std::to_string(both) +
+           " bytes escaped; the limit for both together is " + std::to_string(kMaxLinkEscapedBytes);
+  return std::nullopt;
 }
 
 std::optional<std::string> unescape_bytes(std::string_view s) {
@@ -312,6 +359,7 @@ Parsed<ClientMessage> parse_client_line(std::string_view line) {
   std::string_view verb = f[0];
   if (verb == "SEND") return parse_send(f);
   if (verb == "MKDIR") return parse_mkdir(f);
+  if (verb == "LINK") return parse_link(f);
   if (verb == "DONE") {
     if (f.size() < 3) return err(ErrorCode::kBadLine, "DONE needs <id> xxh3=<digest>");
     auto id = parse_id(f[1]);
@@ -485,6 +533,10 @@ struct ClientFormatter {
     std::snprintf(mode, sizeof mode, "%04o", m.mode);
     return "MKDIR " + std::to_string(m.id) + " " + escape_bytes(m.path) + " mode=" + mode +
            " mtime=" + format_mtime(m.mtime) + "\n";
+  }
+  std::string operator()(const LinkRequest& m) const {
+    return "LINK " + std::to_string(m.id) + " " + escape_bytes(m.path) +
+           " target=" + escape_bytes(m.target) + " mtime=" + format_mtime(m.mtime) + "\n";
   }
   std::string operator()(const DoneRequest& m) const {
     return "DONE " + std::to_string(m.id) + " xxh3=" + m.digest.hex() + "\n";

@@ -53,6 +53,15 @@ struct MkdirRequest {
   Mtime mtime;
   friend bool operator==(const MkdirRequest&, const MkdirRequest&) = default;
 };
+// A symlink inside a sent tree. `target` is data: the receiver stores it as it is (absolute, or
+// with ".." components) and never resolves it.
+struct LinkRequest {
+  std::uint64_t id = 0;
+  std::string path;    // decoded bytes, relative to the transfer root, like SEND's
+  std::string target;  // decoded bytes, verbatim
+  Mtime mtime;         // of the link itself (lstat), not of what it points to
+  friend bool operator==(const LinkRequest&, const LinkRequest&) = default;
+};
 struct DoneRequest {
   std::uint64_t id = 0;
   Digest128 digest;
@@ -71,7 +80,7 @@ struct AuthRequest {
   friend bool operator==(const AuthRequest&, const AuthRequest&) = default;
 };
 using ClientMessage = std::variant<HelloRequest, SendRequest, MkdirRequest, DoneRequest,
-                                   CancelRequest, ByeRequest, AuthRequest>;
+                                   CancelRequest, ByeRequest, AuthRequest, LinkRequest>;
 
 // Receiver -> sender.
 struct HelloReply {
@@ -155,6 +164,13 @@ std::string format_line(const ServerMessage& msg);
 // written \xHH. So any Linux name fits in one space-free field and round-trips exactly.
 std::string escape_bytes(std::string_view raw);
 std::optional<std::string> unescape_bytes(std::string_view escaped);
+// escape_bytes(raw).size(), without building it.
+std::size_t escaped_size(std::string_view raw);
+
+// What is wrong with a symlink `target` at `path` for a LINK line, or nullopt if nothing: empty,
+// a NUL byte, over kMaxLinkTargetBytes, or path and target escaped over kMaxLinkEscapedBytes.
+// The receiver's parser and the sender's walk apply the same rule.
+std::optional<std::string> link_target_problem(std::string_view path, std::string_view target);
 
 std::string format_mtime(const Mtime& t);
 

@@ -16,6 +16,14 @@ inline constexpr std::size_t kMaxComponentBytes = 255;  // NAME_MAX
 inline constexpr std::size_t kMaxLineBytes = 4 * kMaxPathBytes + 512;
 inline constexpr std::size_t kMaxFieldsPerLine = 16;
 
+// Symlink targets (LINK): bytes kept verbatim, never resolved by the receiver.
+inline constexpr std::size_t kMaxLinkTargetBytes = 4095;  // decoded; symlink(2)'s PATH_MAX - 1
+// A LINK carries two escaped byte strings (path and target). Together they get the room one
+// escaped path has, so a LINK line fits the same line limit as every other line: a receiver that
+// predates LINK then answers unknown-verb instead of closing on line-too-long. Plain ASCII always
+// fits (2 x 4,095 bytes); only very long names made mostly of escaped bytes reach it.
+inline constexpr std::size_t kMaxLinkEscapedBytes = 4 * kMaxPathBytes;
+
 // Numbers.
 inline constexpr std::uint64_t kMaxFileBytes = std::uint64_t{1} << 50;  // 1 PiB
 inline constexpr std::uint64_t kMaxFileId = (std::uint64_t{1} << 53) - 1;

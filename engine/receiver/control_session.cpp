@@ -431,7 +431,7 @@ void ControlSession::handle(const SendRequest& m) {
     reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
     return;
   }
-  if (open_files_.count(m.id) || pending_checks_.count(m.id) || pending_resumes_.count(m.id)) {
+  if (id_open(m.id)) {
     reply_error(m.id, ErrorCode::kDuplicateId, "id " + std::to_string(m.id) + " is still open");
     return;
   }
@@ -457,20 +457,25 @@ void ControlSession::handle(const SendRequest& m) {
     return;
   }
 
-  if (!enter_parent(m, rel)) return;
+  if (!enter_parent(m.id, m.path, rel)) return;
   if (m.skip != SkipPolicy::kNever && !fresh_dirs_.count(path_hash(dir_key_of(m.path))) &&
       try_skip(m, rel))
     return;
   open_file(m, rel);
 }
 
-bool ControlSession::enter_parent(const SendRequest& m, const RelativePath& rel) {
-  std::string key = dir_key_of(m.path);
+bool ControlSession::id_open(std::uint64_t id) const {
+  return open_files_.count(id) || pending_checks_.count(id) || pending_resumes_.count(id);
+}
+
+bool ControlSession::enter_parent(std::uint64_t id, std::string_view path,
+                                  const RelativePath& rel) {
+  std::string key = dir_key_of(path);
   if (cached_dir_ && key == cached_dir_key_) return true;
   auto r = worker_.ctx().destination.open_parent(rel);
   if (auto* e = std::get_if<FsError>(&r)) {
     cached_dir_.reset();
-    reply_error(m.id, error_code_from_errno(e->err), e->what);
+    reply_error(id, error_code_from_errno(e->err), e->what);
     return false;
   }
   cached_dir_ = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(r)));
@@ -532,7 +537,7 @@ void ControlSession::checked(std::uint64_t id, bool same) {
   }
   auto checked = validate_relative_path(m.path);
   const auto& rel = std::get<RelativePath>(checked);
-  if (enter_parent(m, rel)) open_file(m, rel);
+  if (enter_parent(m.id, m.path, rel)) open_file(m, rel);
 }
 
 void ControlSession::resume_checked(std::uint64_t id, const std::vector<JournalEntry>& good,
@@ -671,6 +676,35 @@ void ControlSession::handle(const MkdirRequest& m) {
     worker_.ctx().log.warn("session from " + peer_ + ": more than " +
                            std::to_string(kMaxDirsPerSession) +
                            " directories; metadata of the rest is not kept");
+  reply(OkReply{m.id, false});
+}
+
+void ControlSession::handle(const LinkRequest& m) {
+  auto checked = validate_relative_path(m.path);
+  if (auto* why = std::get_if<std::string>(&checked)) {
+    reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
+    return;
+  }
+  // Its OK or ERR would be taken for the verdict on the file that holds the id.
+  if (id_open(m.id)) {
+    reply_error(m.id, ErrorCode::kDuplicateId, "id " + std::to_string(m.id) + " is still open");
+    return;
+  }
+  ReceiverContext& ctx = worker_.ctx();
+  if (ctx.discard) {
+    reply(OkReply{m.id, false});
+    return;
+  }
+  // The parent is resolved like a file's (RESOLVE_BENEATH: never through a symlink leading out
+  // of --dir); the target is only stored, never resolved, so where it points does not matter.
+  const auto& rel = std::get<RelativePath>(checked);
+  if (!enter_parent(m.id, m.path, rel)) return;
+  auto r =
+      ctx.destination.make_symlink(cached_dir_->get(), rel.components.back(), m.target, m.mtime);
+  if (auto* e = std::get_if<FsError>(&r)) {
+    reply_error(m.id, error_code_from_errno(e->err), e->what);
+    return;
+  }
   reply(OkReply{m.id, false});
 }
 

@@ -50,6 +50,7 @@ class ControlSession final : public WorkerObject {
   void handle(const HelloRequest& m);
   void handle(const SendRequest& m);
   void handle(const MkdirRequest& m);
+  void handle(const LinkRequest& m);
   void handle(const DoneRequest& m);
   void handle(const CancelRequest& m);
   void handle(const ByeRequest& m);
@@ -66,9 +67,11 @@ class ControlSession final : public WorkerObject {
   void refuse_auth(ErrorCode code, const std::string& why);
   // SEND, after the checks: creates the temp (or resumable partial) file and replies READY.
   void open_file(const SendRequest& m, const RelativePath& rel);
-  // The directory `m.path` goes in (cached: trees arrive directory by directory). Replies the
-  // error and returns false if it cannot be opened.
-  bool enter_parent(const SendRequest& m, const RelativePath& rel);
+  // The directory `path` goes in (cached: trees arrive directory by directory). Replies the
+  // error for `id` and returns false if it cannot be opened.
+  bool enter_parent(std::uint64_t id, std::string_view path, const RelativePath& rel);
+  // A SEND, or a check or resume for one, holds this id.
+  bool id_open(std::uint64_t id) const;
   // SEND with skip=...: if the file is already there and identical, replies OK skipped=1 and
   // returns true; with skip=xxh3 the comparison runs on the blocking pool and the SEND
   // continues in checked().

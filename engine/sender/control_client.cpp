@@ -19,6 +19,11 @@ namespace {
 constexpr std::size_t kControlBufferBytes = 64 * 1024;
 static_assert(kControlBufferBytes > kMaxLineBytes + 1);
 
+// A receiver older than LINK: the link fails, the rest of the transfer goes on.
+constexpr const char* kLinksUnsupported =
+    "not sent: the receiver is too old to receive symlinks (it does not know LINK); upgrade "
+    "ackxfer-fast there to send symlinks";
+
 std::string seconds_text(std::chrono::milliseconds ms) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g s", static_cast<double>(ms.count()) / 1000.0);
@@ -97,6 +102,12 @@ void ControlClient::session_lost(const std::string& why) {
   for (auto& [id, d] : open_dirs_)
     resend_dirs_.push_back(d.request);
   open_dirs_.clear();
+  std::deque<OpenLink> links;
+  for (auto& [id, l] : open_links_)
+    links.push_back(std::move(l));
+  resend_links_.insert(resend_links_.begin(), links.begin(), links.end());
+  open_links_.clear();
+  links_sent_.clear();
   streams_lost_reason_.clear();
   if (!reconnecting_) {
     lost_why_ = why;
@@ -323,7 +334,8 @@ void ControlClient::feed() {
   // the receiver busy) while we open the rest, instead of after the whole window is open.
   constexpr int kFeedSlice = 64;
   int opened = 0;
-  while (state_ == State::kActive && open_files_.size() + open_dirs_.size() < window_files_ &&
+  while (state_ == State::kActive &&
+         open_files_.size() + open_dirs_.size() + open_links_.size() < window_files_ &&
          (open_bytes_ < kMaxWindowBytes || open_files_.empty())) {
     if (opened++ == kFeedSlice) {
       if (!feed_posted_) {
@@ -334,6 +346,12 @@ void ControlClient::feed() {
         });
       }
       return;
+    }
+    if (!resend_links_.empty()) {
+      OpenLink l = std::move(resend_links_.front());
+      resend_links_.pop_front();
+      send_link(std::move(l));
+      continue;
     }
     if (!resend_.empty()) {
       Resend r = std::move(resend_.front());
@@ -353,16 +371,42 @@ void ControlClient::feed() {
       MkdirRequest req{next_id_++, e->wire_path, e->mode, e->mtime};
       open_dirs_.emplace(req.id, OpenDir{e->source_path, req});
       send_line(req);
+    } else if (e->kind == SourceEntry::Kind::kSymlink) {
+      send_link(OpenLink{e->source_path, LinkRequest{0, e->wire_path, e->link_target, e->mtime}});
     } else {
       open_next_file(*e, 1);
     }
   }
   if (state_ == State::kActive && walk_done_ && resend_.empty() && open_files_.empty() &&
-      open_dirs_.empty()) {
+      open_dirs_.empty() && open_links_.empty() && resend_links_.empty()) {
     state_ = State::kBye;
     milestone("every file has its verdict; BYE");
     send_line(ByeRequest{});
   }
+}
+
+void ControlClient::send_link(OpenLink link) {
+  if (links_unsupported_) {
+    record_failure(link.source_path, kLinksUnsupported);
+    return;
+  }
+  link.request.id = next_id_++;
+  links_sent_.push_back(link.request.id);
+  send_line(link.request);
+  open_links_.emplace(link.request.id, std::move(link));
+}
+
+void ControlClient::links_unsupported(const OpenLink& link) {
+  if (!links_unsupported_)
+    ctx_.log.warn("the receiver at " + ctx_.control_ep.to_string() +
+                  " does not know LINK (it predates symlink support): symlinks are not sent");
+  links_unsupported_ = true;
+  record_failure(link.source_path, kLinksUnsupported);
+}
+
+void ControlClient::forget_answered_links() {
+  while (!links_sent_.empty() && !open_links_.count(links_sent_.front()))
+    links_sent_.pop_front();
 }
 
 bool ControlClient::open_next_file(const SourceEntry& e, int attempt) {
@@ -503,6 +547,10 @@ void ControlClient::on_ok(const OkReply& m) {
   if (auto d = open_dirs_.find(m.id); d != open_dirs_.end()) {
     ++report_.directories;
     open_dirs_.erase(d);
+  } else if (auto l = open_links_.find(m.id); l != open_links_.end()) {
+    ++report_.symlinks;
+    open_links_.erase(l);
+    forget_answered_links();
   } else if (auto it = open_files_.find(m.id); it != open_files_.end()) {
     if (m.skipped) {
       // Already there and identical: nothing was sent, nothing to count as delivered.
@@ -533,6 +581,19 @@ void ControlClient::on_err(const ErrReply& m) {
           "the receiver at " + ctx_.control_ep.to_string() + " refused us: " + m.message);
       return;
     }
+    if (m.code == ErrorCode::kUnknownVerb && state_ != State::kHello) {
+      // LINK is the one verb a version-1 receiver may not know, and it answers it at once, in
+      // line order, without the id: the oldest LINK still unanswered is the one refused.
+      forget_answered_links();
+      if (!links_sent_.empty()) {
+        auto l = open_links_.find(links_sent_.front());
+        links_unsupported(l->second);
+        open_links_.erase(l);
+        forget_answered_links();
+        feed();
+        return;
+      }
+    }
     std::string why = "the receiver says: " + std::string(wire_name(m.code)) + ": " + m.message;
     if (m.code == ErrorCode::kShutdown || m.code == ErrorCode::kTimeout) {
       session_lost(why);
@@ -545,6 +606,25 @@ void ControlClient::on_err(const ErrReply& m) {
     record_failure(d->second.source_path,
                    "the receiver could not create the directory: " + m.message);
     open_dirs_.erase(d);
+    feed();
+    return;
+  }
+  if (auto l = open_links_.find(*m.id); l != open_links_.end()) {
+    OpenLink link = std::move(l->second);
+    open_links_.erase(l);
+    forget_answered_links();
+    if (m.code == ErrorCode::kUnknownVerb) {
+      links_unsupported(link);
+    } else if (is_retryable(m.code) && link.attempt < kMaxFileAttempts) {
+      ++file_resends_;
+      ctx_.log.warn("'" + link.source_path + "': the receiver could not make the symlink (" +
+                    std::string(wire_name(m.code)) + ": " + m.message + "); sending it again");
+      ++link.attempt;
+      resend_links_.push_back(std::move(link));
+    } else {
+      record_failure(link.source_path, "the receiver could not make the symlink: " +
+                                           std::string(wire_name(m.code)) + ": " + m.message);
+    }
     feed();
     return;
   }
@@ -652,10 +732,17 @@ void ControlClient::finish_session(SendReport::Outcome outcome, const std::strin
       record_failure(d.source_path, "not created: " + why);
     for (auto& d : resend_dirs_)
       record_failure(d.path, "not created: " + why);
+    for (auto& [id, l] : open_links_)
+      record_failure(l.source_path, "not created: " + why);
+    for (auto& l : resend_links_)
+      record_failure(l.source_path, "not created: " + why);
   }
   open_files_.clear();
   open_dirs_.clear();
   resend_dirs_.clear();
+  open_links_.clear();
+  resend_links_.clear();
+  links_sent_.clear();
   resend_.clear();
   ctx_.scheduler->close();
   for (auto& s : ctx_.streams) {

@@ -1,5 +1,5 @@
-// The sender's control session: connects with retry, says HELLO, pipelines SEND/MKDIR for the
-// walked tree within a window, hands READY files to the chunk scheduler, sends DONE with the
+// The sender's control session: connects with retry, says HELLO, pipelines SEND/MKDIR/LINK for
+// the walked tree within a window, hands READY files to the chunk scheduler, sends DONE with the
 // file digest once every chunk is acknowledged, re-sends files the receiver rejected, and ends
 // with BYE. Runs on sender loop 0.
 #pragma once
@@ -67,6 +67,19 @@ class ControlClient final : public LoopObject {
   void on_ok(const OkReply& m);
   void on_err(const ErrReply& m);
   void feed();
+  // A symlink between LINK and its verdict.
+  struct OpenLink {
+    std::string source_path;
+    LinkRequest request;
+    int attempt = 1;
+  };
+  // Sends `link` as a LINK with a fresh id; to a receiver known to lack LINK, fails it at once.
+  void send_link(OpenLink link);
+  // The receiver does not know LINK (it predates symlink support): fails `link`, and every
+  // later one without sending it.
+  void links_unsupported(const OpenLink& link);
+  // Drops answered links from the front of links_sent_, so it holds only unanswered ones.
+  void forget_answered_links();
   bool open_next_file(const SourceEntry& e, int attempt);
   bool open_synthetic(const SourceEntry& e, int attempt);
   void send_file(std::shared_ptr<OutgoingFile> f, const SourceEntry& e, int attempt);
@@ -107,7 +120,14 @@ class ControlClient final : public LoopObject {
   };
   std::unordered_map<std::uint64_t, OpenDir> open_dirs_;
   std::deque<MkdirRequest> resend_dirs_;  // MKDIRs without a verdict when a session was lost
-  bool reconnecting_ = false;             // the session was lost; trying to re-establish it
+  std::unordered_map<std::uint64_t, OpenLink> open_links_;
+  // Unanswered LINK ids, in the order they were sent on this connection. A receiver that
+  // predates LINK answers each with `ERR - unknown-verb` (no id), in order: the front names the
+  // link it refers to.
+  std::deque<std::uint64_t> links_sent_;
+  std::deque<OpenLink> resend_links_;  // lost with a session, or refused with a retryable error
+  bool links_unsupported_ = false;
+  bool reconnecting_ = false;  // the session was lost; trying to re-establish it
   // This connection's authentication exchange (with a secret): our nonce in HELLO, the
   // receiver's from its AUTH challenge.
   Nonce our_nonce_;

@@ -1,10 +1,12 @@
-// TreeWalker: opendir/readdir with fstatat, depth-first, lazily.
+// TreeWalker: opendir/readdir with fstatat (and readlinkat for symlinks), depth-first, lazily.
 #include "sender/tree_walker.h"
 
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
 #include <utility>
 
 #include "error.h"
@@ -79,9 +81,40 @@ std::optional<SourceEntry> TreeWalker::from_stat(const struct stat& st, std::str
   }
   problems_.push_back({e.source_path,
                        std::string("skipped: a ") + kind_name(st.st_mode) +
-                           " is not sent (only regular files and directories)",
+                           " is not sent (only regular files, directories and symlinks)",
                        false});
   return std::nullopt;
+}
+
+std::optional<SourceEntry> TreeWalker::link_entry(int dir_fd, const char* name,
+                                                  const struct stat& st, std::string source,
+                                                  std::string wire) {
+  if (wire.size() > kMaxPathBytes) {
+    problems_.push_back({source, "its path is longer than the protocol's " +
+                                     std::to_string(kMaxPathBytes) + "-byte limit"});
+    return std::nullopt;
+  }
+  // One byte more than the limit, so a target that is too long shows as too long, not cut.
+  // Relative to the walk's directory fd: the link read is the one that was lstat'ed.
+  std::string target(kMaxLinkTargetBytes + 1, '\0');
+  ssize_t n = readlinkat(dir_fd, name, target.data(), target.size());
+  if (n < 0) {
+    problems_.push_back({source, "cannot read symlink: " + errno_text(errno)});
+    return std::nullopt;
+  }
+  target.resize(static_cast<std::size_t>(n));
+  if (auto why = link_target_problem(wire, target)) {
+    problems_.push_back({source, "cannot send this symlink: " + *why});
+    return std::nullopt;
+  }
+  SourceEntry e;
+  e.kind = SourceEntry::Kind::kSymlink;
+  e.source_path = std::move(source);
+  e.wire_path = std::move(wire);
+  e.mode = st.st_mode & 07777;
+  e.mtime = mtime_of(st);
+  e.link_target = std::move(target);
+  return e;
 }
 
 void TreeWalker::push_dir(const std::string& source, const std::string& wire) {
@@ -159,6 +192,12 @@ std::optional<SourceEntry> TreeWalker::next() {
     struct stat st;
     if (fstatat(dirfd(top.dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
       problems_.push_back({source, errno_text(errno)});
+      continue;
+    }
+    if (S_ISLNK(st.st_mode)) {
+      // Sent as a link, never followed: what it points to may be outside the tree, or nowhere.
+      if (auto e = link_entry(dirfd(top.dir), de->d_name, st, std::move(source), std::move(wire)))
+        return e;
       continue;
     }
     auto e = from_stat(st, std::move(source), std::move(wire));

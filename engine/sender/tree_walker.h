@@ -1,6 +1,7 @@
 // Walks the sender's PATH arguments lazily, one entry at a time, so memory stays bounded by the
 // tree's depth, not its size. Each entry carries its wire path: a file argument becomes its
-// basename, a directory argument its name followed by everything under it.
+// basename, a directory argument its name followed by everything under it. Arguments that are
+// symlinks are followed (like cp and scp); symlinks inside a tree are entries of their own.
 #pragma once
 
 #include <dirent.h>
@@ -19,11 +20,12 @@
 namespace ackxfer {
 
 struct SourceEntry {
-  enum class Kind { kFile, kDirectory };
+  enum class Kind { kFile, kDirectory, kSymlink };
   Kind kind = Kind::kFile;
   std::string source_path;  // where to open it on this machine
   std::string wire_path;    // its path relative to the receiver's --dir
-  // Size, mode and mtime are filled in for directories and PATH arguments. Regular files met
+  // Size, mode and mtime are filled in for directories, symlinks (mtime: the link's own) and
+  // PATH arguments. Regular files met
   // inside a tree are recognised from readdir's d_type without a stat (the sender fstat()s
   // them when it opens them anyway): for those `stat_known` is false.
   bool stat_known = true;
@@ -36,10 +38,11 @@ struct SourceEntry {
   std::uint64_t size = 0;
   std::uint32_t mode = 0;
   Mtime mtime;
+  std::string link_target;  // kSymlink: what it points to, verbatim (readlinkat)
 };
 
-// Something the walk could not send: a missing argument, an unreadable directory (failures),
-// or a symlink or special file it skips (warnings).
+// Something the walk could not send: a missing argument, an unreadable directory or symlink
+// (failures), or a special file it skips (warnings).
 struct WalkProblem {
   std::string path;
   std::string reason;
@@ -78,6 +81,9 @@ class TreeWalker final : public EntrySource {
   };
   std::optional<SourceEntry> start_root(const std::string& arg);
   std::optional<SourceEntry> from_stat(const struct stat& st, std::string source, std::string wire);
+  // The symlink `name` in the directory `dir_fd`, as lstat'ed in `st`.
+  std::optional<SourceEntry> link_entry(int dir_fd, const char* name, const struct stat& st,
+                                        std::string source, std::string wire);
   void push_dir(const std::string& source, const std::string& wire);
 
   std::vector<std::string> roots_;

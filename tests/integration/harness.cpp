@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -261,13 +262,23 @@ bool same_content(const fs::path& a, const fs::path& b) {
   }
 }
 
+// The target bytes exactly as stored (fs::read_symlink would normalise "a//b" to "a/b").
+std::optional<std::string> link_target(const fs::path& p) {
+  std::string buf(PATH_MAX, '\0');
+  ssize_t n = ::readlink(p.c_str(), buf.data(), buf.size());
+  if (n < 0) return std::nullopt;
+  buf.resize(static_cast<std::size_t>(n));
+  return buf;
+}
+
 }  // namespace
 
 std::string compare_trees(const fs::path& want, const fs::path& got, bool metadata) {
   std::size_t n_want = 0;
   for (auto it = fs::recursive_directory_iterator(want); it != fs::end(it); ++it) {
     ++n_want;
-    fs::path rel = fs::relative(it->path(), want);
+    // Lexically: fs::relative() would resolve a symlink and compare its target in its place.
+    fs::path rel = it->path().lexically_relative(want);
     fs::path other = got / rel;
     struct stat sw, sg;
     if (lstat(it->path().c_str(), &sw) != 0) return "cannot stat " + it->path().string();
@@ -281,6 +292,14 @@ std::string compare_trees(const fs::path& want, const fs::path& got, bool metada
         if (sw.st_mtim.tv_sec != sg.st_mtim.tv_sec || sw.st_mtim.tv_nsec != sg.st_mtim.tv_nsec)
           return "mtime differs: " + rel.string();
       }
+    }
+    if (S_ISLNK(sw.st_mode)) {
+      // Compared as links, never followed: the target is data, wherever (or nowhere) it points.
+      if (link_target(it->path()) != link_target(other))
+        return "symlink target differs: " + rel.string();
+      if (metadata &&
+          (sw.st_mtim.tv_sec != sg.st_mtim.tv_sec || sw.st_mtim.tv_nsec != sg.st_mtim.tv_nsec))
+        return "symlink mtime differs: " + rel.string();
     }
     if (S_ISDIR(sw.st_mode) && metadata && (sw.st_mode & 0777) != (sg.st_mode & 0777))
       return "directory mode differs: " + rel.string();

@@ -123,7 +123,8 @@ void write_text(const fs::path& p, const std::string& text);
 std::string read_text(const fs::path& p);
 
 // Empty when `got` holds exactly what `want` holds: same names, types, contents and (when
-// `metadata`) permission bits and mtimes of files. Otherwise the first difference.
+// `metadata`) permission bits and mtimes of files; symlinks are compared, never followed: same
+// target bytes and (when `metadata`) the link's own mtime. Otherwise the first difference.
 std::string compare_trees(const fs::path& want, const fs::path& got, bool metadata = true);
 // Number of entries under p (recursive).
 std::size_t count_entries(const fs::path& p);

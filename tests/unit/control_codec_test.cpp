@@ -44,6 +44,9 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
   HelloRequest hello_with_nonce{1, Nonce::random()};
   AuthRequest auth{};
   auth.proof.bytes.fill(0xab);
+  LinkRequest relative_link{10, "dir/to sibling", "../other dir/f\x01\xff", Mtime{1732531200, 7}};
+  LinkRequest absolute_link{11, "dir/abs", "/etc/passwd", Mtime{-5, 999999999}};
+  LinkRequest escaped_link{12, "l", "a\\b=c", Mtime{0, 0}};  // '\' and '=' in the target
   std::vector<ClientMessage> msgs = {HelloRequest{1, std::nullopt},
                                      hello_with_nonce,
                                      send,
@@ -53,7 +56,10 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
                                      done,
                                      CancelRequest{3},
                                      ByeRequest{},
-                                     auth};
+                                     auth,
+                                     relative_link,
+                                     absolute_link,
+                                     escaped_link};
   for (const auto& m : msgs) {
     std::string line = strip_nl(format_line(m));
     EXPECT_EQ(line.find('\n'), std::string::npos);
@@ -85,6 +91,58 @@ TEST(ControlCodec, SendLineIsHumanReadable) {
   SendRequest s{1, "my file.txt", 10, 0644, Mtime{100, 0}, 65536, SkipPolicy::kNever, {}};
   EXPECT_EQ(format_line(s),
             "SEND 1 my\\x20file.txt size=10 mode=0644 mtime=100.000000000 chunk=65536\n");
+}
+
+TEST(ControlCodec, LinkLineIsHumanReadableAndKeepsTheTargetVerbatim) {
+  LinkRequest l{3, "tree/up link", "../../etc/x y", Mtime{100, 5}};
+  EXPECT_EQ(format_line(l),
+            "LINK 3 tree/up\\x20link target=../../etc/x\\x20y mtime=100.000000005\n");
+  // The target is data: ".." and absolute targets parse as they are, never normalised.
+  auto m = std::get<LinkRequest>(parse_ok("LINK 4 a target=/x/../y//z/. mtime=1.5"));
+  EXPECT_EQ(m.target, "/x/../y//z/.");
+  EXPECT_EQ(m.mtime, (Mtime{1, 500000000}));
+  EXPECT_EQ(std::get<LinkRequest>(parse_ok("LINK 5 a target=\\x2e\\x2e mtime=1.0")).target, "..");
+}
+
+TEST(ControlCodec, RejectsMalformedLinkLines) {
+  EXPECT_EQ(parse_error("LINK"), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error("LINK 1"), ErrorCode::kBadLine);
+  EXPECT_EQ(parse_error("LINK x a target=b mtime=1.0"), ErrorCode::kBadNumber);
+  EXPECT_EQ(parse_error("LINK 1 a mtime=1.0"), ErrorCode::kBadField);                 // no target
+  EXPECT_EQ(parse_error("LINK 1 a target= mtime=1.0"), ErrorCode::kBadField);         // empty
+  EXPECT_EQ(parse_error("LINK 1 a target=b\\x00c mtime=1.0"), ErrorCode::kBadField);  // NUL
+  EXPECT_EQ(parse_error("LINK 1 a target=b\\xzz mtime=1.0"), ErrorCode::kBadField);   // escape
+  EXPECT_EQ(parse_error("LINK 1 a target=b target=c mtime=1.0"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("LINK 1 a target=b"), ErrorCode::kBadField);  // no mtime
+  EXPECT_EQ(parse_error("LINK 1 a target=b mtime=1"), ErrorCode::kBadNumber);
+  EXPECT_EQ(parse_error("LINK 1 a target=b mtime=1.0 junk"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("LINK 1 a\\xzz target=b mtime=1.0"), ErrorCode::kBadPath);
+  // Errors name the link, so a sender can tell which one failed.
+  auto p = parse_client_line("LINK 77 a target= mtime=1.0");
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.error().id, 77u);
+}
+
+TEST(ControlCodec, LinkTargetLimits) {
+  std::string longest(kMaxLinkTargetBytes, 't');
+  auto ok = parse_ok("LINK 1 a target=" + longest + " mtime=1.0");
+  EXPECT_EQ(std::get<LinkRequest>(ok).target, longest);
+  EXPECT_EQ(parse_error("LINK 1 a target=" + longest + "t mtime=1.0"), ErrorCode::kBadField);
+  // Path and target escaped share kMaxLinkEscapedBytes: one escaped byte (4 on the wire) too many.
+  std::string path(kMaxPathBytes, 'p');
+  std::string escaped_target;
+  for (std::size_t i = 0; i < (kMaxLinkEscapedBytes - kMaxPathBytes) / 4 + 1; ++i)
+    escaped_target += "\\xc3";
+  EXPECT_EQ(parse_error("LINK 1 " + path + " target=" + escaped_target + " mtime=1.0"),
+            ErrorCode::kBadField);
+  escaped_target.resize(escaped_target.size() - 4);
+  auto fits = parse_ok("LINK 1 " + path + " target=" + escaped_target + " mtime=1.0");
+  // The longest LINK that parses formats back to a line within the line limit.
+  EXPECT_LE(format_line(fits).size() - 1, kMaxLineBytes);
+  EXPECT_TRUE(link_target_problem(path, std::string(kMaxPathBytes, 't')) == std::nullopt);
+  EXPECT_TRUE(link_target_problem("a", ""));
+  EXPECT_TRUE(link_target_problem("a", std::string("x\0y", 3)));
+  EXPECT_EQ(escaped_size("a b\\\xff"), 1u + 4 + 1 + 4 + 4);
 }
 
 TEST(ControlCodec, EveryByteValueRoundTripsThroughEscaping) {

@@ -1,4 +1,5 @@
 // The receiver's file-system layer: never outside --dir, temp files cleaned, atomic publish.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -195,6 +196,49 @@ TEST_F(DestinationTest, DirectoryMetadataIsApplied) {
   ASSERT_EQ(stat((root_ / "m/n").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
   EXPECT_EQ(st.st_mtim.tv_sec, 12345);
+}
+
+TEST_F(DestinationTest, SymlinkIsMadeWithItsTargetVerbatimAndItsOwnMtime) {
+  auto r = rel("d/up");
+  auto parent = dest_->open_parent(r);
+  ASSERT_EQ(parent.index(), 0u);
+  int dir = std::get<UniqueFd>(parent).get();
+  // Neither target exists; neither is resolved or normalised.
+  ASSERT_EQ(dest_->make_symlink(dir, "up", "../../x/./y", Mtime{1234, 56}).index(), 0u);
+  ASSERT_EQ(dest_->make_symlink(dir, "abs", (outside_ / "nothing").string(), Mtime{7, 0}).index(),
+            0u);
+  EXPECT_EQ(fs::read_symlink(root_ / "d/up"), "../../x/./y");
+  EXPECT_EQ(fs::read_symlink(root_ / "d/abs"), outside_ / "nothing");
+  struct stat st;
+  ASSERT_EQ(lstat((root_ / "d/up").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1234);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 56);
+  EXPECT_EQ(entries(root_), 3u);  // d, d/up, d/abs: no temp link left
+  EXPECT_EQ(entries(outside_), 0u);
+}
+
+TEST_F(DestinationTest, SymlinkReplacesAFileOrALinkButNeverWritesThroughIt) {
+  std::ofstream(outside_ / "target") << "precious";
+  ASSERT_FALSE(receive("f", "old file"));
+  fs::create_symlink(outside_ / "target", root_ / "old-link");
+  UniqueFd dir(::open(root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_EQ(dest_->make_symlink(dir.get(), "f", "new", Mtime{1, 0}).index(), 0u);
+  ASSERT_EQ(dest_->make_symlink(dir.get(), "old-link", "other", Mtime{1, 0}).index(), 0u);
+  EXPECT_EQ(fs::read_symlink(root_ / "f"), "new");
+  EXPECT_EQ(fs::read_symlink(root_ / "old-link"), "other");
+  EXPECT_EQ(read(outside_ / "target"), "precious");
+  EXPECT_EQ(entries(root_), 2u);
+}
+
+TEST_F(DestinationTest, SymlinkOverADirectoryFailsAndLeavesNoTempLink) {
+  ASSERT_EQ(dest_->make_directory(rel("d/e")).index(), 0u);
+  UniqueFd dir(::open(root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  auto r = dest_->make_symlink(dir.get(), "d", "x", Mtime{1, 0});
+  ASSERT_EQ(r.index(), 1u);
+  EXPECT_EQ(std::get<FsError>(r).err, EISDIR);
+  EXPECT_NE(std::get<FsError>(r).what.find("is a directory"), std::string::npos);
+  EXPECT_TRUE(fs::is_directory(root_ / "d/e"));
+  EXPECT_EQ(entries(root_), 2u);
 }
 
 TEST_F(DestinationTest, SetIdBitsAreNotApplied) {

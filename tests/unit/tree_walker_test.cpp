@@ -1,9 +1,10 @@
-// The sender's walk: wire names, pre-order, empty directories, what is skipped and why.
+// The sender's walk: wire names, pre-order, empty directories, symlinks, what is skipped and why.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -81,18 +82,60 @@ TEST_F(TreeWalkerTest, KeepsModeAndMtime) {
   EXPECT_EQ(got["f"].mtime, (Mtime{1234567890, 987654321}));
 }
 
-TEST_F(TreeWalkerTest, SkipsSymlinksAndFifosInsideTreesWithAWarning) {
+TEST_F(TreeWalkerTest, SkipsFifosInsideTreesWithAWarning) {
   write(base_ / "d/real", "x");
-  fs::create_symlink("real", base_ / "d/link");
   mkfifo((base_ / "d/fifo").c_str(), 0644);
   std::vector<WalkProblem> problems;
   auto got = walk_all({(base_ / "d").string()}, &problems);
   EXPECT_TRUE(got.count("d/real"));
-  EXPECT_FALSE(got.count("d/link"));
   EXPECT_FALSE(got.count("d/fifo"));
-  ASSERT_EQ(problems.size(), 2u);
-  for (auto& p : problems)
-    EXPECT_FALSE(p.is_failure) << p.path;
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_FALSE(problems[0].is_failure);
+  EXPECT_NE(problems[0].reason.find("FIFO"), std::string::npos) << problems[0].reason;
+}
+
+TEST_F(TreeWalkerTest, SymlinksInsideTreesAreEntriesWithTheirTargetNeverFollowed) {
+  write(base_ / "d/real", "x");
+  fs::create_directories(base_ / "elsewhere/deep");
+  write(base_ / "elsewhere/deep/not-sent", "y");
+  fs::create_symlink("real", base_ / "d/rel");
+  fs::create_directory_symlink(base_ / "elsewhere", base_ / "d/abs-dir");
+  fs::create_symlink("../../no/such", base_ / "d/dangling");
+  timespec t[2] = {{0, UTIME_OMIT}, {1234567890, 5}};
+  ASSERT_EQ(utimensat(AT_FDCWD, (base_ / "d/rel").c_str(), t, AT_SYMLINK_NOFOLLOW), 0);
+  std::vector<WalkProblem> problems;
+  auto got = walk_all({(base_ / "d").string()}, &problems);
+  EXPECT_TRUE(problems.empty());
+  EXPECT_EQ(got.size(), 5u);  // d, d/real and the three links: nothing under abs-dir
+  for (const char* l : {"d/rel", "d/abs-dir", "d/dangling"})
+    EXPECT_EQ(got[l].kind, SourceEntry::Kind::kSymlink) << l;
+  EXPECT_EQ(got["d/rel"].link_target, "real");
+  EXPECT_EQ(got["d/abs-dir"].link_target, (base_ / "elsewhere").string());
+  EXPECT_EQ(got["d/dangling"].link_target, "../../no/such");
+  EXPECT_EQ(got["d/rel"].mtime, (Mtime{1234567890, 5}));  // the link's own, not its target's
+}
+
+TEST_F(TreeWalkerTest, ASymlinkTooLongForALinkLineIsAFailureNamingIt) {
+  write(base_ / "d/ok", "x");
+  // 4,095 bytes that each take 4 escaped: with its path, over what one LINK line may carry.
+  std::string target(4095, '\xe9');
+  ASSERT_EQ(symlink(target.c_str(), (base_ / "d/long").c_str()), 0) << strerror(errno);
+  std::vector<WalkProblem> problems;
+  auto got = walk_all({(base_ / "d").string()}, &problems);
+  EXPECT_TRUE(got.count("d/ok"));
+  EXPECT_FALSE(got.count("d/long"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_TRUE(problems[0].is_failure);
+  EXPECT_NE(problems[0].path.find("d/long"), std::string::npos);
+  EXPECT_NE(problems[0].reason.find("path and target"), std::string::npos) << problems[0].reason;
+}
+
+TEST_F(TreeWalkerTest, ASymlinkArgumentIsFollowed) {
+  write(base_ / "real/f", "x");
+  fs::create_directory_symlink("real", base_ / "arg");
+  auto got = walk_all({(base_ / "arg").string()});
+  EXPECT_EQ(got["arg"].kind, SourceEntry::Kind::kDirectory);
+  EXPECT_TRUE(got.count("arg/f"));
 }
 
 TEST_F(TreeWalkerTest, MissingArgumentIsAFailureNamingIt) {
