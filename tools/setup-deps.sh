@@ -9,6 +9,7 @@ PACKAGES=(
   libssl-dev  # libcrypto: HMAC-SHA256 for --secret-file authentication
   libgtest-dev googletest libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer and its sanitizer runtimes (tools/test.sh fuzz)
+  groff-base  # renders the man page in its test (packaging.man_page)
 )
 
 missing=()
