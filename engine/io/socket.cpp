@@ -79,7 +79,7 @@ HostPort parse_host_port(std::string_view text) {
   return out;
 }
 
-Endpoint resolve_endpoint(const std::string& host, std::uint16_t port, bool passive) {
+std::vector<Endpoint> resolve_endpoints(const std::string& host, std::uint16_t port, bool passive) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -88,21 +88,30 @@ Endpoint resolve_endpoint(const std::string& host, std::uint16_t port, bool pass
   int r = getaddrinfo(host.c_str(), nullptr, &hints, &res);
   if (r != 0) {
     throw Failure("cannot resolve host '" + host +
-                  "': " + (r == EAI_SYSTEM ? errno_text(errno) : std::string(gai_strerror(r))));
+                  "': " + (r == EAI_SYSTEM ? errno_text(errno) : std::string(gai_strerror(r))) +
+                  "; check the name, or give an IP address");
   }
-  Endpoint ep;
-  // Prefer IPv4 when a name has both: loopback and most LANs are IPv4 first.
-  const addrinfo* pick = res;
-  for (const addrinfo* a = res; a; a = a->ai_next)
-    if (a->ai_family == AF_INET) {
-      pick = a;
-      break;
+  std::vector<Endpoint> out;
+  // IPv4 first when a name has both: loopback and most LANs are IPv4 first.
+  for (int family : {AF_INET, AF_INET6})
+    for (const addrinfo* a = res; a; a = a->ai_next) {
+      if (a->ai_family != family || a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+      Endpoint ep;
+      std::memcpy(&ep.addr, a->ai_addr, a->ai_addrlen);
+      ep.len = a->ai_addrlen;
+      ep.set_port(port);
+      bool seen = false;
+      for (const Endpoint& e : out)
+        seen = seen || (e.len == ep.len && std::memcmp(&e.addr, &ep.addr, ep.len) == 0);
+      if (!seen) out.push_back(ep);
     }
-  std::memcpy(&ep.addr, pick->ai_addr, pick->ai_addrlen);
-  ep.len = pick->ai_addrlen;
   freeaddrinfo(res);
-  ep.set_port(port);
-  return ep;
+  if (out.empty()) throw Failure("cannot resolve host '" + host + "': no IPv4 or IPv6 address");
+  return out;
+}
+
+Endpoint resolve_endpoint(const std::string& host, std::uint16_t port, bool passive) {
+  return resolve_endpoints(host, port, passive).front();
 }
 
 UniqueFd make_tcp_socket(int family) {

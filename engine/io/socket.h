@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "unique_fd.h"
 
@@ -38,6 +39,10 @@ HostPort parse_host_port(std::string_view text);
 // Resolves a host name or numeric address (getaddrinfo; blocking). Throws Failure naming the
 // host when it cannot be resolved. `passive` for bind addresses.
 Endpoint resolve_endpoint(const std::string& host, std::uint16_t port, bool passive);
+// Every address of `host`, IPv4 first (loopback and most LANs are IPv4 first), without
+// duplicates: a sender tries the next when one refuses (`localhost` may be ::1 only for the
+// receiver). Throws like resolve_endpoint.
+std::vector<Endpoint> resolve_endpoints(const std::string& host, std::uint16_t port, bool passive);
 
 // A listening TCP socket with SO_REUSEPORT, so each worker can have its own and the kernel
 // spreads connections across them.

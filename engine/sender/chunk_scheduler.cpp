@@ -66,10 +66,13 @@ void ChunkScheduler::retry(const ChunkJob& job, const std::string& why) {
   if (f.failed) return;
   ++retries_;
   if (++f.chunk_attempts[job.index] >= kMaxChunkAttempts) {
-    fail_locked(job.file,
-                "chunk at offset " + std::to_string(f.chunk_offset(job.index)) + " failed " +
-                    std::to_string(kMaxChunkAttempts) + " times (last: " + why + ")",
-                false, lock);
+    std::string msg = "chunk at offset " + std::to_string(f.chunk_offset(job.index)) + " failed " +
+                      std::to_string(kMaxChunkAttempts) + " times (last: " + why + ")";
+    if (why.find("digest mismatch") != std::string::npos)
+      msg +=
+          "; the bytes arrived damaged every time: suspect the network path (a faulty NIC, "
+          "cable or middlebox) or the memory of either host";
+    fail_locked(job.file, msg, false, lock);
     return;
   }
   // To the front: the file is already open on the receiver, finish it first.

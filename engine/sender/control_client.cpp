@@ -123,6 +123,24 @@ void ControlClient::session_lost(const std::string& why) {
 
 void ControlClient::connect_failed(int err, const std::string& detail) {
   drop_connection();
+  // A name with several addresses (localhost: 127.0.0.1 and ::1): try the next one at once;
+  // back off only when every one has refused.
+  const auto& candidates = ctx_.control_candidates;
+  if (detail.empty() && is_retryable_connect_error(err) && candidate_ + 1 < candidates.size()) {
+    ctx_.log.debug("connect to " + ctx_.control_ep.to_string() + ": " + errno_text(err) +
+                   "; trying the next address");
+    ctx_.control_ep = candidates[++candidate_];
+    connect();
+    return;
+  }
+  std::string tried = ctx_.control_ep.to_string();
+  if (candidates.size() > 1) {
+    tried.clear();
+    for (const Endpoint& e : candidates)
+      tried += (tried.empty() ? "" : " and ") + e.to_string();
+    candidate_ = 0;
+    ctx_.control_ep = candidates.front();
+  }
   std::optional<std::chrono::milliseconds> delay;
   if (is_retryable_connect_error(err)) delay = backoff_.next_delay(Backoff::Clock::now());
   if (delay) {
@@ -133,7 +151,7 @@ void ControlClient::connect_failed(int err, const std::string& detail) {
     arm_timer(static_cast<std::uint64_t>(delay->count()) * 1'000'000, kTimer);
     return;
   }
-  std::string where = ctx_.control_ep.to_string();
+  std::string where = tried;
   std::string retried =
       backoff_.attempts() > 0 ? "retried for " + seconds_text(ctx_.options.retry_for) : "";
   if (reconnecting_) {
@@ -278,7 +296,9 @@ void ControlClient::on_hello(const HelloReply& m) {
   if (m.version != kProtocolVersion) {
     finish_session(SendReport::Outcome::kProtocolError,
                    "the receiver speaks protocol version " + std::to_string(m.version) +
-                       ", this sender " + std::to_string(kProtocolVersion));
+                       ", this sender " + std::to_string(kProtocolVersion) +
+                       "; upgrade the older side so that both run releases with the same "
+                       "protocol version (ackxfer-fast --version shows it)");
     return;
   }
   if (const SharedSecret* secret = ctx_.options.secret.get()) {

@@ -127,6 +127,7 @@ class ControlClient final : public LoopObject {
   std::deque<std::uint64_t> links_sent_;
   std::deque<OpenLink> resend_links_;  // lost with a session, or refused with a retryable error
   bool links_unsupported_ = false;
+  std::size_t candidate_ = 0;  // index of ctx_.control_ep in ctx_.control_candidates
   bool reconnecting_ = false;  // the session was lost; trying to re-establish it
   // This connection's authentication exchange (with a secret): our nonce in HELLO, the
   // receiver's from its AUTH challenge.

@@ -99,7 +99,8 @@ SendReport Sender::run() {
   if (auto why = io_uring_unavailable_reason()) throw Failure(*why);
 
   SenderContext ctx(options_);
-  ctx.control_ep = resolve_endpoint(hp.host, hp.port, false);
+  ctx.control_candidates = resolve_endpoints(hp.host, hp.port, false);
+  ctx.control_ep = ctx.control_candidates.front();
   const bool loopback = is_loopback(ctx.control_ep);
   ctx.send_path = options_.send_path;
   if (ctx.send_path == SendPath::kAuto)

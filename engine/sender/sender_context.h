@@ -20,7 +20,8 @@ struct SenderContext {
 
   const SenderOptions& options;
   Logger log;
-  Endpoint control_ep;
+  Endpoint control_ep;                       // the address being tried, then the one that answered
+  std::vector<Endpoint> control_candidates;  // every address of --to's host, in order
   Endpoint data_ep;  // control_ep's host at the data port from the receiver's HELLO
   SendPath send_path = SendPath::kCopy;
   std::unique_ptr<ChunkScheduler> scheduler;

@@ -1,9 +1,16 @@
 // The command line other tools script against: output streams, formats and exit codes.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <regex>
+#include <thread>
 
 #include "harness.h"
+#include "io/socket.h"
 
 namespace ackxfer::test {
 namespace {
@@ -77,6 +84,93 @@ TEST(Cli, UsageErrorsExitWithTwo) {
   EXPECT_EQ(run({binary_path(), "send", "--to", "h", "--streams", "x", "p"}, 10s).exit_code, 2);
   EXPECT_EQ(run({binary_path(), "recv", "--port", "70000"}, 10s).exit_code, 2);
   EXPECT_EQ(run({binary_path(), "send", "--to", "h:99999", "p"}, 10s).exit_code, 2);
+}
+
+// Errors that name the cause and the fix.
+TEST(Cli, AnUnknownHostIsNamedWithWhatToCheck) {
+  TempDir src("src");
+  write_text(src / "f", "x");
+  auto res = send({"--to", "no-such-host.invalid", "--retry-for", "0", (src / "f").string()}, 30s);
+  EXPECT_EQ(res.exit_code, 3) << res.err;
+  EXPECT_NE(res.err.find("cannot resolve host 'no-such-host.invalid'"), std::string::npos)
+      << res.err;
+  EXPECT_NE(res.err.find("check the name"), std::string::npos) << res.err;
+}
+
+TEST(Cli, AReceiverOfAnotherProtocolVersionIsExplained) {
+  // A stand-in receiver from the future: it answers HELLO with version 2.
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  std::thread server([lfd] {
+    int c = ::accept(lfd, nullptr, nullptr);
+    if (c < 0) return;
+    char buf[256];
+    (void)::read(c, buf, sizeof buf);
+    const char reply[] = "HELLO ackxfer 2 data-port=9 max-open=1\n";
+    (void)::write(c, reply, sizeof reply - 1);
+    (void)::read(c, buf, sizeof buf);  // until the sender hangs up
+    ::close(c);
+  });
+  TempDir src("src");
+  write_text(src / "f", "x");
+  auto res = send({"--to", "127.0.0.1:" + std::to_string(ntohs(a.sin_port)), "--retry-for", "0",
+                   (src / "f").string()},
+                  30s);
+  ::shutdown(lfd, SHUT_RDWR);
+  server.join();
+  ::close(lfd);
+  EXPECT_EQ(res.exit_code, 5) << res.err;
+  EXPECT_NE(res.err.find("protocol version 2, this sender 1"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("upgrade the older side"), std::string::npos) << res.err;
+}
+
+// A receiver listening only on IPv6 loopback, or nothing if this machine has none.
+std::unique_ptr<ReceiverProcess> ipv6_receiver(const fs::path& dir, std::string& why) {
+  try {
+    return std::make_unique<ReceiverProcess>(dir, 2, std::vector<std::string>{}, 0, 0, "::1");
+  } catch (const std::exception& e) {
+    why = e.what();
+    return nullptr;
+  }
+}
+
+TEST(Cli, AnIpv6LiteralReachesAReceiverListeningOnIpv6) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "f", "over ipv6");
+  std::string why;
+  auto r = ipv6_receiver(dst.path(), why);
+  if (!r) GTEST_SKIP() << "no IPv6 loopback here: " << why;
+  EXPECT_NE(r->listening_line().find("control=[::1]:"), std::string::npos) << r->listening_line();
+  auto res = send({"--to", "[::1]:" + std::to_string(r->port()), (src / "f").string()}, 30s);
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(read_text(dst / "f"), "over ipv6");
+}
+
+// A name with an IPv4 and an IPv6 address, IPv4 first, and a receiver on IPv6 only: the sender
+// tries each address of a name in turn and still finds it. The name is made in a private mount
+// namespace (a hosts file bound over /etc/hosts for the sender alone).
+TEST(Cli, AHostNameWithSeveralAddressesIsTriedAddressByAddress) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "f", "by name");
+  write_text(src / "hosts", "127.0.0.1 ackxfer-dual\n::1 ackxfer-dual\n");
+  std::string why;
+  auto r = ipv6_receiver(dst.path(), why);
+  if (!r) GTEST_SKIP() << "no IPv6 loopback here: " << why;
+  std::string cmd = "mount --bind '" + (src / "hosts").string() + "' /etc/hosts && exec '" +
+                    binary_path() + "' send --to ackxfer-dual:" + std::to_string(r->port()) +
+                    " --retry-for 2 '" + (src / "f").string() + "'";
+  auto res = run({"/usr/bin/unshare", "--mount", "/bin/sh", "-c", cmd}, 30s);
+  if (res.exit_code != 0 && res.err.find("ackxfer-fast") == std::string::npos)
+    GTEST_SKIP() << "cannot make a private /etc/hosts here (needs root and unshare): " << res.err;
+  EXPECT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(read_text(dst / "f"), "by name");
 }
 
 // io_uring refused by a seccomp filter, as in a container with Docker's default profile: each

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -181,13 +182,13 @@ ReceiverProcess::ReceiverProcess(const fs::path& dir, unsigned threads,
     throw std::runtime_error("receiver did not start: " + r.err);
   }
   line_ = *line;
-  unsigned c = 0, d = 0, t = 0;
-  char caddr[64], daddr[64];
-  if (std::sscanf(line_.c_str(), "listening control=%63[^:]:%u data=%63[^:]:%u threads=%u", caddr,
-                  &c, daddr, &d, &t) != 5)
+  // "listening control=ADDR:PORT data=ADDR:PORT threads=N"; ADDR may be "[::1]".
+  std::smatch m;
+  if (!std::regex_match(
+          line_, m, std::regex(R"(listening control=(\S+):(\d+) data=(\S+):(\d+) threads=\d+)")))
     throw std::runtime_error("unexpected first line: " + line_);
-  port_ = static_cast<std::uint16_t>(c);
-  data_port_ = static_cast<std::uint16_t>(d);
+  port_ = static_cast<std::uint16_t>(std::stoul(m[2]));
+  data_port_ = static_cast<std::uint16_t>(std::stoul(m[4]));
 }
 
 ProcessResult ReceiverProcess::stop(std::chrono::milliseconds timeout) {

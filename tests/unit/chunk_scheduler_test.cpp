@@ -66,10 +66,11 @@ TEST(ChunkScheduler, FailsTheFileAfterMaxAttempts) {
   for (int i = 0; i < ChunkScheduler::kMaxChunkAttempts; ++i) {
     auto j = s.next(nullptr);
     ASSERT_TRUE(j) << i;
-    s.retry(*j, "mismatch");
+    s.retry(*j, "digest mismatch");
   }
   ASSERT_EQ(r.failed.size(), 1u);
-  EXPECT_NE(r.failed[0].find("mismatch"), std::string::npos);
+  EXPECT_NE(r.failed[0].find("digest mismatch"), std::string::npos);
+  EXPECT_NE(r.failed[0].find("damaged every time"), std::string::npos) << r.failed[0];
   EXPECT_FALSE(s.next(nullptr));
 }
 
