@@ -428,7 +428,7 @@ void ControlSession::refuse_auth(ErrorCode code, const std::string& why) {
 void ControlSession::handle(const SendRequest& m) {
   auto checked = validate_relative_path(m.path);
   if (auto* why = std::get_if<std::string>(&checked)) {
-    reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
+    refuse(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
     return;
   }
   if (id_open(m.id)) {
@@ -475,7 +475,7 @@ bool ControlSession::enter_parent(std::uint64_t id, std::string_view path,
   auto r = worker_.ctx().destination.open_parent(rel);
   if (auto* e = std::get_if<FsError>(&r)) {
     cached_dir_.reset();
-    reply_error(id, error_code_from_errno(e->err), e->what);
+    refuse(id, error_code_from_errno(e->err), e->what);
     return false;
   }
   cached_dir_ = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(r)));
@@ -493,8 +493,8 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel) {
   if (fd && fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode)) {
     // Publishing could only fail (a file cannot replace a directory): say so before any byte
     // moves. (Without skip=, the same error comes from publishing, after the data.)
-    reply_error(m.id, ErrorCode::kIsDirectory,
-                "'" + escape_bytes(m.path) + "' is a directory on the receiver");
+    refuse(m.id, ErrorCode::kIsDirectory,
+           "'" + escape_bytes(m.path) + "' is a directory on the receiver");
     return true;
   }
   if (!fd || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
@@ -600,7 +600,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel) {
     auto p = ctx.destination.open_partial(cached_dir_, rel.components.back(), m.size, m.mtime,
                                           m.chunk, reserve_now);
     if (auto* e = std::get_if<FsError>(&p)) {
-      reply_error(m.id, error_code_from_errno(e->err), e->what);
+      refuse(m.id, error_code_from_errno(e->err), e->what);
       return;
     }
     auto& part = std::get<Destination::Partial>(p);
@@ -613,7 +613,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel) {
     // not end up in a published file). Read back on the blocking pool.
     UniqueFd dup(fcntl(part.temp.fd(), F_DUPFD_CLOEXEC, 0));
     if (!dup) {
-      reply_error(m.id, error_code_from_errno(errno), "dup: " + errno_text(errno));
+      refuse(m.id, error_code_from_errno(errno), "dup: " + errno_text(errno));
       return;
     }
     auto job_fd = std::make_shared<UniqueFd>(std::move(dup));
@@ -639,7 +639,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel) {
   auto temp = ctx.destination.create_temp(cached_dir_, rel.components.back(), m.size, reserve_now,
                                           anonymous, m.mode);
   if (auto* e = std::get_if<FsError>(&temp)) {
-    reply_error(m.id, error_code_from_errno(e->err), e->what);
+    refuse(m.id, error_code_from_errno(e->err), e->what);
     return;
   }
   Token token = Token::random();
@@ -653,7 +653,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel) {
 void ControlSession::handle(const MkdirRequest& m) {
   auto checked = validate_relative_path(m.path);
   if (auto* why = std::get_if<std::string>(&checked)) {
-    reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
+    refuse(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
     return;
   }
   if (worker_.ctx().discard) {
@@ -663,7 +663,7 @@ void ControlSession::handle(const MkdirRequest& m) {
   bool created = false;
   auto r = worker_.ctx().destination.make_directory(std::get<RelativePath>(checked), &created);
   if (auto* e = std::get_if<FsError>(&r)) {
-    reply_error(m.id, error_code_from_errno(e->err), e->what);
+    refuse(m.id, error_code_from_errno(e->err), e->what);
     return;
   }
   // A directory this session just created held nothing: its files need no "already there?"
@@ -682,7 +682,7 @@ void ControlSession::handle(const MkdirRequest& m) {
 void ControlSession::handle(const LinkRequest& m) {
   auto checked = validate_relative_path(m.path);
   if (auto* why = std::get_if<std::string>(&checked)) {
-    reply_error(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
+    refuse(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
     return;
   }
   // Its OK or ERR would be taken for the verdict on the file that holds the id.
@@ -702,7 +702,7 @@ void ControlSession::handle(const LinkRequest& m) {
   auto r =
       ctx.destination.make_symlink(cached_dir_->get(), rel.components.back(), m.target, m.mtime);
   if (auto* e = std::get_if<FsError>(&r)) {
-    reply_error(m.id, error_code_from_errno(e->err), e->what);
+    refuse(m.id, error_code_from_errno(e->err), e->what);
     return;
   }
   reply(OkReply{m.id, false});
@@ -773,11 +773,25 @@ void ControlSession::handle(const ByeRequest&) {
   dirs_.clear();
   abandon_open_files(false);
   std::uint64_t files = totals_->files.load(), bytes = totals_->bytes.load();
+  double secs = static_cast<double>(std::max<std::int64_t>(steady_ms() - created_ms_, 1)) / 1000;
+  char took[64];
+  std::snprintf(took, sizeof took, "%.2f s, %.1f MB/s", secs,
+                static_cast<double>(bytes) / secs / 1e6);
   ctx.log.info("session from " + peer_ + " finished: " + std::to_string(files) + " files, " +
-               std::to_string(bytes) + " bytes published, " +
-               std::to_string(totals_->failed.load()) + " failed");
+               std::to_string(bytes) + " bytes published in " + took + ", " +
+               std::to_string(totals_->failed.load()) + " failed" +
+               (totals_->failed.load() ? " (each named above)" : ""));
   reply(ByeReply{files, bytes});
   close_after_flush();
+}
+
+void ControlSession::refuse(std::uint64_t id, ErrorCode code, std::string message) {
+  ReceiverContext& ctx = worker_.ctx();
+  totals_->failed.fetch_add(1, std::memory_order_relaxed);
+  ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
+  ctx.log.warn("session from " + peer_ + ": refused: " + std::string(wire_name(code)) + ": " +
+               message);
+  reply_error(id, code, std::move(message));
 }
 
 void ControlSession::reply(const ServerMessage& m) {

@@ -89,6 +89,9 @@ class ControlSession final : public WorkerObject {
 
   void reply(const ServerMessage& m);
   void reply_error(std::optional<std::uint64_t> id, ErrorCode code, std::string message);
+  // A SEND, MKDIR or LINK that cannot be done: the ERR reply, counted as failed and logged, so
+  // the receiver's side names it too.
+  void refuse(std::uint64_t id, ErrorCode code, std::string message);
   void flush();
   // Sends what is queued, then closes. Used for BYE, fatal protocol errors and shutdown.
   void close_after_flush();

@@ -418,6 +418,9 @@ void DataStream::end_frame(const std::uint8_t* trailer) {
     }
     file_.reset();
   } else if (status == AckStatus::kWriteFailed) {
+    worker_.ctx().log.warn("could not write '" + escape_bytes(file_->path()) + "' at offset " +
+                           std::to_string(header_.offset) + " (from " + peer_ +
+                           "): " + errno_text(write_errno_) + "; the sender is told");
     file_->finish_chunk(chunk_index_, false, Digest128{});
     file_.reset();
   }

@@ -131,6 +131,11 @@ TEST_F(FaultsDiskFull, AFileLargerThanTheFreeSpaceIsRefusedByNameAndTheRestArriv
   auto again = send({"--to", r.to(), (src_ / "after.bin").string()});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(compare_trees(src_.path(), dst_.path()), "");
+  // The receiver's log names the refusal and counts it.
+  auto rs = r.stop();
+  EXPECT_NE(rs.err.find("refused: no-space: no space: 'big.bin'"), std::string::npos) << rs.err;
+  EXPECT_NE(rs.err.find("9 files, "), std::string::npos) << rs.err;
+  EXPECT_NE(rs.err.find(", 1 failed (each named above)"), std::string::npos) << rs.err;
 }
 
 // The file fits when it is announced, then someone else takes the space: the next chunk's
