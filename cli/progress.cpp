@@ -86,6 +86,14 @@ void ProgressReporter::stop() {
 }
 
 void ProgressReporter::count_totals(std::vector<std::string> paths) {
+  // Counting stats every file a second time, beside the sender's own walk: measured at 10-15%
+  // of a 20,000-small-file transfer on 2 cores. So it starts only shortly before the first
+  // report is due, and a transfer that ends sooner (most benchmarks) pays nothing.
+  {
+    const auto delay = tty_ ? std::chrono::milliseconds(250) : interval_ / 2;
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, delay, [this] { return stop_; })) return;
+  }
   for (const std::string& arg : paths) {
     struct stat st {};
     if (::stat(arg.c_str(), &st) != 0) continue;  // the sender names it as failed
