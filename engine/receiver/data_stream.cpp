@@ -94,13 +94,7 @@ void DataStream::on_complete(unsigned op, int res, unsigned flags) {
     recv_armed_ = false;
     if (op == kSpliceOut && writing_) std::exchange(writing_, nullptr)->end_write();
     if (res <= 0) {
-      if (res == 0 && legacy_undecided_ && staged_len_ > 0)
-        try_legacy(staged_.data(), staged_len_);  // a legacy file of fewer than 4 bytes
-      if (legacy_) {
-        finish_legacy(res == 0, res == 0 ? "" : errno_text(-res));
-        begin_close(fd_.get());
-        return;
-      }
+      if (legacy_ended(res)) return;
       if (phase_ != Phase::kHeader || staged_len_ > 0)
         worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame");
       release_claim();
@@ -157,13 +151,7 @@ void DataStream::on_bytes(int res, unsigned flags) {
     return;
   }
   if (res <= 0) {
-    if (res == 0 && legacy_undecided_ && staged_len_ > 0)
-      try_legacy(staged_.data(), staged_len_);  // a legacy file of fewer than 4 bytes
-    if (legacy_) {
-      finish_legacy(res == 0, res == 0 ? "" : errno_text(-res));
-      begin_close(fd_.get());
-      return;
-    }
+    if (legacy_ended(res)) return;
     if (phase_ != Phase::kHeader || staged_len_ > 0)
       worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame: " +
                               (res == 0 ? std::string("closed") : errno_text(-res)));
@@ -479,6 +467,15 @@ void DataStream::on_drained() {
   if (writing_) std::exchange(writing_, nullptr)->end_write();
   fd_.reset();
   worker_.release(this);
+}
+
+bool DataStream::legacy_ended(int res) {
+  if (res == 0 && legacy_undecided_ && staged_len_ > 0)
+    try_legacy(staged_.data(), staged_len_);  // a legacy file of fewer than 4 bytes
+  if (!legacy_) return false;
+  finish_legacy(res == 0, res == 0 ? "" : errno_text(-res));
+  begin_close(fd_.get());
+  return true;
 }
 
 bool DataStream::try_legacy(const std::uint8_t* first, std::size_t n) {

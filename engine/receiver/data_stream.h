@@ -50,6 +50,8 @@ class DataStream final : public WorkerObject {
   void legacy_write(const std::uint8_t* p, std::size_t n);
   // EOF: publish what arrived (there is nothing to verify it against); an error: drop it.
   void finish_legacy(bool clean_eof, const std::string& why);
+  // The connection ended (`res` 0 or -errno): true if it carried a legacy file, now finished.
+  bool legacy_ended(int res);
   void release_claim();
   // Splice receive path (RecvPath::kSplice): exact-size reads for headers, trailers and small
   // payloads, socket -> pipe -> file for large ones.
