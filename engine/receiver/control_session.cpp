@@ -425,12 +425,19 @@ void ControlSession::refuse_auth(ErrorCode code, const std::string& why) {
   close_after_flush();
 }
 
-void ControlSession::handle(const SendRequest& m) {
-  auto checked = validate_relative_path(m.path);
+std::optional<RelativePath> ControlSession::checked_path(std::uint64_t id,
+                                                         const std::string& path) {
+  auto checked = validate_relative_path(path);
   if (auto* why = std::get_if<std::string>(&checked)) {
-    refuse(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
-    return;
+    refuse(id, ErrorCode::kBadPath, "'" + escape_bytes(path) + "': " + *why);
+    return std::nullopt;
   }
+  return std::get<RelativePath>(std::move(checked));
+}
+
+void ControlSession::handle(const SendRequest& m) {
+  auto valid = checked_path(m.id, m.path);
+  if (!valid) return;
   if (id_open(m.id)) {
     reply_error(m.id, ErrorCode::kDuplicateId, "id " + std::to_string(m.id) + " is still open");
     return;
@@ -445,7 +452,7 @@ void ControlSession::handle(const SendRequest& m) {
                     " files may be open at once in one session");
     return;
   }
-  const auto& rel = std::get<RelativePath>(checked);
+  const RelativePath& rel = *valid;
   ReceiverContext& ctx = worker_.ctx();
   if (ctx.discard) {
     // Memory-to-memory: a file with no temp file; its bytes are verified and dropped.
@@ -651,17 +658,14 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel) {
 }
 
 void ControlSession::handle(const MkdirRequest& m) {
-  auto checked = validate_relative_path(m.path);
-  if (auto* why = std::get_if<std::string>(&checked)) {
-    refuse(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
-    return;
-  }
+  auto valid = checked_path(m.id, m.path);
+  if (!valid) return;
   if (worker_.ctx().discard) {
     reply(OkReply{m.id, false});
     return;
   }
   bool created = false;
-  auto r = worker_.ctx().destination.make_directory(std::get<RelativePath>(checked), &created);
+  auto r = worker_.ctx().destination.make_directory(*valid, &created);
   if (auto* e = std::get_if<FsError>(&r)) {
     refuse(m.id, error_code_from_errno(e->err), e->what);
     return;
@@ -680,11 +684,8 @@ void ControlSession::handle(const MkdirRequest& m) {
 }
 
 void ControlSession::handle(const LinkRequest& m) {
-  auto checked = validate_relative_path(m.path);
-  if (auto* why = std::get_if<std::string>(&checked)) {
-    refuse(m.id, ErrorCode::kBadPath, "'" + escape_bytes(m.path) + "': " + *why);
-    return;
-  }
+  auto valid = checked_path(m.id, m.path);
+  if (!valid) return;
   // Its OK or ERR would be taken for the verdict on the file that holds the id.
   if (id_open(m.id)) {
     reply_error(m.id, ErrorCode::kDuplicateId, "id " + std::to_string(m.id) + " is still open");
@@ -697,7 +698,7 @@ void ControlSession::handle(const LinkRequest& m) {
   }
   // The parent is resolved like a file's (RESOLVE_BENEATH: never through a symlink leading out
   // of --dir); the target is only stored, never resolved, so where it points does not matter.
-  const auto& rel = std::get<RelativePath>(checked);
+  const RelativePath& rel = *valid;
   if (!enter_parent(m.id, m.path, rel)) return;
   auto r =
       ctx.destination.make_symlink(cached_dir_->get(), rel.components.back(), m.target, m.mtime);

@@ -92,6 +92,9 @@ class ControlSession final : public WorkerObject {
   // A SEND, MKDIR or LINK that cannot be done: the ERR reply, counted as failed and logged, so
   // the receiver's side names it too.
   void refuse(std::uint64_t id, ErrorCode code, std::string message);
+  // The path of a SEND, MKDIR or LINK under the path rule, or nothing (refused with bad-path).
+  // Its components view `path`.
+  std::optional<RelativePath> checked_path(std::uint64_t id, const std::string& path);
   void flush();
   // Sends what is queued, then closes. Used for BYE, fatal protocol errors and shutdown.
   void close_after_flush();
