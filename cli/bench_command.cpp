@@ -244,6 +244,7 @@ int bench_command(int argc, char** argv) {
   bool json = false, keep = false, mem = false;
   std::vector<std::string> names;
   unsigned runs = 3, warmup = 1, streams = SenderOptions{}.streams, threads = 0, recv_threads = 0;
+  std::uint64_t max_files = 0;
   double warm_gib = 2;
   std::string work_dir, send_path = "auto", recv_path = "buffers", to, secret_file;
   po::options_description desc("Options");
@@ -252,6 +253,8 @@ int bench_command(int argc, char** argv) {
       ("help,h", "show this help")
       ("json", po::bool_switch(&json), "print one JSON object with every figure on stdout")
       ("dataset", po::value(&names)->multitoken(), "large, medium, small or all (default: all)")
+      ("files", po::value(&max_files)->default_value(0, "all"),
+       "at most this many files of each data set (a quick check)")
       ("runs", po::value(&runs)->default_value(runs), "timed runs per data set (median reported)")
       ("warmup", po::value(&warmup)->default_value(warmup), "untimed runs first")
       ("warm-gib", po::value(&warm_gib)->default_value(warm_gib),
@@ -275,7 +278,7 @@ int bench_command(int argc, char** argv) {
       ("keep", po::bool_switch(&keep), "keep the generated and received files");
   // clang-format on
   po::variables_map vm;
-  std::vector<const Dataset*> selected;
+  std::vector<Dataset> selected;
   SendPath path = SendPath::kAuto;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -302,14 +305,18 @@ int bench_command(int argc, char** argv) {
       return kOk;
     }
     if (names.empty() || std::find(names.begin(), names.end(), "all") != names.end())
-      for (const auto& d : kDatasets)
-        selected.push_back(&d);
+      selected.assign(std::begin(kDatasets), std::end(kDatasets));
     else
       for (const auto& n : names) {
         auto it = std::find_if(std::begin(kDatasets), std::end(kDatasets),
                                [&](const Dataset& d) { return d.name == n; });
         if (it == std::end(kDatasets)) throw Failure("unknown data set '" + n + "'");
-        selected.push_back(&*it);
+        selected.push_back(*it);
+      }
+    for (Dataset& d : selected)
+      if (max_files > 0 && max_files < d.files) {
+        d.files = max_files;
+        d.description = std::to_string(max_files) + " of " + d.description;
       }
     if (runs == 0) throw Failure("--runs must be at least 1");
     if (auto p = parse_send_path(send_path))
@@ -341,8 +348,8 @@ int bench_command(int argc, char** argv) {
   umask(0);  // as `recv` does: modes are applied exactly
   Logger log = make_stderr_logger(LogLevel::kWarn);
   std::uint64_t largest = 0;
-  for (const Dataset* d : selected)
-    largest = std::max(largest, d->files * d->file_bytes);
+  for (const Dataset& d : selected)
+    largest = std::max(largest, d.files * d.file_bytes);
   fs::path base = work_dir.empty() ? default_work_dir(mem ? 0 : 2 * largest) : fs::path(work_dir);
   std::string tmpl = (base / "ackxfer-bench-XXXXXX").string();
   if (!mkdtemp(tmpl.data())) {
@@ -389,7 +396,8 @@ int bench_command(int argc, char** argv) {
                 "GB/s", "files/s", "send s/GB", "recv s/GB", "verified", "limited by");
 
   int code = kOk;
-  for (const Dataset* d : selected) {
+  for (const Dataset& ds : selected) {
+    const Dataset* d = &ds;
     if (g_interrupted) break;
     fs::path src = root / "src", dst = root / "dst";
     std::string failure;
@@ -428,6 +436,9 @@ int bench_command(int argc, char** argv) {
         else
           so.paths = {(src / d->name).string()};
         so.streams = streams;
+        // Every run sends everything: against a remote receiver the previous run's copies are
+        // still there, and skipping them as unchanged would measure nothing.
+        so.force = true;
         so.threads = threads;
         so.send_path = path;
         so.secret = secret;

@@ -173,6 +173,36 @@ TEST(Cli, AHostNameWithSeveralAddressesIsTriedAddressByAddress) {
   EXPECT_EQ(read_text(dst / "f"), "by name");
 }
 
+// `bench` in-process: a cut-down data set is generated, sent, compared byte for byte, reported.
+TEST(Bench, InProcessRunIsVerifiedAndReported) {
+  TempDir work("bench");
+  auto res = run({binary_path(), "bench", "--dataset", "small", "--files", "300", "--runs", "2",
+                  "--warmup", "0", "--warm-gib", "0", "--work-dir", work.path().string(), "--json"},
+                 120s);
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(json_field(res.out, "files"), "300");
+  EXPECT_EQ(json_field(res.out, "verified"), "byte-for-byte");
+  EXPECT_EQ(json_field(res.out, "runs_timed"), "2");
+  EXPECT_EQ(count_entries(work.path()), 0u) << "bench leaves nothing behind without --keep";
+}
+
+// Against a running receiver the previous run's copies are still there: every run must send
+// the whole data set again, not skip it as unchanged (which once failed every run after the
+// first with "sent 0 files").
+TEST(Bench, EveryRunAgainstAReceiverSendsTheWholeDataSet) {
+  TempDir work("bench"), dst("dst");
+  ReceiverProcess r(dst.path());
+  auto res = run(
+      {binary_path(), "bench", "--dataset", "medium", "--files", "12", "--runs", "2", "--warmup",
+       "1", "--warm-gib", "0", "--to", r.to(), "--work-dir", work.path().string(), "--json"},
+      120s);
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(json_field(res.out, "runs_timed"), "2");
+  EXPECT_EQ(json_field(res.out, "files"), "12");
+  EXPECT_EQ(count_entries(dst / "medium"), 12u);
+  EXPECT_EQ(fs::file_size(dst / "medium" / "f11"), 1u << 20);
+}
+
 // io_uring refused by a seccomp filter, as in a container with Docker's default profile: each
 // command says so, and what to do, and exits 6 without doing anything.
 TEST(Cli, IoUringBlockedBySeccompIsDetectedAndExplained) {
