@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "io/socket.h"
+#include "io/splice_pipe.h"
 #include "protocol/control_codec.h"
 #include "protocol/limits.h"
 
@@ -38,20 +39,22 @@ void DataStream::start() {
   created_ms_ = last_bytes_ms_ = steady_ms();
   legacy_undecided_ = worker_.ctx().legacy_enabled;
   splice_ = worker_.ctx().recv_path == RecvPath::kSplice;
-  if (splice_) {
-    scratch_.resize(kScratchBytes);
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) == 0) {
-      pipe_r_.reset(p[0]);
-      pipe_w_.reset(p[1]);
-      fcntl(p[1], F_SETPIPE_SZ, 1 << 20);  // best effort, see OutboundStream
-      int sz = fcntl(p[1], F_GETPIPE_SZ);
-      pipe_bytes_ = sz > 0 ? static_cast<unsigned>(sz) : 65536;
-    } else {
-      splice_ = false;  // out of pipes: the buffer path works everywhere
-    }
-  }
+  // The pipe is made when the first large payload arrives (want_pipe): an idle connection
+  // holds none of its user's pipe budget.
+  if (splice_) scratch_.resize(kScratchBytes);
   arm_read();
+}
+
+bool DataStream::want_pipe() {
+  std::string why;
+  if (pipe_.ensure(why)) return true;
+  // Reading into the scratch buffer and writing from it is what the buffer path does, and
+  // faster than splicing through a pipe of a few pages.
+  ReceiverContext& ctx = worker_.ctx();
+  if (!why.empty() && !ctx.pipe_refusal_logged.exchange(true))
+    ctx.log.warn("splice receive path: " + why +
+                 "; such data connections read and write through a buffer instead");
+  return false;
 }
 
 void DataStream::shutdown() {
@@ -187,8 +190,8 @@ void DataStream::arm_read_exact() {
       break;
     case Phase::kPayload:
       if (splicing_) {
-        arm_splice(fd_.get(), -1, pipe_w_.get(), -1,
-                   static_cast<unsigned>(std::min<std::uint64_t>(remaining_, pipe_bytes_)),
+        arm_splice(fd_.get(), -1, pipe_.write_end(), -1,
+                   static_cast<unsigned>(std::min<std::uint64_t>(remaining_, pipe_.bytes())),
                    kSpliceIn);
         return;
       }
@@ -209,7 +212,7 @@ void DataStream::splice_to_file() {
   }
   writing_ = file_;
   recv_armed_ = true;
-  arm_splice(pipe_r_.get(), -1, file_->fd(),
+  arm_splice(pipe_.read_end(), -1, file_->fd(),
              static_cast<std::int64_t>(header_.offset + header_.length - remaining_), pipe_pending_,
              kSpliceOut);
 }
@@ -337,7 +340,7 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
   phase_ = remaining_ ? Phase::kPayload : Phase::kTrailer;
   // Splice path: large payloads of a file we are writing go socket -> pipe -> file.
   splicing_ = splice_ && frame_status_ == AckStatus::kOk && remaining_ >= kSpliceMinBytes &&
-              !file_->discarding();
+              !file_->discarding() && want_pipe();
   return true;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "digest/digest.h"
+#include "io/splice_pipe.h"
 #include "protocol/data_frame.h"
 #include "receiver/incoming_file.h"
 #include "receiver/legacy_uploads.h"
@@ -57,6 +58,9 @@ class DataStream final : public WorkerObject {
   // payloads, socket -> pipe -> file for large ones.
   void arm_read_exact();
   void splice_to_file();  // moves pipe_pending_ bytes into the file (kSpliceOut)
+  // Makes the splice pipe on first use; false if the kernel refuses a usable one (then this
+  // connection copies through scratch_).
+  bool want_pipe();
   // The file a splice in flight writes into (IncomingFile::begin_write was called for it).
   std::shared_ptr<IncomingFile> writing_;
   void spliced_out(std::size_t n);
@@ -92,8 +96,7 @@ class DataStream final : public WorkerObject {
   // Splice path only.
   bool splice_ = false;
   std::vector<std::uint8_t> scratch_;  // exact reads, and reading spliced bytes back to hash
-  UniqueFd pipe_r_, pipe_w_;
-  unsigned pipe_bytes_ = 0;
+  SplicePipe pipe_;
   unsigned pipe_pending_ = 0;  // spliced in from the socket, not yet out to the file
   bool splicing_ = false;      // this frame's payload goes by splice
 

@@ -29,6 +29,7 @@ struct ReceiverContext {
   bool legacy_enabled = false;                 // recv --legacy
   LegacyUploads legacy;
   std::atomic<bool> stopping{false};
+  std::atomic<bool> pipe_refusal_logged{false};  // said once per receiver, not per connection
   // Hashes existing files for `skip=xxh3` off the loops (see ControlSession).
   BlockingPool pool{1};
 };

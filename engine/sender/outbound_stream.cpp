@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "fs/file_digest.h"
+#include "io/splice_pipe.h"
 #include "protocol/data_frame.h"
 #include "sender/control_client.h"
 
@@ -29,9 +30,6 @@ constexpr std::uint64_t kStreamedMinBytes = 1 << 20;
 // How much of a streamed chunk is hashed and then handed to the kernel at once: small enough
 // that the pages are still in L2 when the socket (or the receiver) reads them.
 constexpr std::uint64_t kWindowBytes = 1 << 20;
-// Splice throughput grows with the pipe: 256 KiB 1.25 GB/s, 1 MiB 1.95 GB/s on this class of
-// machine. fs.pipe-max-size is usually 1 MiB; we take what the kernel grants.
-constexpr int kPipeBytes = 1 << 20;
 
 // Generated content for memory-to-memory benchmarks: a fixed pseudo-random pattern, so the
 // sender spends nothing on producing it (a copy, as a page-cache read would be).
@@ -187,7 +185,7 @@ void OutboundStream::on_complete(unsigned op, int res, unsigned /*flags*/) {
       splice_in_left_ -= static_cast<unsigned>(res);
       pipe_pending_ = static_cast<unsigned>(res);
       window_armed_ = true;
-      arm_splice(pipe_r_.get(), -1, fd_.get(), -1, pipe_pending_, kSpliceOut);
+      arm_splice(pipe_.read_end(), -1, fd_.get(), -1, pipe_pending_, kSpliceOut);
       return;
     case kSpliceOut:
       window_armed_ = false;
@@ -326,26 +324,14 @@ void OutboundStream::start_window() {
   }
   window_left_ = window;
   window_armed_ = true;
-  if (ctx_.send_path == SendPath::kMmap) {
+  window_by_splice_ = ctx_.send_path == SendPath::kSplice && want_pipe();
+  if (!window_by_splice_) {
     arm_send(fd_.get(), map_.at(cur_pos_), static_cast<std::size_t>(window), kSendMapped, MSG_MORE);
     return;
   }
-  if (!pipe_r_) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) {
-      window_armed_ = false;
-      abort_current(std::string("pipe2: ") + errno_text(errno));
-      return;
-    }
-    pipe_r_.reset(p[0]);
-    pipe_w_.reset(p[1]);
-    fcntl(p[1], F_SETPIPE_SZ, kPipeBytes);  // best effort: fs.pipe-max-size may be lower
-    int sz = fcntl(p[1], F_GETPIPE_SZ);
-    pipe_bytes_ = sz > 0 ? static_cast<unsigned>(sz) : 65536;
-  }
   splice_in_left_ = window;
-  arm_splice(f.fd.get(), static_cast<std::int64_t>(base + cur_pos_), pipe_w_.get(), -1,
-             static_cast<unsigned>(std::min<std::uint64_t>(splice_in_left_, pipe_bytes_)),
+  arm_splice(f.fd.get(), static_cast<std::int64_t>(base + cur_pos_), pipe_.write_end(), -1,
+             static_cast<unsigned>(std::min<std::uint64_t>(splice_in_left_, pipe_.bytes())),
              kSpliceIn);
 }
 
@@ -358,24 +344,34 @@ void OutboundStream::window_sent(std::uint64_t n) {
   OutgoingFile& f = *cur_->file;
   if (pipe_pending_ > 0) {  // splice: the pipe still holds part of what came in
     window_armed_ = true;
-    arm_splice(pipe_r_.get(), -1, fd_.get(), -1, pipe_pending_, kSpliceOut);
+    arm_splice(pipe_.read_end(), -1, fd_.get(), -1, pipe_pending_, kSpliceOut);
     return;
   }
   if (window_left_ > 0) {
     window_armed_ = true;
-    if (ctx_.send_path == SendPath::kMmap) {
+    if (!window_by_splice_) {
       arm_send(fd_.get(), map_.at(cur_pos_), static_cast<std::size_t>(window_left_), kSendMapped,
                MSG_MORE);
     } else {
       arm_splice(f.fd.get(), static_cast<std::int64_t>(f.chunk_offset(cur_->index) + cur_pos_),
-                 pipe_w_.get(), -1,
-                 static_cast<unsigned>(std::min<std::uint64_t>(splice_in_left_, pipe_bytes_)),
+                 pipe_.write_end(), -1,
+                 static_cast<unsigned>(std::min<std::uint64_t>(splice_in_left_, pipe_.bytes())),
                  kSpliceIn);
     }
     return;
   }
   if (cur_pos_ == f.chunk_length(cur_->index)) map_.unmap();
   pump();
+}
+
+bool OutboundStream::want_pipe() {
+  std::string why;
+  if (pipe_.ensure(why)) return true;
+  // Sending from the mapping the window was just hashed through costs one copy, which is
+  // less than splicing through a pipe of a few pages.
+  if (!why.empty() && !ctx_.splice_refused.exchange(true))
+    ctx_.log.warn("splice send path: " + why + "; sending from a mapping instead");
+  return false;
 }
 
 void OutboundStream::on_ack_bytes(int n) {
@@ -480,8 +476,7 @@ void OutboundStream::connection_failed(const std::string& why, bool retryable) {
 void OutboundStream::after_drain() {
   fd_.reset();
   // A splice cut short may leave bytes in the pipe: start the next connection with a clean one.
-  pipe_r_.reset();
-  pipe_w_.reset();
+  pipe_.reset();
   pipe_pending_ = 0;
   out_len_ = out_sent_ = 0;
   ack_len_ = 0;

@@ -12,6 +12,7 @@
 #include "fs/mapped_range.h"
 #include "io/event_loop.h"
 #include "io/socket.h"
+#include "io/splice_pipe.h"
 #include "protocol/data_frame.h"
 #include "sender/backoff.h"
 #include "sender/chunk_scheduler.h"
@@ -64,6 +65,9 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   void pump();
   bool fill();
   void start_window();
+  // Makes the splice pipe on first use; false if the kernel refuses a usable one (then this
+  // stream sends from the mapping).
+  bool want_pipe();
   void window_sent(std::uint64_t n);
   void on_ack_bytes(int n);
   void handle_ack(const FrameAck& ack);
@@ -102,8 +106,8 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   MappedRange map_;
 
   // Splice path.
-  UniqueFd pipe_r_, pipe_w_;
-  unsigned pipe_bytes_ = 0;
+  SplicePipe pipe_;
+  bool window_by_splice_ = false;     // the current window goes file -> pipe -> socket
   std::uint64_t splice_in_left_ = 0;  // window bytes not yet moved into the pipe
   unsigned pipe_pending_ = 0;         // bytes in the pipe not yet moved to the socket
 

@@ -85,7 +85,9 @@ struct SendReport {
   std::uint64_t resumed_bytes = 0;  // verified bytes a kept partial already held: not sent
   double seconds = 0;
   std::vector<FailedFile> failed;
-  std::string send_path;  // which path ran: "copy", "mmap" or "splice"
+  // which path ran: "copy", "mmap" or "splice"; "splice+mmap" when the kernel refused a stream
+  // a usable pipe and it sent from a mapping instead
+  std::string send_path;
   unsigned streams = 0;
   unsigned threads = 0;
   // Where the time went (for the bench's "what limited this run"): CPU seconds of all sender

@@ -42,6 +42,8 @@ struct SenderContext {
   std::atomic<std::uint64_t> unchanged_bytes{0};
   std::atomic<std::uint64_t> file_resends{0};
   std::atomic<bool> cancelled{false};
+  // A stream could not get a pipe worth splicing through and sent from a mapping instead.
+  std::atomic<bool> splice_refused{false};
 
   // Loop thread only: an object on loop `i` has finished for good.
   void object_finished(unsigned loop_index) {

@@ -167,13 +167,12 @@ ProcessResult run(const std::vector<std::string>& argv, std::chrono::millisecond
 
 ReceiverProcess::ReceiverProcess(const fs::path& dir, unsigned threads,
                                  std::vector<std::string> extra, std::uint16_t port,
-                                 std::uint16_t data_port, const std::string& listen) {
-  std::vector<std::string> argv = {binary_path(), "recv",
-                                   "--dir",       dir.string(),
-                                   "--listen",    listen,
-                                   "--port",      std::to_string(port),
-                                   "--data-port", std::to_string(data_port),
-                                   "--threads",   std::to_string(threads)};
+                                 std::uint16_t data_port, const std::string& listen,
+                                 const std::vector<std::string>& prefix) {
+  std::vector<std::string> argv = prefix;
+  argv.insert(argv.end(), {binary_path(), "recv", "--dir", dir.string(), "--listen", listen,
+                           "--port", std::to_string(port), "--data-port", std::to_string(data_port),
+                           "--threads", std::to_string(threads)});
   argv.insert(argv.end(), extra.begin(), extra.end());
   proc_ = std::make_unique<Process>(argv);
   auto line = proc_->read_line(15s);

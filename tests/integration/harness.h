@@ -70,12 +70,14 @@ class Process {
 // Runs to completion (or kills at the deadline).
 ProcessResult run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = 120s);
 
-// `ackxfer-fast recv` on 127.0.0.1 with free ports, started and parsed.
+// `ackxfer-fast recv` on 127.0.0.1 with free ports, started and parsed. `prefix` runs it
+// through another command (setpriv ... --).
 class ReceiverProcess {
  public:
   explicit ReceiverProcess(const fs::path& dir, unsigned threads = 2,
                            std::vector<std::string> extra = {}, std::uint16_t port = 0,
-                           std::uint16_t data_port = 0, const std::string& listen = "127.0.0.1");
+                           std::uint16_t data_port = 0, const std::string& listen = "127.0.0.1",
+                           const std::vector<std::string>& prefix = {});
   std::uint16_t port() const { return port_; }
   std::uint16_t data_port() const { return data_port_; }
   std::string to() const { return "127.0.0.1:" + std::to_string(port_); }

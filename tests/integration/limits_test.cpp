@@ -1,7 +1,12 @@
 // Idle and slow peers, and too many of them: every phase has a deadline, sessions have a cap
 // with a clear "busy", and none of it gets in the way of a real transfer.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <thread>
 
 #include "harness.h"
@@ -147,6 +152,84 @@ TEST(Limits, AQuietControlConnectionDuringASlowTransferIsNotIdle) {
   auto res = send({"--to", proxy.to(), "--streams", "1", (src / "slow.bin").string()}, 60s);
   ASSERT_EQ(res.exit_code, 0) << res.err;
   EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+}
+
+// Once a user's pipes hold fs.pipe-user-pages-soft pages (64 MiB by default), that user's new
+// pipes get two pages and cannot grow, and splicing through them crawls. Both splice paths
+// must notice, say so once, and move the data another way; the transfer still verifies.
+TEST(Limits, ASpentPipeBudgetMakesBothSplicePathsCopyInsteadAndSaySo) {
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "needs root, to run both sides as a user whose pipe budget it can spend";
+  long soft = 0;
+  std::ifstream("/proc/sys/fs/pipe-user-pages-soft") >> soft;
+  if (soft <= 0 || soft > (1 << 20))
+    GTEST_SKIP() << "fs.pipe-user-pages-soft is " << soft << ": no budget to spend";
+  const std::vector<std::string> as_nobody = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                                              "--clear-groups", "--"};
+  auto with = [&](std::vector<std::string> argv) {
+    argv.insert(argv.begin(), as_nobody.begin(), as_nobody.end());
+    return argv;
+  };
+  auto probe = run(with({binary_path(), "--version"}), 10s);
+  if (probe.exit_code != 0)
+    GTEST_SKIP() << "user nobody cannot run " << binary_path() << " here: " << probe.err;
+
+  TempDir src("src"), dst("dst");
+  fs::permissions(dst.path(), fs::perms::all);  // TempDirs are private (mkdtemp)
+  fs::permissions(src.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                  fs::perms::others_read | fs::perms::others_exec);
+  write_file(src / "big.bin", 24 << 20, 7);  // three 8 MiB chunks
+
+  // A child running as nobody takes pipes of 1 MiB until the kernel refuses to grow one, and
+  // holds them until the test ends.
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t holder = ::fork();
+  ASSERT_GE(holder, 0);
+  if (holder == 0) {
+    ::close(ready[0]);
+    char spent = 0;
+    if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
+      for (int i = 0; i < 4096; ++i) {
+        int p[2];
+        if (::pipe(p) != 0) break;
+        if (::fcntl(p[1], F_SETPIPE_SZ, 1 << 20) < 0) {
+          spent = errno == EPERM;
+          break;
+        }
+      }
+    }
+    (void)!::write(ready[1], &spent, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{holder};
+  char spent = 0;
+  ASSERT_EQ(::read(ready[0], &spent, 1), 1);
+  ::close(ready[0]);
+  if (!spent) GTEST_SKIP() << "could not spend the pipe budget of user nobody";
+
+  ReceiverProcess r(dst.path(), 2, {"--recv-path", "splice"}, 0, 0, "127.0.0.1", as_nobody);
+  auto res = run(with({binary_path(), "send", "--to", r.to(), "--send-path", "splice", "--streams",
+                       "2", "--json", (src / "big.bin").string()}),
+                 120s);
+  auto rr = r.stop();
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(json_field(res.out, "send_path"), "splice+mmap");
+  EXPECT_NE(res.err.find("fs.pipe-user-pages-soft"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("sending from a mapping instead"), std::string::npos) << res.err;
+  // Said once, not once per stream.
+  EXPECT_EQ(res.err.find("splice send path"), res.err.rfind("splice send path")) << res.err;
+  EXPECT_NE(rr.err.find("splice receive path"), std::string::npos) << rr.err;
+  EXPECT_NE(rr.err.find("through a buffer instead"), std::string::npos) << rr.err;
+  EXPECT_EQ(compare_trees(src.path(), dst.path(), false), "");
 }
 
 }  // namespace
