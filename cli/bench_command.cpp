@@ -396,17 +396,16 @@ int bench_command(int argc, char** argv) {
                 "GB/s", "files/s", "send s/GB", "recv s/GB", "verified", "limited by");
 
   int code = kOk;
-  for (const Dataset& ds : selected) {
-    const Dataset* d = &ds;
+  for (const Dataset& d : selected) {
     if (g_interrupted) break;
     fs::path src = root / "src", dst = root / "dst";
     std::string failure;
     std::vector<RunResult> results;
-    const double payload = static_cast<double>(d->files * d->file_bytes);
+    const double payload = static_cast<double>(d.files * d.file_bytes);
     try {
       if (!mem) {
         fs::remove_all(src);
-        generate(*d, src / d->name);
+        generate(d, src / d.name);
       }
       ReceiverOptions ro;
       ro.dir = dst;
@@ -432,9 +431,9 @@ int bench_command(int argc, char** argv) {
           so.to = receiver->control_endpoint().to_string();
         }
         if (mem)
-          so.synthetic = SenderOptions::Synthetic{d->name, d->files, d->file_bytes};
+          so.synthetic = SenderOptions::Synthetic{d.name, d.files, d.file_bytes};
         else
-          so.paths = {(src / d->name).string()};
+          so.paths = {(src / d.name).string()};
         so.streams = streams;
         // Every run sends everything: against a remote receiver the previous run's copies are
         // still there, and skipping them as unchanged would measure nothing.
@@ -481,9 +480,9 @@ int bench_command(int argc, char** argv) {
                         : rep.error;
           break;
         }
-        if (rep.files != d->files) {
+        if (rep.files != d.files) {
           failure =
-              "sent " + std::to_string(rep.files) + " files, expected " + std::to_string(d->files);
+              "sent " + std::to_string(rep.files) + " files, expected " + std::to_string(d.files);
           break;
         }
         if (!mem && !remote) {
@@ -512,7 +511,7 @@ int bench_command(int argc, char** argv) {
     double med = median(secs);
     double gb = payload / 1e9;
     double gbps = med > 0 ? gb / med : 0;
-    double fps = med > 0 ? static_cast<double>(d->files) / med : 0;
+    double fps = med > 0 ? static_cast<double>(d.files) / med : 0;
     double send_per_gb = gb > 0 ? median(scpu) / gb : 0;
     double recv_per_gb = gb > 0 && !remote ? median(rcpu) / gb : -1;
     // The limiter of the median run.
@@ -528,10 +527,10 @@ int bench_command(int argc, char** argv) {
                            : remote         ? "digests"
                                             : "byte-for-byte";
     j.begin_object()
-        .field("name", d->name)
-        .field("description", d->description)
-        .field("files", d->files)
-        .field("bytes", d->files * d->file_bytes)
+        .field("name", d.name)
+        .field("description", d.description)
+        .field("files", d.files)
+        .field("bytes", d.files * d.file_bytes)
         .field("verified", verified)
         .field("runs_timed", static_cast<std::uint64_t>(results.size()))
         .field("median_seconds", med)
@@ -562,13 +561,13 @@ int bench_command(int argc, char** argv) {
     if (!json) {
       char recv_cell[16] = "n/a";
       if (recv_per_gb >= 0) std::snprintf(recv_cell, sizeof recv_cell, "%.2f", recv_per_gb);
-      std::printf("%-7s %6llu %9s %4zu %7.3f %8.0f %9.2f %9s  %-9s %s\n", d->name.c_str(),
-                  static_cast<unsigned long long>(d->files), human_bytes(payload).c_str(),
+      std::printf("%-7s %6llu %9s %4zu %7.3f %8.0f %9.2f %9s  %-9s %s\n", d.name.c_str(),
+                  static_cast<unsigned long long>(d.files), human_bytes(payload).c_str(),
                   results.size(), gbps, fps, send_per_gb, recv_cell,
                   verified == "byte-for-byte" ? "bytes" : verified.c_str(), limit.c_str());
     }
     if (!failure.empty()) {
-      std::fprintf(stderr, "ackxfer-fast bench: %s: %s\n", d->name.c_str(), failure.c_str());
+      std::fprintf(stderr, "ackxfer-fast bench: %s: %s\n", d.name.c_str(), failure.c_str());
       code = g_interrupted ? kInterrupted : kFilesFailed;
     }
     std::error_code ec;
