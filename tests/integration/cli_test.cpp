@@ -99,15 +99,9 @@ TEST(Cli, AnUnknownHostIsNamedWithWhatToCheck) {
 
 TEST(Cli, AReceiverOfAnotherProtocolVersionIsExplained) {
   // A stand-in receiver from the future: it answers HELLO with version 2.
-  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  std::uint16_t port = 0;
+  int lfd = listen_on_loopback(port);
   ASSERT_GE(lfd, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(lfd, 4), 0);
-  socklen_t len = sizeof a;
-  ASSERT_EQ(getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
   std::thread server([lfd] {
     int c = ::accept(lfd, nullptr, nullptr);
     if (c < 0) return;
@@ -120,9 +114,8 @@ TEST(Cli, AReceiverOfAnotherProtocolVersionIsExplained) {
   });
   TempDir src("src");
   write_text(src / "f", "x");
-  auto res = send({"--to", "127.0.0.1:" + std::to_string(ntohs(a.sin_port)), "--retry-for", "0",
-                   (src / "f").string()},
-                  30s);
+  auto res = send(
+      {"--to", "127.0.0.1:" + std::to_string(port), "--retry-for", "0", (src / "f").string()}, 30s);
   ::shutdown(lfd, SHUT_RDWR);
   server.join();
   ::close(lfd);

@@ -119,6 +119,10 @@ ProcessResult send(const std::vector<std::string>& args, std::chrono::millisecon
 // A port that was free a moment ago.
 std::uint16_t free_port();
 
+// A listening socket on 127.0.0.1 at a port the kernel picks, for stand-in servers; sets
+// `port`. Returns -1 (and fails the test) if it cannot.
+int listen_on_loopback(std::uint16_t& port);
+
 // Writes `size` pseudo-random bytes (deterministic for a seed).
 void write_file(const fs::path& p, std::uint64_t size, std::uint64_t seed = 1);
 void write_text(const fs::path& p, const std::string& text);

@@ -156,8 +156,8 @@ TEST(Symlinks, PathArgumentsThatAreSymlinksAreFollowedLikeCp) {
 class PreLinkReceiver {
  public:
   explicit PreLinkReceiver(bool with_id) : with_id_(with_id) {
-    control_ = listen_any(control_port_);
-    data_ = listen_any(data_port_);
+    control_ = listen_on_loopback(control_port_);
+    data_ = listen_on_loopback(data_port_);
     thread_ = std::thread([this] { serve(); });
   }
   ~PreLinkReceiver() {
@@ -170,19 +170,6 @@ class PreLinkReceiver {
   int links_seen() const { return links_; }
 
  private:
-  static int listen_any(std::uint16_t& port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(::listen(fd, 16), 0);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-    return fd;
-  }
-
   std::string answer(const std::string& line) {
     std::string verb = line.substr(0, line.find(' '));
     std::string id = line.size() > verb.size() ? line.substr(verb.size() + 1) : "";
