@@ -101,9 +101,7 @@ void BM_ChunkSchedulerCycle(benchmark::State& state) {
   Digest128 d{};
   for (auto _ : state) {
     auto f = std::make_shared<OutgoingFile>();
-    f->chunk_bytes = kMinChunkBytes;
-    f->size = chunks * kMinChunkBytes;
-    f->chunk_count = chunks;
+    f->plan = ChunkPlan(chunks * kMinChunkBytes, kMinChunkBytes);
     s.add_file(f);
     while (auto j = s.next(nullptr))
       s.acked(*j, d);

@@ -26,7 +26,7 @@
 #include "cli_common.h"
 #include "error.h"
 #include "exit_codes.h"
-#include "io/event_loop.h"
+#include "io/uring_loop.h"
 #include "json_writer.h"
 #include "receiver/receiver.h"
 #include "sender/sender.h"
@@ -345,7 +345,6 @@ int bench_command(int argc, char** argv) {
   }
   const bool remote = !to.empty();
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  umask(0);  // as `recv` does: modes are applied exactly
   Logger log = make_stderr_logger(LogLevel::kWarn);
   std::uint64_t largest = 0;
   for (const Dataset& d : selected)

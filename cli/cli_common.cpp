@@ -8,6 +8,7 @@
 
 #include "auth/shared_secret.h"
 #include "digest/digest.h"
+#include "display.h"
 #include "error.h"
 #include "exit_codes.h"
 #include "protocol/limits.h"
@@ -73,7 +74,9 @@ Logger make_stderr_logger(LogLevel level) {
         static const char* names[] = {"error", "warning", "info", "debug"};
         std::string line = "ackxfer-fast: ";
         if (l != LogLevel::kInfo) line += std::string(names[static_cast<int>(l)]) + ": ";
-        line.append(msg);
+        // Names in messages are made printable where they are built; this is the net under
+        // that: no message can carry a control character to the terminal or start a new line.
+        line += control_free(msg);
         write_stderr_line(line);
       },
       level);
@@ -84,7 +87,8 @@ LogLevel parse_log_level(const std::string& s) {
   if (s == "warning" || s == "warn") return LogLevel::kWarn;
   if (s == "info") return LogLevel::kInfo;
   if (s == "debug") return LogLevel::kDebug;
-  throw Failure("--log-level must be error, warning, info or debug (not '" + s + "')");
+  throw Failure("--log-level must be error, warning, info or debug (not '" + s + "')",
+                FailureKind::kUsage);
 }
 
 sigset_t block_termination_signals() {

@@ -13,7 +13,13 @@ namespace ackxfer::cli {
   X(kInterrupted, 4, "interrupted: the receiver went away or a signal stopped us")           \
   X(kProtocol, 5, "protocol error: the peer is not a compatible ackxfer-fast")               \
   X(kSetup, 6, "local setup failed: io_uring unavailable, cannot bind, cannot create --dir") \
-  X(kAuth, 7, "authentication failed: --secret-file missing or different on one side")
+  X(kAuth, 7, "authentication failed: --secret-file missing or different on one side")       \
+  X(kTimedOut, 8,                                                                            \
+    "timed out: the receiver stopped answering (--idle-timeout) and did not "                \
+    "come back within --retry-for")                                                          \
+  X(kInternal, 9,                                                                            \
+    "internal error: an engine loop failed while running (a bug, or the kernel "             \
+    "refused io_uring); the message says which")
 
 enum ExitCode {
 #define ACKXFER_EXIT_ENUM(name, value, text) name = value,

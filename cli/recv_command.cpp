@@ -21,26 +21,26 @@ namespace ackxfer::cli {
 
 namespace {
 
-// Waits for SIGINT/SIGTERM; meanwhile, with an interval, logs what all sessions did in each one:
+// How often the wait below looks at the receiver's health between signals.
+constexpr long kHealthCheckNs = 200'000'000;
+
+// Waits for SIGINT/SIGTERM (returns the signal), or for the receiver to fail (returns 0).
+// Meanwhile, with an interval, logs what all sessions did in each one:
 // "stats: 1.23 GB/s received, 310 files/s published, 3 sessions".
 int wait_printing_stats(Receiver& receiver, const sigset_t& signals, double interval,
                         const Logger& log) {
-  if (interval <= 0) {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    return sig;
-  }
   const ReceiverStats& s = receiver.stats();
   auto last = std::chrono::steady_clock::now();
   std::uint64_t bytes0 = s.payload_bytes_received.load(), files0 = s.files_published.load();
-  const auto ns = static_cast<long long>(std::llround(interval * 1e9));
+  const auto every = std::chrono::duration<double>(interval);
   for (;;) {
-    timespec timeout{static_cast<time_t>(ns / 1'000'000'000),
-                     static_cast<long>(ns % 1'000'000'000)};
+    timespec timeout{0, kHealthCheckNs};
     int sig = sigtimedwait(&signals, nullptr, &timeout);
     if (sig > 0) return sig;
     if (errno != EAGAIN && errno != EINTR) return SIGTERM;
+    if (receiver.failure()) return 0;
     auto now = std::chrono::steady_clock::now();
+    if (interval <= 0 || now - last < every) continue;
     double secs = std::chrono::duration<double>(now - last).count();
     std::uint64_t bytes = s.payload_bytes_received.load(), files = s.files_published.load();
     char files_rate[32];
@@ -97,6 +97,9 @@ int recv_command(int argc, char** argv) {
        "also accept classic SEND/READY clients (`SEND <name>`, READY, raw bytes on the data "
        "port); their files cannot be verified and are published when the data connection "
        "closes (see docs/PROTOCOL.md, \"Legacy clients\")")
+      ("fsync", po::bool_switch(&opt.fsync),
+       "answer a file's verdict only once its data, its name and its directory are on stable "
+       "storage (batched, off the network loops): a sender's exit 0 then survives a power loss")
       ("keep-partials", po::value(&keep_partials_hours)->default_value(keep_partials_hours),
        "hours to keep the verified part of an interrupted file for the same send to resume "
        "(0: never keep partial files)")
@@ -163,16 +166,16 @@ int recv_command(int argc, char** argv) {
   opt.control_port = static_cast<std::uint16_t>(control_port);
   opt.data_port = static_cast<std::uint16_t>(data_port);
 
-  // Modes are applied exactly as sent (like rsync -a): a zero umask lets files be created with
-  // their final mode instead of being chmod'ed afterwards.
-  umask(0);
+  // Files get exactly the sender's modes (publish sets them); directories and --dir that the
+  // receiver creates on its own account follow the caller's umask, as mkdir -p does.
   sigset_t signals = block_termination_signals();
   Receiver receiver(opt);
   try {
     receiver.start();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\n", e.what());
-    return kSetup;
+    const auto* f = dynamic_cast<const Failure*>(&e);
+    return f && f->kind() == FailureKind::kUsage ? kUsage : kSetup;
   }
   std::printf("listening control=%s data=%s threads=%u\n",
               receiver.control_endpoint().to_string().c_str(),
@@ -181,8 +184,12 @@ int recv_command(int argc, char** argv) {
   opt.log.info("receiving into " + dir);
 
   int sig = wait_printing_stats(receiver, signals, stats_interval, opt.log);
-  opt.log.info(std::string("stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
-               "; unfinished files are not published");
+  if (sig)
+    opt.log.info(std::string("stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                 "; unfinished files are not published");
+  else
+    opt.log.error("stopping: " + receiver.failure().value_or("a worker failed") +
+                  "; unfinished files are not published");
   receiver.stop();
   receiver.wait();
   const ReceiverStats& s = receiver.stats();
@@ -193,6 +200,10 @@ int recv_command(int argc, char** argv) {
                std::to_string(s.files_resumed.load()) + " resumed, " +
                std::to_string(s.partials_kept.load()) + " partials kept, " +
                std::to_string(s.sessions.load()) + " sessions");
+  if (auto why = receiver.failure()) {
+    std::fprintf(stderr, "ackxfer-fast recv: %s\n", why->c_str());
+    return kInternal;
+  }
   return kOk;
 }
 

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cli_common.h"
+#include "display.h"
 #include "error.h"
 #include "exit_codes.h"
 #include "json_writer.h"
@@ -34,8 +35,27 @@ ExitCode exit_code_for(const SendReport& r) {
       return kProtocol;
     case SendReport::Outcome::kAuthFailed:
       return kAuth;
+    case SendReport::Outcome::kTimedOut:
+      return kTimedOut;
   }
   return kFilesFailed;
+}
+
+// A failure before or around the transfer, by its kind (never by its text).
+ExitCode exit_code_for(const std::exception& e) {
+  const auto* f = dynamic_cast<const Failure*>(&e);
+  if (!f) return kInternal;
+  switch (f->kind()) {
+    case FailureKind::kUsage:
+      return kUsage;
+    case FailureKind::kCannotConnect:
+      return kCannotConnect;
+    case FailureKind::kSetup:
+      return kSetup;
+    case FailureKind::kInternal:
+      return kInternal;
+  }
+  return kInternal;
 }
 
 const char* outcome_name(SendReport::Outcome o) {
@@ -52,6 +72,8 @@ const char* outcome_name(SendReport::Outcome o) {
       return "protocol-error";
     case SendReport::Outcome::kAuthFailed:
       return "auth-failed";
+    case SendReport::Outcome::kTimedOut:
+      return "timed-out";
   }
   return "?";
 }
@@ -72,7 +94,8 @@ std::string limiter_text(const SendReport& r) {
 
 SendPath send_path_option(const std::string& s) {
   if (auto p = parse_send_path(s)) return *p;
-  throw Failure("--send-path must be auto, copy, mmap or splice (not '" + s + "')");
+  throw Failure("--send-path must be auto, copy, mmap or splice (not '" + s + "')",
+                FailureKind::kUsage);
 }
 
 std::string report_json(const SendReport& r) {
@@ -93,7 +116,8 @@ std::string report_json(const SendReport& r) {
       .field("resumed_bytes", r.resumed_bytes)
       .field("streams", r.streams)
       .field("threads", r.threads)
-      .field("send_path", r.send_path);
+      .field("send_path", r.send_path)
+      .field("durable", r.durable);
   if (!r.error.empty()) j.field("error", r.error);
   j.begin_array("failures");
   for (const auto& f : r.failed)
@@ -107,7 +131,7 @@ std::string report_json(const SendReport& r) {
 int send_command(int argc, char** argv) {
   SenderOptions opt;
   std::string log_level = "warning", send_path = "auto", secret_file;
-  double retry_for = 10, progress_interval = 10;
+  double retry_for = 10, progress_interval = 10, idle_timeout = 300;
   bool json = false, quiet = false;
   po::options_description desc("Options");
   // clang-format off
@@ -126,6 +150,9 @@ int send_command(int argc, char** argv) {
        "line, redrawn in place)")
       ("retry-for", po::value(&retry_for)->default_value(retry_for),
        "keep retrying refused or reset connections for this many seconds")
+      ("idle-timeout", po::value(&idle_timeout)->default_value(idle_timeout),
+       "give up on a receiver that owes an answer and says nothing for this many seconds "
+       "(then --retry-for applies; exit 8 if it never answers again)")
       ("force", po::bool_switch(&opt.force),
        "send every file, even those already at the receiver with the same size and mtime")
       ("checksum,c", po::bool_switch(&opt.checksum),
@@ -171,6 +198,10 @@ int send_command(int argc, char** argv) {
     if (opt.to.empty()) throw Failure("--to HOST[:PORT] is required");
     if (opt.paths.empty()) throw Failure("give at least one PATH to send");
     if (!(retry_for >= 0) || retry_for > 1e7) throw Failure("--retry-for must be >= 0 seconds");
+    if (!(idle_timeout >= 1) || idle_timeout > 1e7)
+      throw Failure("--idle-timeout must be at least 1 second");
+    opt.idle_timeout =
+        std::chrono::milliseconds(static_cast<long long>(std::llround(idle_timeout * 1000)));
     if (!(progress_interval >= 0.1) || progress_interval > 1e6)
       throw Failure("--progress-interval must be at least 0.1 seconds");
     opt.retry_for =
@@ -215,18 +246,17 @@ int send_command(int argc, char** argv) {
     if (progress) progress->stop();
     pthread_kill(watcher.native_handle(), SIGUSR1);
     watcher.join();
-    std::string what = e.what();
-    std::fprintf(stderr, "ackxfer-fast send: %s\n", what.c_str());
-    bool cannot_resolve = what.rfind("cannot resolve", 0) == 0;
-    bool usage = what.rfind("bad address", 0) == 0 || what.rfind("--", 0) == 0;
-    return cannot_resolve ? kCannotConnect : usage ? kUsage : kSetup;
+    std::fprintf(stderr, "ackxfer-fast send: %s\n", control_free(e.what()).c_str());
+    return exit_code_for(e);
   }
   pthread_kill(watcher.native_handle(), SIGUSR1);
   watcher.join();
 
+  // Paths are the sender's own names (a tree may hold any bytes); reasons may quote the
+  // receiver: both made printable so neither can forge a line or drive the terminal.
   for (const auto& f : report.failed)
-    std::fprintf(stderr, "ackxfer-fast: failed: %s: %s\n", f.path.c_str(), f.reason.c_str());
-  if (!report.error.empty()) std::fprintf(stderr, "ackxfer-fast: %s\n", report.error.c_str());
+    write_stderr_line("ackxfer-fast: failed: " + printable(f.path) + ": " + control_free(f.reason));
+  if (!report.error.empty()) write_stderr_line("ackxfer-fast: " + control_free(report.error));
   if (json) {
     std::fputs(report_json(report).c_str(), stdout);
   } else if (!quiet) {

@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "display.h"
 #include "error.h"
+#include "protocol/chunk_plan.h"
 #include "protocol/token.h"
 
 namespace ackxfer {
@@ -23,7 +25,7 @@ std::string describe(std::string_view op, std::string_view path, int err) {
   // lead out of --dir: say that instead.
   std::string why =
       err == EXDEV ? "a symlink on the way leads outside the receiver's --dir" : errno_text(err);
-  return std::string(op) + " '" + std::string(path) + "': " + why;
+  return std::string(op) + " " + quote_name(path) + ": " + why;
 }
 
 std::string join(const RelativePath& p, std::size_t count) {
@@ -42,6 +44,33 @@ timespec to_timespec(const Mtime& t) {
   return ts;
 }
 
+// Gives the file behind `fd` the name `name` in `dirfd` (failing if the name exists).
+// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc/self/fd path works for everyone where
+// /proc is mounted.
+int link_from_fd(int fd, int dirfd, const char* name) {
+  if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0) return 0;
+  if (errno != ENOENT && errno != EPERM && errno != EINVAL) return errno;
+  std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  if (linkat(AT_FDCWD, proc.c_str(), dirfd, name, AT_SYMLINK_FOLLOW) == 0) return 0;
+  return errno;
+}
+
+std::string random_temp_name() {
+  // 64 random bits make a collision with a concurrent transfer or a leftover negligible;
+  // O_EXCL (or linkat's EEXIST) makes it impossible to take someone else's file.
+  return std::string(kTempPrefix) + Token::random().hex().substr(0, 16) + std::string(kTempSuffix);
+}
+
+bool same_file(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+// Whether `name` in `dirfd` is (still) the file `st` describes.
+bool names_file(int dirfd, const std::string& name, const struct stat& st) {
+  struct stat now {};
+  return fstatat(dirfd, name.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 && same_file(now, st);
+}
+
 }  // namespace
 
 int open_beneath(int dirfd, const std::string& path, int flags, unsigned mode) {
@@ -49,11 +78,20 @@ int open_beneath(int dirfd, const std::string& path, int flags, unsigned mode) {
   how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
   how.mode = mode;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-  while (true) {
+  // EAGAIN: a concurrent rename raced the lookup; the kernel asks us to retry. A few times is
+  // plenty; a directory renamed in a tight loop by someone else gets an error, not a hang.
+  for (int attempt = 0; attempt < 64; ++attempt) {
     long fd = syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof how);
     if (fd >= 0 || errno != EAGAIN) return static_cast<int>(fd);
-    // EAGAIN: a concurrent rename raced the lookup; the kernel asks us to retry.
   }
+  return -1;
+}
+
+int sync_directory(int dir_fd) {
+  // fsync needs a real open file; O_PATH fds refuse it.
+  UniqueFd d(openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d) return errno;
+  return fsync(d.get()) == 0 ? 0 : errno;
 }
 
 TempFile::TempFile(std::shared_ptr<const UniqueFd> dir, std::string temp_name,
@@ -73,7 +111,6 @@ TempFile& TempFile::operator=(TempFile&& o) noexcept {
     linked_ = std::exchange(o.linked_, false);
     created_mode_ = o.created_mode_;
     journal_name_ = std::move(o.journal_name_);
-    journal_header_ = std::move(o.journal_header_);
     journal_fd_ = std::move(o.journal_fd_);
   }
   return *this;
@@ -81,9 +118,14 @@ TempFile& TempFile::operator=(TempFile&& o) noexcept {
 
 void TempFile::discard() {
   if (!linked_ || !dir_) return;
-  // An anonymous temp file has no name to remove: closing its fd frees it.
-  if (!temp_name_.empty()) unlinkat(dir_->get(), temp_name_.c_str(), 0);
-  if (!journal_name_.empty()) unlinkat(dir_->get(), journal_name_.c_str(), 0);
+  // An anonymous temp file has no name to remove: closing its fd frees it. A named one is
+  // removed only if the name is still ours.
+  if (!temp_name_.empty()) {
+    struct stat st {};
+    if (fstat(fd_.get(), &st) == 0 && names_file(dir_->get(), temp_name_, st))
+      unlinkat(dir_->get(), temp_name_.c_str(), 0);
+  }
+  drop_journal();
   linked_ = false;
 }
 
@@ -96,35 +138,26 @@ void TempFile::unlock() {
 }
 
 void TempFile::drop_journal() {
-  if (journal_name_.empty()) return;
-  unlinkat(dir_->get(), journal_name_.c_str(), 0);
+  if (!journal_fd_) return;
+  struct stat st {};
+  if (fstat(journal_fd_.get(), &st) == 0 && names_file(dir_->get(), journal_name_, st))
+    unlinkat(dir_->get(), journal_name_.c_str(), 0);
   journal_name_.clear();
   journal_fd_.reset();
 }
 
-void TempFile::set_journal(std::string name, std::string header) {
+void TempFile::set_journal(std::string name, UniqueFd fd) {
   journal_name_ = std::move(name);
-  journal_header_ = std::move(header);
+  journal_fd_ = std::move(fd);
 }
 
 int TempFile::append_journal(std::string_view lines) {
-  if (journal_name_.empty() || !linked_) return EINVAL;
-  std::string buf;
-  if (!journal_fd_) {
-    // A fresh journal every time this object opens it: whatever an older one said was read
-    // (and is repeated by the caller) or did not match.
-    journal_fd_.reset(openat(dir_->get(), journal_name_.c_str(),
-                             O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
-                             0600));
-    if (!journal_fd_) return errno;
-    buf = journal_header_;
-  }
-  buf.append(lines);
+  if (!journal_fd_ || !linked_) return EINVAL;
   // One write: O_APPEND keeps lines whole against our own earlier writes, and a crash in the
   // middle leaves a torn last line, which the parser ignores.
   std::size_t done = 0;
-  while (done < buf.size()) {
-    ssize_t n = ::write(journal_fd_.get(), buf.data() + done, buf.size() - done);
+  while (done < lines.size()) {
+    ssize_t n = ::write(journal_fd_.get(), lines.data() + done, lines.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return n < 0 ? errno : EIO;
     done += static_cast<std::size_t>(n);
@@ -132,67 +165,92 @@ int TempFile::append_journal(std::string_view lines) {
   return 0;
 }
 
-namespace {
-
-// Gives the anonymous (O_TMPFILE) file `fd` the name `name` in `dirfd`. AT_EMPTY_PATH needs
-// CAP_DAC_READ_SEARCH; the /proc/self/fd path works for everyone where /proc is mounted.
-int link_anonymous(int fd, int dirfd, const char* name) {
-  if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0) return 0;
-  if (errno != ENOENT && errno != EPERM && errno != EINVAL) return errno;
-  std::string proc = "/proc/self/fd/" + std::to_string(fd);
-  if (linkat(AT_FDCWD, proc.c_str(), dirfd, name, AT_SYMLINK_FOLLOW) == 0) return 0;
-  return errno;
-}
-
-std::string random_temp_name() {
-  // 64 random bits make a collision with a concurrent transfer or a leftover negligible;
-  // O_EXCL (or linkat's EEXIST) makes it impossible to take someone else's file.
-  return std::string(kTempPrefix) + Token::random().hex().substr(0, 16) + std::string(kTempSuffix);
-}
-
-}  // namespace
-
-std::variant<std::monostate, FsError> TempFile::publish(std::uint32_t mode, const Mtime& mtime) {
-  auto fail = [&](std::string_view op) {
+std::variant<std::monostate, FsError> TempFile::publish(std::uint32_t mode, const Mtime& mtime,
+                                                        bool durable) {
+  auto r = prepare(mode, mtime);
+  if (std::holds_alternative<FsError>(r)) return r;
+  if (durable && fsync(fd_.get()) != 0) {
     int e = errno;
+    discard();
+    return FsError{e, describe("flush", final_name_, e)};
+  }
+  return place();
+}
+
+std::variant<std::monostate, FsError> TempFile::prepare(std::uint32_t mode, const Mtime& mtime) {
+  auto fail = [&](std::string_view op, int e) {
     discard();
     return FsError{e, describe(op, final_name_, e)};
   };
-  if (!linked_) return FsError{ENOENT, "publish '" + final_name_ + "': temp file already gone"};
+  if (!linked_)
+    return FsError{ENOENT, "publish " + quote_name(final_name_) + ": temp file already gone"};
   // Only permission bits: a receiver running as root must not create set-id files for a peer.
   if (static_cast<int>(mode & 0777) != created_mode_ && fchmod(fd_.get(), mode & 0777) != 0)
-    return fail("chmod");
+    return fail("chmod", errno);
   timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime)};
-  if (futimens(fd_.get(), times) != 0) return fail("set mtime of");
+  if (futimens(fd_.get(), times) != 0) return fail("set mtime of", errno);
+  return std::monostate{};
+}
+
+std::variant<std::monostate, FsError> TempFile::place() {
+  auto fail = [&](std::string_view op, int e) {
+    discard();
+    return FsError{e, describe(op, final_name_, e)};
+  };
+  if (!linked_)
+    return FsError{ENOENT, "publish " + quote_name(final_name_) + ": temp file already gone"};
+  const int dir = dir_->get();
+  struct stat ours {};
+  if (fstat(fd_.get(), &ours) != 0) return fail("stat", errno);
   if (temp_name_.empty()) {
     // Anonymous: link it in under its final name. If that name exists, link it under a temp
-    // name and rename that over it, which replaces atomically like the named path does.
-    int e = link_anonymous(fd_.get(), dir_->get(), final_name_.c_str());
+    // name and rename that over it, which replaces atomically.
+    int e = link_from_fd(fd_.get(), dir, final_name_.c_str());
     if (e == 0) {
       linked_ = false;
       return std::monostate{};
     }
-    if (e != EEXIST) {
-      errno = e;
-      return fail("link into place");
+    if (e != EEXIST) return fail("link into place", e);
+    std::string fresh = random_temp_name();
+    if (int e2 = link_from_fd(fd_.get(), dir, fresh.c_str())) return fail("link into place", e2);
+    if (renameat(dir, fresh.c_str(), dir, final_name_.c_str()) != 0) {
+      int e3 = errno;
+      unlinkat(dir, fresh.c_str(), 0);
+      return fail("rename into place", e3);
     }
-    temp_name_ = random_temp_name();
-    if (int e2 = link_anonymous(fd_.get(), dir_->get(), temp_name_.c_str())) {
-      temp_name_.clear();
-      errno = e2;
-      return fail("link into place");
-    }
+    linked_ = false;
+    return std::monostate{};
   }
-  if (renameat(dir_->get(), temp_name_.c_str(), dir_->get(), final_name_.c_str()) != 0)
-    return fail("rename into place");
+  // Named: publish the inode we wrote and verified, not whatever the temp name points to by
+  // now. Link our fd under a fresh, unguessable name and rename that over the final name.
+  std::string fresh = random_temp_name();
+  int e = link_from_fd(fd_.get(), dir, fresh.c_str());
+  if (e == 0) {
+    if (renameat(dir, fresh.c_str(), dir, final_name_.c_str()) != 0) {
+      int e2 = errno;
+      unlinkat(dir, fresh.c_str(), 0);
+      return fail("rename into place", e2);
+    }
+    if (names_file(dir, temp_name_, ours)) unlinkat(dir, temp_name_.c_str(), 0);
+  } else {
+    // No way to link an fd here (no /proc): rename the temp name, after checking that it is
+    // still our file.
+    if (!names_file(dir, temp_name_, ours))
+      return fail("publish (the temp file was replaced by someone else)", ESTALE);
+    if (renameat(dir, temp_name_.c_str(), dir, final_name_.c_str()) != 0)
+      return fail("rename into place", errno);
+  }
   linked_ = false;
-  // The file is in place; its journal is history. (If we die between the two, the journal's
-  // partial is gone and it is ignored, then swept.)
-  if (!journal_name_.empty()) unlinkat(dir_->get(), journal_name_.c_str(), 0);
+  // The file is in place; its journal is history. (If we die between the two, the journal
+  // names a partial that is gone, and the next start's sweep removes it.)
+  drop_journal();
   return std::monostate{};
 }
 
-Destination::Destination(const std::filesystem::path& root) : root_path_(root) {
+Destination::Destination(const std::filesystem::path& root, bool discard) : root_path_(root) {
+  mode_t old = umask(0);
+  umask(old);
+  umask_ = old;
   std::error_code ec;
   std::filesystem::create_directories(root, ec);
   if (ec)
@@ -200,19 +258,44 @@ Destination::Destination(const std::filesystem::path& root) : root_path_(root) {
   int fd = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw SystemError("open destination directory '" + root.string() + "'", errno);
   root_.reset(fd);
-  mode_t old = umask(0);
-  umask(old);
-  umask_zero_ = old == 0;
+  if (discard) return;
   // Probe O_TMPFILE + linkat once: NFS and some FUSE file systems lack them, and /proc may be
   // missing in a container. Without them every temp file is a named one.
   UniqueFd probe(openat(root_.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+  int probe_err = probe ? 0 : errno;
   if (probe) {
     std::string name = random_temp_name();
-    if (link_anonymous(probe.get(), root_.get(), name.c_str()) == 0) {
+    if (link_from_fd(probe.get(), root_.get(), name.c_str()) == 0) {
       unlinkat(root_.get(), name.c_str(), 0);
       anonymous_ok_ = true;
     }
   }
+  if (!anonymous_ok_) {
+    // A --dir we cannot write into is a set-up error now, not a failure of every file later.
+    std::string name = random_temp_name();
+    UniqueFd f(openat(root_.get(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!f) {
+      int e = errno;
+      if (e == EACCES || e == EPERM || e == EROFS || e == ENOSPC || e == EDQUOT ||
+          probe_err == EACCES || probe_err == EROFS)
+        throw Failure("cannot write into --dir '" + root.string() + "': " + errno_text(e));
+    } else {
+      unlinkat(root_.get(), name.c_str(), 0);
+    }
+  }
+}
+
+std::vector<std::shared_ptr<const UniqueFd>> Destination::take_created_parents() const {
+  std::lock_guard lock(created_mu_);
+  return std::exchange(created_parents_, {});
+}
+
+void Destination::created_in(int parent_fd) const {
+  if (!track_created_) return;
+  int fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return;
+  std::lock_guard lock(created_mu_);
+  created_parents_.push_back(std::make_shared<const UniqueFd>(fd));
 }
 
 std::variant<UniqueFd, FsError> Destination::open_parent(const RelativePath& path) const {
@@ -245,9 +328,11 @@ std::variant<std::monostate, FsError> Destination::make_directory(const Relative
     std::string name(path.components[i]);
     int fd = open_beneath(cur_fd, name, O_PATH | O_DIRECTORY);
     if (fd < 0 && errno == ENOENT) {
+      // 0755 less the umask, like mkdir -p; a MKDIR's own mode is applied at BYE.
       bool made = mkdirat(cur_fd, name.c_str(), 0755) == 0;
       if (!made && errno != EEXIST)
         return FsError{errno, describe("create directory", join(path, i + 1), errno)};
+      if (made) created_in(cur_fd);
       if (created && i + 1 == path.components.size()) *created = made;
       fd = open_beneath(cur_fd, name, O_PATH | O_DIRECTORY);
     }
@@ -267,12 +352,12 @@ std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const U
   int fd;
   int created_mode = -1;
   if (anonymous && anonymous_ok_) {
-    // Nobody can open a nameless file, so it may carry its final mode from the start; with
-    // umask 0 that spares the chmod at publish.
-    std::uint32_t create_mode = umask_zero_ ? (mode & 0777) : 0600;
+    // Nobody can open a nameless file, so it may carry its final mode from the start (less the
+    // umask); when the umask takes nothing from it, publish needs no chmod.
+    std::uint32_t create_mode = mode & 0777;
     // O_RDWR, not O_WRONLY: the splice receive path reads written ranges back to hash them.
     fd = openat(parent->get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, create_mode);
-    if (umask_zero_) created_mode = static_cast<int>(create_mode);
+    created_mode = static_cast<int>(create_mode & ~umask_);
   } else {
     temp = random_temp_name();
     fd = openat(parent->get(), temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -298,7 +383,7 @@ std::variant<std::monostate, FsError> Destination::check_and_reserve(
     std::uint64_t held = static_cast<std::uint64_t>(st.st_blocks) * 512;
     std::uint64_t need = size > held ? size - held : 0;
     if (free_bytes < need)
-      return FsError{ENOSPC, "no space: '" + std::string(final_name) + "' needs " +
+      return FsError{ENOSPC, "no space: " + quote_name(final_name) + " needs " +
                                  std::to_string(need) +
                                  " more bytes; the receiver's file system has " +
                                  std::to_string(free_bytes) + " free"};
@@ -312,7 +397,8 @@ std::variant<Destination::Partial, FsError> Destination::open_partial(
     std::shared_ptr<const UniqueFd> parent, std::string_view final_name, std::uint64_t size,
     const Mtime& mtime, std::uint64_t chunk, std::uint64_t reserve_now) const {
   auto fallback = [&]() -> std::variant<Partial, FsError> {
-    auto t = create_temp(parent, final_name, size, reserve_now, false);
+    // Not resumable: a nameless temp file where possible, so nothing is ever left behind.
+    auto t = create_temp(parent, final_name, size, reserve_now, true);
     if (auto* e = std::get_if<FsError>(&t)) return *e;
     return Partial{std::move(std::get<TempFile>(t)), {}, false};
   };
@@ -332,7 +418,7 @@ std::variant<Destination::Partial, FsError> Destination::open_partial(
       !S_ISREG(st.st_mode) || st.st_nlink != 1)
     return fallback();
 
-  std::uint32_t chunk_count = static_cast<std::uint32_t>((size + chunk - 1) / chunk);
+  ChunkPlan plan(size, chunk);
   std::string header = journal_header(final_name, size, mtime, chunk);
   std::vector<JournalEntry> have;
   UniqueFd jfd(openat(dir, journal_name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -342,35 +428,35 @@ std::variant<Destination::Partial, FsError> Destination::open_partial(
     std::string text(static_cast<std::size_t>(jst.st_size), '\0');
     ssize_t n = pread(jfd.get(), text.data(), text.size(), 0);
     text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
-    if (auto entries = parse_journal(text, header, chunk_count)) {
+    if (auto entries = parse_journal(text, header, plan.count())) {
       // Only chunks the partial file really extends over (a truncated file loses the rest).
-      for (const JournalEntry& e : *entries) {
-        std::uint64_t end = std::min(size, std::uint64_t{e.index + 1} * chunk);
-        if (end <= static_cast<std::uint64_t>(st.st_size)) have.push_back(e);
-      }
+      for (const JournalEntry& e : *entries)
+        if (plan.within(e.index, static_cast<std::uint64_t>(st.st_size))) have.push_back(e);
     }
   }
   jfd.reset();
-  if (have.empty()) {
-    // Nothing to resume: start over in the same file.
-    unlinkat(dir, journal_name.c_str(), 0);
-    if (ftruncate(fd.get(), 0) != 0)
-      return FsError{errno, describe("truncate temp file for", final_name, errno)};
+  if (have.empty() && ftruncate(fd.get(), 0) != 0)
+    return FsError{errno, describe("truncate temp file for", final_name, errno)};
+  // The journal is (re)written now, header first: it is what proves to a later sweep that the
+  // partial is ours, and it carries the chunks we keep, so a crash right now loses nothing.
+  UniqueFd wfd(openat(dir, journal_name.c_str(),
+                      O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!wfd) {
+    int e = errno;
+    if (e == ENOSPC || e == EDQUOT || e == EACCES || e == EROFS)
+      return FsError{e, describe("create journal for", final_name, e)};
+    return fallback();
   }
   int raw = fd.get();
   TempFile tf(std::move(parent), std::move(part_name), std::string(final_name), std::move(fd));
-  tf.set_journal(std::move(journal_name), std::move(header));
+  tf.set_journal(std::move(journal_name), std::move(wfd));
+  std::string lines = header;
+  for (const JournalEntry& e : have)
+    lines += journal_line(e);
+  if (int e = tf.append_journal(lines))
+    return FsError{e, describe("write journal of", final_name, e)};  // ~TempFile removes both
   auto r = check_and_reserve(raw, final_name, size, reserve_now);
-  if (auto* e = std::get_if<FsError>(&r)) return *e;  // ~TempFile removes both files
-  if (!have.empty()) {
-    // The journal is rewritten by this attempt (append_journal truncates it when it first
-    // opens it): carry the chunks we keep over at once, so a crash right now loses nothing.
-    std::string lines;
-    for (const JournalEntry& e : have)
-      lines += journal_line(e);
-    if (int e = tf.append_journal(lines))
-      return FsError{e, describe("write journal of", final_name, e)};
-  }
+  if (auto* e = std::get_if<FsError>(&r)) return *e;
   return Partial{std::move(tf), std::move(have), true};
 }
 
@@ -394,8 +480,8 @@ std::variant<std::monostate, FsError> Destination::make_symlink(int parent,
     int e = errno;
     unlinkat(parent, temp.c_str(), 0);
     if (e == EISDIR)
-      return FsError{e,
-                     "'" + name + "' is a directory on the receiver; a symlink cannot replace it"};
+      return FsError{
+          e, quote_name(name) + " is a directory on the receiver; a symlink cannot replace it"};
     return FsError{e, describe(op, name, e)};
   };
   // AT_SYMLINK_NOFOLLOW: the link's own time. Its target may be anywhere, or nowhere.
@@ -409,14 +495,17 @@ std::variant<std::monostate, FsError> Destination::make_symlink(int parent,
   return std::monostate{};
 }
 
-std::variant<std::monostate, FsError> Destination::set_directory_metadata(
-    const RelativePath& path, std::uint32_t mode, const Mtime& mtime) const {
+std::variant<std::monostate, FsError> Destination::set_directory_metadata(const RelativePath& path,
+                                                                          std::uint32_t mode,
+                                                                          const Mtime& mtime,
+                                                                          bool durable) const {
   std::string p = join(path, path.components.size());
   UniqueFd fd(open_beneath(root_.get(), p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
   if (!fd) return FsError{errno, describe("open directory", p, errno)};
   if (fchmod(fd.get(), mode & 0777) != 0) return FsError{errno, describe("chmod", p, errno)};
   timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime)};
   if (futimens(fd.get(), times) != 0) return FsError{errno, describe("set mtime of", p, errno)};
+  if (durable && fsync(fd.get()) != 0) return FsError{errno, describe("flush", p, errno)};
   return std::monostate{};
 }
 

@@ -3,9 +3,12 @@
 // name and no symlink already in --dir can lead a write outside it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -18,16 +21,17 @@
 
 namespace ackxfer {
 
-// errno plus a sentence naming the operation and the path, for logs and ERR replies.
+// errno plus a sentence naming the operation and the path (made printable), for logs and ERR
+// replies.
 struct FsError {
   int err = 0;
   std::string what;
 };
 
-// A file being received: a uniquely named temp file in the final directory. Until publish()
-// succeeds, destroying it removes the temp file, so no error path leaves one behind. The fd
-// stays open for the object's whole life (data streams may still hold it), even after
-// publish() or discard().
+// A file being received: a temp file in the final directory. Until publish() succeeds,
+// destroying it removes the temp file, so no error path leaves one behind. The fd stays open
+// for the object's whole life (data streams may still hold it), even after publish() or
+// discard().
 class TempFile {
  public:
   TempFile() = default;
@@ -42,10 +46,19 @@ class TempFile {
   int fd() const { return fd_.get(); }
   const std::string& temp_name() const { return temp_name_; }
   const std::string& final_name() const { return final_name_; }
+  const std::shared_ptr<const UniqueFd>& directory() const { return dir_; }
 
-  // Sets mode and mtime, then renames over the final name (atomically replacing any file
-  // already there). On failure the temp file is removed and the error returned.
-  std::variant<std::monostate, FsError> publish(std::uint32_t mode, const Mtime& mtime);
+  // Sets mode and mtime, then puts the bytes this object wrote under the final name
+  // (atomically replacing any file there). What is published is the file behind our fd, never
+  // whatever the temp name points to by then: a named temp file is linked afresh from the fd.
+  // `durable`: its data and inode are flushed (fsync) before it gets the name; the caller
+  // flushes the directory. On failure the temp file is removed and the error returned.
+  std::variant<std::monostate, FsError> publish(std::uint32_t mode, const Mtime& mtime,
+                                                bool durable = false);
+  // publish() in two steps, for callers that flush many files at once (syncfs) between them:
+  // prepare() sets mode and mtime, place() gives the file its final name.
+  std::variant<std::monostate, FsError> prepare(std::uint32_t mode, const Mtime& mtime);
+  std::variant<std::monostate, FsError> place();
   // Removes the temp file (and its journal) if it is still there (idempotent).
   void discard();
   // Leaves the partial file and its journal in place for a later attempt to resume (see
@@ -55,11 +68,10 @@ class TempFile {
   // Releases the partial's flock (taken by open_partial), so another attempt can take it.
   void unlock();
 
-  // Resumable partial files: the journal's name and the header it must start with. Appends
-  // `lines` to the journal, creating it with its header first if it does not exist yet.
-  // Returns 0 or the errno.
-  void set_journal(std::string name, std::string header);
-  bool has_journal() const { return !journal_name_.empty(); }
+  // Resumable partial files: the journal, already created with its header (open_partial).
+  void set_journal(std::string name, UniqueFd fd);
+  bool has_journal() const { return journal_fd_.valid(); }
+  // Appends `lines` to the journal. Returns 0 or the errno.
   int append_journal(std::string_view lines);
   // Removes the journal: the partial can no longer be resumed.
   void drop_journal();
@@ -72,27 +84,24 @@ class TempFile {
   std::string temp_name_;
   std::string final_name_;
   UniqueFd fd_;
-  bool linked_ = true;        // the temp name still exists
-  int created_mode_ = -1;     // permission bits given at creation (exact: umask 0), or -1
-  std::string journal_name_;  // resumable partials only
-  std::string journal_header_;
-  UniqueFd journal_fd_;  // opened at the first append
+  bool linked_ = true;     // the temp name still exists (or an anonymous file is unpublished)
+  int created_mode_ = -1;  // permission bits the file has had since creation, or -1
+  std::string journal_name_;
+  UniqueFd journal_fd_;
 };
-
-// Temp names start with this, so a partial file is never mistaken for a real one.
-inline constexpr std::string_view kTempPrefix = ".ackxfer-";
-inline constexpr std::string_view kTempSuffix = ".part";
 
 class Destination {
  public:
-  // Creates `root` (and parents) if missing. Throws SystemError if it cannot.
-  explicit Destination(const std::filesystem::path& root);
+  // Creates `root` (and parents, as `mkdir -p` would: the process's umask applies) if missing,
+  // and checks that files can be created in it (unless `discard`: nothing will be). Throws
+  // Failure (kSetup) naming the problem.
+  explicit Destination(const std::filesystem::path& root, bool discard = false);
 
   int root_fd() const { return root_.get(); }
   const std::filesystem::path& root_path() const { return root_path_; }
 
   // Opens the directory that contains `path`'s last component, creating missing directories
-  // (mode 0755 before umask) on the way. Returns an O_PATH directory fd.
+  // (mode 0755 less the umask) on the way. Returns an O_PATH directory fd.
   std::variant<UniqueFd, FsError> open_parent(const RelativePath& path) const;
 
   // Creates a temp file in `parent` for `final_name`, after checking that the file system has
@@ -101,9 +110,8 @@ class Destination {
   // overlaps its transfer instead of delaying READY (docs/PERFORMANCE.md).
   //
   // `anonymous` asks for an O_TMPFILE file where the file system supports it: it has no name
-  // until publish() links it in (one directory update instead of create + rename: the
-  // receiver's cost per small file is mostly directory updates), and it vanishes by itself if
-  // the receiver dies. Multi-chunk files stay named, so a later version can resume them.
+  // until publish() links it in (one directory update instead of create + rename), and it
+  // vanishes by itself if the receiver dies.
   std::variant<TempFile, FsError> create_temp(std::shared_ptr<const UniqueFd> parent,
                                               std::string_view final_name, std::uint64_t size,
                                               std::uint64_t reserve_now, bool anonymous,
@@ -111,9 +119,10 @@ class Destination {
   bool anonymous_temps_supported() const { return anonymous_ok_; }
 
   // A resumable partial file for `final_name` (fs/partial.h): reopens the one an earlier
-  // attempt left, with the chunks its journal lists as verified (`have`), or starts a new one.
-  // When the partial is in use by another transfer (it is locked), or is not a plain file,
-  // this falls back to an ordinary temp file that cannot be resumed (`resumable` false).
+  // attempt left, with the chunks its journal lists as verified (`have`), or starts a new one
+  // (with a journal from the start: what proves the partial is ours). When the partial is in
+  // use by another transfer (it is locked), or is not a plain file, this falls back to an
+  // ordinary temp file that cannot be resumed (`resumable` false).
   struct Partial {
     TempFile temp;
     std::vector<JournalEntry> have;
@@ -136,21 +145,32 @@ class Destination {
   std::variant<std::monostate, FsError> make_symlink(int parent, std::string_view final_name,
                                                      const std::string& target,
                                                      const Mtime& mtime) const;
-  // Applies mode and mtime to an existing directory beneath the root.
+  // Applies mode and mtime to an existing directory beneath the root; with `durable`, flushes
+  // it.
   std::variant<std::monostate, FsError> set_directory_metadata(const RelativePath& path,
                                                                std::uint32_t mode,
-                                                               const Mtime& mtime) const;
+                                                               const Mtime& mtime,
+                                                               bool durable = false) const;
+
+  // recv --fsync: directories this object creates are remembered until take_created_parents()
+  // hands over the directories that now hold a new entry, to be flushed.
+  void track_created_directories(bool on) { track_created_ = on; }
+  std::vector<std::shared_ptr<const UniqueFd>> take_created_parents() const;
 
  private:
   // Refuses at once what cannot fit, then allocates the first `reserve_now` bytes.
   std::variant<std::monostate, FsError> check_and_reserve(int fd, std::string_view final_name,
                                                           std::uint64_t size,
                                                           std::uint64_t reserve_now) const;
+  void created_in(int parent_fd) const;
 
   std::filesystem::path root_path_;
   UniqueFd root_;
   bool anonymous_ok_ = false;  // O_TMPFILE + linkat work in --dir (probed at start)
-  bool umask_zero_ = false;    // the process umask is 0: files can be created with their mode
+  mode_t umask_ = 022;         // the process's umask, read at start
+  bool track_created_ = false;
+  mutable std::mutex created_mu_;
+  mutable std::vector<std::shared_ptr<const UniqueFd>> created_parents_;  // guarded
 };
 
 // Allocates [offset, offset + length) of fd (fallocate). 0, or the errno (ENOSPC...); file
@@ -159,5 +179,8 @@ int reserve_range(int fd, std::uint64_t offset, std::uint64_t length);
 
 // openat2(dirfd, path, flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); -1 and errno on failure.
 int open_beneath(int dirfd, const std::string& path, int flags, unsigned mode = 0);
+
+// fsync of the directory behind an O_PATH (or any) directory fd. 0 or the errno.
+int sync_directory(int dir_fd);
 
 }  // namespace ackxfer

@@ -6,46 +6,75 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <memory>
 
 namespace ackxfer {
 namespace {
 constexpr std::size_t kReadBytes = 1 << 20;
+constexpr std::uint64_t kBlockingStep = 64 << 20;
+}  // namespace
+
+RangeHasher::RangeHasher(int fd, std::uint64_t offset, std::uint64_t length)
+    : fd_(fd), offset_(offset), length_(length) {}
+
+bool RangeHasher::step(std::uint64_t budget) {
+  if (!buf_ && done_ < length_) buf_ = std::make_unique_for_overwrite<std::uint8_t[]>(kReadBytes);
+  std::uint64_t stop = std::min(length_, done_ + std::max<std::uint64_t>(budget, 1));
+  while (done_ < stop) {
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kReadBytes, stop - done_));
+    ssize_t n = ::pread(fd_, buf_.get(), want, static_cast<off_t>(offset_ + done_));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (n == 0) {
+      errno = ENODATA;
+      return false;
+    }
+    digest_.update(buf_.get(), static_cast<std::size_t>(n));
+    done_ += static_cast<std::uint64_t>(n);
+  }
+  if (done_ == length_) buf_.reset();
+  return true;
+}
+
+FileHasher::FileHasher(int fd, const ChunkPlan& plan) : fd_(fd), plan_(plan) {
+  posix_fadvise(fd, 0, static_cast<off_t>(plan.size()), POSIX_FADV_SEQUENTIAL);
+}
+
+bool FileHasher::step(std::uint64_t budget) {
+  while (budget > 0 && !done()) {
+    if (!chunk_) {
+      chunk_.emplace(fd_, plan_.offset(next_), plan_.length(next_));
+      ++next_;
+    }
+    std::uint64_t before = chunk_->hashed();
+    if (!chunk_->step(budget)) return false;
+    std::uint64_t n = chunk_->hashed() - before;
+    hashed_ += n;
+    budget -= std::min(budget, n);
+    if (chunk_->done()) {
+      file_.add_chunk(chunk_->finish());
+      chunk_.reset();
+    }
+  }
+  return true;
 }
 
 std::optional<Digest128> chunk_digest_of(int fd, std::uint64_t offset, std::uint64_t length) {
-  auto buf = std::make_unique_for_overwrite<std::uint8_t[]>(kReadBytes);
-  StreamingDigest d;
-  std::uint64_t done = 0;
-  while (done < length) {
-    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kReadBytes, length - done));
-    ssize_t n = ::pread(fd, buf.get(), want, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return std::nullopt;
-    if (n == 0) {
-      errno = ENODATA;
-      return std::nullopt;
-    }
-    d.update(buf.get(), static_cast<std::size_t>(n));
-    done += static_cast<std::uint64_t>(n);
-  }
-  return d.finish();
+  RangeHasher h(fd, offset, length);
+  if (!h.step(length)) return std::nullopt;
+  return h.finish();
 }
 
 std::optional<Digest128> file_digest_of(int fd, std::uint64_t size, std::uint64_t chunk,
                                         const std::atomic<bool>* cancel) {
-  posix_fadvise(fd, 0, static_cast<off_t>(size), POSIX_FADV_SEQUENTIAL);
-  FileDigestBuilder file;
-  for (std::uint64_t off = 0; off < size; off += chunk) {
+  FileHasher h(fd, ChunkPlan(size, chunk));
+  while (!h.done()) {
     if (cancel && cancel->load(std::memory_order_relaxed)) {
       errno = ECANCELED;
       return std::nullopt;
     }
-    auto c = chunk_digest_of(fd, off, std::min(chunk, size - off));
-    if (!c) return std::nullopt;
-    file.add_chunk(*c);
+    if (!h.step(kBlockingStep)) return std::nullopt;
   }
-  return file.finish();
+  return h.digest();
 }
 
 }  // namespace ackxfer

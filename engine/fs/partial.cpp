@@ -12,7 +12,7 @@
 #include <ctime>
 #include <map>
 
-#include "fs/destination.h"
+#include "fs/relative_path.h"
 #include "unique_fd.h"
 
 namespace ackxfer {
@@ -91,14 +91,46 @@ std::vector<ChunkRange> to_ranges(const std::vector<JournalEntry>& entries) {
   return out;
 }
 
-bool is_partial_name(std::string_view name) {
-  if (!name.starts_with(kTempPrefix)) return false;
-  return name.ends_with(kTempSuffix) || name.ends_with(kJournalSuffix);
+std::optional<std::string> journal_header_name(std::string_view text) {
+  constexpr std::string_view kStart = "ackxfer-partial 1 name=";
+  if (!text.starts_with(kStart)) return std::nullopt;
+  text.remove_prefix(kStart.size());
+  std::size_t end = text.find_first_of(" \n");
+  if (end == std::string_view::npos || text[end] != ' ') return std::nullopt;
+  return unescape_bytes(text.substr(0, end));
 }
 
 namespace {
 
 constexpr int kMaxSweepDepth = 256;
+constexpr std::size_t kHeaderReadBytes = 16 * 1024;
+
+bool is_hex16(std::string_view s) {
+  if (s.size() != 16) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+// ".ackxfer-<16 hex>" from a reserved-shape name with `suffix`, or "".
+std::string_view base_of(std::string_view name, std::string_view suffix) {
+  if (!name.starts_with(kTempPrefix) || !name.ends_with(suffix)) return {};
+  std::string_view base = name.substr(0, name.size() - suffix.size());
+  return is_hex16(base.substr(kTempPrefix.size())) ? base : std::string_view();
+}
+
+// Whether the journal `name` in `dir` is one of ours: our header, naming a file whose partial
+// base is this journal's.
+bool journal_is_ours(int dir, const std::string& name, std::string_view base, struct stat& st) {
+  UniqueFd f(openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!f || fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  std::string head(kHeaderReadBytes, '\0');
+  ssize_t n = pread(f.get(), head.data(), head.size(), 0);
+  if (n <= 0) return false;
+  head.resize(static_cast<std::size_t>(n));
+  auto final_name = journal_header_name(head);
+  return final_name && partial_base_name(*final_name) == base;
+}
 
 void sweep_dir(int dir_fd, int depth, std::int64_t cutoff, const std::atomic<bool>& stop,
                SweepResult& out) {
@@ -109,30 +141,49 @@ void sweep_dir(int dir_fd, int depth, std::int64_t cutoff, const std::atomic<boo
     close(fd);
     return;
   }
-  std::vector<std::string> subdirs;
+  std::vector<std::string> subdirs, journals;
+  std::vector<std::string> parts;
   while (dirent* e = readdir(d)) {
     if (stop.load(std::memory_order_relaxed)) break;
     std::string_view name = e->d_name;
     if (name == "." || name == "..") continue;
-    if (e->d_type == DT_DIR || (e->d_type == DT_UNKNOWN && !is_partial_name(name))) {
-      subdirs.emplace_back(name);
+    if (!is_reserved_name(name)) {
+      if (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) subdirs.emplace_back(name);
       continue;
     }
-    if (!is_partial_name(name)) continue;
-    // Lock it, so a transfer that is using it right now is left alone (its fd holds the lock),
-    // and no transfer can start using it while we decide.
-    UniqueFd f(openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    if (!f) continue;
-    struct stat st {};
-    if (fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    if (flock(f.get(), LOCK_EX | LOCK_NB) != 0) continue;
-    if (st.st_mtim.tv_sec > cutoff) continue;
-    if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
-      ++out.removed;
-      out.bytes += static_cast<std::uint64_t>(st.st_size);
-    }
+    if (name.ends_with(kJournalSuffix))
+      journals.emplace_back(name);
+    else
+      parts.emplace_back(name);
   }
-  int self = dirfd(d);
+  const int self = dirfd(d);
+  std::vector<std::string> proven_parts;
+  for (const std::string& j : journals) {
+    if (stop.load(std::memory_order_relaxed)) break;
+    std::string_view base = base_of(j, kJournalSuffix);
+    struct stat jst {};
+    if (base.empty() || !journal_is_ours(self, j, base, jst)) {
+      ++out.left_unproven;
+      continue;
+    }
+    std::string part = std::string(base) + std::string(kTempSuffix);
+    proven_parts.push_back(part);
+    // Lock the partial, so a transfer that is using it right now is left alone (its fd holds
+    // the lock), and no transfer can start using it while we decide.
+    UniqueFd p(openat(self, part.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat pst {};
+    bool have_part = p && fstat(p.get(), &pst) == 0 && S_ISREG(pst.st_mode);
+    if (have_part && flock(p.get(), LOCK_EX | LOCK_NB) != 0) continue;
+    if (jst.st_mtim.tv_sec > cutoff || (have_part && pst.st_mtim.tv_sec > cutoff)) continue;
+    if (have_part && unlinkat(self, part.c_str(), 0) == 0) {
+      ++out.removed;
+      out.bytes += static_cast<std::uint64_t>(pst.st_size);
+    }
+    if (unlinkat(self, j.c_str(), 0) == 0) ++out.removed;
+  }
+  for (const std::string& p : parts)
+    if (std::find(proven_parts.begin(), proven_parts.end(), p) == proven_parts.end())
+      ++out.left_unproven;
   if (depth < kMaxSweepDepth) {
     for (const std::string& s : subdirs) {
       if (stop.load(std::memory_order_relaxed)) break;

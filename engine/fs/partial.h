@@ -31,9 +31,9 @@ struct JournalEntry {
   friend bool operator==(const JournalEntry&, const JournalEntry&) = default;
 };
 
-// ".ackxfer-<16 hex>": the partial file's name without its suffix.
+// ".ackxfer-<16 hex>": the partial file's name without its suffix (fs/relative_path.h reserves
+// the shape for the receiver).
 std::string partial_base_name(std::string_view final_name);
-inline constexpr std::string_view kJournalSuffix = ".journal";
 // A journal longer than this is not read (the longest legitimate one is under 1 MiB).
 inline constexpr std::int64_t kMaxJournalBytes = 4 << 20;
 
@@ -51,20 +51,25 @@ std::optional<std::vector<JournalEntry>> parse_journal(std::string_view text,
                                                        std::string_view header,
                                                        std::uint32_t chunk_count);
 
+// The final name a journal's header names, or nullopt if `text` does not start with a header
+// of ours.
+std::optional<std::string> journal_header_name(std::string_view text);
+
 // Journal entries as READY's have= ranges.
 std::vector<ChunkRange> to_ranges(const std::vector<JournalEntry>& entries);
 
-// Removes partial files and journals under `root_fd` last modified more than `max_age_s`
-// seconds ago and not in use (a partial in use is locked with flock). Does not follow
-// symlinks; stops early when `stop` becomes true. Returns how many files it removed.
+// Removes the partials and journals under `root_fd` that the receiver can prove it made and
+// that were last modified more than `max_age_s` seconds ago and are not in use (a partial in
+// use is locked with flock). The proof: a journal `.ackxfer-<16 hex>.journal` that starts with
+// our header, whose named file hashes to those 16 hex digits; its partial `.part` goes with it.
+// Any other file of that shape (a user's own, or a crash leftover without a journal) is left
+// alone and counted. Does not follow symlinks; stops early when `stop` becomes true.
 struct SweepResult {
   std::uint64_t removed = 0;
   std::uint64_t bytes = 0;
+  std::uint64_t left_unproven = 0;  // named like ours, but nothing proves we made them
 };
 SweepResult sweep_stale_partials(int root_fd, std::int64_t max_age_s,
                                  const std::atomic<bool>& stop);
-
-// True for names the receiver uses for temp, partial and journal files.
-bool is_partial_name(std::string_view name);
 
 }  // namespace ackxfer

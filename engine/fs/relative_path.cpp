@@ -6,6 +6,10 @@
 
 namespace ackxfer {
 
+bool is_reserved_name(std::string_view c) {
+  return c.starts_with(kTempPrefix) && (c.ends_with(kTempSuffix) || c.ends_with(kJournalSuffix));
+}
+
 std::variant<RelativePath, std::string> validate_relative_path(std::string_view path) {
   if (path.empty()) return std::string("path is empty");
   if (path.size() > kMaxPathBytes)
@@ -25,6 +29,10 @@ std::variant<RelativePath, std::string> validate_relative_path(std::string_view 
     if (c.size() > kMaxComponentBytes)
       return "a path component is " + std::to_string(c.size()) + " bytes; the limit is " +
              std::to_string(kMaxComponentBytes);
+    if (is_reserved_name(c))
+      return std::string(
+          "a path component is named like the receiver's own temporary files "
+          "(.ackxfer-*.part, .ackxfer-*.journal); such names are reserved");
     out.components.push_back(c);
     if (slash == std::string_view::npos) break;
     start = slash + 1;

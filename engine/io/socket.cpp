@@ -43,7 +43,7 @@ std::string Endpoint::to_string() const {
 HostPort parse_host_port(std::string_view text) {
   HostPort out;
   auto bad = [&](const std::string& why) {
-    return Failure("bad address '" + std::string(text) + "': " + why);
+    return Failure("bad address '" + std::string(text) + "': " + why, FailureKind::kUsage);
   };
   if (text.empty()) throw bad("empty");
   std::string_view port_text;
@@ -87,9 +87,10 @@ std::vector<Endpoint> resolve_endpoints(const std::string& host, std::uint16_t p
   addrinfo* res = nullptr;
   int r = getaddrinfo(host.c_str(), nullptr, &hints, &res);
   if (r != 0) {
-    throw Failure("cannot resolve host '" + host +
-                  "': " + (r == EAI_SYSTEM ? errno_text(errno) : std::string(gai_strerror(r))) +
-                  "; check the name, or give an IP address");
+    throw Failure(std::string("cannot resolve host '") + host +
+                      "': " + (r == EAI_SYSTEM ? errno_text(errno) : std::string(gai_strerror(r))) +
+                      "; check the name, or give an IP address",
+                  FailureKind::kCannotConnect);
   }
   std::vector<Endpoint> out;
   // IPv4 first when a name has both: loopback and most LANs are IPv4 first.
@@ -106,7 +107,9 @@ std::vector<Endpoint> resolve_endpoints(const std::string& host, std::uint16_t p
       if (!seen) out.push_back(ep);
     }
   freeaddrinfo(res);
-  if (out.empty()) throw Failure("cannot resolve host '" + host + "': no IPv4 or IPv6 address");
+  if (out.empty())
+    throw Failure("cannot resolve host '" + host + "': no IPv4 or IPv6 address",
+                  FailureKind::kCannotConnect);
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "protocol/chunk_plan.h"
 #include "protocol/limits.h"
 
 namespace ackxfer {
@@ -16,6 +17,8 @@ namespace {
 // The longest LINK line: "LINK <id> <path> target=<target> mtime=<-sec.nsec>". Path and target
 // share kMaxLinkEscapedBytes, so it fits the line limit every receiver of version 1 enforces.
 static_assert(5 + 16 + 1 + kMaxLinkEscapedBytes + 8 + 7 + 24 <= kMaxLineBytes);
+
+std::string format_err_message(std::string_view m);
 
 ParseError err(ErrorCode code, std::string message, std::optional<std::uint64_t> id = {}) {
   return ParseError{code, std::move(message), id};
@@ -170,7 +173,7 @@ Parsed<ClientMessage> parse_send(const std::vector<std::string_view>& f) {
                "chunk=" + std::to_string(r.chunk) + " is below the minimum " +
                    std::to_string(kMinChunkBytes),
                r.id);
-  if ((r.size + r.chunk - 1) / r.chunk > kMaxChunksPerFile)
+  if (!ChunkPlan::within_limits(r.size, r.chunk))
     return err(ErrorCode::kBadNumber,
                "size/chunk gives more than " + std::to_string(kMaxChunksPerFile) + " chunks", r.id);
   if (auto skip = h.kv.get("skip")) {
@@ -219,6 +222,30 @@ Parsed<ClientMessage> parse_link(const std::vector<std::string_view>& f) {
   std::optional<ParseError> e;
   if (!need_mtime(h.kv, r.mtime, e, r.id)) return *e;
   return ClientMessage{std::move(r)};
+}
+
+// "PROGRESS <id> done=<n> total=<n>", the same in both directions.
+std::variant<ProgressNote, ParseError> parse_progress(const std::vector<std::string_view>& f) {
+  if (f.size() < 2) return err(ErrorCode::kBadLine, "PROGRESS needs <id>");
+  auto id = parse_id(f[1]);
+  if (!id) return err(ErrorCode::kBadNumber, "bad id '" + clip(f[1]) + "'");
+  KeyValues kv;
+  if (auto m = kv.load(f, 2); !m.empty()) return err(ErrorCode::kBadField, m, id);
+  ProgressNote p;
+  p.id = *id;
+  std::optional<ParseError> e;
+  if (!need_u64(kv, "done", kMaxFileBytes, p.done, e, id) ||
+      !need_u64(kv, "total", kMaxFileBytes, p.total, e, id))
+    return *e;
+  return p;
+}
+
+std::optional<Features> parse_features_field(const KeyValues& kv, std::optional<ParseError>& e) {
+  auto text = kv.get("features");
+  if (!text) return std::nullopt;
+  auto f = Features::parse(*text);
+  if (!f) e = err(ErrorCode::kBadField, "features='" + clip(*text) + "' is malformed");
+  return f;
 }
 
 std::optional<std::string> check_printable(std::string_view line) {
@@ -384,12 +411,20 @@ Parsed<ClientMessage> parse_client_line(std::string_view line) {
     if (!v) return err(ErrorCode::kBadLine, "expected 'HELLO ackxfer <version>'");
     KeyValues kv;
     if (auto m = kv.load(f, 3); !m.empty()) return err(ErrorCode::kBadField, m);
-    HelloRequest r{*v, std::nullopt};
+    HelloRequest r{*v, std::nullopt, std::nullopt};
     if (auto hex = kv.get("nonce")) {
       r.nonce = Nonce::from_hex(*hex);
       if (!r.nonce) return err(ErrorCode::kBadField, "nonce must be 32 hex digits");
     }
+    std::optional<ParseError> e;
+    r.features = parse_features_field(kv, e);
+    if (e) return *e;
     return ClientMessage{r};
+  }
+  if (verb == "PROGRESS") {
+    auto p = parse_progress(f);
+    if (auto* e = std::get_if<ParseError>(&p)) return *e;
+    return ClientMessage{std::get<ProgressNote>(p)};
   }
   if (verb == "AUTH") {
     KeyValues kv;
@@ -423,8 +458,11 @@ Parsed<ServerMessage> parse_server_line(std::string_view line) {
     auto c = error_code_from_wire(code);
     // An unknown code from a newer receiver is still an error; report it as an I/O error.
     r.code = c ? *c : ErrorCode::kIo;
-    r.message = sp == std::string_view::npos ? std::string() : std::string(rest.substr(sp + 1));
-    if (!c) r.message = std::string(code) + ": " + r.message;
+    // Free text from the peer, shown to the user: anything but printable ASCII and spaces is
+    // escaped here, so it cannot carry terminal control sequences or forged lines.
+    std::string_view text = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
+    r.message = format_err_message(text);
+    if (!c) r.message = clip(code) + ": " + r.message;
     return ServerMessage{std::move(r)};
   }
   auto prepared = prepare(line);
@@ -473,6 +511,12 @@ Parsed<ServerMessage> parse_server_line(std::string_view line) {
       r.proof = Proof::from_hex(*hex);
       if (!r.proof) return err(ErrorCode::kBadField, "proof must be 64 hex digits");
     }
+    r.features = parse_features_field(kv, e);
+    if (e) return *e;
+    if (auto d = kv.get("durable")) {
+      if (*d != "0" && *d != "1") return err(ErrorCode::kBadField, "durable must be 0 or 1");
+      r.durable = *d == "1";
+    }
     return ServerMessage{r};
   }
   if (verb == "AUTH") {
@@ -482,6 +526,19 @@ Parsed<ServerMessage> parse_server_line(std::string_view line) {
     auto nonce = hex ? Nonce::from_hex(*hex) : std::nullopt;
     if (!nonce) return err(ErrorCode::kBadField, "AUTH needs nonce=<32 hex digits>");
     return ServerMessage{AuthChallenge{*nonce}};
+  }
+  if (verb == "PROGRESS") {
+    auto p = parse_progress(f);
+    if (auto* pe = std::get_if<ParseError>(&p)) return *pe;
+    return ServerMessage{std::get<ProgressNote>(p)};
+  }
+  if (verb == "CREDIT") {
+    KeyValues kv;
+    if (auto m = kv.load(f, 1); !m.empty()) return err(ErrorCode::kBadField, m);
+    std::uint64_t open = 0;
+    if (!need_u64(kv, "open", 1u << 20, open, e, {})) return *e;
+    if (open == 0) return err(ErrorCode::kBadNumber, "CREDIT open=0");
+    return ServerMessage{CreditReply{static_cast<std::uint32_t>(open)}};
   }
   if (verb == "BYE") {
     KeyValues kv;
@@ -510,11 +567,19 @@ std::string format_err_message(std::string_view m) {
   return out;
 }
 
+std::string format_progress(const ProgressNote& m) {
+  return "PROGRESS " + std::to_string(m.id) + " done=" + std::to_string(m.done) +
+         " total=" + std::to_string(m.total) + "\n";
+}
+
 struct ClientFormatter {
   std::string operator()(const HelloRequest& m) const {
-    return "HELLO " + std::string(kProtocolName) + " " + std::to_string(m.version) +
-           (m.nonce ? " nonce=" + m.nonce->hex() : std::string()) + "\n";
+    std::string s = "HELLO " + std::string(kProtocolName) + " " + std::to_string(m.version);
+    if (m.features) s += " features=" + m.features->to_string();
+    if (m.nonce) s += " nonce=" + m.nonce->hex();
+    return s + "\n";
   }
+  std::string operator()(const ProgressNote& m) const { return format_progress(m); }
   std::string operator()(const AuthRequest& m) const {
     return "AUTH proof=" + m.proof.hex() + "\n";
   }
@@ -549,9 +614,17 @@ struct ClientFormatter {
 
 struct ServerFormatter {
   std::string operator()(const HelloReply& m) const {
-    return "HELLO " + std::string(kProtocolName) + " " + std::to_string(m.version) +
-           " data-port=" + std::to_string(m.data_port) + " max-open=" + std::to_string(m.max_open) +
-           (m.proof ? " proof=" + m.proof->hex() : std::string()) + "\n";
+    std::string s = "HELLO " + std::string(kProtocolName) + " " + std::to_string(m.version) +
+                    " data-port=" + std::to_string(m.data_port) +
+                    " max-open=" + std::to_string(m.max_open);
+    if (m.features) s += " features=" + m.features->to_string();
+    if (m.durable) s += " durable=1";
+    if (m.proof) s += " proof=" + m.proof->hex();
+    return s + "\n";
+  }
+  std::string operator()(const ProgressNote& m) const { return format_progress(m); }
+  std::string operator()(const CreditReply& m) const {
+    return "CREDIT open=" + std::to_string(m.open) + "\n";
   }
   std::string operator()(const AuthChallenge& m) const {
     return "AUTH nonce=" + m.nonce.hex() + "\n";

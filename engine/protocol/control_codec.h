@@ -12,6 +12,7 @@
 
 #include "digest/digest.h"
 #include "protocol/error_codes.h"
+#include "protocol/features.h"
 #include "protocol/token.h"
 
 namespace ackxfer {
@@ -28,6 +29,9 @@ struct HelloRequest {
   // The sender's challenge, sent when it has a secret (--secret-file): the receiver proves
   // itself over it. A receiver without a secret ignores it.
   std::optional<Nonce> nonce;
+  // What the sender supports (protocol/features.h); nullopt: a sender that predates feature
+  // negotiation (no features= field).
+  std::optional<Features> features;
   friend bool operator==(const HelloRequest&, const HelloRequest&) = default;
 };
 // When the receiver may skip a SEND because the file is already there (re-running a finished
@@ -74,13 +78,23 @@ struct CancelRequest {
 struct ByeRequest {
   friend bool operator==(const ByeRequest&, const ByeRequest&) = default;
 };
+// Either direction, feature `progress`: long local work for file `id` is going on at the side
+// that sends it (the receiver checking or reading back a file, the sender hashing one): `done`
+// of `total` bytes so far. It only tells the peer that this side is busy for it, not silent.
+struct ProgressNote {
+  std::uint64_t id = 0;
+  std::uint64_t done = 0;
+  std::uint64_t total = 0;
+  friend bool operator==(const ProgressNote&, const ProgressNote&) = default;
+};
 // The sender's answer to the receiver's AUTH challenge.
 struct AuthRequest {
   Proof proof;
   friend bool operator==(const AuthRequest&, const AuthRequest&) = default;
 };
-using ClientMessage = std::variant<HelloRequest, SendRequest, MkdirRequest, DoneRequest,
-                                   CancelRequest, ByeRequest, AuthRequest, LinkRequest>;
+using ClientMessage =
+    std::variant<HelloRequest, SendRequest, MkdirRequest, DoneRequest, CancelRequest, ByeRequest,
+                 AuthRequest, LinkRequest, ProgressNote>;
 
 // Receiver -> sender.
 struct HelloReply {
@@ -90,6 +104,11 @@ struct HelloReply {
   // With a secret: the receiver's proof over both nonces, sent once the sender has proved
   // itself.
   std::optional<Proof> proof;
+  // The features of the sender's list that the receiver supports too; nullopt: a receiver that
+  // predates feature negotiation.
+  std::optional<Features> features;
+  // The receiver runs with --fsync: a verdict means the file is on stable storage.
+  bool durable = false;
   friend bool operator==(const HelloReply&, const HelloReply&) = default;
 };
 // Chunk indexes [first, last] of a file.
@@ -129,8 +148,13 @@ struct AuthChallenge {
   Nonce nonce;
   friend bool operator==(const AuthChallenge&, const AuthChallenge&) = default;
 };
-using ServerMessage =
-    std::variant<HelloReply, ReadyReply, OkReply, ErrReply, ByeReply, AuthChallenge>;
+// Feature `credit`: the session may now have `open` files open at once (it only ever grows).
+struct CreditReply {
+  std::uint32_t open = 0;
+  friend bool operator==(const CreditReply&, const CreditReply&) = default;
+};
+using ServerMessage = std::variant<HelloReply, ReadyReply, OkReply, ErrReply, ByeReply,
+                                   AuthChallenge, ProgressNote, CreditReply>;
 
 struct ParseError {
   ErrorCode code;

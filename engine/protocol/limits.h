@@ -1,5 +1,6 @@
-// Every protocol limit in one place. Each has a named error reply (docs/PROTOCOL.md, "Limits")
-// and a unit or integration test that crosses it.
+// Every limit and deadline either side enforces on its peer, in one place. Each has a named
+// error or behaviour (docs/PROTOCOL.md, "Limits") and a unit or integration test that crosses
+// it. Tuning constants that no peer can notice (buffer sizes, batch sizes) stay with their code.
 #pragma once
 
 #include <cstddef>
@@ -15,13 +16,12 @@ inline constexpr std::size_t kMaxPathBytes = 4095;      // decoded, like PATH_MA
 inline constexpr std::size_t kMaxComponentBytes = 255;  // NAME_MAX
 inline constexpr std::size_t kMaxLineBytes = 4 * kMaxPathBytes + 512;
 inline constexpr std::size_t kMaxFieldsPerLine = 16;
+inline constexpr std::size_t kMaxFeatures = 32;  // names in one features= field
 
 // Symlink targets (LINK): bytes kept verbatim, never resolved by the receiver.
 inline constexpr std::size_t kMaxLinkTargetBytes = 4095;  // decoded; symlink(2)'s PATH_MAX - 1
 // A LINK carries two escaped byte strings (path and target). Together they get the room one
-// escaped path has, so a LINK line fits the same line limit as every other line: a receiver that
-// predates LINK then answers unknown-verb instead of closing on line-too-long. Plain ASCII always
-// fits (2 x 4,095 bytes); only very long names made mostly of escaped bytes reach it.
+// escaped path has, so a LINK line fits the same line limit as every other line.
 inline constexpr std::size_t kMaxLinkEscapedBytes = 4 * kMaxPathBytes;
 
 // Numbers.
@@ -36,11 +36,72 @@ inline constexpr std::uint64_t kMaxChunkBytes = std::uint64_t{1} << 36;  // 64 G
 inline constexpr std::uint64_t kMaxChunksPerFile = 16384;
 inline constexpr std::uint64_t kDefaultChunkBytes = 8 * 1024 * 1024;
 
-// Per session.
-inline constexpr std::size_t kMaxOpenFilesPerSession = 2048;  // SENT but not yet OK/ERR
-inline constexpr std::size_t kMaxDirsPerSession = 1 << 20;    // directory metadata kept to BYE
+// ---- Receiver: per session ----
+// Files open (SENT, no verdict yet) at once. A session starts with kInitialOpenFiles and earns
+// one more per file that reaches its verdict, up to kMaxOpenFilesPerSession: what a session may
+// hold (fds, temp files, reserved space) grows with what it has delivered, not with what it
+// declares. Senders that negotiate `credit` are told each raise (CREDIT); older ones keep the
+// initial figure announced as max-open. Beyond it: `too-many-open`.
+inline constexpr std::size_t kInitialOpenFiles = 64;
+inline constexpr std::size_t kMaxOpenFilesPerSession = 2048;
+// Bytes received and not yet handled (a flood of pipelined lines): reading pauses beyond it.
+inline constexpr std::size_t kMaxUnhandledInputBytes = 256 * 1024;
+// Replies queued for a peer that does not read them: reading pauses beyond it.
+inline constexpr std::size_t kMaxQueuedReplyBytes = 1 << 20;
+// Directory metadata kept for BYE (each distinct MKDIR path once): beyond these bytes of paths,
+// the rest is not kept (a warning in the receiver's log).
+inline constexpr std::size_t kMaxDirMetadataBytes = 16 << 20;
 
-// Data connections.
+// ---- Receiver: in total ----
+// Temp files open across all sessions, as a share of the process's fd limit: beyond it, SEND
+// gets `busy` (the sender backs off and tries again).
+inline constexpr unsigned kOpenFilesShareOfFdLimit = 2;  // 1/2 of RLIMIT_NOFILE
+inline constexpr std::size_t kMaxOpenFilesTotal = 1 << 20;
+// Data connections: at most this many in all, and of those at most kMaxUnprovenDataConnections
+// that have not yet carried a frame for a file some session opened. Beyond either, new data
+// connections are closed at once.
+inline constexpr std::size_t kMaxDataConnections = 16384;
+inline constexpr std::size_t kMaxUnprovenDataConnections = 1024;
+// recv --legacy: files waiting for their turn (READY) per client address, and in all.
+inline constexpr std::size_t kMaxLegacyQueuedPerAddress = 64;
+inline constexpr std::size_t kMaxLegacyUploads = 4096;
+
+// ---- Deadlines (milliseconds) ----
+// A connection must speak up this soon (or within the idle timeout, if shorter): a control
+// connection its HELLO (then AUTH, if asked), a data connection its first frame header.
+inline constexpr std::int64_t kFirstLineTimeoutMs = 10'000;
+// A closing session is gone this long after it decided to close, whether or not the peer
+// reads its last reply.
+inline constexpr std::int64_t kMaxClosingMs = 3'000;
+// Of that, how long the last reply may wait for the peer's own close after it went out.
+inline constexpr std::int64_t kLingerMs = 1'000;
+// recv --legacy: a client that got READY must connect to the data port within this time; a
+// SEND without a newline is taken as whole after this much silence.
+inline constexpr std::int64_t kLegacyConnectTimeoutMs = 30'000;
+inline constexpr std::int64_t kLegacyLineQuietMs = 200;
+// A chunk claimed by a data connection that has received nothing for this long may be taken
+// over by another connection carrying the same chunk (the first one is dead or abandoned).
+inline constexpr std::int64_t kStaleClaimMs = 2'000;
+// While one side does long local work for a file (hashing, reading back, flushing), it tells
+// the other side with PROGRESS at most this often, so neither mistakes it for silence.
+inline constexpr std::int64_t kProgressIntervalMs = 1'000;
+// The sender: the receiver must answer HELLO (and AUTH) this soon after the connection is up,
+// and a TCP connect must complete within kConnectTimeoutMs.
+inline constexpr std::int64_t kHelloTimeoutMs = 10'000;
+inline constexpr std::int64_t kConnectTimeoutMs = 10'000;
+// The sender backs off a chunk the receiver calls busy: from kBusyFirstDelayMs, doubling, up to
+// kBusyMaxDelayMs between tries, for at most its idle timeout in all.
+inline constexpr std::int64_t kBusyFirstDelayMs = 50;
+inline constexpr std::int64_t kBusyMaxDelayMs = 2'000;
+
+// ---- Data connections ----
 inline constexpr std::size_t kMaxPendingAckBytes = 64 * 1024;  // receiver stops reading past it
+
+// ---- Sender ----
+inline constexpr int kMaxFileAttempts = 3;  // whole-file sends of one file
+inline constexpr int kMaxChunkAttempts =
+    8;  // sends of one chunk (digest mismatch, lost connection)
+inline constexpr std::uint64_t kMaxWindowBytes = std::uint64_t{1}
+                                                 << 30;  // declared sizes in flight
 
 }  // namespace ackxfer

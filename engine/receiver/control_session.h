@@ -1,6 +1,13 @@
 // One sender's control connection: reads pipelined control lines, opens files (READY), checks
-// digests and publishes (OK/ERR), creates directories, and ends with BYE. A state machine on its
-// worker's loop; it never blocks on the network.
+// digests and publishes (OK/ERR), creates directories and links, and ends with BYE. A state
+// machine on its worker's loop; it never blocks on the network, and every state has a deadline.
+//
+// Its member functions live in files by concern:
+//   control_session.cpp   the connection: reading lines, replies, deadlines, closing
+//   session_handshake.cpp HELLO, AUTH and feature negotiation
+//   session_files.cpp     SEND, DONE, CANCEL: opening, skip checks, resume, publishing, credit
+//   session_tree.cpp      MKDIR, LINK, and directory metadata at BYE
+//   session_legacy.cpp    recv --legacy: classic SEND/READY clients
 #pragma once
 
 #include <deque>
@@ -10,8 +17,11 @@
 #include <unordered_set>
 #include <vector>
 
+#include "io/send_queue.h"
 #include "io/socket.h"
 #include "protocol/control_codec.h"
+#include "protocol/limits.h"
+#include "receiver/directory_metadata.h"
 #include "receiver/incoming_file.h"
 #include "receiver/legacy_uploads.h"
 #include "receiver/worker.h"
@@ -26,122 +36,170 @@ class ControlSession final : public WorkerObject {
   void shutdown() override;
   void tick(std::int64_t now_ms) override;
 
+  // For tests: what the session holds.
+  std::size_t open_file_count() const { return files_.size(); }
+  std::size_t open_credit() const { return credit_; }
+
  private:
   enum Op : unsigned {
     kRecv = 1,
     kSend = 2,
     kLingerTimer = 3,
-    kYield = 4,
-    kFsync = 5,
-    kLegacyQuiet = 6
+    kYield = 4,  // more complete lines wait: process_input() runs next turn
+    kFsync = 5,  // a journal checkpoint's fdatasync
+    kLegacyQuiet = 6,
+    kApplyDirs = 7,  // the next slice of directory metadata (after BYE)
   };
-  // kAwaitAuth: HELLO came and the receiver has a secret; the sender must answer AUTH.
-  // kLegacy: a classic client's `SEND <name>` (recv --legacy); nothing more is read.
-  enum class State { kAwaitHello, kAwaitAuth, kActive, kLegacy, kClosing };
+  enum class State {
+    kAwaitHello,
+    kAwaitAuth,  // HELLO came and the receiver has a secret: the sender must answer AUTH
+    kActive,
+    kLegacy,     // a classic client's `SEND <name>` (recv --legacy); nothing more is read
+    kFinishing,  // BYE came: directory metadata is applied (in slices), then BYE is answered
+    kClosing,    // the last reply is going out; gone within kMaxClosingMs
+  };
 
-  void on_complete(unsigned op, int res, unsigned flags) override;
+  // A file of this session, by its id, in one of four stages.
+  struct LocalJob;
+  struct SessionFile {
+    enum class Stage {
+      kChecking,    // skip=xxh3: the existing file is being hashed (work queue)
+      kResuming,    // a kept partial's journaled chunks are being read back (work queue)
+      kOpen,        // READY went out; its data arrives
+      kPublishing,  // verified; being published durably (recv --fsync)
+    };
+    Stage stage = Stage::kOpen;
+    SendRequest request;
+    std::shared_ptr<IncomingFile> file;  // kOpen, kPublishing
+    TempFile partial;                    // kResuming: the kept partial
+    OpenFileSlot slot;                   // kChecking, kResuming: the place it holds
+    std::shared_ptr<LocalJob> job;       // kChecking, kResuming
+  };
+
+  void on_complete(unsigned op, const Completion& c) override;
   void on_drained() override;
 
+  // ---- the connection (control_session.cpp) ----
   void arm_read();
   void pause_read();
-  void on_bytes(int res, unsigned flags);
+  void resume_read_if_clear();
+  void on_bytes(const Completion& c);
   void process_input();
   void handle_line(std::string_view line);
-  void handle(const HelloRequest& m);
-  void handle(const SendRequest& m);
-  void handle(const MkdirRequest& m);
-  void handle(const LinkRequest& m);
-  void handle(const DoneRequest& m);
-  void handle(const CancelRequest& m);
-  void handle(const ByeRequest& m);
-  void handle(const AuthRequest& m);
-  // recv --legacy: `SEND <name>` from a classic client (receiver/legacy_uploads.h). Opens the
-  // temp file, then answers READY when it is this client address's turn.
-  void handle_legacy_send(std::string_view name);
-  void legacy_turn();
-  // Input that starts like a legacy SEND but has no newline yet: armed to wait for quiet.
-  bool looks_like_unterminated_legacy_send() const;
-  // Authenticated (or no secret): the session starts; HELLO carries our proof, if any.
-  void accept_session(std::optional<Proof> proof);
-  // No or wrong secret: says so, counts it, logs it, and closes.
-  void refuse_auth(ErrorCode code, const std::string& why);
-  // SEND, after the checks: creates the temp (or resumable partial) file and replies READY.
-  void open_file(const SendRequest& m, const RelativePath& rel);
-  // The directory `path` goes in (cached: trees arrive directory by directory). Replies the
-  // error for `id` and returns false if it cannot be opened.
-  bool enter_parent(std::uint64_t id, std::string_view path, const RelativePath& rel);
-  // A SEND, or a check or resume for one, holds this id.
-  bool id_open(std::uint64_t id) const;
-  // SEND with skip=...: if the file is already there and identical, replies OK skipped=1 and
-  // returns true; with skip=xxh3 the comparison runs on the blocking pool and the SEND
-  // continues in checked().
-  bool try_skip(const SendRequest& m, const RelativePath& rel);
-  void checked(std::uint64_t id, bool same);
-  // A kept partial's journaled chunks were read back: `good` still match, `bad` did not.
-  void resume_checked(std::uint64_t id, const std::vector<JournalEntry>& good, std::size_t bad);
-  // Registers the file and replies READY (with have= for chunks already verified).
-  void ready_partial(const SendRequest& m, TempFile temp, const std::vector<JournalEntry>& have,
-                     bool resumable);
-  // Journal checkpoints for resumable files: fdatasync each, then record its newly verified
-  // chunks (see IncomingFile::take_unjournaled). One fdatasync in flight at a time.
-  void run_checkpoints();
-  void next_checkpoint();
-
   void reply(const ServerMessage& m);
   void reply_error(std::optional<std::uint64_t> id, ErrorCode code, std::string message);
   // A SEND, MKDIR or LINK that cannot be done: the ERR reply, counted as failed and logged, so
   // the receiver's side names it too.
   void refuse(std::uint64_t id, ErrorCode code, std::string message);
-  // The path of a SEND, MKDIR or LINK under the path rule, or nothing (refused with bad-path).
-  // Its components view `path`.
-  std::optional<RelativePath> checked_path(std::uint64_t id, const std::string& path);
-  void flush();
-  // Sends what is queued, then closes. Used for BYE, fatal protocol errors and shutdown.
+  void on_sent(int res);
+  // Sends what is queued, then closes (within kMaxClosingMs). BYE, fatal errors, shutdown.
   void close_after_flush();
+  void linger();
   void close_now();
+  void log_end(const std::string& how);
+  std::int64_t last_activity() const;
+
+  // ---- handshake (session_handshake.cpp) ----
+  void handle(const HelloRequest& m);
+  void handle(const AuthRequest& m);
+  // Authenticated (or no secret): the session starts; HELLO carries our proof, if any.
+  void accept_session(std::optional<Proof> proof);
+  // No or wrong secret: says so, counts it, logs it, and closes.
+  void refuse_auth(ErrorCode code, const std::string& why);
+  bool negotiated(Feature f) const { return features_.has(f); }
+
+  // ---- files (session_files.cpp) ----
+  void handle(const SendRequest& m);
+  void handle(const DoneRequest& m);
+  void handle(const CancelRequest& m);
+  void handle(const ProgressNote& m);
+  // The path of a SEND, MKDIR or LINK under the path rule, or nothing (refused with bad-path).
+  std::optional<RelativePath> checked_path(std::uint64_t id, const std::string& path);
+  // The directory `path` goes in (cached: trees arrive directory by directory). Replies the
+  // error for `id` and returns false if it cannot be opened.
+  bool enter_parent(std::uint64_t id, std::string_view path, const RelativePath& rel);
+  bool id_open(std::uint64_t id) const { return files_.count(id) > 0; }
+  // SEND with skip=...: if the file is already there and identical, replies OK skipped=1 and
+  // returns true; with skip=xxh3 the comparison runs on the work queue (kChecking) and the
+  // SEND continues in checked().
+  bool try_skip(const SendRequest& m, const RelativePath& rel, OpenFileSlot& slot);
+  void checked(std::uint64_t id, bool same);
+  // SEND, after the checks: creates the temp (or resumable partial) file and replies READY,
+  // or reads a kept partial back first (kResuming, then resume_checked()).
+  void open_file(const SendRequest& m, const RelativePath& rel, OpenFileSlot slot);
+  void resume_checked(std::uint64_t id, const std::vector<JournalEntry>& good, std::size_t bad);
+  // Registers the file and replies READY (with have= for chunks already verified).
+  void ready(const SendRequest& m, TempFile temp, OpenFileSlot slot,
+             const std::vector<JournalEntry>& have, bool resumable);
+  // A verified file: publish it (inline, or durably on the publisher) and reply its verdict.
+  void publish(std::uint64_t id);
+  void published(std::uint64_t id, const std::variant<std::monostate, FsError>& r);
+  // Local work for file `id` on the work queue; `done(result)` runs on this loop.
+  std::shared_ptr<LocalJob> start_job(std::uint64_t id, std::uint64_t total,
+                                      std::function<bool(LocalJob&)> slice,
+                                      std::function<void(LocalJob&)> done);
+  // Once a second: PROGRESS for files whose local work moved, and whether anything moved.
+  bool report_local_work();
+  // Raises the open-file credit by what the session has delivered; tells the sender (CREDIT).
+  void refresh_credit();
+  // Forgets files that data streams have published or failed (one-chunk files).
+  void sweep_closed_files();
   // `keep`: resumable partials with journaled chunks stay for a later attempt (the session was
   // lost or the receiver is stopping), rather than being removed (BYE, CANCEL).
-  void abandon_open_files(bool keep);
-  // Forgets files that data streams have already published (one-chunk files).
-  void sweep_closed_files();
+  void abandon_files(bool keep);
+  // Journal checkpoints for resumable files: fdatasync each, then record its newly verified
+  // chunks (see IncomingFile::take_unjournaled). One fdatasync in flight at a time.
+  void run_checkpoints();
+  void next_checkpoint();
 
-  Worker& worker_;
+  // ---- directories and links (session_tree.cpp) ----
+  void handle(const MkdirRequest& m);
+  void handle(const LinkRequest& m);
+  void handle(const ByeRequest& m);
+  void apply_dirs_slice();
+  void finish_bye();
+  // recv --fsync: reply `m` only once `dir` (and new directories' parents) are flushed.
+  void reply_when_durable(std::shared_ptr<const UniqueFd> dir, ServerMessage m);
+
+  // ---- recv --legacy (session_legacy.cpp) ----
+  void handle_legacy_send(std::string_view name);
+  void legacy_turn();
+  // Input that starts like a legacy SEND but has no newline yet: armed to wait for quiet.
+  bool looks_like_unterminated_legacy_send() const;
+
   UniqueFd fd_;
   std::string peer_;
   std::string peer_host_;  // without the port: what legacy data connections are matched by
   State state_ = State::kAwaitHello;
   std::int64_t created_ms_ = 0;
   std::int64_t last_line_ms_ = 0;
+  std::int64_t local_activity_ms_ = 0;  // local work for this session last moved
+  std::int64_t closing_since_ms_ = 0;
   bool counted_active_ = false;  // counted in ReceiverStats::sessions_active
+  Features features_;            // agreed in HELLO
   // The authentication exchange (kAwaitAuth): the sender's nonce and ours.
   Nonce sender_nonce_, receiver_nonce_;
   // recv --legacy: our file until its READY went out (then LegacyUploads holds it alone).
   std::shared_ptr<LegacyUpload> legacy_;
-  bool legacy_quiet_armed_ = false;
 
   // Bytes received and not yet handled: unprocessed lines and an incomplete last line. Empty
   // (and without capacity) while the session is idle: receive buffers come from the worker's
-  // shared ring, so an idle session costs no buffer memory.
+  // shared pool, so an idle session costs no buffer memory.
   std::string in_;
   std::size_t in_start_ = 0;  // handled bytes at the front of in_
   bool recv_armed_ = false;   // the multishot receive is running
-  bool read_paused_ = false;  // stopped for backpressure; re-armed by process_input()
+  bool read_paused_ = false;  // stopped for backpressure; resumed by resume_read_if_clear()
   bool processing_ = false;   // inside process_input(): replies must not re-enter it
-  bool yield_armed_ = false;  // more complete lines wait; process_input() runs next turn
-
-  std::string out_queued_;    // replies not yet handed to the kernel
-  std::string out_inflight_;  // the buffer the current send op reads
-  std::size_t out_sent_ = 0;
-  bool send_armed_ = false;
+  SendQueue replies_;
   bool close_when_flushed_ = false;
 
-  std::unordered_map<std::uint64_t, std::shared_ptr<IncomingFile>> open_files_;
-  struct DirMeta {
-    std::string path;
-    std::uint32_t mode;
-    Mtime mtime;
-  };
-  std::vector<DirMeta> dirs_;                     // applied at BYE, deepest first
+  std::unordered_map<std::uint64_t, SessionFile> files_;
+  std::size_t credit_ = kInitialOpenFiles;  // files that may be open at once
+  std::size_t credit_announced_ = kInitialOpenFiles;
+  std::uint64_t skipped_ = 0;  // files found already there (they earn credit too)
+  DirectoryMetadata dirs_;
+  std::vector<DirectoryMetadata::Entry> dirs_to_apply_;  // after BYE, deepest first
+  std::size_t dirs_applied_ = 0;
   std::unordered_set<std::uint64_t> fresh_dirs_;  // hashes of directories this session created
 
   // The parent directory of the last file: trees arrive directory by directory, so one entry
@@ -151,17 +209,9 @@ class ControlSession final : public WorkerObject {
 
   // Shared with the session's files: one-chunk files are published by data streams.
   std::shared_ptr<SessionTotals> totals_ = std::make_shared<SessionTotals>();
-
-  // SENDs whose skip=xxh3 comparison runs on the blocking pool. Its result is posted back to
-  // this loop; `alive_` tells it whether the session still exists.
-  std::unordered_map<std::uint64_t, SendRequest> pending_checks_;
+  // Results of work queue jobs and the publisher are posted back to this loop; they check
+  // `alive_` to learn whether the session still exists.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-  // SENDs resuming a kept partial whose journaled chunks are being read back (resume_checked).
-  struct PendingResume {
-    SendRequest request;
-    TempFile temp;
-  };
-  std::unordered_map<std::uint64_t, PendingResume> pending_resumes_;
 
   struct Checkpoint {
     std::shared_ptr<IncomingFile> file;

@@ -7,9 +7,9 @@
 #include <cstring>
 #include <ctime>
 
+#include "display.h"
 #include "error.h"
 #include "io/socket.h"
-#include "io/splice_pipe.h"
 #include "protocol/control_codec.h"
 #include "protocol/limits.h"
 
@@ -24,25 +24,40 @@ constexpr std::size_t kScratchBytes = 256 * 1024;
 }  // namespace
 
 DataStream::DataStream(Worker& worker, UniqueFd fd)
-    : WorkerObject(worker.loop()), worker_(worker), fd_(std::move(fd)) {
+    : WorkerObject(worker),
+      fd_(std::move(fd)),
+      id_(worker.ctx().next_connection_id.fetch_add(1, std::memory_order_relaxed)),
+      acks_out_(*this, kSend, kMaxPendingAckBytes) {
   peer_ = peer_endpoint(fd_.get()).to_string();
+  acks_out_.set_fd(fd_.get());
 }
 
 DataStream::~DataStream() {
+  *alive_ = false;
   release_claim();
+  ReceiverContext& ctx = worker_.ctx();
+  // Admitted (and counted) by Worker::adopt_data_connection.
+  ctx.data_connections.fetch_sub(1, std::memory_order_relaxed);
+  if (!proven_) ctx.unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void DataStream::start() {
   // Acks are small and the sender waits on them to send DONE: never hold one back for Nagle.
   set_nodelay(fd_.get());
   worker_.ctx().stats.data_connections.fetch_add(1, std::memory_order_relaxed);
-  created_ms_ = last_bytes_ms_ = steady_ms();
+  created_ms_ = last_bytes_ms_ = loop_.now_ms();
   legacy_undecided_ = worker_.ctx().legacy_enabled;
   splice_ = worker_.ctx().recv_path == RecvPath::kSplice;
   // The pipe is made when the first large payload arrives (want_pipe): an idle connection
   // holds none of its user's pipe budget.
   if (splice_) scratch_.resize(kScratchBytes);
   arm_read();
+}
+
+void DataStream::proven() {
+  if (proven_) return;
+  proven_ = true;
+  worker_.ctx().unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
 bool DataStream::want_pipe() {
@@ -78,12 +93,16 @@ void DataStream::tick(std::int64_t now) {
   begin_close(fd_.get());
 }
 
+bool DataStream::ack_backlog() const {
+  return acks_out_.pending_bytes() + acks_.size() * kFrameAckBytes > kMaxPendingAckBytes;
+}
+
 void DataStream::arm_read() {
   if (splice_) return arm_read_exact();
-  if (recv_armed_ || closing() || close_after_acks_) return;
+  if (recv_armed_ || closing() || close_after_acks_ || ack_backlog()) return;
   read_paused_ = false;
   recv_armed_ = true;
-  arm_recv_multishot(fd_.get(), worker_.data_buffers().group(), kRecv);
+  arm_recv_multishot(fd_.get(), Worker::kDataPool, kRecv);
 }
 
 void DataStream::pause_read() {
@@ -92,89 +111,77 @@ void DataStream::pause_read() {
   loop_.cancel(this, kRecv);
 }
 
-void DataStream::on_complete(unsigned op, int res, unsigned flags) {
-  if (op == kRecvExact || op == kSpliceIn || op == kSpliceOut) {
-    recv_armed_ = false;
-    if (op == kSpliceOut && writing_) std::exchange(writing_, nullptr)->end_write();
-    if (res <= 0) {
-      if (legacy_ended(res)) return;
-      if (phase_ != Phase::kHeader || staged_len_ > 0)
-        worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame");
-      release_claim();
-      begin_close(fd_.get());
-      return;
-    }
-    last_bytes_ms_ = steady_ms();
-    if (op == kRecvExact) {
-      consume(scratch_.data(), static_cast<std::size_t>(res));
-    } else if (op == kSpliceIn) {
-      pipe_pending_ = static_cast<unsigned>(res);
-      splice_to_file();
-      return;
-    } else {
-      spliced_out(static_cast<std::size_t>(res));
-      if (recv_armed_) return;  // more of the pipe to move
-    }
-    if (close_after_acks_) return;
-    if (acks_queued_.size() <= kMaxPendingAckBytes) arm_read_exact();
-    return;
-  }
+void DataStream::on_complete(unsigned op, const Completion& c) {
   if (op == kSend) {
-    send_armed_ = false;
-    if (res < 0) {
-      release_claim();
-      begin_close(fd_.get());
-      return;
-    }
-    acks_sent_ += static_cast<std::size_t>(res);
-    flush_acks();
+    on_acks_sent(c.res);
     return;
   }
-  on_bytes(res, flags);
+  if (op == kRecv) {
+    on_bytes(c);
+    return;
+  }
+  // The splice path: exact reads and the two splice legs.
+  recv_armed_ = false;
+  if (op == kSpliceOut && writing_) {
+    writing_ = false;
+    file_->end_write(claim_);
+  }
+  if (c.res <= 0) {
+    ended(c.res);
+    return;
+  }
+  last_bytes_ms_ = loop_.now_ms();
+  if (op == kRecvExact) {
+    consume(scratch_.data(), static_cast<std::size_t>(c.res));
+  } else if (op == kSpliceIn) {
+    pipe_pending_ = static_cast<unsigned>(c.res);
+    splice_to_file();
+    return;
+  } else {
+    spliced_out(static_cast<std::size_t>(c.res));
+    if (recv_armed_) return;  // more of the pipe to move
+  }
+  if (!close_after_acks_) arm_read_exact();
 }
 
-void DataStream::on_bytes(int res, unsigned flags) {
-  BufferRing& ring = worker_.data_buffers();
-  if (res > 0) last_bytes_ms_ = steady_ms();
-  bool ended = !(flags & IORING_CQE_F_MORE);
-  if (ended) recv_armed_ = false;
-  if (flags & IORING_CQE_F_BUFFER) {
-    auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
-    // After a protocol error (close_after_acks_) the rest of the stream is ignored.
-    if (res > 0 && !close_after_acks_) consume(ring.buffer(id), static_cast<std::size_t>(res));
-    ring.give_back(id);  // the payload is in the page cache now; the buffer is free again
-  }
-  if (res == -ENOBUFS) {
-    ++ring.exhausted;
+void DataStream::ended(int res) {
+  if (legacy_ended(res)) return;
+  if (phase_ != Phase::kHeader || staged_len_ > 0)
+    worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame: " +
+                            (res == 0 ? std::string("closed") : errno_text(-res)));
+  release_claim();
+  begin_close(fd_.get());
+}
+
+void DataStream::on_bytes(const Completion& c) {
+  if (c.res > 0) last_bytes_ms_ = loop_.now_ms();
+  if (!c.more) recv_armed_ = false;
+  // After a protocol error (close_after_acks_) the rest of the stream is ignored.
+  if (!c.data.empty() && !close_after_acks_) consume(c.data.data(), c.data.size());
+  if (c.res == -ENOBUFS) {
     arm_read();
     return;
   }
-  if (res == -ECANCELED) {
-    if (ended && acks_queued_.size() <= kMaxPendingAckBytes) arm_read();
+  if (c.res == -ECANCELED) {
+    if (!recv_armed_) arm_read();
     return;
   }
-  if (res <= 0) {
-    if (legacy_ended(res)) return;
-    if (phase_ != Phase::kHeader || staged_len_ > 0)
-      worker_.ctx().log.debug("data connection from " + peer_ + " ended inside a frame: " +
-                              (res == 0 ? std::string("closed") : errno_text(-res)));
-    release_claim();
-    begin_close(fd_.get());
+  if (c.res <= 0) {
+    ended(c.res);
     return;
   }
   if (close_after_acks_) {
     pause_read();
     return;
   }
-  if (acks_queued_.size() > kMaxPendingAckBytes)
-    pause_read();  // resumes when the acks drain (flush_acks)
-  else if (ended && !read_paused_)
+  if (ack_backlog())
+    pause_read();  // resumes when the acks drain (on_acks_sent)
+  else if (!recv_armed_ && !read_paused_)
     arm_read();
 }
 
 void DataStream::arm_read_exact() {
-  if (recv_armed_ || closing() || close_after_acks_) return;
-  if (acks_queued_.size() > kMaxPendingAckBytes) return;  // flush_acks() resumes
+  if (recv_armed_ || closing() || close_after_acks_ || ack_backlog()) return;
   recv_armed_ = true;
   if (legacy_) {
     arm_recv(fd_.get(), scratch_.data(), scratch_.size(), kRecvExact);
@@ -203,14 +210,15 @@ void DataStream::arm_read_exact() {
 }
 
 void DataStream::splice_to_file() {
-  if (!file_->begin_write()) {
-    // The file was abandoned meanwhile. The pipe holds its bytes; the simplest honest way out
-    // is to drop the connection (the sender reconnects if it still has work).
+  if (!file_ || !file_->begin_write(claim_)) {
+    // The file was abandoned or the claim taken over meanwhile. The pipe holds its bytes; the
+    // simplest honest way out is to drop the connection (the sender reconnects if it still
+    // has work).
     release_claim();
     begin_close(fd_.get());
     return;
   }
-  writing_ = file_;
+  writing_ = true;
   recv_armed_ = true;
   arm_splice(pipe_.read_end(), -1, file_->fd(),
              static_cast<std::int64_t>(header_.offset + header_.length - remaining_), pipe_pending_,
@@ -232,6 +240,7 @@ void DataStream::spliced_out(std::size_t n) {
     done += static_cast<std::size_t>(r);
   }
   worker_.ctx().stats.payload_bytes_received.fetch_add(n, std::memory_order_relaxed);
+  file_->touch(claim_, last_bytes_ms_);
   pipe_pending_ -= static_cast<unsigned>(n);
   remaining_ -= n;
   if (pipe_pending_ > 0) {
@@ -261,7 +270,7 @@ bool DataStream::consume(const std::uint8_t* p, std::size_t n) {
     return true;
   }
   std::size_t pos = 0;
-  while (pos < n) {
+  while (pos < n && !close_after_acks_) {
     std::size_t avail = n - pos;
     switch (phase_) {
       case Phase::kHeader:
@@ -318,19 +327,21 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
     flush_acks();
     return false;
   }
-  AckStatus s = file->claim(header_.offset, header_.length, chunk_index_);
-  if (s == AckStatus::kBadRange || s == AckStatus::kUnknownToken) {
-    ack(s);
+  proven();
+  IncomingFile::Claim c = file->claim(header_.offset, header_.length, id_, last_bytes_ms_);
+  if (c.status == AckStatus::kBadRange || c.status == AckStatus::kUnknownToken) {
+    ack(c.status);
     close_after_acks_ = true;
     flush_acks();
     return false;
   }
   remaining_ = header_.length;
   write_errno_ = 0;
-  frame_status_ = s;  // kOk, or kBusy: the payload is read and dropped
-  if (s == AckStatus::kOk) {
+  frame_status_ = c.status;  // kOk, or kBusy: the payload is read and dropped
+  if (c.status == AckStatus::kOk) {
     file_ = std::move(file);
-    if (int e = file_->reserve_chunk(chunk_index_)) {
+    claim_ = c;
+    if (int e = file_->reserve_chunk(claim_)) {
       // No space for this chunk: read and drop its payload, then say why in the ack.
       frame_status_ = AckStatus::kWriteFailed;
       write_errno_ = e;
@@ -345,8 +356,10 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
 }
 
 void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
-  if (frame_status_ == AckStatus::kOk && !file_->begin_write())
-    frame_status_ = AckStatus::kUnknownToken;  // abandoned meanwhile: drop the rest
+  if (frame_status_ == AckStatus::kOk && !file_->begin_write(claim_))
+    // Abandoned meanwhile (drop the rest), or the claim passed to another connection after
+    // this one went quiet (then this copy is merely late: busy).
+    frame_status_ = file_->closed() ? AckStatus::kUnknownToken : AckStatus::kBusy;
   if (frame_status_ == AckStatus::kOk) {
     std::uint64_t off = header_.offset + (header_.length - remaining_);
     std::size_t done = file_->discarding() ? n : 0;
@@ -360,7 +373,8 @@ void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
       }
       done += static_cast<std::size_t>(w);
     }
-    file_->end_write();
+    file_->end_write(claim_);
+    file_->touch(claim_, last_bytes_ms_);
     digest_.update(data, n);
     worker_.ctx().stats.payload_bytes_received.fetch_add(n, std::memory_order_relaxed);
     // A large chunk on a slow link keeps its session alive while it arrives.
@@ -372,55 +386,83 @@ void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
 
 void DataStream::end_frame(const std::uint8_t* trailer) {
   phase_ = Phase::kHeader;
-  if (file_) file_->totals().last_progress_ms.store(steady_ms(), std::memory_order_relaxed);
+  if (file_) file_->totals().last_progress_ms.store(loop_.now_ms(), std::memory_order_relaxed);
   AckStatus status = frame_status_;
   if (status == AckStatus::kOk) {
     Digest128 sent;
     std::memcpy(sent.bytes.data(), trailer, 16);
     Digest128 got = digest_.finish();
-    bool good = got == sent;
-    if (!good) {
+    if (got != sent) {
       status = AckStatus::kBadDigest;
       worker_.ctx().stats.chunk_digest_mismatches.fetch_add(1, std::memory_order_relaxed);
-      worker_.ctx().log.warn("digest mismatch in '" + file_->path() + "' at offset " +
+      worker_.ctx().log.warn("digest mismatch in " + quote_name(file_->path()) + " at offset " +
                              std::to_string(header_.offset) + " from " + peer_ +
                              "; asking the sender to send that chunk again");
-    }
-    if (good && file_->chunk_count() == 1) {
+      file_->finish_chunk(claim_, false, Digest128{});
+    } else if (file_->plan().count() == 1) {
       // The only chunk is the whole file: publish it here, on this worker, and say so in the
       // ack; the sender sends no DONE for it.
-      ReceiverContext& ctx = worker_.ctx();
-      ctx.registry.remove(file_->token());
-      auto outcome = file_->verify_single(got);
-      if (outcome.verdict == IncomingFile::Verdict::kPublished) {
-        status = AckStatus::kPublished;
-        ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
-        ctx.stats.bytes_published.fetch_add(file_->size(), std::memory_order_relaxed);
-      } else if (outcome.verdict == IncomingFile::Verdict::kFailed) {
-        status = AckStatus::kPublishFailed;
-        write_errno_ = outcome.error.err;
-        ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
-        ctx.log.warn(outcome.error.what);
-      } else {
-        status = AckStatus::kUnknownToken;  // the session abandoned it meanwhile
+      if (file_->verify_single(claim_, got) == IncomingFile::Verdict::kVerified) {
+        // Its ack waits (in order) until the file is published.
+        publish_single(ack(AckStatus::kPublished, 0, false));
+        file_.reset();
+        return;
       }
+      status = file_->closed() ? AckStatus::kUnknownToken : AckStatus::kBusy;
     } else {
-      file_->finish_chunk(chunk_index_, good, got);
+      file_->finish_chunk(claim_, true, got);
     }
     file_.reset();
   } else if (status == AckStatus::kWriteFailed) {
-    worker_.ctx().log.warn("could not write '" + escape_bytes(file_->path()) + "' at offset " +
+    worker_.ctx().log.warn("could not write " + quote_name(file_->path()) + " at offset " +
                            std::to_string(header_.offset) + " (from " + peer_ +
                            "): " + errno_text(write_errno_) + "; the sender is told");
-    file_->finish_chunk(chunk_index_, false, Digest128{});
+    file_->finish_chunk(claim_, false, Digest128{});
+    file_.reset();
+  } else {
     file_.reset();
   }
   ack(status, write_errno_);
 }
 
+void DataStream::publish_single(std::size_t seq) {
+  ReceiverContext& ctx = worker_.ctx();
+  ctx.registry.remove(file_->token());
+  std::shared_ptr<IncomingFile> file = file_;
+  // Counts and logs the verdict, and completes the waiting ack with it.
+  auto verdict = [this, seq, file](const DurablePublisher::Result& r) {
+    ReceiverContext& c = worker_.ctx();
+    if (auto* e = std::get_if<FsError>(&r)) {
+      c.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
+      c.log.warn("could not publish " + quote_name(file->path()) + ": " + e->what);
+      complete_ack(seq, AckStatus::kPublishFailed, e->err);
+      return;
+    }
+    c.stats.files_published.fetch_add(1, std::memory_order_relaxed);
+    c.stats.bytes_published.fetch_add(file->size(), std::memory_order_relaxed);
+    complete_ack(seq, AckStatus::kPublished, 0);
+  };
+  if (!ctx.publisher || file->discarding()) {
+    verdict(file->publish(false));
+    return;
+  }
+  // Durably: this ack, and those behind it, wait for the publisher.
+  Loop* loop = &loop_;
+  ctx.publisher->submit(DurablePublisher::Job{
+      file, nullptr, false, [loop, alive = alive_, verdict](DurablePublisher::Result r) {
+        loop->post([alive, verdict, r = std::move(r)] {
+          if (*alive) verdict(r);
+        });
+      }});
+}
+
 void DataStream::release_claim() {
   if (!file_) return;
-  file_->finish_chunk(chunk_index_, false, Digest128{});
+  if (writing_) {
+    writing_ = false;
+    file_->end_write(claim_);
+  }
+  file_->finish_chunk(claim_, false, Digest128{});
   file_.reset();
 }
 
@@ -432,42 +474,60 @@ void DataStream::fail(const std::string& why) {
   flush_acks();
 }
 
-void DataStream::ack(AckStatus status, int err) {
-  FrameAck a;
-  a.status = status;
-  a.error = static_cast<std::uint16_t>(err);
-  a.token = header_.token;
-  a.offset = header_.offset;
-  std::uint8_t raw[kFrameAckBytes];
-  encode_frame_ack(a, raw);
-  acks_queued_.append(reinterpret_cast<const char*>(raw), sizeof raw);
+std::size_t DataStream::ack(AckStatus status, int err, bool ready) {
+  PendingAck a;
+  a.ack.status = status;
+  a.ack.error = static_cast<std::uint16_t>(err);
+  a.ack.token = header_.token;
+  a.ack.offset = header_.offset;
+  a.ready = ready;
+  acks_.push_back(a);
+  std::size_t seq = acks_front_seq_ + acks_.size() - 1;
+  flush_acks();
+  return seq;
+}
+
+void DataStream::complete_ack(std::size_t seq, AckStatus status, int err) {
+  if (seq < acks_front_seq_ || seq - acks_front_seq_ >= acks_.size()) return;
+  PendingAck& a = acks_[seq - acks_front_seq_];
+  a.ack.status = status;
+  a.ack.error = static_cast<std::uint16_t>(err);
+  a.ready = true;
   flush_acks();
 }
 
 void DataStream::flush_acks() {
-  if (send_armed_ || closing()) return;
-  if (acks_sent_ == acks_inflight_.size()) {
-    acks_inflight_.clear();
-    acks_sent_ = 0;
-    if (acks_queued_.empty()) {
-      if (close_after_acks_) {
-        release_claim();
-        begin_close(fd_.get());
-      } else if (splice_ ? !recv_armed_ : (read_paused_ || !recv_armed_)) {
-        arm_read();  // reading may have paused on a full ack queue
-      }
-      return;
-    }
-    acks_inflight_.swap(acks_queued_);
+  if (closing()) return;
+  std::string out;
+  while (!acks_.empty() && acks_.front().ready) {
+    std::uint8_t raw[kFrameAckBytes];
+    encode_frame_ack(acks_.front().ack, raw);
+    out.append(reinterpret_cast<const char*>(raw), sizeof raw);
+    acks_.pop_front();
+    ++acks_front_seq_;
   }
-  send_armed_ = true;
-  arm_send(fd_.get(), acks_inflight_.data() + acks_sent_, acks_inflight_.size() - acks_sent_,
-           kSend);
+  if (!out.empty()) acks_out_.write(out);
+  if (close_after_acks_ && acks_.empty() && acks_out_.idle()) {
+    release_claim();
+    begin_close(fd_.get());
+  }
+}
+
+void DataStream::on_acks_sent(int res) {
+  if (!acks_out_.on_sent(res)) {
+    release_claim();
+    begin_close(fd_.get());
+    return;
+  }
+  flush_acks();
+  if (closing() || close_after_acks_) return;
+  // Reading may have paused on a full ack queue.
+  if (splice_ ? !recv_armed_ : (read_paused_ || !recv_armed_)) arm_read();
 }
 
 void DataStream::on_drained() {
   // A splice into the file that completed after we began closing.
-  if (writing_) std::exchange(writing_, nullptr)->end_write();
+  release_claim();
   fd_.reset();
   worker_.release(this);
 }
@@ -493,9 +553,10 @@ bool DataStream::try_legacy(const std::uint8_t* first, std::size_t n) {
   legacy_ = ctx.legacy.claim(peer_endpoint(fd_.get()).host_string());
   if (!legacy_) return false;  // no legacy file waits for this address: a bad frame, then
   framed_ = true;              // not a silent connection
+  proven();                    // it carries a file a control session opened
   digest_.reset();
-  ctx.log.debug("data connection from " + peer_ + " carries legacy file '" +
-                escape_bytes(legacy_->path) + "'");
+  ctx.log.debug("data connection from " + peer_ + " carries legacy file " +
+                quote_name(legacy_->path));
   legacy_write(first, n);
   return true;
 }
@@ -523,24 +584,25 @@ void DataStream::finish_legacy(bool clean_eof, const std::string& why) {
   std::shared_ptr<LegacyUpload> u = std::move(legacy_);
   if (!u) return;
   ReceiverContext& ctx = worker_.ctx();
-  std::string name = escape_bytes(u->path);
+  std::string name = quote_name(u->path);
   if (!clean_eof) {
     ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("legacy file '" + name + "' from " + peer_ + " not published: " + why + " after " +
+    ctx.log.warn("legacy file " + name + " from " + peer_ + " not published: " + why + " after " +
                  std::to_string(legacy_bytes_) + " bytes");
     return;  // the temp file goes with `u`
   }
   timespec now{};
   clock_gettime(CLOCK_REALTIME, &now);
-  auto r = u->temp.publish(0644, Mtime{now.tv_sec, static_cast<std::uint32_t>(now.tv_nsec)});
+  auto r = u->temp.publish(0644, Mtime{now.tv_sec, static_cast<std::uint32_t>(now.tv_nsec)},
+                           ctx.publisher != nullptr);
   if (auto* e = std::get_if<FsError>(&r)) {
     ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("legacy file '" + name + "' from " + peer_ + " not published: " + e->what);
+    ctx.log.warn("legacy file " + name + " from " + peer_ + " not published: " + e->what);
     return;
   }
   ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
   ctx.stats.bytes_published.fetch_add(legacy_bytes_, std::memory_order_relaxed);
-  ctx.log.info("published legacy file '" + name + "' (" + std::to_string(legacy_bytes_) +
+  ctx.log.info("published legacy file " + name + " (" + std::to_string(legacy_bytes_) +
                " bytes) from " + peer_ +
                " UNVERIFIED: the classic protocol has no digest, so a connection that ended early "
                "cannot be told from a complete file (xxh3 of what arrived: " +

@@ -1,14 +1,16 @@
 // One data connection on the receiver: parses frames, writes each payload into its file's temp
-// file while hashing it, checks the frame digest and acks every frame. Frames of any file of
-// any session may arrive on any data connection; the token says which file.
+// file while hashing it, checks the frame digest and acks every frame, in frame order. Frames
+// of any file of any session may arrive on any data connection; the token says which file.
 #pragma once
 
 #include <array>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "digest/digest.h"
+#include "io/send_queue.h"
 #include "io/splice_pipe.h"
 #include "protocol/data_frame.h"
 #include "receiver/incoming_file.h"
@@ -29,21 +31,31 @@ class DataStream final : public WorkerObject {
   enum Op : unsigned { kRecv = 1, kSend = 2, kRecvExact = 3, kSpliceIn = 4, kSpliceOut = 5 };
   enum class Phase { kHeader, kPayload, kTrailer };
 
-  void on_complete(unsigned op, int res, unsigned flags) override;
+  void on_complete(unsigned op, const Completion& c) override;
   void on_drained() override;
 
   void arm_read();
   void pause_read();
-  void on_bytes(int res, unsigned flags);
+  bool ack_backlog() const;
+  void on_bytes(const Completion& c);
+  void ended(int res);
   // Runs the frame state machine over received bytes; returns false once the stream must
   // stop (protocol error: close after the acks).
   bool consume(const std::uint8_t* p, std::size_t n);
   bool begin_frame(const std::uint8_t* header);
   void consume_payload(const std::uint8_t* data, std::size_t n);
   void end_frame(const std::uint8_t* trailer);
-  void ack(AckStatus status, int err = 0);
+  // A one-chunk file whose frame verified: publish it and complete its ack `seq` (at once, or
+  // when the durable publisher is done).
+  void publish_single(std::size_t seq);
+  // Acks leave in frame order; a one-chunk file's ack may wait (`ready` false) for a durable
+  // publish, and the acks behind it wait with it. Returns the ack's sequence number.
+  std::size_t ack(AckStatus status, int err = 0, bool ready = true);
+  void complete_ack(std::size_t seq, AckStatus status, int err);
   void flush_acks();
+  void on_acks_sent(int res);
   void fail(const std::string& why);  // protocol violation: ack it, then close
+  void proven();                      // a frame named an open file: no longer counted unproven
   // recv --legacy (receiver/legacy_uploads.h). A connection from an address with a legacy file
   // waiting whose first bytes are not the frame magic carries that file: raw bytes to EOF.
   // Returns true when `first` (the connection's first `n` bytes, n <= 4) makes it one.
@@ -61,16 +73,15 @@ class DataStream final : public WorkerObject {
   // Makes the splice pipe on first use; false if the kernel refuses a usable one (then this
   // connection copies through scratch_).
   bool want_pipe();
-  // The file a splice in flight writes into (IncomingFile::begin_write was called for it).
-  std::shared_ptr<IncomingFile> writing_;
   void spliced_out(std::size_t n);
 
-  Worker& worker_;
   UniqueFd fd_;
   std::string peer_;
+  const std::uint64_t id_;  // names this connection's claims
+  bool proven_ = false;
 
-  // Receive buffers come from the worker's shared ring (io/buffer_ring.h); only a header or
-  // trailer split across two of them is staged here.
+  // Receive buffers come from the worker's shared pool; only a header or trailer split across
+  // two of them is staged here.
   std::array<std::uint8_t, kFrameHeaderBytes> staged_{};
   std::size_t staged_len_ = 0;
   bool recv_armed_ = false;   // the multishot receive is running
@@ -82,7 +93,7 @@ class DataStream final : public WorkerObject {
   Phase phase_ = Phase::kHeader;
   FrameHeader header_;
   std::shared_ptr<IncomingFile> file_;  // the file of the current frame, if claimed
-  std::uint32_t chunk_index_ = 0;
+  IncomingFile::Claim claim_;
   std::uint64_t remaining_ = 0;              // payload bytes still to come
   AckStatus frame_status_ = AckStatus::kOk;  // kOk while the payload is being written
   int write_errno_ = 0;
@@ -99,11 +110,17 @@ class DataStream final : public WorkerObject {
   SplicePipe pipe_;
   unsigned pipe_pending_ = 0;  // spliced in from the socket, not yet out to the file
   bool splicing_ = false;      // this frame's payload goes by splice
+  bool writing_ = false;       // a splice into file_ is in flight (begin_write was called)
 
-  std::string acks_queued_, acks_inflight_;
-  std::size_t acks_sent_ = 0;
-  bool send_armed_ = false;
+  struct PendingAck {
+    FrameAck ack;
+    bool ready = false;
+  };
+  std::deque<PendingAck> acks_;  // not yet handed to acks_out_, in frame order
+  std::size_t acks_front_seq_ = 0;
+  SendQueue acks_out_;
   bool close_after_acks_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace ackxfer

@@ -1,197 +1,304 @@
-// Chunk bookkeeping and the verify-then-publish step.
+// Chunk bookkeeping, claims and the verify-then-publish step.
 #include "receiver/incoming_file.h"
 
 #include <algorithm>
 
+#include "display.h"
+#include "protocol/limits.h"
+
 namespace ackxfer {
 
+OpenFileSlot OpenFileSlot::take(std::atomic<std::size_t>& count, std::size_t limit) {
+  std::size_t n = count.load(std::memory_order_relaxed);
+  while (n < limit)
+    if (count.compare_exchange_weak(n, n + 1, std::memory_order_relaxed))
+      return OpenFileSlot(&count);
+  return {};
+}
+
 IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
-                           std::shared_ptr<SessionTotals> totals,
+                           std::shared_ptr<SessionTotals> totals, OpenFileSlot slot,
                            const std::vector<JournalEntry>& have, bool resumable)
     : id_(req.id),
       path_(req.path),
-      size_(req.size),
-      chunk_bytes_(req.chunk),
+      plan_(req.size, req.chunk),
       mode_(req.mode),
       mtime_(req.mtime),
       token_(token),
       fd_(temp.fd()),
-      chunk_count_(static_cast<std::uint32_t>((req.size + req.chunk - 1) / req.chunk)),
       totals_(std::move(totals)),
       resumable_(resumable),
-      temp_(std::move(temp)) {
-  std::size_t chunks = chunk_count_;
-  state_.assign(chunks, ChunkState::kMissing);
-  digests_.resize(chunks);
-  reserved_.assign(chunks, false);
-  // The first chunk was allocated by create_temp, or (a small file) needs no allocation ahead.
-  if (chunks) reserved_[0] = true;
-  if (resumable_) journal_.assign(chunks, JournalState::kNone);
+      temp_(std::move(temp)),
+      slot_(std::move(slot)) {
   for (const JournalEntry& e : have) {
-    if (e.index >= chunks) continue;
-    state_[e.index] = ChunkState::kVerified;
-    digests_[e.index] = e.digest;
-    reserved_[e.index] = true;
-    if (resumable_) journal_[e.index] = JournalState::kJournaled;
-    resumed_bytes_ += std::min(chunk_bytes_, size_ - std::uint64_t{e.index} * chunk_bytes_);
+    if (e.index >= plan_.count()) continue;
+    Chunk& c = chunks_[e.index];
+    c.state = ChunkState::kVerified;
+    c.digest = e.digest;
+    c.reserved = true;
+    c.journal = JournalState::kJournaled;
+    resumed_bytes_ += plan_.length(e.index);
   }
+}
+
+IncomingFile::~IncomingFile() = default;
+
+IncomingFile::State IncomingFile::state() const {
+  std::lock_guard lock(mu_);
+  return state_;
+}
+
+std::size_t IncomingFile::chunk_entries() const {
+  std::lock_guard lock(mu_);
+  return chunks_.size();
+}
+
+std::shared_ptr<const UniqueFd> IncomingFile::directory() const {
+  std::lock_guard lock(mu_);
+  return temp_.directory();
+}
+
+IncomingFile::Chunk* IncomingFile::held(const Claim& c) {
+  auto it = chunks_.find(c.index);
+  if (it == chunks_.end() || it->second.generation != c.generation ||
+      it->second.state != ChunkState::kReceiving)
+    return nullptr;
+  return &it->second;
 }
 
 std::vector<JournalEntry> IncomingFile::take_unjournaled() {
   std::vector<JournalEntry> out;
   std::lock_guard lock(mu_);
-  if (closed_ || journal_.empty()) return out;
-  for (std::uint32_t i = 0; i < chunk_count_; ++i)
-    if (state_[i] == ChunkState::kVerified && journal_[i] == JournalState::kNone) {
-      journal_[i] = JournalState::kPending;
-      out.push_back(JournalEntry{i, digests_[i]});
+  if (state_ != State::kReceiving || !resumable_ || !temp_.has_journal()) return out;
+  for (auto& [i, c] : chunks_)
+    if (c.state == ChunkState::kVerified && c.journal == JournalState::kNone) {
+      c.journal = JournalState::kPending;
+      out.push_back(JournalEntry{i, c.digest});
     }
   return out;
 }
 
 void IncomingFile::journal_written(const std::vector<JournalEntry>& entries, bool durable) {
   std::lock_guard lock(mu_);
-  if (journal_.empty()) return;
+  if (!resumable_) return;
   std::string lines;
   std::vector<std::uint32_t> written;
   for (const JournalEntry& e : entries) {
     // A chunk claimed again since it was taken is no longer what the fdatasync covered.
-    if (e.index >= journal_.size() || journal_[e.index] != JournalState::kPending) continue;
-    journal_[e.index] = JournalState::kNone;
-    if (!durable || closed_) continue;
+    auto it = chunks_.find(e.index);
+    if (it == chunks_.end() || it->second.journal != JournalState::kPending) continue;
+    it->second.journal = JournalState::kNone;
+    if (!durable || state_ != State::kReceiving) continue;
     lines += journal_line(e);
     written.push_back(e.index);
   }
   if (lines.empty() || temp_.append_journal(lines) != 0) return;
   for (std::uint32_t i : written)
-    journal_[i] = JournalState::kJournaled;
+    chunks_[i].journal = JournalState::kJournaled;
 }
 
-int IncomingFile::reserve_chunk(std::uint32_t index) {
+IncomingFile::Claim IncomingFile::claim(std::uint64_t offset, std::uint64_t length,
+                                        std::uint64_t owner, std::int64_t now_ms) {
+  Claim out;
+  std::lock_guard lock(mu_);
+  if (state_ != State::kReceiving) {
+    out.status = AckStatus::kUnknownToken;
+    return out;
+  }
+  auto index = plan_.chunk_at(offset, length);
+  if (!index) {
+    out.status = AckStatus::kBadRange;
+    return out;
+  }
+  out.index = *index;
+  auto [it, fresh] = chunks_.try_emplace(*index);
+  Chunk& c = it->second;
+  if (!fresh && c.state == ChunkState::kReceiving) {
+    // Another connection holds it. If that one has gone quiet (the sender gave up on it and
+    // sent the chunk again here), it is dead: take the claim over. Its later writes are
+    // refused by generation.
+    if (c.writing || now_ms - c.touched_ms < kStaleClaimMs) {
+      out.status = AckStatus::kBusy;
+      return out;
+    }
+  }
+  // A verified chunk may come again (its ack was lost with a connection): take it again. Its
+  // bytes are about to be overwritten, so the journal must stop vouching for them first.
+  if (c.journal == JournalState::kJournaled && temp_.has_journal() &&
+      temp_.append_journal(journal_forget_line(*index)) != 0) {
+    // The journal cannot take it back: drop the journal (this file will not be resumable).
+    temp_.drop_journal();
+  }
+  c.journal = JournalState::kNone;
+  c.state = ChunkState::kReceiving;
+  c.owner = owner;
+  c.generation = next_generation_++;
+  c.touched_ms = now_ms;
+  c.writing = false;
+  if (*index == 0) c.reserved = true;  // the first chunk was allocated at SEND (or is small)
+  out.generation = c.generation;
+  return out;
+}
+
+void IncomingFile::touch(const Claim& c, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  if (Chunk* ch = held(c)) ch->touched_ms = now_ms;
+}
+
+int IncomingFile::reserve_chunk(const Claim& c) {
   {
     std::lock_guard lock(mu_);
-    if (index >= reserved_.size() || reserved_[index] || closed_) return 0;
+    Chunk* ch = held(c);
+    if (!ch || ch->reserved || state_ != State::kReceiving) return 0;
   }
   // The caller holds the claim on this chunk, so nobody else reserves it meanwhile; the
   // fallocate runs without the lock.
   if (fd_ < 0) return 0;
-  std::uint64_t off = std::uint64_t{index} * chunk_bytes_;
-  int e = reserve_range(fd_, off, std::min(chunk_bytes_, size_ - off));
+  int e = reserve_range(fd_, plan_.offset(c.index), plan_.length(c.index));
   if (e == 0) {
     std::lock_guard lock(mu_);
-    reserved_[index] = true;
+    if (Chunk* ch = held(c)) ch->reserved = true;
   }
   return e;
 }
 
-AckStatus IncomingFile::claim(std::uint64_t offset, std::uint64_t length, std::uint32_t& index) {
+bool IncomingFile::begin_write(const Claim& c) {
   std::lock_guard lock(mu_);
-  if (closed_) return AckStatus::kUnknownToken;
-  // A frame carries exactly one whole chunk: aligned start, full length except at the end.
-  if (offset % chunk_bytes_ != 0 || offset >= size_) return AckStatus::kBadRange;
-  std::uint64_t expect = std::min(chunk_bytes_, size_ - offset);
-  if (length != expect) return AckStatus::kBadRange;
-  index = static_cast<std::uint32_t>(offset / chunk_bytes_);
-  if (state_[index] == ChunkState::kReceiving) return AckStatus::kBusy;
-  // A verified chunk may come again (its ack was lost with a connection): take it again. Its
-  // bytes are about to be overwritten, so the journal must stop vouching for them first.
-  if (!journal_.empty() && journal_[index] != JournalState::kNone) {
-    if (journal_[index] == JournalState::kJournaled &&
-        temp_.append_journal(journal_forget_line(index)) != 0) {
-      // The journal cannot take it back: drop the journal (this file will not be resumable).
-      temp_.drop_journal();
-      journal_.clear();
-    } else {
-      journal_[index] = JournalState::kNone;
-    }
-  }
-  state_[index] = ChunkState::kReceiving;
-  return AckStatus::kOk;
-}
-
-void IncomingFile::finish_chunk(std::uint32_t index, bool verified, const Digest128& digest) {
-  std::lock_guard lock(mu_);
-  if (index >= state_.size()) return;
-  state_[index] = verified ? ChunkState::kVerified : ChunkState::kMissing;
-  if (verified) digests_[index] = digest;
-}
-
-bool IncomingFile::closed() const {
-  std::lock_guard lock(mu_);
-  return closed_;
-}
-
-IncomingFile::Outcome IncomingFile::verify_single(const Digest128& digest) {
-  Outcome out{Verdict::kPublished, {}};
-  {
-    std::lock_guard lock(mu_);
-    if (closed_ || chunk_count_ != 1) return {Verdict::kAlreadyClosed, {}};
-    closed_ = true;
-    state_[0] = ChunkState::kVerified;
-    digests_[0] = digest;
-    if (fd_ >= 0) {
-      auto r = temp_.publish(mode_, mtime_);
-      if (auto* e = std::get_if<FsError>(&r)) out = {Verdict::kFailed, *e};
-    }
-  }
-  return counted(out);
-}
-
-IncomingFile::Outcome IncomingFile::finish(const Digest128& digest) {
-  Outcome out = finish_locked(digest);
-  return out.verdict == Verdict::kAlreadyClosed ? out : counted(out);
-}
-
-IncomingFile::Outcome IncomingFile::counted(const Outcome& out) {
-  if (out.verdict == Verdict::kPublished) {
-    totals_->files.fetch_add(1, std::memory_order_relaxed);
-    totals_->bytes.fetch_add(size_, std::memory_order_relaxed);
-  } else {
-    totals_->failed.fetch_add(1, std::memory_order_relaxed);
-  }
-  return out;
-}
-
-IncomingFile::Outcome IncomingFile::finish_locked(const Digest128& digest) {
-  std::lock_guard lock(mu_);
-  if (closed_) return {Verdict::kAlreadyClosed, {}};
-  closed_ = true;
-  for (ChunkState s : state_)
-    if (s != ChunkState::kVerified) {
-      temp_.discard();
-      return {Verdict::kIncomplete, {}};
-    }
-  if (file_digest_from_chunks(digests_) != digest) {
-    temp_.discard();
-    return {Verdict::kMismatch, {}};
-  }
-  if (fd_ < 0) return {Verdict::kPublished, {}};  // discarding: verified is all there is
-  auto r = temp_.publish(mode_, mtime_);
-  if (auto* e = std::get_if<FsError>(&r)) return {Verdict::kFailed, *e};
-  return {Verdict::kPublished, {}};
-}
-
-bool IncomingFile::begin_write() {
-  std::lock_guard lock(mu_);
-  if (closed_) return false;
+  Chunk* ch = state_ == State::kReceiving ? held(c) : nullptr;
+  if (!ch) return false;
+  ch->writing = true;
   ++writers_;
   return true;
 }
 
-void IncomingFile::end_write() {
+void IncomingFile::end_write(const Claim& c) {
   std::lock_guard lock(mu_);
+  auto it = chunks_.find(c.index);
+  if (it != chunks_.end() && it->second.generation == c.generation) it->second.writing = false;
   if (--writers_ == 0 && unlock_when_idle_) {
     unlock_when_idle_ = false;
     temp_.unlock();
   }
 }
 
+void IncomingFile::finish_chunk(const Claim& c, bool verified, const Digest128& digest) {
+  std::lock_guard lock(mu_);
+  Chunk* ch = held(c);
+  if (!ch) return;
+  if (!verified) {
+    chunks_.erase(c.index);  // missing again: the sender sends it again
+    return;
+  }
+  ch->state = ChunkState::kVerified;
+  ch->digest = digest;
+}
+
+IncomingFile::Verdict IncomingFile::verify_single(const Claim& c, const Digest128& digest) {
+  std::lock_guard lock(mu_);
+  if (state_ != State::kReceiving || plan_.count() != 1 || !held(c)) return Verdict::kAlreadyClosed;
+  Chunk& ch = chunks_[c.index];
+  ch.state = ChunkState::kVerified;
+  ch.digest = digest;
+  state_ = State::kPublishing;
+  return Verdict::kVerified;
+}
+
+IncomingFile::Verdict IncomingFile::verify(const Digest128& digest) {
+  std::unique_lock lock(mu_);
+  if (state_ != State::kReceiving) return Verdict::kAlreadyClosed;
+  std::vector<Digest128> digests;
+  digests.reserve(plan_.count());
+  bool complete = chunks_.size() == plan_.count();
+  for (auto& [i, c] : chunks_) {
+    if (c.state != ChunkState::kVerified) complete = false;
+    digests.push_back(c.digest);
+  }
+  Verdict v = Verdict::kVerified;
+  if (!complete)
+    v = Verdict::kIncomplete;
+  else if (file_digest_from_chunks(digests) != digest)
+    v = Verdict::kMismatch;
+  if (v != Verdict::kVerified) {
+    state_ = State::kFailed;
+    temp_.discard();
+    lock.unlock();
+    count_verdict(false);
+    return v;
+  }
+  state_ = State::kPublishing;
+  return v;
+}
+
+std::variant<std::monostate, FsError> IncomingFile::publish(bool durable) {
+  std::variant<std::monostate, FsError> r;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kPublishing)
+      return FsError{ENOENT, "publish " + quote_name(path_) + ": the file was abandoned"};
+    if (fd_ >= 0) r = temp_.publish(mode_, mtime_, durable);
+    state_ = std::holds_alternative<FsError>(r) ? State::kFailed : State::kPublished;
+  }
+  count_verdict(std::holds_alternative<std::monostate>(r));
+  return r;
+}
+
+std::variant<std::monostate, FsError> IncomingFile::prepare_publish() {
+  std::variant<std::monostate, FsError> r;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kPublishing)
+      return FsError{ENOENT, "publish " + quote_name(path_) + ": the file was abandoned"};
+    if (fd_ < 0) return r;
+    r = temp_.prepare(mode_, mtime_);
+    if (std::holds_alternative<std::monostate>(r)) return r;
+    state_ = State::kFailed;
+  }
+  count_verdict(false);
+  return r;
+}
+
+std::variant<std::monostate, FsError> IncomingFile::place() {
+  std::variant<std::monostate, FsError> r;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kPublishing)
+      return FsError{ENOENT, "publish " + quote_name(path_) + ": the file was abandoned"};
+    if (fd_ >= 0) r = temp_.place();
+    state_ = std::holds_alternative<FsError>(r) ? State::kFailed : State::kPublished;
+  }
+  count_verdict(std::holds_alternative<std::monostate>(r));
+  return r;
+}
+
+void IncomingFile::fail_publish() {
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kPublishing) return;
+    state_ = State::kFailed;
+    temp_.discard();
+  }
+  count_verdict(false);
+}
+
+void IncomingFile::count_verdict(bool published) {
+  if (published) {
+    totals_->files.fetch_add(1, std::memory_order_relaxed);
+    totals_->bytes.fetch_add(plan_.size(), std::memory_order_relaxed);
+  } else {
+    totals_->failed.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 bool IncomingFile::abandon(bool keep) {
   std::lock_guard lock(mu_);
-  closed_ = true;
-  bool journaled =
-      std::find(journal_.begin(), journal_.end(), JournalState::kJournaled) != journal_.end();
-  if (keep && resumable_ && journaled) {
+  if (state_ == State::kPublished || state_ == State::kFailed) return false;
+  // Publishing (durably, on another thread): let it finish; the verdict is simply not sent.
+  if (state_ == State::kPublishing) return false;
+  state_ = State::kAbandoned;
+  bool journaled = std::any_of(chunks_.begin(), chunks_.end(), [](const auto& kv) {
+    return kv.second.journal == JournalState::kJournaled;
+  });
+  if (keep && resumable_ && journaled && temp_.has_journal()) {
     temp_.keep();
     // A later attempt may take the partial over as soon as nothing writes to it any more
     // (until then it finds it locked and uses a fresh temp file).

@@ -1,21 +1,25 @@
 // LegacyUploads: one READY-ed legacy file per client address, the rest queued behind it.
 #include "receiver/legacy_uploads.h"
 
-#include "receiver/worker.h"
+#include "io/loop.h"
 
 namespace ackxfer {
 
-bool LegacyUploads::offer(const std::string& address, std::shared_ptr<LegacyUpload> u,
-                          OnTurn on_turn) {
+LegacyUploads::Offer LegacyUploads::offer(const std::string& address,
+                                          std::shared_ptr<LegacyUpload> u, OnTurn on_turn) {
   std::lock_guard lock(mu_);
+  if (total_ >= kMaxLegacyUploads) return Offer::kRefused;
   PerAddress& a = by_address_[address];
   if (!a.ready) {
     u->ready_ms = steady_ms();
     a.ready = std::move(u);
-    return true;
+    ++total_;
+    return Offer::kReady;
   }
+  if (a.queued.size() >= kMaxLegacyQueuedPerAddress) return Offer::kRefused;
   a.queued.push_back(Queued{std::move(u), std::move(on_turn)});
-  return false;
+  ++total_;
+  return Offer::kQueued;
 }
 
 bool LegacyUploads::expecting(const std::string& address) const {
@@ -48,6 +52,7 @@ std::shared_ptr<LegacyUpload> LegacyUploads::claim(const std::string& address) {
     auto it = by_address_.find(address);
     if (it == by_address_.end() || !it->second.ready) return nullptr;
     u = std::move(it->second.ready);
+    --total_;
     turn = promote_locked(address, steady_ms());
   }
   if (turn) turn();
@@ -63,9 +68,10 @@ void LegacyUploads::withdraw(const std::string& address, const LegacyUpload* u) 
     PerAddress& a = it->second;
     if (a.ready.get() == u) {
       a.ready.reset();
+      --total_;
       turn = promote_locked(address, steady_ms());
     } else {
-      std::erase_if(a.queued, [u](const Queued& q) { return q.upload.get() == u; });
+      total_ -= std::erase_if(a.queued, [u](const Queued& q) { return q.upload.get() == u; });
       if (!a.ready && a.queued.empty()) by_address_.erase(it);
     }
   }
@@ -83,6 +89,7 @@ std::vector<std::shared_ptr<LegacyUpload>> LegacyUploads::expire(std::int64_t no
         addresses.push_back(address);
     for (const std::string& address : addresses) {
       gone.push_back(std::move(by_address_[address].ready));
+      --total_;
       if (OnTurn t = promote_locked(address, now_ms)) turns.push_back(std::move(t));
     }
   }

@@ -18,20 +18,17 @@
 #include <vector>
 
 #include "fs/destination.h"
+#include "protocol/limits.h"
+#include "receiver/incoming_file.h"
 
 namespace ackxfer {
-
-// A client that got READY must connect to the data port within this time.
-inline constexpr std::int64_t kLegacyConnectTimeoutMs = 30'000;
-// A legacy SEND may come without a newline: bytes starting with "SEND " followed by this much
-// silence are taken as the whole line.
-inline constexpr std::int64_t kLegacyLineQuietMs = 200;
 
 // One legacy file between its SEND and its data connection's end.
 struct LegacyUpload {
   std::string path;           // as stored under --dir, for logs
   std::string peer;           // the control connection's address:port, for logs
   TempFile temp;              // open before READY, like every file
+  OpenFileSlot slot;          // its place in the receiver's count of open temp files
   std::int64_t ready_ms = 0;  // when it became its address's turn (READY), for the deadline
 };
 
@@ -41,9 +38,11 @@ class LegacyUploads {
   // post to the owner's loop (which then sends READY).
   using OnTurn = std::function<void()>;
 
-  // Returns true if `u` is its address's READY-ed upload now; otherwise it waits behind the
-  // current one and `on_turn` runs when it becomes so.
-  bool offer(const std::string& address, std::shared_ptr<LegacyUpload> u, OnTurn on_turn);
+  // kReady: `u` is its address's READY-ed upload now. kQueued: it waits behind the current one
+  // and `on_turn` runs when it becomes so. kRefused: its address already has
+  // kMaxLegacyQueuedPerAddress waiting, or the receiver kMaxLegacyUploads in all.
+  enum class Offer { kReady, kQueued, kRefused };
+  Offer offer(const std::string& address, std::shared_ptr<LegacyUpload> u, OnTurn on_turn);
   // Whether `address` has an upload waiting for its data connection.
   bool expecting(const std::string& address) const;
   // A data connection from `address` that is not ackxfer framing: the upload it carries (the
@@ -70,6 +69,7 @@ class LegacyUploads {
 
   mutable std::mutex mu_;
   std::unordered_map<std::string, PerAddress> by_address_;
+  std::size_t total_ = 0;  // READY-ed and queued uploads, all addresses
 };
 
 }  // namespace ackxfer

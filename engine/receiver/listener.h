@@ -15,14 +15,12 @@ class Listener final : public WorkerObject {
 
  private:
   enum Op : unsigned { kAccept = 1, kRetryTimer = 2 };
-  void on_complete(unsigned op, int res, unsigned flags) override;
+  void on_complete(unsigned op, const Completion& c) override;
   void on_drained() override;
   void arm();
 
-  Worker& worker_;
   UniqueFd fd_;
   Kind kind_;
-  bool multishot_ = true;
 };
 
 }  // namespace ackxfer

@@ -1,13 +1,16 @@
 // Receiver: binds listeners in the right order and runs the workers.
 #include "receiver/receiver.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include "error.h"
 #include "fs/partial.h"
-#include "io/event_loop.h"
+#include "io/uring_loop.h"
 #include "receiver/receiver_context.h"
-#include "receiver/worker.h"
+#include "receiver/worker_thread.h"
 
 namespace ackxfer {
 namespace {
@@ -32,10 +35,36 @@ std::vector<UniqueFd> bind_listeners(Endpoint& ep, unsigned count) {
   return fds;
 }
 
+// Temp files the receiver may hold open in all: a share of the fd limit, so that sockets,
+// listeners and rings always have room.
+std::size_t open_file_limit() {
+  rlimit rl{};
+  std::size_t fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                        ? static_cast<std::size_t>(rl.rlim_cur)
+                        : kMaxOpenFilesTotal;
+  return std::clamp<std::size_t>(fds / kOpenFilesShareOfFdLimit, 16, kMaxOpenFilesTotal);
+}
+
 }  // namespace
 
 const char* recv_path_name(RecvPath p) {
   return p == RecvPath::kSplice ? "splice" : "buffers";
+}
+
+ReceiverContext::ReceiverContext(const ReceiverOptions& o)
+    : destination(o.dir, o.discard), log(o.log) {}
+
+void ReceiverContext::fail(const std::string& why) {
+  {
+    std::lock_guard lock(failure_mu_);
+    if (!failure_) failure_ = why;
+  }
+  log.error(why);
+}
+
+std::optional<std::string> ReceiverContext::failure() const {
+  std::lock_guard lock(failure_mu_);
+  return failure_;
 }
 
 Receiver::Receiver(ReceiverOptions options) : options_(std::move(options)) {}
@@ -49,16 +78,26 @@ const ReceiverStats& Receiver::stats() const {
   return ctx_->stats;
 }
 
+std::optional<std::string> Receiver::failure() const {
+  return ctx_ ? ctx_->failure() : std::nullopt;
+}
+
 void Receiver::start() {
-  if (auto why = io_uring_unavailable_reason()) throw Failure(*why);
+  if (auto why = io_uring_unavailable_reason()) throw Failure(*why, FailureKind::kSetup);
+  if (options_.legacy && options_.secret)
+    throw Failure(
+        "--legacy cannot be combined with --secret-file: classic clients cannot "
+        "authenticate",
+        FailureKind::kUsage);
   threads_ = options_.threads ? options_.threads : online_cpus();
   ctx_ = std::make_unique<ReceiverContext>(options_);
 
   data_ep_ = resolve_endpoint(options_.listen, options_.data_port, true);
   control_ep_ = resolve_endpoint(options_.listen, options_.control_port, true);
   if (data_ep_.port() != 0 && data_ep_.port() == control_ep_.port())
-    throw Failure("--port and --data-port must differ (both are " +
-                  std::to_string(data_ep_.port()) + ")");
+    throw Failure(
+        "--port and --data-port must differ (both are " + std::to_string(data_ep_.port()) + ")",
+        FailureKind::kUsage);
   check_port_available(data_ep_, "data port");
   check_port_available(control_ep_, "control port");
 
@@ -72,11 +111,12 @@ void Receiver::start() {
   ctx_->max_sessions = options_.max_sessions;
   ctx_->keep_partials_s = options_.keep_partials.count();
   ctx_->secret = options_.secret;
-  if (options_.legacy && options_.secret)
-    throw Failure(
-        "--legacy cannot be combined with --secret-file: classic clients cannot "
-        "authenticate");
   ctx_->legacy_enabled = options_.legacy;
+  ctx_->max_open_files = open_file_limit();
+  if (options_.fsync && !options_.discard) {
+    ctx_->destination.track_created_directories(true);
+    ctx_->publisher = std::make_unique<DurablePublisher>(ctx_->destination);
+  }
   if (!options_.discard) {
     // Partials abandoned long ago (see fs/partial.h): removed in the background, so a large
     // --dir does not delay the start. Partials in use are locked and left alone.
@@ -87,12 +127,16 @@ void Receiver::start() {
         ctx_->log.info("removed " + std::to_string(r.removed) + " partial files (" +
                        std::to_string(r.bytes) + " bytes) older than " +
                        std::to_string(ctx_->keep_partials_s) + " s (--keep-partials)");
+      if (r.left_unproven)
+        ctx_->log.info("left " + std::to_string(r.left_unproven) +
+                       " files named like this receiver's temp files (.ackxfer-*.part, "
+                       ".journal) alone: no journal of ours proves they are ours");
     });
   }
 
   for (unsigned i = 0; i < threads_; ++i)
     workers_.push_back(
-        std::make_unique<Worker>(*ctx_, i, std::move(control[i]), std::move(data[i])));
+        std::make_unique<WorkerThread>(*ctx_, i, std::move(control[i]), std::move(data[i])));
   try {
     for (auto& w : workers_)
       w->start();
@@ -115,8 +159,10 @@ void Receiver::stop() {
   sweep_stop_ = true;
   if (ctx_) {
     ctx_->stopping = true;
-    // Before the workers: its jobs post results to their loops (and see `stopping` soon).
-    ctx_->pool.stop();
+    // Before the workers: their jobs post results to the workers' loops. The publisher
+    // finishes what it was given (those files are verified; publishing them is right).
+    ctx_->work.stop();
+    if (ctx_->publisher) ctx_->publisher->stop();
   }
   for (auto& w : workers_)
     w->stop();

@@ -8,11 +8,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "io/event_loop.h"
+#include "io/loop.h"
 #include "io/socket.h"
 #include "log.h"
 
@@ -52,6 +53,9 @@ struct ReceiverOptions {
   // Also accept the classic SEND/READY clients (no HELLO, no framing, no digest); see
   // receiver/legacy_uploads.h. Incompatible with `secret`: they cannot authenticate.
   bool legacy = false;
+  // A verdict (OK, or a one-chunk file's `published` ack) is sent only once the file's data,
+  // its name and its directory are on stable storage (receiver/durable_publisher.h).
+  bool fsync = false;
   Logger log;
 };
 
@@ -73,9 +77,14 @@ struct ReceiverStats {
   std::atomic<std::uint64_t> chunk_digest_mismatches{0};
   std::atomic<std::uint64_t> protocol_errors{0};
   std::atomic<std::uint64_t> auth_failures{0};  // sessions refused: no or wrong secret
+  // What peers were refused or had taken from them by a limit (protocol/limits.h).
+  std::atomic<std::uint64_t> data_connections_refused{0};  // beyond the data connection limits
+  std::atomic<std::uint64_t> files_refused_busy{0};        // beyond the open-file limits
+  std::atomic<std::uint64_t> claims_taken_over{0};  // chunks taken from a connection gone quiet
+  std::atomic<std::uint64_t> legacy_refused{0};     // recv --legacy: beyond the queue limits
 };
 
-class Worker;
+class WorkerThread;
 struct ReceiverContext;
 
 class Receiver {
@@ -101,13 +110,16 @@ class Receiver {
   const ReceiverStats& stats() const;
   // Per-worker loop counters; complete once wait() has returned.
   std::vector<LoopCounters> loop_counters() const;
+  // Why the receiver failed while running (a worker's loop died), or nothing. Once set, the
+  // receiver is stopping: the embedding program should wait() and report it.
+  std::optional<std::string> failure() const;
 
  private:
   ReceiverOptions options_;
   unsigned threads_ = 0;
   Endpoint control_ep_, data_ep_;
   std::unique_ptr<ReceiverContext> ctx_;
-  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::unique_ptr<WorkerThread>> workers_;
   std::thread sweeper_;  // removes stale partial files at start
   std::atomic<bool> sweep_stop_{false};
 };

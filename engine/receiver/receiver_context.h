@@ -1,11 +1,17 @@
-// What every receiver worker shares: the destination, the token registry, counters, options.
+// What every receiver worker shares: the destination, the token registry, counters, options,
+// and the receiver-wide limits' counts.
 #pragma once
 
 #include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
 
 #include "fs/destination.h"
-#include "io/blocking_pool.h"
+#include "io/work_queue.h"
 #include "log.h"
+#include "receiver/durable_publisher.h"
 #include "receiver/file_registry.h"
 #include "receiver/legacy_uploads.h"
 #include "receiver/receiver.h"
@@ -13,7 +19,7 @@
 namespace ackxfer {
 
 struct ReceiverContext {
-  ReceiverContext(const ReceiverOptions& o) : destination(o.dir), log(o.log) {}
+  explicit ReceiverContext(const ReceiverOptions& o);
 
   Destination destination;
   FileRegistry registry;
@@ -30,8 +36,25 @@ struct ReceiverContext {
   LegacyUploads legacy;
   std::atomic<bool> stopping{false};
   std::atomic<bool> pipe_refusal_logged{false};  // said once per receiver, not per connection
-  // Hashes existing files for `skip=xxh3` off the loops (see ControlSession).
-  BlockingPool pool{1};
+  // recv --fsync: verdicts wait for the publisher (null without --fsync).
+  std::unique_ptr<DurablePublisher> publisher;
+  // Long local work (skip=xxh3 checks, reading kept partials back), in fair slices.
+  WorkQueue work{2};
+
+  // Receiver-wide limits (protocol/limits.h) and what is in use.
+  std::size_t max_open_files = kMaxOpenFilesTotal;
+  std::atomic<std::size_t> open_files{0};  // temp files open (OpenFileSlot)
+  std::atomic<std::size_t> data_connections{0};
+  std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet
+  std::atomic<std::uint64_t> next_connection_id{1};       // names claims (IncomingFile)
+
+  // A worker's loop died: the receiver cannot serve its share of connections any more.
+  void fail(const std::string& why);
+  std::optional<std::string> failure() const;
+
+ private:
+  mutable std::mutex failure_mu_;
+  std::optional<std::string> failure_;  // guarded by failure_mu_
 };
 
 }  // namespace ackxfer

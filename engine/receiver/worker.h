@@ -1,84 +1,95 @@
-// One receiver worker: a thread that owns an io_uring loop, one control and one data listener
-// (SO_REUSEPORT siblings of the other workers'), and every connection those listeners accept.
-// Nothing here is shared with other workers except through ReceiverContext.
+// One receiver worker's connections on one loop: it owns every connection and listener its
+// loop serves, starts and releases them, ticks their deadlines once a second and shuts them down
+// in order. It has no thread of its own (receiver/worker_thread.h runs one on an io_uring), so
+// unit tests drive it, and the connections in it, on the test double.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
-#include <future>
 #include <memory>
-#include <thread>
 #include <unordered_map>
 
-#include "io/buffer_ring.h"
-#include "io/event_loop.h"
+#include "io/loop.h"
 #include "receiver/receiver_context.h"
 #include "unique_fd.h"
 
 namespace ackxfer {
 
-// A connection or listener owned by a worker.
+class Worker;
+
+// A connection, listener or timer owned by a worker.
 class WorkerObject : public LoopObject {
  public:
-  using LoopObject::LoopObject;
+  explicit WorkerObject(Worker& worker);
   virtual void start() = 0;
-  // The receiver is stopping: finish up quickly and close.
+  // The receiver is stopping. The first call finishes up (last words to the peer, within a
+  // deadline); a second call closes at once.
   virtual void shutdown() = 0;
-  // Once a second: check deadlines (idle and first-line timeouts). `now_ms`: steady clock.
+  // Once a second: check deadlines. `now_ms`: the loop's clock.
   virtual void tick(std::int64_t /*now_ms*/) {}
+  // Last resort of a forced shutdown: cancel whatever is still in flight (timers included).
+  void force_close() { begin_close(-1); }
+
+ protected:
+  Worker& worker_;
 };
-
-// Connections must speak up this soon after connecting (or within the idle timeout, if that is
-// shorter): a control connection its HELLO, a data connection its first frame header. A peer
-// that connects and says nothing is dropped quickly.
-inline constexpr std::int64_t kFirstLineTimeoutMs = 10'000;
-
-// Milliseconds on the steady clock, for deadlines.
-std::int64_t steady_ms();
 
 class Worker {
  public:
-  Worker(ReceiverContext& ctx, unsigned index, UniqueFd control_listener, UniqueFd data_listener);
+  // Provided-buffer pools of the worker's loop, shared by its connections: control lines are
+  // small; data payloads are written straight from these buffers, so they should stay in L2
+  // between the kernel's copy into them and pwrite's copy out: 8 x 256 KiB measured as good as
+  // 4 x 512 KiB and better than 16 x 128 KiB or 8 x 1 MiB (docs/PERFORMANCE.md). Memory stays
+  // the same however many connections a worker has.
+  static constexpr std::uint16_t kControlPool = 1;
+  static constexpr unsigned kControlBuffers = 32;
+  static constexpr std::size_t kControlBufferBytes = 16 * 1024;
+  static constexpr std::uint16_t kDataPool = 2;
+  static constexpr unsigned kDataBuffers = 8;
+  static constexpr std::size_t kDataBufferBytes = 256 * 1024;
+
+  // Registers the buffer pools on `loop` (throws Failure if the kernel refuses).
+  Worker(ReceiverContext& ctx, Loop& loop, unsigned index);
   ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
 
-  // Starts the thread; returns when its loop runs with accepts armed. Throws if it cannot.
-  void start();
-  void stop();  // thread-safe
-  void join();
-  // The loop's counters (complete after join()).
-  LoopCounters counters() const { return loop_ ? loop_->counters() : LoopCounters{}; }
-
-  // Loop thread only.
   ReceiverContext& ctx() { return ctx_; }
-  EventLoop& loop() { return *loop_; }
-  // Provided-buffer rings shared by this worker's connections (see io/buffer_ring.h).
-  BufferRing& control_buffers() { return *control_buffers_; }
-  BufferRing& data_buffers() { return *data_buffers_; }
+  Loop& loop() { return loop_; }
   unsigned index() const { return index_; }
   bool stopping() const { return shutting_down_; }
+
+  // Takes `obj` and starts it.
+  void add(std::unique_ptr<WorkerObject> obj);
+  // Starts the once-a-second tick of every object's deadlines.
+  void start_housekeeping();
   void adopt_control_connection(UniqueFd fd);
+  // Closes `fd` at once when the receiver holds its maximum of data connections (in all, or
+  // of connections that have not carried a frame for a known file yet).
   void adopt_data_connection(UniqueFd fd);
-  // Shutdown took too long: close every connection now.
-  void force_close_all();
-  // Housekeeping, once a second: lets every object check its deadlines.
   void tick_all();
   // Called by an object once all its ops have drained; destroys it.
   void release(WorkerObject* obj);
+  // Every object finishes up; after kShutdownGraceMs whatever is left is closed, and 0.5 s
+  // later the loop is stopped whatever remains (the thread then drains it: close_everything).
+  void begin_shutdown();
+  void force_close_all();
+  std::size_t object_count() const { return objects_.size(); }
+
+  // After the loop stopped with objects still open: close them all, cancelling their ops. The
+  // caller runs the loop until drained(), for a bounded time.
+  void close_everything();
+  bool drained() const { return objects_.empty(); }
+  // Objects whose ops never completed: released without being destroyed (the kernel might
+  // still write into them), so nothing in flight can touch freed memory. Returns how many.
+  std::size_t abandon_undrained();
 
  private:
-  void thread_main();
-  void add(std::unique_ptr<WorkerObject> obj);
-  void begin_shutdown();
-
   ReceiverContext& ctx_;
+  Loop& loop_;
   const unsigned index_;
-  UniqueFd control_listener_fd_, data_listener_fd_;
-  std::thread thread_;
-  std::promise<void> started_;
-  std::unique_ptr<EventLoop> loop_;
-  std::unique_ptr<BufferRing> control_buffers_, data_buffers_;
   std::unordered_map<WorkerObject*, std::unique_ptr<WorkerObject>> objects_;
   bool shutting_down_ = false;
+  std::uint64_t refused_logged_ = 0;  // data connections refused, as of the last warning
 };
 
 }  // namespace ackxfer

@@ -7,27 +7,20 @@
 
 namespace ackxfer {
 
-std::uint64_t choose_chunk_bytes(std::uint64_t file_size, std::uint64_t preferred) {
-  std::uint64_t chunk = std::clamp(preferred, kMinChunkBytes, kMaxChunkBytes);
-  while ((file_size + chunk - 1) / chunk > kMaxChunksPerFile && chunk < kMaxChunkBytes)
-    chunk = std::min(chunk * 2, kMaxChunkBytes);
-  return chunk;
-}
-
 void ChunkScheduler::add_file(const std::shared_ptr<OutgoingFile>& file,
                               const std::vector<ChunkRange>& have) {
   std::unique_lock lock(mu_);
-  file->chunk_digests.assign(file->chunk_count, Digest128{});
-  file->chunk_attempts.assign(file->chunk_count, 0);
+  file->chunk_digests.assign(file->chunk_count(), Digest128{});
+  file->chunk_attempts.assign(file->chunk_count(), 0);
   file->chunks_acked = 0;
   std::size_t r = 0;
-  for (std::uint32_t i = 0; i < file->chunk_count; ++i) {
+  for (std::uint32_t i = 0; i < file->chunk_count(); ++i) {
     while (r < have.size() && have[r].last < i)
       ++r;
     bool held = r < have.size() && have[r].first <= i && i <= have[r].last;
     queue_.push_back(ChunkJob{file, i, held});
   }
-  if (file->chunk_count) wake_all(lock);
+  if (file->chunk_count()) wake_all(lock);
 }
 
 std::optional<ChunkJob> ChunkScheduler::next(ChunkWaiter* waiter) {
@@ -55,7 +48,7 @@ void ChunkScheduler::acked(const ChunkJob& job, const Digest128& digest) {
     OutgoingFile& f = *job.file;
     if (f.failed) return;
     f.chunk_digests[job.index] = digest;
-    if (++f.chunks_acked == f.chunk_count) done = job.file;
+    if (++f.chunks_acked == f.chunk_count()) done = job.file;
   }
   if (done) callbacks_.file_chunks_done(std::move(done));
 }
@@ -66,7 +59,7 @@ void ChunkScheduler::retry(const ChunkJob& job, const std::string& why) {
   if (f.failed) return;
   ++retries_;
   if (++f.chunk_attempts[job.index] >= kMaxChunkAttempts) {
-    std::string msg = "chunk at offset " + std::to_string(f.chunk_offset(job.index)) + " failed " +
+    std::string msg = "chunk at offset " + std::to_string(f.plan.offset(job.index)) + " failed " +
                       std::to_string(kMaxChunkAttempts) + " times (last: " + why + ")";
     if (why.find("digest mismatch") != std::string::npos)
       msg +=
@@ -76,6 +69,13 @@ void ChunkScheduler::retry(const ChunkJob& job, const std::string& why) {
     return;
   }
   // To the front: the file is already open on the receiver, finish it first.
+  queue_.push_front(job);
+  wake_all(lock);
+}
+
+void ChunkScheduler::put_back(const ChunkJob& job) {
+  std::unique_lock lock(mu_);
+  if (job.file->failed) return;
   queue_.push_front(job);
   wake_all(lock);
 }

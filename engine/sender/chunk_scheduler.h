@@ -23,6 +23,10 @@ struct ChunkJob {
   // The receiver already holds this chunk (READY have=): hash it locally for the file digest
   // and call acked(), but do not send it.
   bool local_only = false;
+  // The receiver called this chunk busy (another of its connections holds it): how many times
+  // in a row, and since when (ms, the loop's clock). The stream backs off; see limits.h.
+  std::uint8_t busy = 0;
+  std::int64_t busy_since_ms = 0;
 };
 
 // A data stream waiting for work; wake() is called with the scheduler's lock released and must
@@ -37,8 +41,6 @@ class ChunkWaiter {
 
 class ChunkScheduler {
  public:
-  static constexpr int kMaxChunkAttempts = 8;
-
   struct Callbacks {
     // Every chunk of the file is acknowledged: send DONE. Called without the lock held.
     std::function<void(std::shared_ptr<OutgoingFile>)> file_chunks_done;
@@ -65,6 +67,9 @@ class ChunkScheduler {
   void retry(const ChunkJob& job, const std::string& why);
   // The chunk cannot be delivered: fail its file.
   void fail(const ChunkJob& job, const std::string& why, bool retryable);
+  // A chunk a stream took but will not send after all (a busy chunk whose wait is over, a
+  // second local-only chunk): back to the front, not counted as a retry.
+  void put_back(const ChunkJob& job);
 
   // The file's session is gone: drop its queued chunks and ignore its acks, without telling
   // the control client (which is sending it again).

@@ -1,7 +1,14 @@
 // The sender's control session: connects with retry, says HELLO, pipelines SEND/MKDIR/LINK for
 // the walked tree within a window, hands READY files to the chunk scheduler, sends DONE with the
 // file digest once every chunk is acknowledged, re-sends files the receiver rejected, and ends
-// with BYE. Runs on sender loop 0.
+// with BYE. Runs on sender loop 0. Every phase has a deadline: connecting, HELLO, and any wait
+// for the receiver while it owes us an answer.
+//
+// Its member functions live in files by concern:
+//   control_client.cpp   the connection: lines in and out, deadlines, the end of the session
+//   client_connect.cpp   connecting, retries and backoff, HELLO/AUTH, losing and re-establishing
+//   client_window.cpp    the window: walking, opening, hashing (--checksum), SEND/MKDIR/LINK
+//   client_verdicts.cpp  READY, OK, ERR, CREDIT, PROGRESS; retries and failures of files
 #pragma once
 
 #include <chrono>
@@ -10,8 +17,10 @@
 #include <string>
 #include <unordered_map>
 
-#include "io/event_loop.h"
+#include "io/loop.h"
+#include "io/send_queue.h"
 #include "protocol/control_codec.h"
+#include "protocol/limits.h"
 #include "sender/backoff.h"
 #include "sender/outgoing_file.h"
 #include "sender/sender_context.h"
@@ -21,12 +30,6 @@ namespace ackxfer {
 
 class ControlClient final : public LoopObject {
  public:
-  static constexpr int kMaxFileAttempts = 3;
-  // Files in flight (SENT, no verdict yet) and their total size: bounds the receiver's open
-  // temp files and reserved space, and our open fds.
-  static constexpr std::size_t kMaxWindowFiles = 2048;
-  static constexpr std::uint64_t kMaxWindowBytes = 1ull << 30;
-
   ControlClient(SenderContext& ctx, EntrySource& walker, SendReport& report);
   ~ControlClient() override;
 
@@ -40,63 +43,87 @@ class ControlClient final : public LoopObject {
   void cancel();
 
   std::uint64_t file_resends() const { return file_resends_; }
+  // For tests.
+  std::size_t window() const { return window_files_; }
+  bool done() const { return state_ == State::kDone; }
 
  private:
-  enum Op : unsigned { kConnect = 1, kSend = 2, kRecv = 3, kTimer = 4 };
+  enum Op : unsigned { kConnect = 1, kSend = 2, kRecv = 3, kTimer = 4, kTick = 5 };
   enum class State { kConnecting, kBackoff, kHello, kActive, kBye, kDone };
 
-  void on_complete(unsigned op, int res, unsigned flags) override;
+  void on_complete(unsigned op, const Completion& c) override;
   void on_drained() override;
 
+  // ---- the connection (control_client.cpp) ----
+  void process_input();
+  void handle(const ServerMessage& m);
+  void send_line(const ClientMessage& m);
+  // Once a second: deadlines, and PROGRESS for local work.
+  void tick();
+  // Something now waits for the receiver: its deadline starts now if nothing did before.
+  void expect_reply();
+  bool owed_reply() const;
+  void heard_from_receiver();
+  // Ends the session: fails what is still open with `why` (if any) and closes everything.
+  void finish_session(SendReport::Outcome outcome, const std::string& why);
+  // --log-level debug: a timeline of the session, to see where time goes.
+  void milestone(const char* what);
+
+  // ---- connecting (client_connect.cpp) ----
   void connect();
   // A connection attempt failed (or was refused at HELLO, with `detail` saying why): retry
   // with backoff, or give up once --retry-for has passed.
   void connect_failed(int err, const std::string& detail = {});
-  // The established session broke (connection lost, receiver shutting down or timing us out).
+  // The established session broke (connection lost, receiver shutting down, timed out).
   // Within --retry-for, reconnect and send again what had no verdict yet (the receiver resumes
-  // it from what it kept); otherwise end the transfer as interrupted.
+  // it from what it kept); otherwise end the transfer as interrupted (or timed out).
   void session_lost(const std::string& why);
   // Closes the current control connection (its cancelled ops are ignored) and clears buffers.
   void drop_connection();
-  void process_input();
-  void handle(const ServerMessage& m);
   void on_hello(const HelloReply& m);
   // The receiver has a secret: prove ours over both nonces (AUTH proof=).
   void on_auth_challenge(const AuthChallenge& m);
-  void on_ready(const ReadyReply& m);
-  void on_ok(const OkReply& m);
-  void on_err(const ErrReply& m);
+  // Progress on the transfer: the retry budget starts afresh from here.
+  void made_progress();
+
+  // ---- the window (client_window.cpp) ----
   void feed();
+  std::size_t in_window() const;
   // A symlink between LINK and its verdict.
   struct OpenLink {
     std::string source_path;
     LinkRequest request;
     int attempt = 1;
   };
-  // Sends `link` as a LINK with a fresh id; to a receiver known to lack LINK, fails it at once.
+  // Sends `link` as a LINK with a fresh id, or fails it if the receiver cannot take links.
   void send_link(OpenLink link);
-  // The receiver does not know LINK (it predates symlink support): fails `link`, and every
-  // later one without sending it.
-  void links_unsupported(const OpenLink& link);
-  // Drops answered links from the front of links_sent_, so it holds only unanswered ones.
-  void forget_answered_links();
-  bool open_next_file(const SourceEntry& e, int attempt);
+  bool open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms = 0);
   bool open_synthetic(const SourceEntry& e, int attempt);
-  void send_file(std::shared_ptr<OutgoingFile> f, const SourceEntry& e, int attempt);
-  void send_line(const ClientMessage& m);
-  void flush();
+  void send_file(std::shared_ptr<OutgoingFile> f, int attempt);
+  // --checksum: hash the file on the work queue first; SEND follows (checksummed()).
+  void start_checksum(std::shared_ptr<OutgoingFile> f, SendRequest req);
+  void checksummed(std::uint64_t id, std::optional<Digest128> d, int err);
+  // How to open `f` again for a re-send.
+  static SourceEntry entry_of(const OutgoingFile& f);
+
+  // ---- verdicts (client_verdicts.cpp) ----
+  void on_ready(const ReadyReply& m);
+  void on_ok(const OkReply& m);
+  void on_err(const ErrReply& m);
+  void on_session_err(const ErrReply& m);
+  void on_credit(const CreditReply& m);
+  void on_progress(const ProgressNote& m);
+  // An id in a reply that this session never used: the receiver is confused or hostile.
+  bool never_issued(std::uint64_t id);
   void file_delivered(
       std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it);
   void retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
                      bool retryable);
+  // The receiver is out of room for files just now (busy): try the file again after a delay,
+  // without spending an attempt, for at most the idle timeout.
+  void retry_later(const std::shared_ptr<OutgoingFile>& f, const std::string& reason);
   void record_failure(const std::string& path, const std::string& reason);
-  // How to open `f` again for a re-send.
-  static SourceEntry entry_of(const OutgoingFile& f);
   void collect_walk_problems();
-  // Ends the session: fails what is still open with `why` (if any) and closes everything.
-  void finish_session(SendReport::Outcome outcome, const std::string& why);
-  // --log-level debug: a timeline of the session, to see where time goes.
-  void milestone(const char* what);
 
   SenderContext& ctx_;
   EntrySource& walker_;
@@ -107,13 +134,27 @@ class ControlClient final : public LoopObject {
 
   std::vector<char> in_;
   std::size_t in_len_ = 0;
-  std::string out_queued_, out_inflight_;
-  std::size_t out_sent_ = 0;
-  bool send_armed_ = false;
+  SendQueue lines_;
 
-  std::size_t window_files_ = kMaxWindowFiles;
+  // Deadlines (loop clock, ms).
+  std::int64_t phase_started_ms_ = 0;  // connect or HELLO began
+  std::int64_t last_heard_ms_ = 0;     // the receiver last answered something we waited for
+  bool timed_out_ = false;             // the last session was lost to a deadline
+  bool tick_armed_ = false;
+
+  Features features_;  // agreed in HELLO
+  bool links_supported_ = false;
+  std::size_t window_files_ = kInitialOpenFiles;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>> open_files_;
+  struct Checksum {
+    std::shared_ptr<OutgoingFile> file;
+    SendRequest request;
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    std::shared_ptr<std::atomic<std::uint64_t>> done;
+    std::uint64_t reported = ~std::uint64_t{0};
+  };
+  std::unordered_map<std::uint64_t, Checksum> checksums_;  // being hashed before SEND
   struct OpenDir {
     std::string source_path;
     MkdirRequest request;
@@ -121,14 +162,9 @@ class ControlClient final : public LoopObject {
   std::unordered_map<std::uint64_t, OpenDir> open_dirs_;
   std::deque<MkdirRequest> resend_dirs_;  // MKDIRs without a verdict when a session was lost
   std::unordered_map<std::uint64_t, OpenLink> open_links_;
-  // Unanswered LINK ids, in the order they were sent on this connection. A receiver that
-  // predates LINK answers each with `ERR - unknown-verb` (no id), in order: the front names the
-  // link it refers to.
-  std::deque<std::uint64_t> links_sent_;
   std::deque<OpenLink> resend_links_;  // lost with a session, or refused with a retryable error
-  bool links_unsupported_ = false;
-  std::size_t candidate_ = 0;  // index of ctx_.control_ep in ctx_.control_candidates
-  bool reconnecting_ = false;  // the session was lost; trying to re-establish it
+  std::size_t candidate_ = 0;          // index of ctx_.control_ep in ctx_.control_candidates
+  bool reconnecting_ = false;          // the session was lost; trying to re-establish it
   // This connection's authentication exchange (with a secret): our nonce in HELLO, the
   // receiver's from its AUTH challenge.
   Nonce our_nonce_;
@@ -137,14 +173,16 @@ class ControlClient final : public LoopObject {
   std::uint64_t open_bytes_ = 0;
   struct Resend {
     SourceEntry entry;
-    int attempt;
+    int attempt = 1;
+    std::int64_t not_before_ms = 0;  // busy: not before then
+    std::int64_t busy_since_ms = 0;  // busy: since when (0: not busy)
   };
   std::deque<Resend> resend_;
   bool walk_done_ = false;
   bool feed_posted_ = false;  // a feed() continuation is queued on the loop
   unsigned streams_given_up_ = 0;
   std::string streams_lost_reason_;  // set once every stream has given up
-  static constexpr std::uint64_t kStreamsLostGraceNs = 1'000'000'000;
+  std::int64_t streams_lost_ms_ = 0;
   std::uint64_t file_resends_ = 0;
   std::uint64_t readies_ = 0;
   std::chrono::steady_clock::time_point started_;

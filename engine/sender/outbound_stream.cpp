@@ -7,12 +7,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
+#include "display.h"
 #include "error.h"
-#include "fs/file_digest.h"
 #include "io/splice_pipe.h"
 #include "protocol/data_frame.h"
+#include "protocol/limits.h"
 #include "sender/control_client.h"
 
 namespace ackxfer {
@@ -30,6 +32,9 @@ constexpr std::uint64_t kStreamedMinBytes = 1 << 20;
 // How much of a streamed chunk is hashed and then handed to the kernel at once: small enough
 // that the pages are still in L2 when the socket (or the receiver) reads them.
 constexpr std::uint64_t kWindowBytes = 1 << 20;
+// Chunks the receiver already holds are hashed this much per turn of the loop, so that acks
+// and other chunks keep moving meanwhile.
+constexpr std::uint64_t kLocalHashSliceBytes = 16 << 20;
 
 // Generated content for memory-to-memory benchmarks: a fixed pseudo-random pattern, so the
 // sender spends nothing on producing it (a copy, as a page-cache read would be).
@@ -77,7 +82,7 @@ void OutboundStream::retarget(const Endpoint& target) {
   backoff_.reset();
   gave_up_ = false;
   // Waiting to reconnect: go now (the cancelled timer completes and connects).
-  if (state_ == State::kBackoff) disarm_timer();
+  if (state_ == State::kBackoff) disarm_timer(kTimer);
 }
 
 void OutboundStream::connect() {
@@ -99,8 +104,6 @@ void OutboundStream::connected() {
   backoff_.reset();
   if (std::exchange(gave_up_, false))
     ctx_.loops[0]->post([c = ctx_.control] { c->stream_recovered(); });
-  // Hash-and-send keeps the socket fed from a hot buffer; a larger send buffer lets the kernel
-  // absorb a whole batch while we read the next one.
   recv_armed_ = true;
   arm_recv(fd_.get(), ack_buf_.data() + ack_len_, ack_buf_.size() - ack_len_, kRecv);
   pump();
@@ -124,9 +127,19 @@ void OutboundStream::on_drained() {
   ctx_.object_finished(loop_index_);
 }
 
-void OutboundStream::on_complete(unsigned op, int res, unsigned /*flags*/) {
+void OutboundStream::on_complete(unsigned op, const Completion& c) {
+  const int res = c.res;
+  if (op == kLater) {
+    later_armed_ = false;
+    if (state_ == State::kDraining) {
+      if (inflight() == 0) after_drain();
+      return;
+    }
+    later();
+    return;
+  }
   if (state_ == State::kDraining) {
-    if (inflight() == 0) after_drain();
+    if (inflight() == (later_armed_ ? 1 : 0)) after_drain();
     return;
   }
   switch (op) {
@@ -206,12 +219,12 @@ void OutboundStream::pump() {
   if (out_len_ == 0 && !fill()) return;
   if (out_len_ > 0) {
     // A streamed chunk's header goes first; MSG_MORE lets it share a segment with the payload.
-    bool more = cur_ && cur_streamed_ && cur_pos_ < cur_->file->chunk_length(cur_->index);
+    bool more = cur_ && cur_streamed_ && cur_pos_ < cur_->file->plan.length(cur_->index);
     send_armed_ = true;
     arm_send(fd_.get(), out_.data() + out_sent_, out_len_ - out_sent_, kSend, more ? MSG_MORE : 0);
     return;
   }
-  if (cur_ && cur_streamed_ && cur_pos_ < cur_->file->chunk_length(cur_->index)) start_window();
+  if (cur_ && cur_streamed_ && cur_pos_ < cur_->file->plan.length(cur_->index)) start_window();
 }
 
 // Packs as many frames (or frame pieces) into out_ as fit. Returns false if the stream had to
@@ -226,22 +239,28 @@ bool OutboundStream::fill() {
       auto job = ctx_.scheduler->next(this);
       if (!job) break;
       if (job->local_only) {
-        hash_local(*job);
+        // One at a time, hashed in slices (hash_local_slice); a second one goes back.
+        if (local_) {
+          ctx_.scheduler->put_back(*job);
+          break;
+        }
+        local_ = std::move(job);
+        arm_later();
         continue;
       }
       cur_ = std::move(job);
       cur_pos_ = 0;
       digest_.reset();
       OutgoingFile& f = *cur_->file;
-      const std::uint64_t len = f.chunk_length(cur_->index);
+      const std::uint64_t len = f.plan.length(cur_->index);
       cur_streamed_ = ctx_.send_path != SendPath::kCopy && len >= kStreamedMinBytes && !f.synthetic;
-      encode_frame_header(FrameHeader{f.token, f.chunk_offset(cur_->index), len},
+      encode_frame_header(FrameHeader{f.token, f.plan.offset(cur_->index), len},
                           out_.data() + out_len_);
       out_len_ += kFrameHeaderBytes;
     }
     OutgoingFile& f = *cur_->file;
-    const std::uint64_t len = f.chunk_length(cur_->index);
-    const std::uint64_t base = f.chunk_offset(cur_->index);
+    const std::uint64_t len = f.plan.length(cur_->index);
+    const std::uint64_t base = f.plan.offset(cur_->index);
     if (cur_streamed_ && cur_pos_ < len) break;  // payload follows from the mapping or pipe
     while (cur_pos_ < len && out_len_ < cap - kFrameTrailerBytes) {
       std::size_t want = static_cast<std::size_t>(
@@ -263,7 +282,7 @@ bool OutboundStream::fill() {
     if (cur_pos_ < len) break;  // buffer full
     if (cap - out_len_ < kFrameTrailerBytes) break;
     Digest128 d = digest_.finish();
-    if (f.chunk_count == 1 && f.changed_since_opened()) {
+    if (f.chunk_count() == 1 && f.changed_since_opened()) {
       // The receiver publishes a one-chunk file as soon as its frame verifies, so a file that
       // changed while we read it must fail here: a wrong trailer makes the receiver discard
       // the frame, and the file is sent again from a fresh look at it.
@@ -279,10 +298,64 @@ bool OutboundStream::fill() {
   return true;
 }
 
-void OutboundStream::hash_local(const ChunkJob& job) {
-  const OutgoingFile& f = *job.file;
-  const std::uint64_t len = f.chunk_length(job.index);
-  const std::uint64_t base = f.chunk_offset(job.index);
+void OutboundStream::arm_later() {
+  if (closing() || state_ == State::kFinished) return;
+  std::int64_t now = loop_.now_ms();
+  std::int64_t wait = -1;
+  if (local_) {
+    wait = 0;
+  } else if (!busy_.empty()) {
+    auto first = std::min_element(busy_.begin(), busy_.end(),
+                                  [](const auto& a, const auto& b) { return a.first < b.first; });
+    wait = std::max<std::int64_t>(0, first->first - now);
+  }
+  if (wait < 0 || (later_armed_ && wait > 0)) return;
+  later_armed_ = true;
+  arm_timer(static_cast<std::uint64_t>(wait) * 1'000'000, kLater);
+}
+
+void OutboundStream::later() {
+  if (closing() || state_ == State::kFinished) return;
+  if (local_) hash_local_slice();
+  // Busy chunks whose wait is over go back to the queue (to this or any idle stream).
+  std::int64_t now = loop_.now_ms();
+  bool released = false;
+  for (auto it = busy_.begin(); it != busy_.end();) {
+    if (it->first <= now) {
+      ctx_.scheduler->put_back(it->second);
+      it = busy_.erase(it);
+      released = true;
+    } else {
+      ++it;
+    }
+  }
+  arm_later();
+  if (released || !local_) pump();
+}
+
+void OutboundStream::busy(ChunkJob job) {
+  const std::int64_t now = loop_.now_ms();
+  if (job.busy == 0) job.busy_since_ms = now;
+  // The receiver holds the chunk on another connection: that one may still finish it, or it
+  // is dead and the receiver hands the chunk over once it has been quiet long enough
+  // (kStaleClaimMs). Either way, hammering it helps nobody.
+  if (now - job.busy_since_ms > ctx_.options.idle_timeout.count()) {
+    ctx_.scheduler->fail(job, "the receiver kept a chunk busy for longer than --idle-timeout",
+                         true);
+    return;
+  }
+  std::int64_t delay =
+      std::min<std::int64_t>(kBusyMaxDelayMs, kBusyFirstDelayMs << std::min<int>(job.busy, 8));
+  if (job.busy < 255) ++job.busy;
+  busy_.emplace_back(now + delay, std::move(job));
+  arm_later();
+}
+
+void OutboundStream::hash_local_slice() {
+  const ChunkJob& job = *local_;
+  OutgoingFile& f = *job.file;
+  const std::uint64_t len = f.plan.length(job.index);
+  const std::uint64_t base = f.plan.offset(job.index);
   std::optional<Digest128> d;
   if (f.synthetic) {
     StreamingDigest s;
@@ -295,20 +368,32 @@ void OutboundStream::hash_local(const ChunkJob& job) {
     }
     d = s.finish();
   } else {
-    d = chunk_digest_of(f.fd.get(), base, len);
-  }
-  if (!d) {
-    ctx_.scheduler->fail(job, "cannot read it: " + errno_text(errno), false);
-    return;
+    if (!local_hasher_) local_hasher_.emplace(f.fd.get(), base, len);
+    std::uint64_t before = local_hasher_->hashed();
+    if (!local_hasher_->step(kLocalHashSliceBytes)) {
+      int err = errno;
+      local_hasher_.reset();
+      ctx_.scheduler->fail(
+          job, err == ENODATA ? "it shrank while being sent" : "cannot read it: " + errno_text(err),
+          false);
+      local_.reset();
+      return;
+    }
+    f.local_hashed.fetch_add(local_hasher_->hashed() - before, std::memory_order_relaxed);
+    if (!local_hasher_->done()) return;  // the next slice next turn
+    d = local_hasher_->finish();
+    local_hasher_.reset();
   }
   ctx_.resumed_bytes.fetch_add(len, std::memory_order_relaxed);
-  ctx_.scheduler->acked(job, *d);
+  ChunkJob done = std::move(*local_);
+  local_.reset();
+  ctx_.scheduler->acked(done, *d);
 }
 
 void OutboundStream::start_window() {
   OutgoingFile& f = *cur_->file;
-  const std::uint64_t len = f.chunk_length(cur_->index);
-  const std::uint64_t base = f.chunk_offset(cur_->index);
+  const std::uint64_t len = f.plan.length(cur_->index);
+  const std::uint64_t base = f.plan.offset(cur_->index);
   if (!map_.mapped() || map_.offset() != base || map_.length() != len) {
     if (int e = map_.map(f.fd.get(), base, len)) {
       abort_current("cannot map it: " + errno_text(e));
@@ -353,14 +438,14 @@ void OutboundStream::window_sent(std::uint64_t n) {
       arm_send(fd_.get(), map_.at(cur_pos_), static_cast<std::size_t>(window_left_), kSendMapped,
                MSG_MORE);
     } else {
-      arm_splice(f.fd.get(), static_cast<std::int64_t>(f.chunk_offset(cur_->index) + cur_pos_),
+      arm_splice(f.fd.get(), static_cast<std::int64_t>(f.plan.offset(cur_->index) + cur_pos_),
                  pipe_.write_end(), -1,
                  static_cast<unsigned>(std::min<std::uint64_t>(splice_in_left_, pipe_.bytes())),
                  kSpliceIn);
     }
     return;
   }
-  if (cur_pos_ == f.chunk_length(cur_->index)) map_.unmap();
+  if (cur_pos_ == f.plan.length(cur_->index)) map_.unmap();
   pump();
 }
 
@@ -376,6 +461,7 @@ bool OutboundStream::want_pipe() {
 
 void OutboundStream::on_ack_bytes(int n) {
   ack_len_ += static_cast<std::size_t>(n);
+  ctx_.last_ack_ms.store(loop_.now_ms(), std::memory_order_relaxed);
   std::size_t pos = 0;
   while (ack_len_ - pos >= kFrameAckBytes) {
     FrameAck a;
@@ -398,16 +484,16 @@ void OutboundStream::on_ack_bytes(int n) {
 
 void OutboundStream::handle_ack(const FrameAck& a) {
   if (unacked_.empty() || unacked_.front().job.file->token != a.token ||
-      unacked_.front().job.file->chunk_offset(unacked_.front().job.index) != a.offset) {
+      unacked_.front().job.file->plan.offset(unacked_.front().job.index) != a.offset) {
     connection_failed("the receiver acknowledged a frame that was not sent next", true);
     return;
   }
   SentFrame frame = std::move(unacked_.front());
   unacked_.pop_front();
-  unacked_bytes_ -= frame.job.file->chunk_length(frame.job.index);
+  unacked_bytes_ -= frame.job.file->plan.length(frame.job.index);
   ChunkScheduler& s = *ctx_.scheduler;
   const std::string where =
-      "'" + frame.job.file->wire_path + "' at offset " + std::to_string(a.offset);
+      quote_name(frame.job.file->wire_path) + " at offset " + std::to_string(a.offset);
   switch (a.status) {
     case AckStatus::kOk:
     case AckStatus::kPublished:  // a one-chunk file: verified and published already
@@ -422,7 +508,7 @@ void OutboundStream::handle_ack(const FrameAck& a) {
       s.retry(frame.job, "digest mismatch");
       return;
     case AckStatus::kBusy:
-      s.retry(frame.job, "chunk busy on another connection");
+      busy(std::move(frame.job));
       return;
     case AckStatus::kWriteFailed:
       s.fail(frame.job, "the receiver could not write it: " + errno_text(a.error), false);
@@ -462,6 +548,15 @@ void OutboundStream::connection_failed(const std::string& why, bool retryable) {
     s.retry(f.job, why);
   unacked_.clear();
   unacked_bytes_ = 0;
+  // Waiting chunks go back too: another stream may take them.
+  for (auto& [due, job] : busy_)
+    s.put_back(job);
+  busy_.clear();
+  if (local_) {
+    s.put_back(*local_);
+    local_.reset();
+    local_hasher_.reset();
+  }
   map_.unmap();
   send_armed_ = recv_armed_ = window_armed_ = false;
   state_ = State::kDraining;
@@ -470,7 +565,7 @@ void OutboundStream::connection_failed(const std::string& why, bool retryable) {
     ::shutdown(fd_.get(), SHUT_RDWR);
     loop_.cancel_fd(fd_.get());
   }
-  if (inflight() == 0) after_drain();
+  if (inflight() == (later_armed_ ? 1 : 0)) after_drain();
 }
 
 void OutboundStream::after_drain() {
@@ -485,7 +580,9 @@ void OutboundStream::after_drain() {
     return;
   }
   std::optional<std::chrono::milliseconds> delay;
-  if (retryable_) delay = backoff_.next_delay(Backoff::Clock::now());
+  if (retryable_)
+    delay =
+        backoff_.next_delay(Backoff::Clock::time_point(std::chrono::milliseconds(loop_.now_ms())));
   if (!delay) {
     // Out of retries: tell the control client, which decides whether the transfer is over
     // (it finishes us) or the receiver came back (it retargets us). Meanwhile keep trying at

@@ -1,7 +1,8 @@
 // One data connection of the sender: takes chunks from the scheduler, sends each as a frame
 // (header, payload hashed on the way, digest trailer), and matches the receiver's acks to the
 // frames in flight. Reconnects with backoff when the connection fails, handing its unacked
-// chunks back to the scheduler first.
+// chunks back to the scheduler first. A chunk the receiver calls busy waits here, backing off,
+// before it is offered again.
 #pragma once
 
 #include <deque>
@@ -9,8 +10,9 @@
 #include <vector>
 
 #include "digest/digest.h"
+#include "fs/file_digest.h"
 #include "fs/mapped_range.h"
-#include "io/event_loop.h"
+#include "io/loop.h"
 #include "io/socket.h"
 #include "io/splice_pipe.h"
 #include "protocol/data_frame.h"
@@ -48,6 +50,8 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
     kSpliceOut = 6,   // pipe -> socket
     kSendMapped = 7,  // from the mapping of the current chunk
   };
+  // Busy chunks and local hashing share the nop/timer tag 0 (see on_complete).
+  static constexpr unsigned kLater = 0;
   enum class State { kIdle, kConnecting, kRunning, kDraining, kBackoff, kFinished };
 
   struct SentFrame {
@@ -55,7 +59,7 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
     Digest128 digest;
   };
 
-  void on_complete(unsigned op, int res, unsigned flags) override;
+  void on_complete(unsigned op, const Completion& c) override;
   void on_drained() override;
 
   void connect();
@@ -72,9 +76,15 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   void on_ack_bytes(int n);
   void handle_ack(const FrameAck& ack);
   void abort_current(const std::string& why);
+  // A chunk the receiver called busy: offered again after a delay that doubles each time,
+  // for at most the idle timeout.
+  void busy(ChunkJob job);
+  // The timer of busy chunks, and the slices of local hashing.
+  void later();
+  void arm_later();
   // A chunk the receiver already holds: hash it from the source (for the file digest in
-  // DONE) instead of sending it.
-  void hash_local(const ChunkJob& job);
+  // DONE) instead of sending it, a slice per turn of the loop.
+  void hash_local_slice();
 
   SenderContext& ctx_;
   const unsigned loop_index_;
@@ -117,6 +127,13 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   std::vector<std::uint8_t> ack_buf_;
   std::size_t ack_len_ = 0;
   bool recv_armed_ = false;
+
+  // Busy chunks waiting for their next try (due time on the loop clock), and the local-only
+  // chunk being hashed.
+  std::deque<std::pair<std::int64_t, ChunkJob>> busy_;
+  std::optional<ChunkJob> local_;
+  std::optional<RangeHasher> local_hasher_;
+  bool later_armed_ = false;
 };
 
 }  // namespace ackxfer

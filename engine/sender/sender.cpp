@@ -5,11 +5,12 @@
 #include <unistd.h>
 
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "error.h"
-#include "io/event_loop.h"
 #include "io/socket.h"
+#include "io/uring_loop.h"
 #include "sender/control_client.h"
 #include "sender/outbound_stream.h"
 #include "sender/sender_context.h"
@@ -61,6 +62,9 @@ std::optional<SendPath> parse_send_path(std::string_view name) {
   return std::nullopt;
 }
 
+SenderContext::SenderContext(const SenderOptions& o) : options(o), log(o.log) {}
+SenderContext::~SenderContext() = default;
+
 Sender::Sender(SenderOptions options) : options_(std::move(options)) {}
 Sender::~Sender() = default;
 
@@ -90,13 +94,15 @@ std::optional<SendProgress> Sender::progress() {
 
 SendReport Sender::run() {
   if (options_.streams > kMaxStreams)
-    throw Failure("--streams must be between 1 and " + std::to_string(kMaxStreams));
+    throw Failure("--streams must be between 1 and " + std::to_string(kMaxStreams),
+                  FailureKind::kUsage);
   if (options_.paths.empty() && !options_.synthetic)
-    throw Failure("nothing to send: give at least one PATH");
+    throw Failure("nothing to send: give at least one PATH", FailureKind::kUsage);
   HostPort hp = parse_host_port(options_.to);
   if (!hp.has_port) hp.port = kDefaultControlPort;
-  if (hp.port == 0) throw Failure("--to: port 0 is not a port a receiver can listen on");
-  if (auto why = io_uring_unavailable_reason()) throw Failure(*why);
+  if (hp.port == 0)
+    throw Failure("--to: port 0 is not a port a receiver can listen on", FailureKind::kUsage);
+  if (auto why = io_uring_unavailable_reason()) throw Failure(*why, FailureKind::kSetup);
 
   SenderContext ctx(options_);
   ctx.control_candidates = resolve_endpoints(hp.host, hp.port, false);
@@ -119,22 +125,22 @@ SendReport Sender::run() {
   report.threads = threads;
 
   // Loop 0 belongs to this thread; each helper thread creates its own loop (a ring is bound
-  // to the thread that submits to it) and waits for the go signal.
-  // Loop 0 belongs to this thread; each helper thread creates its own loop (a ring is bound
   // to the thread that submits to it) and waits for the go signal. The loops are destroyed
   // only after every thread has finished: any thread may post to any loop until then.
-  EventLoop loop0;
-  std::vector<std::unique_ptr<EventLoop>> helper_loops(threads);
+  UringLoop loop0;
+  std::vector<std::unique_ptr<UringLoop>> helper_loops(threads);
   ctx.loops.assign(threads, nullptr);
   ctx.loops[0] = &loop0;
   std::vector<std::thread> helpers;
+  std::mutex failure_mu;
+  std::optional<std::string> loop_failure;  // guarded by failure_mu
   std::vector<std::promise<void>> ready(threads);
   std::promise<void> go;
   std::shared_future<void> go_signal = go.get_future().share();
   for (unsigned i = 1; i < threads; ++i) {
     helpers.emplace_back([&, i] {
       try {
-        helper_loops[i] = std::make_unique<EventLoop>();
+        helper_loops[i] = std::make_unique<UringLoop>();
         ctx.loops[i] = helper_loops[i].get();
         ready[i].set_value();
       } catch (...) {
@@ -145,7 +151,16 @@ SendReport Sender::run() {
       try {
         helper_loops[i]->run();
       } catch (const std::exception& e) {
-        ctx.log.error(std::string("sender thread stopped: ") + e.what());
+        // Its streams are gone: the transfer cannot finish as planned. End it, and say so.
+        std::string why = std::string("a sender thread's loop failed: ") + e.what();
+        ctx.log.error(why);
+        {
+          std::lock_guard lock(failure_mu);
+          if (!loop_failure) loop_failure = why;
+        }
+        ctx.loops[0]->post([&ctx] {
+          if (ctx.control) ctx.control->cancel();
+        });
       }
     });
   }
@@ -159,7 +174,7 @@ SendReport Sender::run() {
   }
   if (startup_error) {
     for (unsigned i = 1; i < threads; ++i)
-      if (EventLoop* l = ctx.loops[i]) l->post([l] { l->stop(); });
+      if (Loop* l = ctx.loops[i]) l->post([l] { l->stop(); });
     go.set_value();
     for (auto& t : helpers)
       t.join();
@@ -206,16 +221,25 @@ SendReport Sender::run() {
   try {
     loop0.run();
   } catch (const std::exception& e) {
-    ctx.log.error(std::string("sender loop stopped: ") + e.what());
+    std::string why = std::string("the sender's loop failed: ") + e.what();
+    ctx.log.error(why);
+    {
+      std::lock_guard lock(failure_mu);
+      if (!loop_failure) loop_failure = why;
+    }
+    for (unsigned i = 1; i < threads; ++i)
+      ctx.loops[i]->post([l = ctx.loops[i]] { l->stop(); });
   }
+  // Its jobs post to loop 0: stopped before any loop goes.
+  ctx.work.stop();
   for (auto& t : helpers)
     t.join();
   {
     std::lock_guard lock(ctx_mu_);
     ctx_ = nullptr;
   }
-  for (EventLoop* l : ctx.loops) {
-    const LoopCounters& c = l->counters();
+  for (unsigned i = 0; i < threads; ++i) {
+    const LoopCounters& c = i == 0 ? loop0.counters() : helper_loops[i]->counters();
     report.cpu_seconds += static_cast<double>(c.cpu_ns) / 1e9;
     if (c.run_ns)
       report.busiest_thread = std::max(
@@ -229,6 +253,8 @@ SendReport Sender::run() {
   if (ctx.splice_refused.load()) report.send_path = "splice+mmap";
   if (report.outcome == SendReport::Outcome::kOk && !report.failed.empty())
     report.outcome = SendReport::Outcome::kSomeFailed;
+  std::lock_guard lock(failure_mu);
+  if (loop_failure) throw Failure(*loop_failure, FailureKind::kInternal);
   return report;
 }
 

@@ -5,8 +5,9 @@
 #include <memory>
 #include <vector>
 
-#include "io/event_loop.h"
+#include "io/loop.h"
 #include "io/socket.h"
+#include "io/work_queue.h"
 #include "sender/chunk_scheduler.h"
 #include "sender/sender.h"
 
@@ -16,7 +17,8 @@ class ControlClient;
 class OutboundStream;
 
 struct SenderContext {
-  explicit SenderContext(const SenderOptions& o) : options(o), log(o.log) {}
+  explicit SenderContext(const SenderOptions& o);
+  ~SenderContext();  // in sender.cpp, where OutboundStream is complete
 
   const SenderOptions& options;
   Logger log;
@@ -27,7 +29,7 @@ struct SenderContext {
   std::unique_ptr<ChunkScheduler> scheduler;
 
   // loops[i] runs on sender thread i; loops[0] also runs the control client.
-  std::vector<EventLoop*> loops;
+  std::vector<Loop*> loops;
   std::vector<int> live_objects;  // per loop, touched only on that loop's thread
   ControlClient* control = nullptr;
   std::vector<std::unique_ptr<OutboundStream>> streams;
@@ -44,6 +46,11 @@ struct SenderContext {
   std::atomic<bool> cancelled{false};
   // A stream could not get a pipe worth splicing through and sent from a mapping instead.
   std::atomic<bool> splice_refused{false};
+  // When a data stream last heard from the receiver (an ack; steady ms): the control client's
+  // deadline counts it as the receiver answering.
+  std::atomic<std::int64_t> last_ack_ms{0};
+  // Whole-file hashing for --checksum, off the loops, in slices.
+  WorkQueue work{1};
 
   // Loop thread only: an object on loop `i` has finished for good.
   void object_finished(unsigned loop_index) {

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "error.h"
+#include "fs/relative_path.h"
 #include "protocol/limits.h"
 
 namespace ackxfer {
@@ -117,14 +118,41 @@ std::optional<SourceEntry> TreeWalker::link_entry(int dir_fd, const char* name,
   return e;
 }
 
-void TreeWalker::push_dir(const std::string& source, const std::string& wire) {
-  DIR* d = opendir(source.c_str());
+void TreeWalker::push_dir(int parent_fd, const char* name, const struct stat& st,
+                          const std::string& source, const std::string& wire) {
+  // Relative to the directory the walk is in, never through a symlink: a directory swapped
+  // for a link since fstatat looked at it cannot lead the walk (or any open) outside the tree.
+  UniqueFd fd(parent_fd >= 0
+                  ? openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                  : ::open(source.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    problems_.push_back({source, errno == ELOOP || errno == ENOTDIR
+                                     ? "changed while being walked (no longer a directory)"
+                                     : "cannot read directory: " + errno_text(errno)});
+    return;
+  }
+  struct stat now {};
+  if (fstat(fd.get(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+    problems_.push_back({source, "changed while being walked (another directory now)"});
+    return;
+  }
+  auto held = std::make_shared<const UniqueFd>(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  DIR* d = fdopendir(fd.get());
   if (!d) {
     problems_.push_back({source, "cannot read directory: " + errno_text(errno)});
     return;
   }
-  auto fd = std::make_shared<const UniqueFd>(fcntl(dirfd(d), F_DUPFD_CLOEXEC, 0));
-  stack_.push_back({d, source + "/", wire + "/", std::move(fd)});
+  (void)fd.release();  // the DIR owns it now
+  stack_.push_back({d, source + "/", wire + "/", std::move(held)});
+}
+
+bool TreeWalker::reserved(std::string_view name, const std::string& source) {
+  if (!is_reserved_name(name)) return false;
+  problems_.push_back({source,
+                       "skipped: the name has the shape receivers reserve for their temporary "
+                       "files (.ackxfer-*.part, .ackxfer-*.journal)",
+                       false});
+  return true;
 }
 
 std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
@@ -141,8 +169,13 @@ std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
   std::string source = arg;
   while (source.size() > 1 && source.back() == '/')
     source.pop_back();
+  if (reserved(*name, source)) {
+    problems_.back().is_failure = true;  // named on the command line: a failure, not a skip
+    return std::nullopt;
+  }
   auto e = from_stat(st, source, *name);
-  if (e && e->kind == SourceEntry::Kind::kDirectory) push_dir(e->source_path, e->wire_path);
+  if (e && e->kind == SourceEntry::Kind::kDirectory)
+    push_dir(-1, "", st, e->source_path, e->wire_path);
   if (!e && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
     // A special file named on the command line is a failure, not a silent skip.
     problems_.back().is_failure = true;
@@ -171,6 +204,7 @@ std::optional<SourceEntry> TreeWalker::next() {
     if (name == "." || name == "..") continue;
     std::string source = top.source_prefix + de->d_name;
     std::string wire = top.wire_prefix + de->d_name;
+    if (reserved(name, source)) continue;
     if (de->d_type == DT_REG) {
       // Saves a stat per file: the sender learns size, mode and mtime from the fd it opens.
       if (wire.size() > kMaxPathBytes) {
@@ -203,7 +237,8 @@ std::optional<SourceEntry> TreeWalker::next() {
     auto e = from_stat(st, std::move(source), std::move(wire));
     if (!e) continue;
     // push_dir may reallocate stack_: `top` is not used after this.
-    if (e->kind == SourceEntry::Kind::kDirectory) push_dir(e->source_path, e->wire_path);
+    if (e->kind == SourceEntry::Kind::kDirectory)
+      push_dir(dirfd(top.dir), de->d_name, st, e->source_path, e->wire_path);
     return e;
   }
 }

@@ -84,7 +84,13 @@ class TreeWalker final : public EntrySource {
   // The symlink `name` in the directory `dir_fd`, as lstat'ed in `st`.
   std::optional<SourceEntry> link_entry(int dir_fd, const char* name, const struct stat& st,
                                         std::string source, std::string wire);
-  void push_dir(const std::string& source, const std::string& wire);
+  // Opens directory `name` in `parent_fd` (or, for a PATH argument, `source` itself, with
+  // parent_fd -1) without following a symlink, checks it is still the directory `st`
+  // describes, and walks it next.
+  void push_dir(int parent_fd, const char* name, const struct stat& st, const std::string& source,
+                const std::string& wire);
+  // Names receivers reserve for their temp files (.ackxfer-*.part): skipped with a warning.
+  bool reserved(std::string_view name, const std::string& source);
 
   std::vector<std::string> roots_;
   std::size_t next_root_ = 0;

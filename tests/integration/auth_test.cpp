@@ -93,7 +93,7 @@ TEST_F(Auth, Receiver_ARecordedProofCannotBeReplayed) {
   ReceiverProcess r(dst_.path(), 2, {"--secret-file", secret_.string()});
   SharedSecret secret(read_text(secret_));
   Nonce ours = Nonce::random();
-  std::string hello = format_line(HelloRequest{1, ours});
+  std::string hello = format_line(HelloRequest{1, ours, std::nullopt});
 
   auto challenge = [&](RawClient& c) -> std::optional<Nonce> {
     c.send_bytes(hello);
@@ -134,7 +134,7 @@ TEST_F(Auth, Receiver_ARecordedProofCannotBeReplayed) {
 TEST_F(Auth, Receiver_ASendBeforeAuthIsRefusedAndNothingIsWritten) {
   ReceiverProcess r(dst_.path(), 2, {"--secret-file", secret_.string()});
   RawClient c(r.port());
-  c.send_bytes(format_line(HelloRequest{1, Nonce::random()}));
+  c.send_bytes(format_line(HelloRequest{1, Nonce::random(), std::nullopt}));
   auto line = c.read_line();
   ASSERT_TRUE(line && line->starts_with("AUTH nonce=")) << line.value_or("EOF");
   c.send_bytes("MKDIR 1 x mode=0755 mtime=1.0\nSEND 2 y size=1 mode=0644 mtime=1.0 chunk=65536\n");
@@ -147,7 +147,7 @@ TEST_F(Auth, Receiver_ASendBeforeAuthIsRefusedAndNothingIsWritten) {
 TEST_F(Auth, Receiver_ASenderThatNeverAnswersTheChallengeIsDropped) {
   ReceiverProcess r(dst_.path(), 2, {"--secret-file", secret_.string(), "--idle-timeout", "2"});
   RawClient c(r.port());
-  c.send_bytes(format_line(HelloRequest{1, Nonce::random()}));
+  c.send_bytes(format_line(HelloRequest{1, Nonce::random(), std::nullopt}));
   auto line = c.read_line();
   ASSERT_TRUE(line && line->starts_with("AUTH nonce=")) << line.value_or("EOF");
   auto timeout = c.read_line(6s);

@@ -360,6 +360,17 @@ std::string Process::stderr_so_far() const {
   return read_text(err_file_);
 }
 
+bool holds_nameless_file(pid_t pid, const fs::path& dir) {
+  std::error_code ec;
+  fs::path fds = "/proc/" + std::to_string(pid) + "/fd";
+  for (auto it = fs::directory_iterator(fds, ec); !ec && it != fs::end(it); it.increment(ec)) {
+    std::string target = fs::read_symlink(it->path(), ec).string();
+    if (ec) continue;
+    if (target.starts_with(dir.string() + "/#") && target.ends_with(" (deleted)")) return true;
+  }
+  return false;
+}
+
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!pred()) {

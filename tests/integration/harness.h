@@ -110,6 +110,8 @@ bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds tim
 // True when the only temp files under `p` are kept partials: `.ackxfer-<16 hex>.part` files,
 // each with at most a `.journal` of the same name beside it.
 bool only_kept_partials(const fs::path& p);
+// Whether process `pid` holds open a nameless file (O_TMPFILE) created in `dir`.
+bool holds_nameless_file(pid_t pid, const fs::path& dir);
 // Chunks that the journals of kept partial files under `p` record as verified.
 std::size_t journaled_chunks_under(const fs::path& p);
 

@@ -191,35 +191,6 @@ TEST_F(HostileInput, Receiver_RepliesToEachBadLineAndKeepsTheSession) {
   EXPECT_EQ(*bye, "BYE files=0 bytes=0");
 }
 
-TEST_F(HostileInput, Receiver_HandlesAPipelinedFloodOfSends) {
-  auto c = hello();
-  const int limit = static_cast<int>(kMaxOpenFilesPerSession);
-  std::string burst;
-  for (int i = 1; i <= limit; ++i)
-    burst += send_line(static_cast<std::uint64_t>(i), "flood/f" + std::to_string(i), 100);
-  c->send_bytes(burst);
-  int ready = 0;
-  for (int i = 0; i < limit; ++i) {
-    auto line = c->read_line();
-    ASSERT_TRUE(line);
-    if (line->starts_with("READY ")) ++ready;
-  }
-  EXPECT_EQ(ready, limit);
-  // Over the per-session limit: a clear, retryable error.
-  std::string more;
-  for (int i = limit + 1; i <= limit + 44; ++i)
-    more += send_line(static_cast<std::uint64_t>(i), "flood/g" + std::to_string(i), 100);
-  c->send_bytes(more);
-  int too_many = 0;
-  for (int i = 0; i < 44; ++i) {
-    auto line = c->read_line();
-    ASSERT_TRUE(line);
-    if (line->find("too-many-open") != std::string::npos) ++too_many;
-  }
-  EXPECT_EQ(too_many, 44);
-  // Closing the session discards every unfinished file (TearDown checks no temp is left).
-}
-
 TEST_F(HostileInput, Receiver_ClosesDataConnectionsCarryingGarbage) {
   std::mt19937 rng(9);
   for (int round = 0; round < 10; ++round) {
@@ -388,6 +359,57 @@ TEST_F(HostileInput, Receiver_WrongFileDigestIsAMismatchAndNothingIsPublished) {
   ASSERT_TRUE(verdict);
   EXPECT_TRUE(verdict->starts_with("ERR 1 mismatch")) << *verdict;
   EXPECT_FALSE(fs::exists(dest_ / "m.txt"));
+}
+
+// What a session may hold (temp files, fds, reserved space) grows with what it delivers, not
+// with what it declares: a session that has delivered nothing gets kInitialOpenFiles files open,
+// each file delivered earns one more (up to kMaxOpenFilesPerSession), and a sender that
+// negotiated `credit` hears of the raises. Beyond it: a clear, retryable too-many-open.
+TEST_F(HostileInput, Receiver_OpenFilesGrowWithWhatASessionDelivers) {
+  RawClient c(receiver_->port());
+  c.send_bytes("HELLO ackxfer 1 features=credit,link\n");
+  auto h = c.read_line();
+  ASSERT_TRUE(h);
+  EXPECT_NE(h->find(" max-open=" + std::to_string(kInitialOpenFiles)), std::string::npos) << *h;
+  EXPECT_NE(h->find(" features=link,credit"), std::string::npos) << *h;
+  const int first = static_cast<int>(kInitialOpenFiles), over = 44;
+  std::string burst;
+  for (int i = 1; i <= first + over; ++i)
+    burst += send_line(static_cast<std::uint64_t>(i), "flood/f" + std::to_string(i), 5);
+  c.send_bytes(burst);
+  std::vector<Token> tokens;
+  int too_many = 0;
+  for (int i = 0; i < first + over; ++i) {
+    auto line = c.read_line();
+    ASSERT_TRUE(line);
+    if (line->starts_with("READY "))
+      tokens.push_back(*Token::from_hex(line->substr(line->find('=') + 1)));
+    if (line->find("too-many-open") != std::string::npos) ++too_many;
+  }
+  EXPECT_EQ(tokens.size(), kInitialOpenFiles);
+  EXPECT_EQ(too_many, over);
+  // Deliver half of them: the session earns that many more places.
+  RawClient d(receiver_->data_port());
+  for (std::size_t i = 0; i < tokens.size() / 2; ++i) {
+    d.send_bytes(frame(tokens[i], 0, "12345", 5));
+    ASSERT_EQ(read_ack(d), AckStatus::kPublished);
+  }
+  const int more = 60;  // 32 still open + 60 new <= 64 + 32
+  std::string next;
+  for (int i = 1000; i < 1000 + more; ++i)
+    next += send_line(static_cast<std::uint64_t>(i), "flood/g" + std::to_string(i), 5);
+  c.send_bytes(next);
+  int ready = 0;
+  bool credit = false;
+  while (ready < more) {
+    auto line = c.read_line();
+    ASSERT_TRUE(line) << ready;
+    if (line->starts_with("READY ")) ++ready;
+    if (line->starts_with("CREDIT open=")) credit = true;
+    ASSERT_FALSE(line->starts_with("ERR")) << *line;
+  }
+  EXPECT_TRUE(credit);
+  // Closing the session discards every unfinished file (TearDown checks no temp is left).
 }
 
 TEST_F(HostileInput, Receiver_CorruptPayloadGetsABadDigestAck) {

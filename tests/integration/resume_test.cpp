@@ -9,6 +9,7 @@
 #include <fstream>
 #include <thread>
 
+#include "fs/partial.h"
 #include "harness.h"
 
 namespace ackxfer::test {
@@ -205,9 +206,11 @@ TEST(Resume, KeepPartialsZeroKeepsNothing) {
                                       std::to_string(3 * kChunk + 1000) + ":60000"});
   Process sender({binary_path(), "send", "--to", proxy.to(), "--streams", "1", "--retry-for", "0",
                   (src / "big.bin").string()});
-  // The temp file appears, then the sender dies; it must go.
-  ASSERT_TRUE(wait_until([&] { return !temp_files_under(dst.path()).empty(); }, 10s));
+  // Nothing to resume means nothing named: the file is received into a nameless O_TMPFILE
+  // (held open by the receiver), and vanishes with it when the sender dies.
+  ASSERT_TRUE(wait_until([&] { return holds_nameless_file(r.process().pid(), dst.path()); }, 10s));
   std::this_thread::sleep_for(1500ms);  // past a checkpoint, were there any
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
   EXPECT_EQ(journaled_chunks_under(dst.path()), 0u);
   sender.signal(SIGKILL);
   sender.wait(5s);
@@ -218,21 +221,33 @@ TEST(Resume, KeepPartialsZeroKeepsNothing) {
 TEST(Resume, StalePartialsAreSweptAtStartAndFreshOnesKept) {
   TempDir dst("dst");
   fs::create_directories(dst / "sub/deeper");
-  std::string old_part = (dst / "sub/deeper/.ackxfer-0123456789abcdef.part").string();
-  std::string old_journal = (dst / "sub/deeper/.ackxfer-0123456789abcdef.journal").string();
-  std::string fresh_part = (dst / "sub/.ackxfer-fedcba9876543210.part").string();
+  // A partial is provably ours when its journal starts with our header naming a file whose
+  // partial name it has.
+  auto partial_of = [&](const fs::path& dir, const std::string& name) {
+    std::string base = (dir / partial_base_name(name)).string();
+    write_text(base + ".part", "x");
+    write_text(base + ".journal", journal_header(name, 1 << 20, Mtime{1, 0}, 65536));
+    return std::pair{base + ".part", base + ".journal"};
+  };
+  auto [old_part, old_journal] = partial_of(dst / "sub/deeper", "big.bin");
+  auto [fresh_part, fresh_journal] = partial_of(dst / "sub", "other.bin");
   std::string user_file = (dst / "sub/deeper/.ackxfer-notes").string();  // not ours: stays
-  for (const std::string& p : {old_part, old_journal, fresh_part, user_file})
+  // Our shape, but no journal of ours: nothing proves the receiver made it, so it stays too.
+  std::string look_alike = (dst / "sub/deeper/.ackxfer-0123456789abcdef.part").string();
+  for (const std::string& p : {user_file, look_alike})
     write_text(p, "x");
   timespec two_days_ago[2] = {{time(nullptr) - 2 * 86400, 0}, {time(nullptr) - 2 * 86400, 0}};
-  for (const std::string& p : {old_part, old_journal, user_file})
+  for (const std::string& p : {old_part, old_journal, user_file, look_alike})
     ASSERT_EQ(utimensat(AT_FDCWD, p.c_str(), two_days_ago, 0), 0);
   ReceiverProcess r(dst.path(), 2, {"--keep-partials", "24"});
   EXPECT_TRUE(wait_until([&] { return !fs::exists(old_part) && !fs::exists(old_journal); }, 5s));
   EXPECT_TRUE(fs::exists(fresh_part));
+  EXPECT_TRUE(fs::exists(fresh_journal));
   EXPECT_TRUE(fs::exists(user_file));
+  EXPECT_TRUE(fs::exists(look_alike));
   auto rs = r.stop();
   EXPECT_NE(rs.err.find("removed 2 partial files"), std::string::npos) << rs.err;
+  EXPECT_NE(rs.err.find("left 1 files named like"), std::string::npos) << rs.err;
 }
 
 // Re-running a finished transfer: nothing is sent again, nothing is duplicated or nested.

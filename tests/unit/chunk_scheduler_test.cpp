@@ -24,9 +24,7 @@ struct CountingWaiter : ChunkWaiter {
 
 std::shared_ptr<OutgoingFile> make_file(std::uint64_t size, std::uint64_t chunk) {
   auto f = std::make_shared<OutgoingFile>();
-  f->size = size;
-  f->chunk_bytes = chunk;
-  f->chunk_count = static_cast<std::uint32_t>((size + chunk - 1) / chunk);
+  f->plan = ChunkPlan(size, chunk);
   return f;
 }
 
@@ -41,7 +39,7 @@ TEST(ChunkScheduler, HandsOutChunksInOrderAndReportsCompletion) {
     EXPECT_EQ(j->index, i);
     s.acked(*j, digest_of(&i, sizeof i));
   }
-  EXPECT_EQ(f->chunk_length(3), 1u);
+  EXPECT_EQ(f->plan.length(3), 1u);
   ASSERT_EQ(r.done.size(), 1u);
   EXPECT_FALSE(s.next(nullptr));
 }
@@ -63,7 +61,7 @@ TEST(ChunkScheduler, FailsTheFileAfterMaxAttempts) {
   ChunkScheduler s(r.callbacks());
   auto f = make_file(65536, 65536);
   s.add_file(f);
-  for (int i = 0; i < ChunkScheduler::kMaxChunkAttempts; ++i) {
+  for (int i = 0; i < kMaxChunkAttempts; ++i) {
     auto j = s.next(nullptr);
     ASSERT_TRUE(j) << i;
     s.retry(*j, "digest mismatch");
@@ -105,12 +103,18 @@ TEST(ChunkScheduler, WakesWaitersOnNewWorkAndOnClose) {
   EXPECT_TRUE(s.closed());
 }
 
-TEST(ChunkScheduler, ChunkSizeGrowsForHugeFiles) {
-  EXPECT_EQ(choose_chunk_bytes(1 << 20, kDefaultChunkBytes), kDefaultChunkBytes);
-  std::uint64_t huge = 1ull << 47;  // 128 TiB
-  std::uint64_t c = choose_chunk_bytes(huge, kDefaultChunkBytes);
-  EXPECT_LE((huge + c - 1) / c, kMaxChunksPerFile);
-  EXPECT_EQ(choose_chunk_bytes(10, 1), kMinChunkBytes);
+TEST(ChunkScheduler, PutBackGoesFirstWithoutCountingARetry) {
+  Recorder r;
+  ChunkScheduler s(r.callbacks());
+  auto f = make_file(3 * 65536, 65536);
+  s.add_file(f);
+  auto first = s.next(nullptr);
+  ASSERT_TRUE(first);
+  s.put_back(*first);
+  auto again = s.next(nullptr);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->index, first->index);
+  EXPECT_EQ(s.retries(), 0u);
 }
 
 }  // namespace

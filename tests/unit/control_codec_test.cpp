@@ -41,14 +41,20 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
   by_digest.digest = digest_of("y", 1);
   MkdirRequest mkdir{8, "dir/sub", 0755, Mtime{-5, 999999999}};
   DoneRequest done{9, digest_of("x", 1)};
-  HelloRequest hello_with_nonce{1, Nonce::random()};
+  HelloRequest hello_with_nonce{1, Nonce::random(), std::nullopt};
+  HelloRequest hello_with_features{1, std::nullopt, Features().add(Feature::kLink)};
+  HelloRequest hello_with_all{1, Nonce::random(), Features::all()};
   AuthRequest auth{};
   auth.proof.bytes.fill(0xab);
   LinkRequest relative_link{10, "dir/to sibling", "../other dir/f\x01\xff", Mtime{1732531200, 7}};
   LinkRequest absolute_link{11, "dir/abs", "/etc/passwd", Mtime{-5, 999999999}};
   LinkRequest escaped_link{12, "l", "a\\b=c", Mtime{0, 0}};  // '\' and '=' in the target
-  std::vector<ClientMessage> msgs = {HelloRequest{1, std::nullopt},
+  std::vector<ClientMessage> msgs = {HelloRequest{1, std::nullopt, std::nullopt},
                                      hello_with_nonce,
+                                     hello_with_features,
+                                     hello_with_all,
+                                     HelloRequest{1, std::nullopt, Features()},
+                                     ProgressNote{7, 1 << 20, 1 << 30},
                                      send,
                                      quick,
                                      by_digest,
@@ -69,8 +75,12 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
 
 TEST(ControlCodec, ServerMessagesRoundTrip) {
   std::vector<ServerMessage> msgs = {
-      HelloReply{1, 36250, 256, std::nullopt},
-      HelloReply{1, 36250, 256, Proof{}},
+      HelloReply{1, 36250, 256, std::nullopt, std::nullopt, false},
+      HelloReply{1, 36250, 256, Proof{}, std::nullopt, false},
+      HelloReply{1, 36250, 64, std::nullopt, Features::all(), true},
+      HelloReply{1, 36250, 64, Proof{}, Features(), false},
+      ProgressNote{3, 0, 0},
+      CreditReply{96},
       AuthChallenge{Nonce::random()},
       ReadyReply{5, Token::random(), {}},
       ReadyReply{6, Token::random(), {{0, 3}, {7, 7}, {9, 12}}},

@@ -12,6 +12,7 @@
 #include "fs/destination.h"
 #include "fs/file_digest.h"
 #include "fs/partial.h"
+#include "fs/relative_path.h"
 
 namespace fs = std::filesystem;
 
@@ -28,10 +29,12 @@ TEST(Journal, NamesAreStableHiddenAndPerFile) {
   EXPECT_NE(a, partial_base_name("model.ckpt2"));
   EXPECT_EQ(a.size(), 9u + 16u);
   EXPECT_TRUE(a.starts_with(".ackxfer-"));
-  EXPECT_TRUE(is_partial_name(a + ".part"));
-  EXPECT_TRUE(is_partial_name(a + ".journal"));
-  EXPECT_FALSE(is_partial_name("model.ckpt"));
-  EXPECT_FALSE(is_partial_name(".ackxfer-notes"));
+  EXPECT_TRUE(is_reserved_name(a + ".part"));
+  EXPECT_TRUE(is_reserved_name(a + ".journal"));
+  EXPECT_FALSE(is_reserved_name("model.ckpt"));
+  EXPECT_FALSE(is_reserved_name(".ackxfer-notes"));
+  EXPECT_EQ(journal_header_name(journal_header("dir x", 1, Mtime{1, 0}, 65536)), "dir x");
+  EXPECT_FALSE(journal_header_name("something else\n"));
 }
 
 TEST(Journal, ParsesVerifiedChunksAndForgets) {
@@ -187,20 +190,81 @@ TEST_F(PartialTest, ASymlinkAtThePartialNameIsNeitherFollowedNorRemoved) {
   fs::remove(outside);
 }
 
-TEST_F(PartialTest, SweepRemovesOnlyStaleUnlockedPartials) {
+void age(const fs::path& root, int seconds) {
+  timespec past[2] = {{time(nullptr) - seconds, 0}, {time(nullptr) - seconds, 0}};
+  for (auto& e : fs::directory_iterator(root))
+    utimensat(AT_FDCWD, e.path().c_str(), past, AT_SYMLINK_NOFOLLOW);
+}
+
+TEST_F(PartialTest, SweepRemovesOnlyStaleUnlockedPartialsItCanProveAreOurs) {
   auto in_use = open();  // locked, and fresh
-  std::ofstream(root_ / ".ackxfer-00000000000000aa.part") << "old";
+  {
+    auto p = dest_->open_partial(dir_, "other", kSize, Mtime{1, 0}, kChunk, kChunk);
+    auto& kept = std::get<Destination::Partial>(p);
+    kept.temp.keep();  // an abandoned partial of ours: a journal with our header proves it
+  }
   std::ofstream(root_ / "keep.txt") << "user data";
   std::atomic<bool> stop{false};
   // Everything is 10 s old and the limit is 5 s: only the lock protects the partial in use.
-  timespec past[2] = {{time(nullptr) - 10, 0}, {time(nullptr) - 10, 0}};
-  for (auto& e : fs::directory_iterator(root_))
-    utimensat(AT_FDCWD, e.path().c_str(), past, 0);
+  age(root_, 10);
   auto r = sweep_stale_partials(dir_->get(), 5, stop);
-  EXPECT_EQ(r.removed, 1u);
+  EXPECT_EQ(r.removed, 2u);  // `other`'s partial and journal
+  EXPECT_FALSE(fs::exists(root_ / (partial_base_name("other") + ".part")));
+  EXPECT_FALSE(fs::exists(root_ / (partial_base_name("other") + ".journal")));
   EXPECT_TRUE(fs::exists(root_ / (partial_base_name("big") + ".part")));
   EXPECT_TRUE(fs::exists(root_ / "keep.txt"));
   in_use.temp.discard();
+}
+
+// The sweep used to delete any file named .ackxfer-*.part or .journal, a user's own included.
+TEST_F(PartialTest, Sweep_LeavesFilesNamedLikeOursAloneWhenNothingProvesThem) {
+  const std::string base = ".ackxfer-00000000000000aa";
+  std::ofstream(root_ / (base + ".part")) << "a user's own file";
+  std::ofstream(root_ / ".ackxfer-notes.journal") << "notes";
+  // A journal that is not ours, and one that names a file of another partial name.
+  std::ofstream(root_ / (base + ".journal")) << "my diary\n";
+  const std::string other = partial_base_name("elsewhere");
+  std::ofstream(root_ / (".ackxfer-00000000000000bb.journal"))
+      << journal_header("elsewhere", 1, Mtime{1, 0}, 65536);
+  std::ofstream(root_ / ".ackxfer-00000000000000bb.part") << "x";
+  ASSERT_NE(other, ".ackxfer-00000000000000bb");
+  std::atomic<bool> stop{false};
+  age(root_, 1000);
+  auto r = sweep_stale_partials(dir_->get(), 5, stop);
+  EXPECT_EQ(r.removed, 0u);
+  EXPECT_EQ(r.left_unproven, 5u);
+  EXPECT_EQ(names().size(), 5u);
+}
+
+// A partial's name is predictable. Whatever is put at it, publish never puts that under the
+// final name: what gets there is the file this receiver wrote (and verified), or nothing.
+TEST_F(PartialTest, Publish_NeverPublishesAFileThatReplacedItsTempName) {
+  auto p = open();
+  fill(p.temp.fd(), 0, 'a');
+  const fs::path temp = root_ / p.temp.temp_name();
+  fs::path evil = root_ / "evil";
+  std::ofstream(evil) << "EVIL";
+  ASSERT_EQ(rename(evil.c_str(), temp.c_str()), 0);
+  auto r = p.temp.publish(0644, Mtime{100, 0});
+  ASSERT_TRUE(std::holds_alternative<FsError>(r));
+  EXPECT_EQ(std::get<FsError>(r).err, ESTALE);
+  EXPECT_FALSE(fs::exists(root_ / "big"));
+  // The file someone put at the temp name is theirs: left where it is.
+  EXPECT_TRUE(fs::exists(temp));
+}
+
+TEST_F(PartialTest, Publish_PutsTheVerifiedFileInPlaceEvenIfAnotherNameLinksToIt) {
+  auto p = open();
+  for (std::uint32_t i = 0; i < 4; ++i)
+    fill(p.temp.fd(), i, static_cast<char>('a' + i));
+  auto r = p.temp.publish(0640, Mtime{100, 0});
+  ASSERT_TRUE(std::holds_alternative<std::monostate>(r)) << std::get<FsError>(r).what;
+  EXPECT_EQ(names(), std::vector<std::string>{"big"});
+  struct stat st {};
+  ASSERT_EQ(stat((root_ / "big").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(kSize));
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  EXPECT_EQ(st.st_nlink, 1u);
 }
 
 TEST(FileDigest, MatchesTheChunkedDefinitionAndReportsShortFiles) {

@@ -1,15 +1,15 @@
-// BlockingPool: threads start on the first job, so a receiver that never needs one has none.
-#include "io/blocking_pool.h"
+// WorkQueue: round-robin slices over a few threads.
+#include "io/work_queue.h"
 
 namespace ackxfer {
 
-BlockingPool::BlockingPool(unsigned threads) : want_threads_(threads ? threads : 1) {}
+WorkQueue::WorkQueue(unsigned threads) : want_threads_(threads ? threads : 1) {}
 
-BlockingPool::~BlockingPool() {
+WorkQueue::~WorkQueue() {
   stop();
 }
 
-void BlockingPool::submit(std::function<void()> job) {
+void WorkQueue::submit(std::function<bool()> job) {
   std::lock_guard lock(mu_);
   if (stop_) return;
   jobs_.push_back(std::move(job));
@@ -17,7 +17,12 @@ void BlockingPool::submit(std::function<void()> job) {
   cv_.notify_one();
 }
 
-void BlockingPool::stop() {
+std::size_t WorkQueue::queued() const {
+  std::lock_guard lock(mu_);
+  return jobs_.size();
+}
+
+void WorkQueue::stop() {
   std::vector<std::thread> threads;
   {
     std::lock_guard lock(mu_);
@@ -30,9 +35,9 @@ void BlockingPool::stop() {
     t.join();
 }
 
-void BlockingPool::run() {
+void WorkQueue::run() {
   while (true) {
-    std::function<void()> job;
+    std::function<bool()> job;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
@@ -40,7 +45,11 @@ void BlockingPool::run() {
       job = std::move(jobs_.front());
       jobs_.pop_front();
     }
-    job();
+    if (!job()) continue;
+    std::lock_guard lock(mu_);
+    if (stop_) return;
+    jobs_.push_back(std::move(job));  // behind everyone else's next slice
+    cv_.notify_one();
   }
 }
 

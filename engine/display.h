@@ -1,0 +1,26 @@
+// Names and peer-supplied text made safe to print: a file name may hold a newline, an escape
+// sequence or a right-to-left override, and printed as it is it could forge a log line or
+// rewrite the user's terminal. Every name and peer string the engine or the CLI prints goes
+// through printable() first (like `ls -b` and rsync's \#ooo escapes).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace ackxfer {
+
+// Printable ASCII and space stay; '\' becomes "\\"; well-formed UTF-8 stays, except C1
+// controls, line and paragraph separators and bidirectional controls; every other byte is
+// "\xHH". The result holds no byte below 0x20 and no DEL.
+std::string printable(std::string_view raw);
+
+// Only the control bytes (below 0x20, and DEL) escaped as "\xHH": for whole messages whose names
+// were made printable already, as the net under them.
+std::string control_free(std::string_view text);
+
+// printable() in single quotes, for messages: 'a\x0ab'.
+inline std::string quote_name(std::string_view raw) {
+  return "'" + printable(raw) + "'";
+}
+
+}  // namespace ackxfer

@@ -1,0 +1,44 @@
+// The modes and mtimes of a session's directories, kept from MKDIR to BYE (applied last, so the
+// files written inside do not move a directory's mtime again). Each path is kept once, however
+// often it is sent, and the paths together are bounded by kMaxDirMetadataBytes: a peer cannot
+// grow this by repeating itself. Pure bookkeeping; tested in
+// tests/unit/directory_metadata_test.cpp.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "protocol/control_codec.h"
+
+namespace ackxfer {
+
+class DirectoryMetadata {
+ public:
+  struct Entry {
+    std::string path;
+    std::uint32_t mode = 0;
+    Mtime mtime;
+  };
+  explicit DirectoryMetadata(std::size_t max_bytes);
+
+  enum class Added { kNew, kUpdated, kOverLimit };
+  // Records (or updates) a directory's metadata. kOverLimit: not kept, the budget is spent.
+  Added add(const std::string& path, std::uint32_t mode, const Mtime& mtime);
+  // Everything kept, deepest first (so that setting a directory's mtime is not undone by work
+  // in a child), and forgets it.
+  std::vector<Entry> take_deepest_first();
+  std::size_t size() const { return entries_.size(); }
+  std::size_t bytes() const { return bytes_; }
+  std::size_t dropped() const { return dropped_; }  // paths not kept for lack of budget
+
+ private:
+  std::size_t dropped_ = 0;
+  const std::size_t max_bytes_;
+  std::size_t bytes_ = 0;
+  std::vector<Entry> entries_;
+  std::unordered_map<std::string, std::size_t> index_;  // path -> entries_ position
+};
+
+}  // namespace ackxfer

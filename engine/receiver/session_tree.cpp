@@ -1,0 +1,159 @@
+// ControlSession, the tree: MKDIR, LINK, and the directory metadata applied after BYE.
+#include <fcntl.h>
+
+#include <cstring>
+
+#include "display.h"
+#include "receiver/control_session.h"
+
+namespace ackxfer {
+namespace {
+
+// Directory metadata applied per turn of the loop after BYE: other sessions on this worker run
+// between slices.
+constexpr std::size_t kDirsPerSlice = 512;
+// Hashes of directories this session created (their files need no "already there?" check).
+constexpr std::size_t kMaxFreshDirs = 1 << 18;
+
+std::uint64_t path_hash(std::string_view path) {
+  Digest128 d = digest_of(path.data(), path.size());
+  std::uint64_t h;
+  std::memcpy(&h, d.bytes.data(), sizeof h);
+  return h;
+}
+
+}  // namespace
+
+void ControlSession::handle(const MkdirRequest& m) {
+  auto valid = checked_path(m.id, m.path);
+  if (!valid) return;
+  ReceiverContext& ctx = worker_.ctx();
+  if (ctx.discard) {
+    reply(OkReply{m.id, false});
+    return;
+  }
+  bool created = false;
+  auto r = ctx.destination.make_directory(*valid, &created);
+  if (auto* e = std::get_if<FsError>(&r)) {
+    refuse(m.id, error_code_from_errno(e->err), e->what);
+    return;
+  }
+  // A directory this session just created held nothing: its files need no "already there?"
+  // check (one failed lookup per file, 5-10% of the small-file rate). Only hashes are kept; a
+  // collision merely costs a file being sent again instead of skipped.
+  if (created && fresh_dirs_.size() < kMaxFreshDirs) fresh_dirs_.insert(path_hash(m.path));
+  if (dirs_.add(m.path, m.mode, m.mtime) == DirectoryMetadata::Added::kOverLimit &&
+      dirs_.dropped() == 1)
+    ctx.log.warn("session from " + peer_ + ": more than " + std::to_string(dirs_.size()) +
+                 " directories; the mode and mtime of " + quote_name(m.path) +
+                 " and later new ones are not applied (kMaxDirMetadataBytes)");
+  if (created)
+    reply_when_durable(nullptr, OkReply{m.id, false});
+  else
+    reply(OkReply{m.id, false});
+}
+
+void ControlSession::handle(const LinkRequest& m) {
+  auto valid = checked_path(m.id, m.path);
+  if (!valid) return;
+  // Its OK or ERR would be taken for the verdict on the file that holds the id.
+  if (id_open(m.id)) {
+    reply_error(m.id, ErrorCode::kDuplicateId, "id " + std::to_string(m.id) + " is still open");
+    return;
+  }
+  ReceiverContext& ctx = worker_.ctx();
+  if (ctx.discard) {
+    reply(OkReply{m.id, false});
+    return;
+  }
+  // The parent is resolved like a file's (RESOLVE_BENEATH: never through a symlink leading out
+  // of --dir); the target is only stored, never resolved, so where it points does not matter.
+  const RelativePath& rel = *valid;
+  if (!enter_parent(m.id, m.path, rel)) return;
+  auto r =
+      ctx.destination.make_symlink(cached_dir_->get(), rel.components.back(), m.target, m.mtime);
+  if (auto* e = std::get_if<FsError>(&r)) {
+    refuse(m.id, error_code_from_errno(e->err), e->what);
+    return;
+  }
+  reply_when_durable(cached_dir_, OkReply{m.id, false});
+}
+
+void ControlSession::reply_when_durable(std::shared_ptr<const UniqueFd> dir, ServerMessage m) {
+  ReceiverContext& ctx = worker_.ctx();
+  if (!ctx.publisher) {
+    reply(m);
+    return;
+  }
+  Loop* loop = &loop_;
+  ctx.publisher->submit(DurablePublisher::Job{
+      nullptr, std::move(dir), false,
+      [this, loop, alive = alive_, m = std::move(m)](DurablePublisher::Result r) {
+        loop->post([this, alive, m, r = std::move(r)] {
+          if (!*alive || state_ == State::kClosing) return;
+          if (auto* e = std::get_if<FsError>(&r)) {
+            const auto* ok = std::get_if<OkReply>(&m);
+            reply_error(ok ? std::optional<std::uint64_t>(ok->id) : std::nullopt,
+                        error_code_from_errno(e->err), e->what);
+            return;
+          }
+          reply(m);
+        });
+      }});
+}
+
+void ControlSession::handle(const ByeRequest&) {
+  abandon_files(false);
+  state_ = State::kFinishing;
+  dirs_to_apply_ = dirs_.take_deepest_first();
+  dirs_applied_ = 0;
+  pause_read();
+  apply_dirs_slice();
+}
+
+void ControlSession::apply_dirs_slice() {
+  if (state_ != State::kFinishing) return;
+  ReceiverContext& ctx = worker_.ctx();
+  std::size_t end = std::min(dirs_to_apply_.size(), dirs_applied_ + kDirsPerSlice);
+  for (; dirs_applied_ < end; ++dirs_applied_) {
+    const DirectoryMetadata::Entry& d = dirs_to_apply_[dirs_applied_];
+    auto valid = validate_relative_path(d.path);
+    if (!std::holds_alternative<RelativePath>(valid)) continue;
+    auto r = ctx.destination.set_directory_metadata(std::get<RelativePath>(valid), d.mode, d.mtime);
+    if (auto* e = std::get_if<FsError>(&r)) ctx.log.warn("session from " + peer_ + ": " + e->what);
+  }
+  local_activity_ms_ = loop_.now_ms();
+  if (dirs_applied_ < dirs_to_apply_.size()) {
+    arm_yield(kApplyDirs);
+    return;
+  }
+  std::vector<DirectoryMetadata::Entry>().swap(dirs_to_apply_);
+  if (!ctx.publisher) {
+    finish_bye();
+    return;
+  }
+  Loop* loop = &loop_;
+  ctx.publisher->submit(DurablePublisher::Job{
+      nullptr, nullptr, true, [this, loop, alive = alive_](DurablePublisher::Result) {
+        loop->post([this, alive] {
+          if (*alive && state_ == State::kFinishing) finish_bye();
+        });
+      }});
+}
+
+void ControlSession::finish_bye() {
+  std::uint64_t files = totals_->files.load(), bytes = totals_->bytes.load();
+  double secs = static_cast<double>(std::max<std::int64_t>(loop_.now_ms() - created_ms_, 1)) / 1000;
+  char took[64];
+  std::snprintf(took, sizeof took, "%.2f s, %.1f MB/s", secs,
+                static_cast<double>(bytes) / secs / 1e6);
+  std::uint64_t failed = totals_->failed.load();
+  worker_.ctx().log.info("session from " + peer_ + " finished: " + std::to_string(files) +
+                         " files, " + std::to_string(bytes) + " bytes published in " + took + ", " +
+                         std::to_string(failed) + " failed" +
+                         (failed ? " (each named above)" : ""));
+  reply(ByeReply{files, bytes});
+  close_after_flush();
+}
+
+}  // namespace ackxfer

@@ -1,0 +1,251 @@
+// ControlClient, verdicts: READY, OK, ERR, CREDIT, PROGRESS, and what becomes of each file.
+#include "display.h"
+#include "error.h"
+#include "protocol/limits.h"
+#include "sender/control_client.h"
+
+namespace ackxfer {
+
+bool ControlClient::never_issued(std::uint64_t id) {
+  if (id != 0 && id < next_id_) return false;
+  finish_session(SendReport::Outcome::kProtocolError,
+                 "the receiver answered about id " + std::to_string(id) +
+                     ", which this sender never sent; is it a compatible ackxfer-fast?");
+  return true;
+}
+
+void ControlClient::on_ready(const ReadyReply& m) {
+  if (never_issued(m.id)) return;
+  auto it = open_files_.find(m.id);
+  if (it == open_files_.end()) return;  // cancelled meanwhile: not an answer we wait for
+  std::shared_ptr<OutgoingFile> f = it->second;
+  if (f->token != Token{}) return;  // a second READY for the same file: ignored
+  heard_from_receiver();
+  f->token = m.token;
+  if (++readies_ == 1) milestone("first READY");
+  if (f->chunk_count() == 0) {
+    send_line(DoneRequest{f->id, file_digest_from_chunks({})});
+    return;
+  }
+  ctx_.scheduler->add_file(f, m.have);
+}
+
+void ControlClient::on_credit(const CreditReply& m) {
+  heard_from_receiver();
+  window_files_ = std::max(window_files_, std::min<std::size_t>(kMaxOpenFilesPerSession, m.open));
+  feed();
+}
+
+void ControlClient::on_progress(const ProgressNote& m) {
+  if (never_issued(m.id)) return;
+  // The receiver is checking or flushing one of our files: it is there, just busy.
+  if (open_files_.count(m.id)) heard_from_receiver();
+}
+
+void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
+  auto it = open_files_.find(f->id);
+  if (it == open_files_.end() || it->second != f || state_ != State::kActive) return;
+  made_progress();
+  if (f->chunk_count() == 1) {
+    // The receiver published it when its one frame verified (the stream checked that the
+    // source had not changed before sending the frame's digest).
+    file_delivered(it);
+    feed();
+    return;
+  }
+  // A file that changed while it was read may have been sent torn: check before DONE.
+  if (f->changed_since_opened()) {
+    send_line(CancelRequest{f->id});
+    open_files_.erase(it);
+    open_bytes_ -= f->size();
+    retry_or_fail(f, "it changed while being sent", true);
+    feed();
+    return;
+  }
+  heard_from_receiver();  // the last ack just came: DONE's answer is owed from now
+  send_line(DoneRequest{f->id, file_digest_from_chunks(f->chunk_digests)});
+}
+
+void ControlClient::file_delivered(
+    std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it) {
+  if (report_.files == 0) milestone("first file delivered");
+  ++report_.files;
+  report_.bytes += it->second->size();
+  ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
+  ctx_.bytes_done.fetch_add(it->second->size(), std::memory_order_relaxed);
+  open_bytes_ -= it->second->size();
+  open_files_.erase(it);
+  made_progress();
+}
+
+void ControlClient::file_failed(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
+                                bool retryable) {
+  auto it = open_files_.find(f->id);
+  if (it == open_files_.end() || it->second != f) return;
+  if (state_ == State::kActive) send_line(CancelRequest{f->id});
+  open_files_.erase(it);
+  open_bytes_ -= f->size();
+  retry_or_fail(f, reason, retryable);
+  feed();
+}
+
+void ControlClient::on_ok(const OkReply& m) {
+  if (never_issued(m.id)) return;
+  if (auto d = open_dirs_.find(m.id); d != open_dirs_.end()) {
+    heard_from_receiver();
+    ++report_.directories;
+    open_dirs_.erase(d);
+  } else if (auto l = open_links_.find(m.id); l != open_links_.end()) {
+    heard_from_receiver();
+    ++report_.symlinks;
+    open_links_.erase(l);
+  } else if (auto it = open_files_.find(m.id); it != open_files_.end()) {
+    heard_from_receiver();
+    if (m.skipped) {
+      // Already there and identical: nothing was sent, nothing to count as delivered.
+      ++report_.unchanged;
+      report_.unchanged_bytes += it->second->size();
+      ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
+      ctx_.bytes_done.fetch_add(it->second->size(), std::memory_order_relaxed);
+      ctx_.unchanged_bytes.fetch_add(it->second->size(), std::memory_order_relaxed);
+      open_bytes_ -= it->second->size();
+      ctx_.scheduler->drop_file(it->second);
+      open_files_.erase(it);
+      made_progress();
+    } else {
+      file_delivered(it);
+    }
+  }
+  feed();
+}
+
+void ControlClient::on_session_err(const ErrReply& m) {
+  if (m.code == ErrorCode::kBusy && state_ == State::kHello) {
+    // Too many sessions on the receiver right now: like a refused connection, retry.
+    connect_failed(ECONNREFUSED, "the receiver is busy: " + m.message);
+    return;
+  }
+  if (m.code == ErrorCode::kAuthRequired || m.code == ErrorCode::kAuthFailed) {
+    finish_session(SendReport::Outcome::kAuthFailed,
+                   "the receiver at " + ctx_.control_ep.to_string() + " refused us: " + m.message);
+    return;
+  }
+  std::string why = "the receiver says: " + std::string(wire_name(m.code)) + ": " + m.message;
+  if (m.code == ErrorCode::kTimeout) timed_out_ = true;
+  if (m.code == ErrorCode::kShutdown || m.code == ErrorCode::kTimeout) {
+    session_lost(why);
+    return;
+  }
+  finish_session(SendReport::Outcome::kProtocolError, why);
+}
+
+void ControlClient::on_err(const ErrReply& m) {
+  if (!m.id) return on_session_err(m);
+  if (never_issued(*m.id)) return;
+  if (auto d = open_dirs_.find(*m.id); d != open_dirs_.end()) {
+    heard_from_receiver();
+    record_failure(d->second.source_path,
+                   "the receiver could not create the directory: " + m.message);
+    open_dirs_.erase(d);
+    feed();
+    return;
+  }
+  if (auto l = open_links_.find(*m.id); l != open_links_.end()) {
+    heard_from_receiver();
+    OpenLink link = std::move(l->second);
+    open_links_.erase(l);
+    if (is_retryable(m.code) && link.attempt < kMaxFileAttempts) {
+      ++file_resends_;
+      ctx_.log.warn(quote_name(link.source_path) + ": the receiver could not make the symlink (" +
+                    std::string(wire_name(m.code)) + ": " + m.message + "); sending it again");
+      ++link.attempt;
+      resend_links_.push_back(std::move(link));
+    } else {
+      record_failure(link.source_path, "the receiver could not make the symlink: " +
+                                           std::string(wire_name(m.code)) + ": " + m.message);
+    }
+    feed();
+    return;
+  }
+  auto it = open_files_.find(*m.id);
+  if (it == open_files_.end()) return;  // e.g. the reply to our own CANCEL
+  heard_from_receiver();
+  std::shared_ptr<OutgoingFile> f = it->second;
+  open_files_.erase(it);
+  open_bytes_ -= f->size();
+  // Chunks still queued for it are dropped by the scheduler.
+  ctx_.scheduler->drop_file(f);
+  std::string reason =
+      "the receiver refused it: " + std::string(wire_name(m.code)) + ": " + m.message;
+  if (m.code == ErrorCode::kBusy || m.code == ErrorCode::kTooManyOpen)
+    retry_later(f, reason);
+  else
+    retry_or_fail(f, reason, is_retryable(m.code));
+  feed();
+}
+
+void ControlClient::retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
+                                  bool retryable) {
+  if (retryable && f->attempt < kMaxFileAttempts) {
+    ++file_resends_;
+    ctx_.file_resends.fetch_add(1, std::memory_order_relaxed);
+    ctx_.log.warn(quote_name(f->source_path) + ": " + reason + "; sending it again (attempt " +
+                  std::to_string(f->attempt + 1) + " of " + std::to_string(kMaxFileAttempts) + ")");
+    resend_.push_back(Resend{entry_of(*f), f->attempt + 1});
+    return;
+  }
+  record_failure(f->source_path, reason);
+}
+
+void ControlClient::retry_later(const std::shared_ptr<OutgoingFile>& f, const std::string& reason) {
+  const std::int64_t now = loop_.now_ms();
+  Resend r{entry_of(*f), f->attempt};
+  // How long this file has been refused as busy, across its re-sends.
+  r.busy_since_ms = f->busy_since_ms ? f->busy_since_ms : now;
+  if (now - r.busy_since_ms > ctx_.options.idle_timeout.count()) {
+    record_failure(f->source_path, reason + " (for longer than --idle-timeout)");
+    return;
+  }
+  std::int64_t waited = now - r.busy_since_ms;
+  std::int64_t delay = std::clamp(waited, kBusyFirstDelayMs, kBusyMaxDelayMs);  // doubles
+  r.not_before_ms = now + delay;
+  ++file_resends_;
+  ctx_.file_resends.fetch_add(1, std::memory_order_relaxed);
+  ctx_.log.debug(quote_name(f->source_path) + ": " + reason + "; trying again in " +
+                 std::to_string(delay) + " ms");
+  resend_.push_back(std::move(r));
+}
+
+void ControlClient::record_failure(const std::string& path, const std::string& reason) {
+  report_.failed.push_back(FailedFile{path, reason});
+  ctx_.files_failed.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ControlClient::collect_walk_problems() {
+  for (auto& p : walker_.take_problems()) {
+    if (p.is_failure) {
+      record_failure(p.path, p.reason);
+    } else {
+      ++report_.skipped;
+      ctx_.log.warn(quote_name(p.path) + ": " + p.reason);
+    }
+  }
+}
+
+void ControlClient::stream_recovered() {
+  if (streams_given_up_ > 0) --streams_given_up_;
+  streams_lost_reason_.clear();
+}
+
+void ControlClient::stream_gave_up(const std::string& why) {
+  if (state_ == State::kDone) return;
+  if (++streams_given_up_ < ctx_.streams.size()) return;
+  // Re-establishing the session retargets the streams; no verdict on them meanwhile.
+  if (state_ != State::kActive && state_ != State::kBye) return;
+  // Every data connection is gone. The control connection usually says why a moment later
+  // (the receiver is shutting down, say): the tick gives it that moment before concluding.
+  streams_lost_reason_ = "lost every data connection to " + ctx_.data_ep.to_string() + ": " + why;
+  streams_lost_ms_ = loop_.now_ms();
+}
+
+}  // namespace ackxfer
