@@ -84,10 +84,17 @@ void ControlSession::tick(std::int64_t now) {
         why = state_ == State::kAwaitHello ? "no HELLO after connecting" : "no AUTH after HELLO";
       break;
     case State::kLegacy:
+      if (now - last_line_ms_ <= idle) break;
       // Waiting for its turn (READY) is bounded too: another client of its address may be
       // holding the turn on purpose.
-      if (legacy_ && now - last_line_ms_ > idle) why = "no READY turn within the idle limit";
-      break;
+      if (legacy_) {
+        why = "no READY turn within the idle limit";
+        break;
+      }
+      // It has its READY and nothing more to say here: the file travels on its data
+      // connection (with a deadline of its own).
+      close_after_flush();
+      return;
     case State::kActive:
     case State::kFinishing:
       if (now - last_activity() > idle) why = "no activity";

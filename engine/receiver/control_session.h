@@ -39,6 +39,7 @@ class ControlSession final : public WorkerObject {
   // For tests: what the session holds.
   std::size_t open_file_count() const { return files_.size(); }
   std::size_t open_credit() const { return credit_; }
+  std::size_t directories_kept() const { return dirs_.size(); }
 
  private:
   enum Op : unsigned {

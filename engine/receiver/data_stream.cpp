@@ -335,6 +335,11 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
     flush_acks();
     return false;
   }
+  if (c.taken_over) {
+    ctx.stats.claims_taken_over.fetch_add(1, std::memory_order_relaxed);
+    ctx.log.debug("data connection from " + peer_ + " takes over chunk " + std::to_string(c.index) +
+                  " of " + quote_name(file->path()) + " from a connection that has gone quiet");
+  }
   remaining_ = header_.length;
   write_errno_ = 0;
   frame_status_ = c.status;  // kOk, or kBusy: the payload is read and dropped

@@ -121,6 +121,7 @@ IncomingFile::Claim IncomingFile::claim(std::uint64_t offset, std::uint64_t leng
       out.status = AckStatus::kBusy;
       return out;
     }
+    out.taken_over = true;
   }
   // A verified chunk may come again (its ack was lost with a connection): take it again. Its
   // bytes are about to be overwritten, so the journal must stop vouching for them first.

@@ -102,6 +102,7 @@ class IncomingFile {
     AckStatus status = AckStatus::kOk;  // kOk: the caller writes the payload
     std::uint32_t index = 0;
     std::uint64_t generation = 0;  // identifies this claim in the calls below
+    bool taken_over = false;       // the chunk was another connection's, gone quiet
   };
   // Reserves the chunk a frame (offset, length) carries for connection `owner`. A chunk that
   // another connection is receiving is kBusy, unless that connection has received nothing for

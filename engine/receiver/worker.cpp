@@ -117,6 +117,13 @@ void Worker::tick_all() {
     raw->tick(now);
 }
 
+std::vector<WorkerObject*> Worker::objects() const {
+  std::vector<WorkerObject*> out;
+  for (auto& [raw, obj] : objects_)
+    out.push_back(raw);
+  return out;
+}
+
 void Worker::force_close_all() {
   std::vector<WorkerObject*> all;
   for (auto& [raw, obj] : objects_)

@@ -74,6 +74,8 @@ class Worker {
   void begin_shutdown();
   void force_close_all();
   std::size_t object_count() const { return objects_.size(); }
+  // What the worker holds now (for tests and diagnostics).
+  std::vector<WorkerObject*> objects() const;
 
   // After the loop stopped with objects still open: close them all, cancelling their ops. The
   // caller runs the loop until drained(), for a bounded time.

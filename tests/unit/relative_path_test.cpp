@@ -20,6 +20,20 @@ TEST(RelativePath, AcceptsOrdinaryAndOddNames) {
   }
 }
 
+// The receiver's own temp namespace: a sender can never name (so never create, replace or
+// remove) a partial, a journal or a temp file of the receiver's, at any depth.
+TEST(RelativePath, RejectsTheReceiversTempNamespace) {
+  for (const std::string& p : std::initializer_list<std::string>{
+           ".ackxfer-0123456789abcdef.part", "a/.ackxfer-0123456789abcdef.journal",
+           ".ackxfer-x.part/a", ".ackxfer-.part", "d/.ackxfer-anything at all.journal"}) {
+    EXPECT_FALSE(accepted(p)) << p;
+  }
+  for (const std::string& p : std::initializer_list<std::string>{
+           ".ackxfer-notes", "ackxfer-x.part", ".ackxfer-x.part.bak", "x.ackxfer-.part"}) {
+    EXPECT_TRUE(accepted(p)) << p;
+  }
+}
+
 TEST(RelativePath, RejectsEscapes) {
   using S = std::string;
   for (const S& p : std::initializer_list<S>{

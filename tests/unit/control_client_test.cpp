@@ -1,0 +1,183 @@
+// ControlClient (the sender's control session) as a state machine on the loop test double:
+// every phase has a deadline, a receiver cannot keep it waiting or answering nonsense, busy
+// files wait before they go again, and the window follows the receiver's credit.
+#include <gtest/gtest.h>
+
+#include "fake_loop.h"
+#include "protocol/limits.h"
+#include "sender/control_client.h"
+#include "sender/sender_context.h"
+#include "sender/tree_walker.h"
+
+namespace ackxfer::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto p = text.find(what); p != std::string::npos; p = text.find(what, p + 1))
+    ++n;
+  return n;
+}
+
+class ControlClientTest : public ::testing::Test {
+ protected:
+  void start(std::uint64_t files = 3, std::uint64_t bytes = 5) {
+    options_.to = "127.0.0.1:9";
+    ctx_ = std::make_unique<SenderContext>(options_);
+    ctx_->loops = {&loop_};
+    ctx_->live_objects = {1};
+    ctx_->control_candidates = resolve_endpoints("127.0.0.1", 9, false);
+    ctx_->control_ep = ctx_->control_candidates.front();
+    ChunkScheduler::Callbacks cb;
+    cb.file_chunks_done = [this](std::shared_ptr<OutgoingFile> f) {
+      loop_.post([this, f] { client_->file_chunks_done(f); });
+    };
+    cb.file_failed = [this](std::shared_ptr<OutgoingFile> f, std::string why, bool retryable) {
+      loop_.post([this, f, why, retryable] { client_->file_failed(f, why, retryable); });
+    };
+    ctx_->scheduler = std::make_unique<ChunkScheduler>(std::move(cb));
+    walker_ = std::make_unique<SyntheticTree>("tree", files, bytes);
+    client_ = std::make_unique<ControlClient>(*ctx_, *walker_, report_);
+    ctx_->control = client_.get();
+    client_->start();
+    loop_.run();
+  }
+  void TearDown() override {
+    if (ctx_) ctx_->work.stop();
+    loop_.forget_all();
+  }
+  // Completes the pending connect (the receiver accepts) and returns the connection's fd.
+  int accept() {
+    int fd = loop_.fd_of(FakeLoop::Kind::kConnect);
+    EXPECT_GE(fd, 0);
+    loop_.complete(FakeLoop::Kind::kConnect, fd, 0);
+    return fd;
+  }
+  // Accepts every connection and lets time pass, second by second, until the session ends.
+  void accept_and_wait(std::int64_t max_ms) {
+    for (std::int64_t t = 0; t < max_ms && !client_->done(); t += 500) {
+      if (loop_.fd_of(FakeLoop::Kind::kConnect) >= 0) accept();
+      loop_.advance(500);
+    }
+  }
+  std::string hello_reply(std::uint32_t max_open = 64,
+                          const std::string& features = "link,progress,credit") {
+    return "HELLO ackxfer 1 data-port=9 max-open=" + std::to_string(max_open) +
+           " features=" + features + "\n";
+  }
+
+  FakeLoop loop_;
+  SenderOptions options_;
+  std::unique_ptr<SenderContext> ctx_;
+  std::unique_ptr<SyntheticTree> walker_;
+  SendReport report_;
+  std::unique_ptr<ControlClient> client_;
+};
+
+TEST_F(ControlClientTest, SaysHelloWithItsFeatures) {
+  start();
+  int fd = accept();
+  EXPECT_EQ(loop_.take_sent(fd), "HELLO ackxfer 1 features=link,progress,credit\n");
+}
+
+// A receiver that accepts and never answers used to keep the sender waiting forever.
+TEST_F(ControlClientTest, AReceiverThatNeverAnswersHelloTimesOutWithinRetryFor) {
+  options_.retry_for = 2s;
+  start();
+  accept_and_wait(120'000);
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kTimedOut);
+  EXPECT_NE(report_.error.find("did not answer HELLO within"), std::string::npos) << report_.error;
+}
+
+TEST_F(ControlClientTest, AConnectThatNeverCompletesTimesOut) {
+  options_.retry_for = 2s;
+  start();
+  for (std::int64_t t = 0; t < 120'000 && !client_->done(); t += 500)
+    loop_.advance(500);  // connects stay pending: a black hole
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kTimedOut);
+  EXPECT_NE(report_.error.find("did not complete within"), std::string::npos) << report_.error;
+}
+
+// One that answers HELLO and then only READY for ids it was never asked about used to count
+// as busy talking, forever.
+TEST_F(ControlClientTest, ReadyForAnIdNeverSentIsAProtocolError) {
+  start();
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "READY 999 token=" + Token::random().hex() + "\n");
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
+  EXPECT_NE(report_.error.find("never sent"), std::string::npos) << report_.error;
+}
+
+// A receiver that goes silent (stopped, or its host gone) while it owes answers: the session
+// counts as lost after --idle-timeout, and reconnecting is bounded by --retry-for.
+TEST_F(ControlClientTest, ASilentReceiverIsLeftAfterIdleTimeoutAndRetryFor) {
+  options_.retry_for = 2s;
+  options_.idle_timeout = 3s;
+  start();
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  EXPECT_GE(count(loop_.take_sent(fd), "SEND "), 3u);
+  loop_.advance(4'000);  // nothing answered
+  accept_and_wait(120'000);
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kTimedOut);
+  EXPECT_NE(report_.error.find("has not answered for 3 s"), std::string::npos) << report_.error;
+  EXPECT_EQ(report_.failed.size(), 4u);  // the three files and their directory, each by name
+}
+
+TEST_F(ControlClientTest, PeerStringsFromTheReceiverAreMadePrintable) {
+  start();
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "ERR 2 permission-denied \x1b[31mred\x07 and a bell\n");
+  ASSERT_EQ(report_.failed.size(), 1u);
+  const std::string& why = report_.failed[0].reason;
+  for (char c : why)
+    EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f) << why;
+  EXPECT_NE(why.find("\\x1b[31mred\\x07"), std::string::npos) << why;
+}
+
+// `busy` (the receiver is out of room for open files just now): the file goes again after a
+// delay, not at once, and without spending one of its attempts.
+TEST_F(ControlClientTest, ABusyFileWaitsBeforeItGoesAgain) {
+  start(1);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  std::string sent = loop_.take_sent(fd);
+  ASSERT_NE(sent.find("SEND 2 tree/f0 "), std::string::npos) << sent;
+  loop_.feed(fd, "ERR 2 busy the receiver has its maximum of files open\n");
+  EXPECT_EQ(count(loop_.take_sent(fd), "SEND "), 0u);
+  loop_.advance(2'000);
+  EXPECT_EQ(count(loop_.take_sent(fd), "SEND 3 tree/f0 "), 1u);
+  EXPECT_TRUE(report_.failed.empty());
+}
+
+TEST_F(ControlClientTest, TheWindowFollowsTheReceiversCredit) {
+  start(500);
+  int fd = accept();
+  loop_.feed(fd, hello_reply(64));
+  std::string sent = loop_.take_sent(fd);
+  EXPECT_EQ(count(sent, "SEND ") + count(sent, "MKDIR "), 64u);
+  EXPECT_EQ(client_->window(), 64u);
+  loop_.feed(fd, "CREDIT open=100\n");
+  EXPECT_EQ(client_->window(), 100u);
+  sent = loop_.take_sent(fd);
+  EXPECT_EQ(count(sent, "SEND ") + count(sent, "MKDIR "), 36u);
+}
+
+TEST_F(ControlClientTest, AReceiverWithoutFeaturesGetsNoProgressLinesAndNoLinks) {
+  start();
+  int fd = accept();
+  loop_.feed(fd, "HELLO ackxfer 1 data-port=9 max-open=2048\n");
+  EXPECT_EQ(loop_.take_sent(fd).find("PROGRESS"), std::string::npos);
+  EXPECT_EQ(client_->window(), kMaxOpenFilesPerSession);
+}
+
+}  // namespace
+}  // namespace ackxfer::test

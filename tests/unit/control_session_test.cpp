@@ -1,0 +1,241 @@
+// ControlSession as a state machine on the loop test double: every state ends by its deadline,
+// what a session holds grows with what it delivers, long work stays visible, and one session's
+// big job does not stall the others.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "fs/partial.h"
+#include "protocol/limits.h"
+#include "receiver_fixture.h"
+
+namespace ackxfer::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ControlSessionTest : public ReceiverFixture {};
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto p = text.find(what); p != std::string::npos; p = text.find(what, p + 1))
+    ++n;
+  return n;
+}
+
+TEST_F(ControlSessionTest, AnswersHelloWithItsFeaturesAndTheInitialCredit) {
+  int s = session();
+  std::string r = ask(s, "HELLO ackxfer 1 features=link,credit,some-future-thing\n");
+  EXPECT_EQ(r, "HELLO ackxfer 1 data-port=36250 max-open=" + std::to_string(kInitialOpenFiles) +
+                   " features=link,credit\n");
+}
+
+// A peer that does not read its replies used to keep its session (and its place under
+// --max-sessions) forever once the session decided to close: the linger timer was only armed
+// after the last reply went out, and tick() skipped closing sessions.
+TEST_F(ControlSessionTest, AClosingSessionWhosePeerNeverReadsIsGoneByItsDeadline) {
+  make_receiver([](ReceiverOptions& o) {
+    o.idle_timeout = 2s;
+    o.max_sessions = 1;
+  });
+  int s = session();
+  loop_.set_reading(s, false);
+  loop_.feed(s, "HELLO ackxfer 1\n");
+  ASSERT_EQ(sessions().size(), 1u);
+  loop_.advance(3'000);  // idle: the session says timeout and starts closing; nothing is read
+  EXPECT_EQ(sessions().size(), 1u);
+  EXPECT_EQ(ctx_->stats.timeouts.load(), 1u);
+  loop_.advance(kMaxClosingMs + 1'500);
+  EXPECT_TRUE(sessions().empty());
+  EXPECT_EQ(ctx_->stats.sessions_active.load(), 0u);
+  // Its place is free: the next sender is served, not told `busy`.
+  int next = session();
+  EXPECT_TRUE(ask(next, "HELLO ackxfer 1\n").starts_with("HELLO ackxfer 1 "));
+}
+
+TEST_F(ControlSessionTest, ARefusedSessionThatNeverReadsIsGoneByItsDeadlineToo) {
+  make_receiver([](ReceiverOptions& o) { o.max_sessions = 1; });
+  int first = session();
+  ask(first, "HELLO ackxfer 1\n");
+  int refused = session();
+  loop_.set_reading(refused, false);
+  loop_.run();
+  EXPECT_EQ(sessions().size(), 2u);
+  loop_.advance(kMaxClosingMs + 1'500);
+  EXPECT_EQ(sessions().size(), 1u);
+}
+
+TEST_F(ControlSessionTest, EveryStateEndsByItsDeadline) {
+  make_receiver([](ReceiverOptions& o) {
+    o.idle_timeout = 5s;
+    o.legacy = true;
+  });
+  int silent = session();  // never says HELLO
+  int half = session();    // a line without its newline
+  int active = session();  // HELLO, then nothing
+  loop_.feed(half, "HELLO ackxfer");
+  ask(active, "HELLO ackxfer 1\n");
+  int holder = session();  // a legacy client with READY
+  EXPECT_EQ(ask(holder, "SEND held.txt\n"), "READY");
+  int waiter = session();  // queued behind it, same address
+  loop_.feed(waiter, "SEND waits.txt\n");
+  EXPECT_EQ(loop_.take_sent(waiter), "");
+  // 5 s idle limit; legacy READY-holders have their own 30 s; plus the closing grace.
+  loop_.advance(5'000 + kMaxClosingMs + 2'000);
+  EXPECT_NE(loop_.take_sent(silent).find("ERR - timeout no HELLO"), std::string::npos);
+  EXPECT_NE(loop_.take_sent(half).find("ERR - timeout no HELLO"), std::string::npos);
+  EXPECT_NE(loop_.take_sent(active).find("ERR - timeout no activity"), std::string::npos);
+  EXPECT_NE(loop_.take_sent(waiter).find("ERR - timeout"), std::string::npos);
+  EXPECT_TRUE(sessions().empty());
+}
+
+// Repeating one MKDIR used to store it again each time (100,000 repeats: 400 MB, then a long
+// stall of every other session on the worker at BYE).
+TEST_F(ControlSessionTest, RepeatedMkdirIsKeptOnce) {
+  int s = session();
+  ask(s, "HELLO ackxfer 1\n");
+  std::string lines;
+  for (int i = 1; i <= 20'000; ++i)
+    lines += "MKDIR " + std::to_string(i) + " same mode=0750 mtime=" + std::to_string(i) + ".0\n";
+  std::string replies = ask(s, lines);
+  EXPECT_EQ(count(replies, "\nOK "), 19'999u);
+  ASSERT_EQ(sessions().size(), 1u);
+  EXPECT_EQ(sessions()[0]->directories_kept(), 1u);
+  ask(s, "BYE\n");
+  struct stat st {};
+  ASSERT_EQ(stat((dir_ / "same").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0750u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 20'000);  // the last one sent wins
+}
+
+// Directory metadata is applied after BYE in slices: another session is served in between
+// instead of waiting for all of it.
+TEST_F(ControlSessionTest, ByeAppliesDirectoryMetadataInSlicesWhileOthersAreServed) {
+  int a = session();
+  ask(a, "HELLO ackxfer 1\n");
+  std::string lines;
+  for (int i = 1; i <= 3'000; ++i)
+    lines += "MKDIR " + std::to_string(i) + " d" + std::to_string(i) + " mode=0755 mtime=1.0\n";
+  ask(a, lines);
+  int b = session();
+  loop_.feed_later(a, "BYE\n");
+  loop_.feed_later(b, "HELLO ackxfer 1\n");
+  loop_.run();
+  std::size_t hello_b = 0, bye_a = 0;
+  const auto& log = loop_.send_log();
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    if (log[i].first == b && log[i].second.starts_with("HELLO")) hello_b = i;
+    if (log[i].first == a && log[i].second.starts_with("BYE")) bye_a = i;
+  }
+  ASSERT_GT(bye_a, 0u);
+  EXPECT_LT(hello_b, bye_a);
+}
+
+TEST_F(ControlSessionTest, DeclaredChunksCostNothingUntilTheirBytesArrive) {
+  int s = session();
+  ask(s, "HELLO ackxfer 1\n");
+  // The largest file a SEND may declare with the smallest chunks: 16,384 chunks each.
+  std::string lines;
+  for (std::size_t i = 1; i <= kInitialOpenFiles + 10; ++i)
+    lines += "SEND " + std::to_string(i) + " f" + std::to_string(i) +
+             " size=" + std::to_string(kMaxChunksPerFile * kMinChunkBytes) +
+             " mode=0644 mtime=1.0 chunk=" + std::to_string(kMinChunkBytes) + "\n";
+  std::string replies = ask(s, lines);
+  EXPECT_EQ(count(replies, "READY "), kInitialOpenFiles);
+  EXPECT_EQ(count(replies, "too-many-open"), 10u);
+  EXPECT_EQ(ctx_->open_files.load(), kInitialOpenFiles);
+  ASSERT_EQ(sessions().size(), 1u);
+  EXPECT_EQ(sessions()[0]->open_file_count(), kInitialOpenFiles);
+  ctx_->registry.size();
+}
+
+TEST_F(ControlSessionTest, BeyondTheReceiversOpenFileLimitSendIsBusyAndOtherSessionsGoOn) {
+  ctx_->max_open_files = 3;
+  int a = session();
+  ask(a, "HELLO ackxfer 1\n");
+  std::string r = ask(a,
+                      "SEND 1 a1 size=5 mode=0644 mtime=1.0 chunk=65536\n"
+                      "SEND 2 a2 size=5 mode=0644 mtime=1.0 chunk=65536\n"
+                      "SEND 3 a3 size=5 mode=0644 mtime=1.0 chunk=65536\n"
+                      "SEND 4 a4 size=5 mode=0644 mtime=1.0 chunk=65536\n");
+  EXPECT_EQ(count(r, "READY "), 3u);
+  EXPECT_NE(r.find("ERR 4 busy"), std::string::npos) << r;
+  // Another session: MKDIR and LINK need no temp file and go on.
+  int b = session();
+  ask(b, "HELLO ackxfer 1\n");
+  EXPECT_EQ(ask(b, "MKDIR 1 d mode=0755 mtime=1.0\n"), "OK 1\n");
+  // A's session ends: its places come back.
+  loop_.peer_closes(a);
+  EXPECT_EQ(ctx_->open_files.load(), 0u);
+  EXPECT_TRUE(ask(b, "SEND 2 b1 size=5 mode=0644 mtime=1.0 chunk=65536\n").starts_with("READY 2"));
+}
+
+// A skip=xxh3 check of a big file runs on the work queue in slices; the session tells the
+// sender (PROGRESS) and counts as active meanwhile, however long the idle limit is.
+TEST_F(ControlSessionTest, LongLocalWorkIsVisibleAsProgressAndKeepsTheSessionAlive) {
+  make_receiver([](ReceiverOptions& o) { o.idle_timeout = 1s; });
+  const std::uint64_t size = 2ull << 30;  // sparse: reads back as zeros, fast, but not instant
+  {
+    int fd = ::open((dir_ / "big").c_str(), O_WRONLY | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, static_cast<off_t>(size)), 0);
+    close(fd);
+  }
+  int s = session();
+  ask(s, "HELLO ackxfer 1 features=progress\n");
+  std::string digest(32, '0');  // not the file's: the check runs to the end and says "send it"
+  loop_.feed(s, "SEND 1 big size=" + std::to_string(size) +
+                    " mode=0644 mtime=1.0 chunk=8388608 skip=xxh3 xxh3=" + digest + "\n");
+  std::string replies;
+  bool ready = loop_.run_until(
+      [&] {
+        // The loop's clock runs five times as fast as the real work: the 1 s idle limit
+        // passes many times over before the check is done.
+        std::this_thread::sleep_for(10ms);
+        loop_.advance(50);
+        replies += loop_.take_sent(s);
+        return replies.find("READY 1") != std::string::npos;
+      },
+      60'000);
+  ASSERT_TRUE(ready) << replies;
+  EXPECT_NE(replies.find("PROGRESS 1 done="), std::string::npos) << replies;
+  EXPECT_EQ(replies.find("timeout"), std::string::npos) << replies;
+}
+
+TEST_F(ControlSessionTest, ASendNamedLikeTheReceiversTempFilesIsRefused) {
+  int s = session();
+  ask(s, "HELLO ackxfer 1\n");
+  std::string part = partial_base_name("big") + ".part";
+  std::string r = ask(s, "SEND 1 " + part +
+                             " size=64 mode=0644 mtime=1.0 chunk=65536\n"
+                             "LINK 2 sub/" +
+                             part +
+                             " target=x mtime=1.0\n"
+                             "MKDIR 3 .ackxfer-x.journal mode=0755 mtime=1.0\n");
+  EXPECT_NE(r.find("ERR 1 bad-path"), std::string::npos) << r;
+  EXPECT_NE(r.find("ERR 2 bad-path"), std::string::npos) << r;
+  EXPECT_NE(r.find("ERR 3 bad-path"), std::string::npos) << r;
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 0);
+}
+
+// A name carrying a newline cannot forge a line in the receiver's log.
+TEST_F(ControlSessionTest, PeerNamesInTheLogAreEscaped) {
+  int s = session();
+  ask(s, "HELLO ackxfer 1\n");
+  fs::create_directories(dir_ / "x\nackxfer-fast: error: FORGED");
+  ask(s,
+      "SEND 1 x\\x0aackxfer-fast:\\x20error:\\x20FORGED size=5 mode=0644 mtime=1.0 "
+      "chunk=65536 skip=size-mtime\n");
+  bool refused = false;
+  for (const std::string& line : log_) {
+    EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+    refused = refused || line.find("refused") != std::string::npos;
+  }
+  EXPECT_TRUE(refused);
+}
+
+}  // namespace
+}  // namespace ackxfer::test

@@ -1,0 +1,129 @@
+// DataStream as a state machine on the loop test double: frames in, acks out in frame order,
+// a dead connection's claim passes to a live one, durable publishes keep the acks in order,
+// and connections that have proven nothing are capped.
+#include <unistd.h>
+
+#include <fstream>
+
+#include "protocol/data_frame.h"
+#include "protocol/limits.h"
+#include "receiver_fixture.h"
+
+namespace ackxfer::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class DataStreamTest : public ReceiverFixture {
+ protected:
+  // READY's token for `send_line`, on a fresh established session.
+  Token open(int s, const std::string& send_line) {
+    std::string r = ask(s, send_line);
+    EXPECT_TRUE(r.starts_with("READY ")) << r;
+    return *Token::from_hex(r.substr(r.find("token=") + 6, 32));
+  }
+  static std::string header(const Token& t, std::uint64_t offset, std::uint64_t len) {
+    std::uint8_t h[kFrameHeaderBytes];
+    encode_frame_header(FrameHeader{t, offset, len}, h);
+    return std::string(reinterpret_cast<char*>(h), sizeof h);
+  }
+  static std::string trailer(const std::string& payload) {
+    Digest128 d = digest_of(payload.data(), payload.size());
+    return std::string(reinterpret_cast<const char*>(d.bytes.data()), d.bytes.size());
+  }
+  static std::string frame(const Token& t, std::uint64_t offset, const std::string& payload) {
+    return header(t, offset, payload.size()) + payload + trailer(payload);
+  }
+  // The acks sent on `fd` so far, as statuses.
+  std::vector<AckStatus> acks(int fd) {
+    std::string raw = loop_.take_sent(fd);
+    std::vector<AckStatus> out;
+    for (std::size_t off = 0; off + kFrameAckBytes <= raw.size(); off += kFrameAckBytes) {
+      FrameAck a;
+      EXPECT_TRUE(decode_frame_ack(
+          std::span<const std::uint8_t, kFrameAckBytes>(
+              reinterpret_cast<const std::uint8_t*>(raw.data() + off), kFrameAckBytes),
+          a));
+      out.push_back(a.status);
+    }
+    return out;
+  }
+  std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+};
+
+// A chunk stays claimed by the connection receiving it; another connection's copy is `busy`.
+// But a connection that has gone quiet (its sender gave up on it, and its close never came)
+// would hold the chunk until its idle timeout: after kStaleClaimMs the claim passes to a
+// connection that carries the chunk again, and the quiet one can no longer write into it.
+TEST_F(DataStreamTest, AQuietConnectionsClaimPassesToOneThatCarriesTheChunkAgain) {
+  const std::uint64_t chunk = kMinChunkBytes;
+  int s = session();
+  ask(s, "HELLO ackxfer 1\n");
+  Token t = open(s, "SEND 1 f size=" + std::to_string(2 * chunk) +
+                        " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  std::string old_bytes(chunk, 'o'), new_bytes(chunk, 'n'), second(chunk, 's');
+  int a = data_connection();
+  loop_.feed(a, header(t, 0, chunk) + old_bytes.substr(0, chunk / 2));  // then silence
+  int b = data_connection();
+  loop_.feed(b, frame(t, 0, new_bytes));
+  EXPECT_EQ(acks(b), std::vector<AckStatus>{AckStatus::kBusy});
+  loop_.advance(kStaleClaimMs + 500);
+  loop_.feed(b, frame(t, 0, new_bytes) + frame(t, chunk, second));
+  EXPECT_EQ(acks(b), (std::vector<AckStatus>{AckStatus::kOk, AckStatus::kOk}));
+  EXPECT_EQ(ctx_->stats.claims_taken_over.load(), 1u);
+  // The quiet one wakes up: its late bytes are refused and its frame called busy.
+  loop_.feed(a, old_bytes.substr(chunk / 2) + trailer(old_bytes));
+  EXPECT_EQ(acks(a), std::vector<AckStatus>{AckStatus::kBusy});
+  Digest128 d0 = digest_of(new_bytes.data(), chunk), d1 = digest_of(second.data(), chunk);
+  std::string r =
+      ask(s, "DONE 1 xxh3=" + file_digest_from_chunks(std::vector{d0, d1}).hex() + "\n");
+  EXPECT_EQ(r, "OK 1\n");
+  EXPECT_EQ(read_file(dir_ / "f"), new_bytes + second);
+}
+
+TEST_F(DataStreamTest, AnUnknownTokenIsRefusedAndTheConnectionClosed) {
+  int d = data_connection();
+  loop_.feed(d, frame(Token::random(), 0, "hello"));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kUnknownToken});
+  EXPECT_EQ(worker_->object_count(), 1u);  // only the housekeeper: the connection is gone
+}
+
+// recv --fsync: a one-chunk file's `published` ack waits until the file is on stable storage,
+// and the acks of the frames behind it wait with it: acks stay in frame order.
+TEST_F(DataStreamTest, WithFsyncAPublishedAckWaitsForTheFlushAndKeepsItsPlace) {
+  make_receiver([](ReceiverOptions& o) { o.fsync = true; });
+  const std::uint64_t chunk = kMinChunkBytes;
+  int s = session();
+  std::string hello = ask(s, "HELLO ackxfer 1\n");
+  EXPECT_NE(hello.find(" durable=1"), std::string::npos) << hello;
+  Token small = open(s, "SEND 1 small size=5 mode=0644 mtime=1.0 chunk=65536\n");
+  Token big = open(s, "SEND 2 big size=" + std::to_string(2 * chunk) +
+                          " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  int d = data_connection();
+  loop_.feed(d, frame(small, 0, "12345") + frame(big, 0, std::string(chunk, 'b')));
+  std::vector<AckStatus> got;
+  ASSERT_TRUE(loop_.run_until([&] {
+    for (AckStatus a : acks(d))
+      got.push_back(a);
+    return got.size() == 2;
+  }));
+  EXPECT_EQ(got, (std::vector<AckStatus>{AckStatus::kPublished, AckStatus::kOk}));
+  EXPECT_EQ(read_file(dir_ / "small"), "12345");
+}
+
+// Data connections that have not yet carried a frame for an open file cost the receiver an fd
+// each and prove nothing: at most kMaxUnprovenDataConnections are held at once.
+TEST_F(DataStreamTest, ConnectionsThatProveNothingAreCapped) {
+  for (std::size_t i = 0; i < kMaxUnprovenDataConnections; ++i)
+    data_connection();
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 0u);
+  data_connection();
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
+  EXPECT_EQ(ctx_->unproven_data_connections.load(), kMaxUnprovenDataConnections);
+}
+
+}  // namespace
+}  // namespace ackxfer::test
