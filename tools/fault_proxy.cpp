@@ -14,6 +14,9 @@
 //   --reorder PORT:OFFSET    swap the 4 KiB block at OFFSET with the 4 KiB after it
 //   --delay PORT:MS          hold every chunk for MS milliseconds before forwarding it
 //   --throttle PORT:KBPS     forward at most KBPS kilobytes per second
+//   --abandon PORT:BYTES     after BYTES, reset the sender's side but keep the receiver's side
+//                            open and silent: a connection that died on one side only (a
+//                            crashed NAT, a lost FIN), which the receiver cannot tell from slow
 // Prints "ready" on stdout once every port listens; runs until killed.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -37,7 +40,7 @@ namespace {
 constexpr std::size_t kReorderBlock = 4096;
 
 struct Fault {
-  enum Kind { kFlip, kCut, kStall, kReorder, kDelay, kThrottle } kind;
+  enum Kind { kFlip, kCut, kStall, kReorder, kDelay, kThrottle, kAbandon } kind;
   std::uint64_t at = 0;  // stream offset (flip, cut, stall, reorder)
   unsigned value = 0;    // milliseconds (stall, delay) or KB/s (throttle)
   bool every = false;    // every connection, not only the first
@@ -83,8 +86,9 @@ void reset(int fd) {
 }
 
 // Copies one direction, applying `faults`. Offset faults fire once, at their byte offset in
-// this connection's stream; delay and throttle apply throughout.
-void pump(int from, int to, std::vector<Fault> faults) {
+// this connection's stream; delay and throttle apply throughout. Returns true when the
+// connection was abandoned: `to` must then be kept open, and silent.
+bool pump(int from, int to, std::vector<Fault> faults) {
   std::vector<char> buf(64 * 1024);
   std::string held;       // reorder: the block waiting for the one after it
   std::uint64_t pos = 0;  // stream offset of buf[0]
@@ -125,7 +129,11 @@ void pump(int from, int to, std::vector<Fault> faults) {
       if (f.kind == Fault::kCut) {
         reset(from);
         reset(to);
-        return;
+        return false;
+      }
+      if (f.kind == Fault::kAbandon) {
+        reset(from);
+        return true;
       }
       if (f.kind == Fault::kStall) {
         f.at = ~0ull;
@@ -152,6 +160,7 @@ void pump(int from, int to, std::vector<Fault> faults) {
 done:
   if (!held.empty()) write_all(to, held.data(), held.size());
   ::shutdown(to, SHUT_WR);
+  return false;
 }
 
 void serve(int port, int listener) {
@@ -182,10 +191,10 @@ void serve(int port, int listener) {
     std::sort(down.begin(), down.end(), by_offset);
     std::thread([client, server, up, down] {
       std::thread back(pump, server, client, down);
-      pump(client, server, up);
+      bool abandoned = pump(client, server, up);
       back.join();
       ::close(client);
-      ::close(server);
+      if (!abandoned) ::close(server);  // abandoned: held open, silent, until the proxy exits
     }).detach();
   }
 }
@@ -208,7 +217,8 @@ int main(int argc, char** argv) {
   std::vector<int> ports;
   const std::map<std::string, Fault::Kind> kinds = {
       {"--flip", Fault::kFlip},       {"--cut", Fault::kCut},     {"--stall", Fault::kStall},
-      {"--reorder", Fault::kReorder}, {"--delay", Fault::kDelay}, {"--throttle", Fault::kThrottle}};
+      {"--reorder", Fault::kReorder}, {"--delay", Fault::kDelay}, {"--throttle", Fault::kThrottle},
+      {"--abandon", Fault::kAbandon}};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto need = [&]() -> std::string {

@@ -138,21 +138,24 @@ void TempFile::unlock() {
 }
 
 void TempFile::drop_journal() {
-  if (!journal_fd_) return;
-  struct stat st {};
-  if (fstat(journal_fd_.get(), &st) == 0 && names_file(dir_->get(), journal_name_, st))
-    unlinkat(dir_->get(), journal_name_.c_str(), 0);
+  if (journal_name_.empty()) return;
+  // Ours by name: the reserved namespace keeps senders from putting anything there.
+  unlinkat(dir_->get(), journal_name_.c_str(), 0);
   journal_name_.clear();
   journal_fd_.reset();
 }
 
-void TempFile::set_journal(std::string name, UniqueFd fd) {
+void TempFile::set_journal(std::string name) {
   journal_name_ = std::move(name);
-  journal_fd_ = std::move(fd);
 }
 
 int TempFile::append_journal(std::string_view lines) {
-  if (!journal_fd_ || !linked_) return EINVAL;
+  if (journal_name_.empty() || !linked_) return EINVAL;
+  if (!journal_fd_) {
+    journal_fd_.reset(
+        openat(dir_->get(), journal_name_.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC));
+    if (!journal_fd_) return errno;
+  }
   // One write: O_APPEND keeps lines whole against our own earlier writes, and a crash in the
   // middle leaves a torn last line, which the parser ignores.
   std::size_t done = 0;
@@ -449,12 +452,20 @@ std::variant<Destination::Partial, FsError> Destination::open_partial(
   }
   int raw = fd.get();
   TempFile tf(std::move(parent), std::move(part_name), std::string(final_name), std::move(fd));
-  tf.set_journal(std::move(journal_name), std::move(wfd));
+  tf.set_journal(std::move(journal_name));
   std::string lines = header;
   for (const JournalEntry& e : have)
     lines += journal_line(e);
-  if (int e = tf.append_journal(lines))
-    return FsError{e, describe("write journal of", final_name, e)};  // ~TempFile removes both
+  for (std::size_t done = 0; done < lines.size();) {
+    ssize_t n = ::write(wfd.get(), lines.data() + done, lines.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : EIO;
+      return FsError{e, describe("write journal of", final_name, e)};  // ~TempFile removes both
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  wfd.reset();
   auto r = check_and_reserve(raw, final_name, size, reserve_now);
   if (auto* e = std::get_if<FsError>(&r)) return *e;
   return Partial{std::move(tf), std::move(have), true};

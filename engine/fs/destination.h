@@ -68,9 +68,10 @@ class TempFile {
   // Releases the partial's flock (taken by open_partial), so another attempt can take it.
   void unlock();
 
-  // Resumable partial files: the journal, already created with its header (open_partial).
-  void set_journal(std::string name, UniqueFd fd);
-  bool has_journal() const { return journal_fd_.valid(); }
+  // Resumable partial files: the journal, already created with its header (open_partial). It
+  // is opened again (append only) at the first append: an idle partial holds one fd, not two.
+  void set_journal(std::string name);
+  bool has_journal() const { return !journal_name_.empty(); }
   // Appends `lines` to the journal. Returns 0 or the errno.
   int append_journal(std::string_view lines);
   // Removes the journal: the partial can no longer be resumed.

@@ -555,10 +555,11 @@ Parsed<ServerMessage> parse_server_line(std::string_view line) {
 namespace {
 
 std::string format_err_message(std::string_view m) {
-  // Free text, but still one printable line: escape anything else.
+  // Free text, but still one printable line: anything but printable ASCII and spaces is
+  // escaped (a backslash stays: the text is for people, not decoded).
   std::string out;
   for (unsigned char c : m) {
-    if (c == ' ' || (is_plain(c) && c != '\\'))
+    if (c == ' ' || is_plain(c))
       out.push_back(static_cast<char>(c));
     else
       out += escape_bytes(std::string_view(reinterpret_cast<const char*>(&c), 1));

@@ -308,8 +308,9 @@ void ControlSession::refuse(std::uint64_t id, ErrorCode code, std::string messag
   ReceiverContext& ctx = worker_.ctx();
   totals_->failed.fetch_add(1, std::memory_order_relaxed);
   ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
+  // Names in `message` were made printable where it was built (quote_name).
   ctx.log.warn("session from " + peer_ + ": refused: " + std::string(wire_name(code)) + ": " +
-               printable(message));
+               control_free(message));
   reply_error(id, code, std::move(message));
 }
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "error.h"
 #include "fs/partial.h"
@@ -113,6 +114,8 @@ void Receiver::start() {
   ctx_->secret = options_.secret;
   ctx_->legacy_enabled = options_.legacy;
   ctx_->max_open_files = open_file_limit();
+  if (const char* f = std::getenv("ACKXFER_INJECT_FAULT"); f && std::string(f) == "worker-loop")
+    ctx_->inject_worker_loop_failure = true;
   if (options_.fsync && !options_.discard) {
     ctx_->destination.track_created_directories(true);
     ctx_->publisher = std::make_unique<DurablePublisher>(ctx_->destination);

@@ -48,6 +48,10 @@ struct ReceiverContext {
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet
   std::atomic<std::uint64_t> next_connection_id{1};       // names claims (IncomingFile)
 
+  // Fault injection for the test that a dying worker loop makes the receiver fail (exit 9):
+  // ACKXFER_INJECT_FAULT=worker-loop makes worker 0's loop throw at its first tick.
+  bool inject_worker_loop_failure = false;
+
   // A worker's loop died: the receiver cannot serve its share of connections any more.
   void fail(const std::string& why);
   std::optional<std::string> failure() const;

@@ -96,6 +96,9 @@ void Worker::release(WorkerObject* obj) {
 }
 
 void Worker::tick_all() {
+  if (ctx_.inject_worker_loop_failure && index_ == 0)
+    throw Failure("a fault injected for testing (ACKXFER_INJECT_FAULT=worker-loop)",
+                  FailureKind::kInternal);
   std::int64_t now = loop_.now_ms();
   if (ctx_.legacy_enabled)
     for (auto& u : ctx_.legacy.expire(now))

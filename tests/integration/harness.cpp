@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -24,11 +25,16 @@
 #include <stdexcept>
 #include <thread>
 
+#include "digest/digest.h"
+#include "protocol/data_frame.h"
+
 extern char** environ;
 
 namespace ackxfer::test {
 
 std::string binary_path() {
+  // Another build under test (e.g. an older release, to show a test fails on it).
+  if (const char* b = std::getenv("ACKXFER_TEST_BINARY")) return b;
   return ACKXFER_BINARY;
 }
 std::string faultproxy_path() {
@@ -360,6 +366,31 @@ std::string Process::stderr_so_far() const {
   return read_text(err_file_);
 }
 
+long proc_rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  return -1;
+}
+
+long proc_fd_count(pid_t pid) {
+  std::error_code ec;
+  long n = 0;
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != fs::end(it); it.increment(ec))
+    ++n;
+  return ec ? -1 : n;
+}
+
+void raise_fd_limit_for_tests() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 bool holds_nameless_file(pid_t pid, const fs::path& dir) {
   std::error_code ec;
   fs::path fds = "/proc/" + std::to_string(pid) + "/fd";
@@ -514,6 +545,15 @@ bool RawClient::closed_by_peer(std::chrono::milliseconds timeout) {
     if (n <= 0) return true;
   }
   return false;
+}
+
+std::string frame_bytes(const std::string& token_hex, std::uint64_t offset,
+                        const std::string& payload, std::uint64_t announced) {
+  std::uint8_t hdr[kFrameHeaderBytes];
+  encode_frame_header(FrameHeader{*Token::from_hex(token_hex), offset, announced}, hdr);
+  Digest128 d = digest_of(payload.data(), payload.size());
+  return std::string(reinterpret_cast<char*>(hdr), sizeof hdr) + payload +
+         std::string(reinterpret_cast<const char*>(d.bytes.data()), 16);
 }
 
 }  // namespace ackxfer::test

@@ -142,11 +142,20 @@ std::vector<std::string> temp_files_under(const fs::path& p);
 // A value from the single JSON object printed by --json (numbers and simple strings only).
 std::optional<std::string> json_field(const std::string& json, const std::string& key);
 
+// A process's resident memory (VmRSS, KiB) and how many fds it holds; -1 if unknown.
+long proc_rss_kb(pid_t pid);
+long proc_fd_count(pid_t pid);
+
+// Raises this process's fd limit to its hard limit (tests that open many connections).
+void raise_fd_limit_for_tests();
+
 }  // namespace ackxfer::test
 
 namespace ackxfer::test {
 
-// A blocking TCP client for speaking the protocol by hand (hostile-input tests).
+// A data frame as a sender would send it (payload `payload`, header saying `announced`).
+std::string frame_bytes(const std::string& token_hex, std::uint64_t offset,
+                        const std::string& payload, std::uint64_t announced);
 class RawClient {
  public:
   explicit RawClient(std::uint16_t port, const std::string& host = "127.0.0.1");
