@@ -45,14 +45,20 @@ inline constexpr std::uint64_t kDefaultChunkBytes = 8 * 1024 * 1024;
 inline constexpr std::size_t kInitialOpenFiles = 64;
 inline constexpr std::size_t kMaxOpenFilesPerSession = 2048;
 // Bytes received and not yet handled (a flood of pipelined lines): reading pauses beyond it.
-inline constexpr std::size_t kMaxUnhandledInputBytes = 256 * 1024;
-// Replies queued for a peer that does not read them: reading pauses beyond it.
-inline constexpr std::size_t kMaxQueuedReplyBytes = 1 << 20;
+inline constexpr std::size_t kMaxUnhandledInputBytes = 128 * 1024;
+// Replies queued for a peer that does not read them: its lines wait and reading pauses beyond
+// it (a few thousand replies: plenty of pipelining for a sender that reads them).
+inline constexpr std::size_t kMaxQueuedReplyBytes = 256 * 1024;
 // Directory metadata kept for BYE (each distinct MKDIR path once): beyond these bytes of paths,
 // the rest is not kept (a warning in the receiver's log).
 inline constexpr std::size_t kMaxDirMetadataBytes = 16 << 20;
 
 // ---- Receiver: in total ----
+// Control sessions' buffers (unhandled input and queued replies) across the receiver: once
+// they hold this much, a session holding more than kSessionBufferFloor is not read from until
+// the total is below it again. Sessions that buffer little are never held up.
+inline constexpr std::size_t kMaxSessionBuffersTotal = 256 << 20;
+inline constexpr std::size_t kSessionBufferFloor = 64 * 1024;
 // Temp files open across all sessions, as a share of the process's fd limit: beyond it, SEND
 // gets `busy` (the sender backs off and tries again).
 inline constexpr unsigned kOpenFilesShareOfFdLimit = 2;  // 1/2 of RLIMIT_NOFILE

@@ -31,6 +31,7 @@ ControlSession::ControlSession(Worker& worker, UniqueFd fd)
 
 ControlSession::~ControlSession() {
   *alive_ = false;
+  worker_.ctx().session_buffers.fetch_sub(accounted_, std::memory_order_relaxed);
   // Gone before its READY: the next legacy client from this address may have its turn.
   if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get());
   abandon_files(true);
@@ -75,6 +76,8 @@ void ControlSession::tick(std::int64_t now) {
   run_checkpoints();
   if (report_local_work()) local_activity_ms_ = now;
   refresh_credit();
+  // Paused while the receiver's session buffers were over their total: look again.
+  if (!recv_armed_ && !processing_ && state_ != State::kLegacy) resume_read_if_clear();
   const char* why = nullptr;
   const std::int64_t idle = ctx.idle_timeout.count();
   switch (state_) {
@@ -129,10 +132,28 @@ void ControlSession::pause_read() {
   loop_.cancel(this, kRecv);
 }
 
+bool ControlSession::may_read() const {
+  if (in_.size() - in_start_ > kMaxUnhandledInputBytes || replies_.backlogged()) return false;
+  return accounted_ <= kSessionBufferFloor ||
+         worker_.ctx().session_buffers.load(std::memory_order_relaxed) <= kMaxSessionBuffersTotal;
+}
+
+void ControlSession::account_buffers() {
+  std::size_t now = in_.capacity() + replies_.pending_bytes();
+  if (now == accounted_) return;
+  auto& total = worker_.ctx().session_buffers;
+  if (now > accounted_)
+    total.fetch_add(now - accounted_, std::memory_order_relaxed);
+  else
+    total.fetch_sub(accounted_ - now, std::memory_order_relaxed);
+  accounted_ = now;
+}
+
 void ControlSession::resume_read_if_clear() {
-  if (state_ == State::kClosing || replies_.backlogged()) return;
-  if (in_.size() - in_start_ > kMaxUnhandledInputBytes) return;
-  if (read_paused_ || !recv_armed_) process_input();
+  if (state_ == State::kClosing || replies_.backlogged() || processing_) return;
+  // Lines left over from before the pause come first; process_input() re-arms the receive
+  // once the backlog of input is below its limit.
+  process_input();
 }
 
 void ControlSession::on_complete(unsigned op, const Completion& c) {
@@ -147,6 +168,7 @@ void ControlSession::on_complete(unsigned op, const Completion& c) {
       close_now();
       return;
     case kYield:
+      yield_armed_ = false;
       process_input();
       return;
     case kLegacyQuiet:
@@ -180,8 +202,10 @@ void ControlSession::on_bytes(const Completion& c) {
     in_.append(reinterpret_cast<const char*>(c.data.data()), c.data.size());
   if (!c.more) recv_armed_ = false;
   if (c.res == -ENOBUFS) {
-    // Every buffer of the pool was in use for a moment: just ask again.
-    arm_read();
+    // Every buffer of the pool was in use for a moment: ask again, unless this session is
+    // the reason (it has more unhandled input, or unread replies, than it may).
+    account_buffers();
+    if (may_read()) arm_read();
     return;
   }
   if (c.res == -ECANCELED) {  // pause_read(); resume if the reason has gone meanwhile
@@ -201,28 +225,40 @@ void ControlSession::on_bytes(const Completion& c) {
     if (!recv_armed_) arm_read();
     return;
   }
-  if (!processing_) process_input();
+  if (!processing_ && !yield_armed_) process_input();
   if (closing() || state_ == State::kClosing) return;
+  account_buffers();
+  if (!may_read()) pause_read();
   // A SEND without its newline from a classic client: take it as whole after a quiet spell.
   if (worker_.ctx().legacy_enabled && state_ == State::kAwaitHello &&
       looks_like_unterminated_legacy_send())
     arm_timer(static_cast<std::uint64_t>(kLegacyLineQuietMs) * 1'000'000, kLegacyQuiet);
-  if (!recv_armed_ && !read_paused_) arm_read();
+  if (!recv_armed_ && !read_paused_ && may_read()) arm_read();
 }
 
 void ControlSession::process_input() {
   processing_ = true;
   int handled = 0;
+  bool more = false;  // complete lines are left for a later turn
   while (!closing() && (state_ == State::kAwaitHello || state_ == State::kAwaitAuth ||
                         state_ == State::kActive)) {
     const char* begin = in_.data() + in_start_;
     const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_.size() - in_start_));
     if (!nl) break;
+    // A peer that asks faster than it reads the answers waits for them: its replies stay
+    // bounded (the rest of its lines wait, and reading it pauses below).
+    if (replies_.backlogged()) {
+      more = true;
+      break;
+    }
     if (handled == kLinesPerTurn) {
       // Let the replies so far go out, and other sessions run, before the next batch.
-      if (!timer_armed(kYield)) arm_yield(kYield);
-      processing_ = false;
-      return;
+      more = true;
+      if (!yield_armed_) {
+        yield_armed_ = true;
+        arm_yield(kYield);
+      }
+      break;
     }
     std::string_view line(begin, static_cast<std::size_t>(nl - begin));
     in_start_ = static_cast<std::size_t>(nl - in_.data()) + 1;
@@ -232,22 +268,25 @@ void ControlSession::process_input() {
   }
   processing_ = false;
   if (closing() || state_ == State::kClosing) return;
-  // Keep only the incomplete tail; an idle session keeps no buffer at all.
+  // Keep only what is left; an idle session keeps no buffer at all.
   if (in_start_ == in_.size()) {
     std::string().swap(in_);
   } else if (in_start_ > 0) {
     in_.erase(0, in_start_);
   }
   in_start_ = 0;
-  if (in_.size() > kMaxLineBytes) {
+  if (!more && in_.size() > kMaxLineBytes) {
     reply_error(std::nullopt, ErrorCode::kLineTooLong,
                 "no newline within " + std::to_string(kMaxLineBytes) + " bytes; closing");
     close_after_flush();
     return;
   }
   if (state_ == State::kActive) refresh_credit();
-  if (replies_.backlogged())
-    pause_read();  // resumed when the replies drain
+  // Backpressure: a peer that floods lines faster than we handle them, or does not read its
+  // replies, is not read from until that is resolved (resume_read_if_clear).
+  account_buffers();
+  if (!may_read())
+    pause_read();
   else if (!recv_armed_ && state_ != State::kLegacy)
     arm_read();
 }
@@ -319,6 +358,7 @@ void ControlSession::on_sent(int res) {
     close_now();  // the peer is gone
     return;
   }
+  account_buffers();
   if (!replies_.idle()) return;
   if (close_when_flushed_) {
     linger();

@@ -84,6 +84,11 @@ class ControlSession final : public WorkerObject {
   void arm_read();
   void pause_read();
   void resume_read_if_clear();
+  // Whether this session may read more: within its own input and reply limits, and not one of
+  // the big buffer holders while the receiver's total is over kMaxSessionBuffersTotal.
+  bool may_read() const;
+  // Keeps ReceiverContext::session_buffers up to date with what this session holds.
+  void account_buffers();
   void on_bytes(const Completion& c);
   void process_input();
   void handle_line(std::string_view line);
@@ -191,8 +196,10 @@ class ControlSession final : public WorkerObject {
   bool recv_armed_ = false;   // the multishot receive is running
   bool read_paused_ = false;  // stopped for backpressure; resumed by resume_read_if_clear()
   bool processing_ = false;   // inside process_input(): replies must not re-enter it
+  bool yield_armed_ = false;  // more complete lines wait; process_input() runs next turn
   SendQueue replies_;
   bool close_when_flushed_ = false;
+  std::size_t accounted_ = 0;  // this session's share of ReceiverContext::session_buffers
 
   std::unordered_map<std::uint64_t, SessionFile> files_;
   std::size_t credit_ = kInitialOpenFiles;  // files that may be open at once
