@@ -94,6 +94,12 @@ int sync_directory(int dir_fd) {
   return fsync(d.get()) == 0 ? 0 : errno;
 }
 
+int sync_file_system(int dir_fd) {
+  UniqueFd d(openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d) return errno;
+  return syncfs(d.get()) == 0 ? 0 : errno;
+}
+
 TempFile::TempFile(std::shared_ptr<const UniqueFd> dir, std::string temp_name,
                    std::string final_name, UniqueFd fd)
     : dir_(std::move(dir)),

@@ -183,5 +183,7 @@ int open_beneath(int dirfd, const std::string& path, int flags, unsigned mode = 
 
 // fsync of the directory behind an O_PATH (or any) directory fd. 0 or the errno.
 int sync_directory(int dir_fd);
+// syncfs of the file system that holds the directory behind `dir_fd`. 0 or the errno.
+int sync_file_system(int dir_fd);
 
 }  // namespace ackxfer

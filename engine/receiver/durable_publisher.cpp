@@ -63,7 +63,7 @@ void DurablePublisher::publish_batch(std::vector<Job>& batch) {
     results[i] = whole_fs ? batch[i].file->prepare_publish() : batch[i].file->publish(true);
   }
   if (whole_fs) {
-    int e = syncfs(root) == 0 ? 0 : errno;
+    int e = sync_file_system(root);
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!batch[i].file || std::holds_alternative<FsError>(results[i])) continue;
       if (e != 0) {
@@ -84,7 +84,7 @@ void DurablePublisher::publish_batch(std::vector<Job>& batch) {
   }
   int dir_err = 0;
   if (whole_fs) {
-    if (syncfs(root) != 0) dir_err = errno;
+    dir_err = sync_file_system(root);
   } else {
     std::set<std::pair<dev_t, ino_t>> done;
     for (const auto& d : dirs) {

@@ -525,3 +525,30 @@ TEST(Hardening, LongChecksumsKeepTheSessionAliveAndFinish) {
 
 }  // namespace
 }  // namespace ackxfer::test
+
+namespace ackxfer::test {
+namespace {
+
+// recv --fsync: everything arrives as without it, and the sender is told its verdicts were
+// durable. (What survives a power loss cannot be tested here; docs/RELIABILITY.md says what
+// each verdict means with and without it.)
+TEST(Hardening, Fsync_ATreeArrivesWholeAndTheSenderIsToldItIsDurable) {
+  TempDir src("src"), dst("dst");
+  fs::create_directories(src / "tree/sub/deeper");
+  write_file(src / "tree/big", 3 * kDefaultChunkBytes + 5);
+  for (int i = 0; i < 40; ++i)
+    write_file(src / "tree/sub" / ("f" + std::to_string(i)), 1000 + i, i);
+  write_text(src / "tree/sub/deeper/x", "x");
+  fs::create_symlink("sub/f1", src / "tree/link");
+  ReceiverProcess r(dst.path(), 2, {"--fsync"});
+  auto res = send({"--to", r.to(), "--json", (src / "tree").string()});
+  EXPECT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(json_field(res.out, "durable").value_or("?"), "true") << res.out;
+  EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
+  ReceiverProcess plain(dst.path() / "plain");
+  auto res2 = send({"--to", plain.to(), "--json", (src / "tree/sub/deeper/x").string()});
+  EXPECT_EQ(json_field(res2.out, "durable").value_or("?"), "false") << res2.out;
+}
+
+}  // namespace
+}  // namespace ackxfer::test
