@@ -142,6 +142,15 @@ std::vector<std::string> temp_files_under(const fs::path& p);
 // A value from the single JSON object printed by --json (numbers and simple strings only).
 std::optional<std::string> json_field(const std::string& json, const std::string& key);
 
+// Whether this (and so the binary under test) is a sanitizer build: their allocators keep
+// freed memory in quarantine and add shadow memory, so RSS says nothing about ours there.
+constexpr bool kSanitizedBuild =
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    true;
+#else
+    false;
+#endif
+
 // A process's resident memory (VmRSS, KiB) and how many fds it holds; -1 if unknown.
 long proc_rss_kb(pid_t pid);
 long proc_fd_count(pid_t pid);
