@@ -1,7 +1,8 @@
 // libFuzzer target: the control-line codec and the path rule. Any input must parse or be
 // refused without crashing; whatever parses must format back to a line that parses to the
 // same message; a SEND, MKDIR or LINK path that passes the rule must not escape (no "..", no
-// leading '/'), and a LINK target that parses is non-empty, NUL-free and within its limits.
+// leading '/') nor name the receiver's temp files, and a LINK target that parses is
+// non-empty, NUL-free and within its limits.
 //
 //   build-fuzz/fuzz/control_line_fuzzer fuzz/corpus/control -max_total_time=60
 #include <cstdint>
@@ -28,6 +29,8 @@ void check_path(const std::string& path) {
     if (c.empty() || c == "." || c == ".." || c.find('/') != std::string_view::npos ||
         c.find('\0') != std::string_view::npos)
       fail("accepted a bad component");
+    else if (is_reserved_name(c))
+      fail("accepted a name in the receiver's temp namespace");
 }
 
 }  // namespace

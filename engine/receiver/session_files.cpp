@@ -200,7 +200,10 @@ bool ControlSession::report_local_work() {
   bool moved = false;
   for (auto& [id, f] : files_) {
     if (f.stage == SessionFile::Stage::kPublishing) {
-      moved = true;  // flushing (recv --fsync): the verdict is on its way
+      // Flushing (recv --fsync): the verdict is on its way; the sender must not give up.
+      moved = true;
+      if (negotiated(Feature::kProgress))
+        reply(ProgressNote{id, f.request.size, f.request.size});
       continue;
     }
     if (!f.job) continue;

@@ -213,7 +213,8 @@ void ControlClient::tick() {
         }
         for (auto& [id, f] : open_files_) {
           std::uint64_t done = f->local_hashed.load(std::memory_order_relaxed);
-          if (done == 0) continue;
+          if (done == f->local_hashed_reported) continue;  // only while it moves
+          f->local_hashed_reported = done;
           send_line(ProgressNote{id, done, f->size()});
         }
       }

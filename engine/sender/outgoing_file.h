@@ -44,6 +44,7 @@ struct OutgoingFile {
   // Chunks the receiver already held (READY have=) are hashed here instead of sent: bytes so
   // far, for PROGRESS lines (written by data streams, read by the control client).
   std::atomic<std::uint64_t> local_hashed{0};
+  std::uint64_t local_hashed_reported = 0;  // control client only: as last told in PROGRESS
 
   // scheduler
   std::vector<Digest128> chunk_digests;
