@@ -209,8 +209,6 @@ std::variant<std::monostate, FsError> TempFile::place() {
   if (!linked_)
     return FsError{ENOENT, "publish " + quote_name(final_name_) + ": temp file already gone"};
   const int dir = dir_->get();
-  struct stat ours {};
-  if (fstat(fd_.get(), &ours) != 0) return fail("stat", errno);
   if (temp_name_.empty()) {
     // Anonymous: link it in under its final name. If that name exists, link it under a temp
     // name and rename that over it, which replaces atomically.
@@ -232,6 +230,8 @@ std::variant<std::monostate, FsError> TempFile::place() {
   }
   // Named: publish the inode we wrote and verified, not whatever the temp name points to by
   // now. Link our fd under a fresh, unguessable name and rename that over the final name.
+  struct stat ours {};
+  if (fstat(fd_.get(), &ours) != 0) return fail("stat", errno);
   std::string fresh = random_temp_name();
   int e = link_from_fd(fd_.get(), dir, fresh.c_str());
   if (e == 0) {

@@ -70,7 +70,7 @@ class ControlSession final : public WorkerObject {
       kPublishing,  // verified; being published durably (recv --fsync)
     };
     Stage stage = Stage::kOpen;
-    SendRequest request;
+    SendRequest request;                 // kChecking, kResuming
     std::shared_ptr<IncomingFile> file;  // kOpen, kPublishing
     TempFile partial;                    // kResuming: the kept partial
     OpenFileSlot slot;                   // kChecking, kResuming: the place it holds

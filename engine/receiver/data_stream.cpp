@@ -124,7 +124,7 @@ void DataStream::on_complete(unsigned op, const Completion& c) {
   recv_armed_ = false;
   if (op == kSpliceOut && writing_) {
     writing_ = false;
-    file_->end_write(claim_);
+    file_->end_write(claim_, loop_.now_ms());
   }
   if (c.res <= 0) {
     ended(c.res);
@@ -378,8 +378,7 @@ void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
       }
       done += static_cast<std::size_t>(w);
     }
-    file_->end_write(claim_);
-    file_->touch(claim_, last_bytes_ms_);
+    file_->end_write(claim_, last_bytes_ms_);  // the claim is fresh: bytes just came
     digest_.update(data, n);
     worker_.ctx().stats.payload_bytes_received.fetch_add(n, std::memory_order_relaxed);
     // A large chunk on a slow link keeps its session alive while it arrives.
@@ -465,7 +464,7 @@ void DataStream::release_claim() {
   if (!file_) return;
   if (writing_) {
     writing_ = false;
-    file_->end_write(claim_);
+    file_->end_write(claim_, 0);
   }
   file_->finish_chunk(claim_, false, Digest128{});
   file_.reset();
@@ -503,15 +502,13 @@ void DataStream::complete_ack(std::size_t seq, AckStatus status, int err) {
 
 void DataStream::flush_acks() {
   if (closing()) return;
-  std::string out;
   while (!acks_.empty() && acks_.front().ready) {
     std::uint8_t raw[kFrameAckBytes];
     encode_frame_ack(acks_.front().ack, raw);
-    out.append(reinterpret_cast<const char*>(raw), sizeof raw);
+    acks_out_.write(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
     acks_.pop_front();
     ++acks_front_seq_;
   }
-  if (!out.empty()) acks_out_.write(out);
   if (close_after_acks_ && acks_.empty() && acks_out_.idle()) {
     release_claim();
     begin_close(fd_.get());

@@ -16,6 +16,29 @@ OpenFileSlot OpenFileSlot::take(std::atomic<std::size_t>& count, std::size_t lim
   return {};
 }
 
+IncomingFile::Chunk* IncomingFile::ChunkTable::find(std::uint32_t i) {
+  if (i == 0) return first_ ? &*first_ : nullptr;
+  auto it = rest_.find(i);
+  return it == rest_.end() ? nullptr : &it->second;
+}
+
+std::pair<IncomingFile::Chunk*, bool> IncomingFile::ChunkTable::emplace(std::uint32_t i) {
+  if (i == 0) {
+    bool fresh = !first_;
+    if (fresh) first_.emplace();
+    return {&*first_, fresh};
+  }
+  auto [it, fresh] = rest_.try_emplace(i);
+  return {&it->second, fresh};
+}
+
+void IncomingFile::ChunkTable::erase(std::uint32_t i) {
+  if (i == 0)
+    first_.reset();
+  else
+    rest_.erase(i);
+}
+
 IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
                            std::shared_ptr<SessionTotals> totals, OpenFileSlot slot,
                            const std::vector<JournalEntry>& have, bool resumable)
@@ -32,7 +55,7 @@ IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
       slot_(std::move(slot)) {
   for (const JournalEntry& e : have) {
     if (e.index >= plan_.count()) continue;
-    Chunk& c = chunks_[e.index];
+    Chunk& c = *chunks_.emplace(e.index).first;
     c.state = ChunkState::kVerified;
     c.digest = e.digest;
     c.reserved = true;
@@ -59,22 +82,21 @@ std::shared_ptr<const UniqueFd> IncomingFile::directory() const {
 }
 
 IncomingFile::Chunk* IncomingFile::held(const Claim& c) {
-  auto it = chunks_.find(c.index);
-  if (it == chunks_.end() || it->second.generation != c.generation ||
-      it->second.state != ChunkState::kReceiving)
-    return nullptr;
-  return &it->second;
+  Chunk* ch = chunks_.find(c.index);
+  if (!ch || ch->generation != c.generation || ch->state != ChunkState::kReceiving) return nullptr;
+  return ch;
 }
 
 std::vector<JournalEntry> IncomingFile::take_unjournaled() {
   std::vector<JournalEntry> out;
   std::lock_guard lock(mu_);
   if (state_ != State::kReceiving || !resumable_ || !temp_.has_journal()) return out;
-  for (auto& [i, c] : chunks_)
+  chunks_.for_each([&](std::uint32_t i, Chunk& c) {
     if (c.state == ChunkState::kVerified && c.journal == JournalState::kNone) {
       c.journal = JournalState::kPending;
       out.push_back(JournalEntry{i, c.digest});
     }
+  });
   return out;
 }
 
@@ -85,16 +107,16 @@ void IncomingFile::journal_written(const std::vector<JournalEntry>& entries, boo
   std::vector<std::uint32_t> written;
   for (const JournalEntry& e : entries) {
     // A chunk claimed again since it was taken is no longer what the fdatasync covered.
-    auto it = chunks_.find(e.index);
-    if (it == chunks_.end() || it->second.journal != JournalState::kPending) continue;
-    it->second.journal = JournalState::kNone;
+    Chunk* ch = chunks_.find(e.index);
+    if (!ch || ch->journal != JournalState::kPending) continue;
+    ch->journal = JournalState::kNone;
     if (!durable || state_ != State::kReceiving) continue;
     lines += journal_line(e);
     written.push_back(e.index);
   }
   if (lines.empty() || temp_.append_journal(lines) != 0) return;
   for (std::uint32_t i : written)
-    chunks_[i].journal = JournalState::kJournaled;
+    if (Chunk* ch = chunks_.find(i)) ch->journal = JournalState::kJournaled;
 }
 
 IncomingFile::Claim IncomingFile::claim(std::uint64_t offset, std::uint64_t length,
@@ -111,8 +133,8 @@ IncomingFile::Claim IncomingFile::claim(std::uint64_t offset, std::uint64_t leng
     return out;
   }
   out.index = *index;
-  auto [it, fresh] = chunks_.try_emplace(*index);
-  Chunk& c = it->second;
+  auto [entry, fresh] = chunks_.emplace(*index);
+  Chunk& c = *entry;
   if (!fresh && c.state == ChunkState::kReceiving) {
     // Another connection holds it. If that one has gone quiet (the sender gave up on it and
     // sent the chunk again here), it is dead: take the claim over. Its later writes are
@@ -172,10 +194,13 @@ bool IncomingFile::begin_write(const Claim& c) {
   return true;
 }
 
-void IncomingFile::end_write(const Claim& c) {
+void IncomingFile::end_write(const Claim& c, std::int64_t now_ms) {
   std::lock_guard lock(mu_);
-  auto it = chunks_.find(c.index);
-  if (it != chunks_.end() && it->second.generation == c.generation) it->second.writing = false;
+  Chunk* ch = chunks_.find(c.index);
+  if (ch && ch->generation == c.generation) {
+    ch->writing = false;
+    ch->touched_ms = std::max(ch->touched_ms, now_ms);
+  }
   if (--writers_ == 0 && unlock_when_idle_) {
     unlock_when_idle_ = false;
     temp_.unlock();
@@ -197,7 +222,7 @@ void IncomingFile::finish_chunk(const Claim& c, bool verified, const Digest128& 
 IncomingFile::Verdict IncomingFile::verify_single(const Claim& c, const Digest128& digest) {
   std::lock_guard lock(mu_);
   if (state_ != State::kReceiving || plan_.count() != 1 || !held(c)) return Verdict::kAlreadyClosed;
-  Chunk& ch = chunks_[c.index];
+  Chunk& ch = *chunks_.find(c.index);
   ch.state = ChunkState::kVerified;
   ch.digest = digest;
   state_ = State::kPublishing;
@@ -210,10 +235,10 @@ IncomingFile::Verdict IncomingFile::verify(const Digest128& digest) {
   std::vector<Digest128> digests;
   digests.reserve(plan_.count());
   bool complete = chunks_.size() == plan_.count();
-  for (auto& [i, c] : chunks_) {
+  chunks_.for_each([&](std::uint32_t, Chunk& c) {
     if (c.state != ChunkState::kVerified) complete = false;
     digests.push_back(c.digest);
-  }
+  });
   Verdict v = Verdict::kVerified;
   if (!complete)
     v = Verdict::kIncomplete;
@@ -296,8 +321,9 @@ bool IncomingFile::abandon(bool keep) {
   // Publishing (durably, on another thread): let it finish; the verdict is simply not sent.
   if (state_ == State::kPublishing) return false;
   state_ = State::kAbandoned;
-  bool journaled = std::any_of(chunks_.begin(), chunks_.end(), [](const auto& kv) {
-    return kv.second.journal == JournalState::kJournaled;
+  bool journaled = false;
+  chunks_.for_each([&](std::uint32_t, Chunk& c) {
+    journaled = journaled || c.journal == JournalState::kJournaled;
   });
   if (keep && resumable_ && journaled && temp_.has_journal()) {
     temp_.keep();

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -117,7 +118,8 @@ class IncomingFile {
   // begin_write() returns false once the file is closed or the claim was taken over: drop the
   // bytes. So no stale write can reach a partial that a later attempt has taken over.
   bool begin_write(const Claim& c);
-  void end_write(const Claim& c);
+  // `now_ms`: the claim holder was just receiving (its claim is fresh).
+  void end_write(const Claim& c, std::int64_t now_ms);
   // `verified`: the payload was written and its digest matched `digest`. Otherwise the chunk
   // goes back to missing and the sender will send it again. A claim taken over does nothing.
   void finish_chunk(const Claim& c, bool verified, const Digest128& digest);
@@ -167,6 +169,26 @@ class IncomingFile {
     std::int64_t touched_ms = 0;
     Digest128 digest;
   };
+  // Chunk index -> Chunk, in index order. Chunk 0 lives inline: most files are one chunk, and
+  // then the table allocates nothing.
+  class ChunkTable {
+   public:
+    Chunk* find(std::uint32_t i);
+    // The entry for `i`, and whether it was just made.
+    std::pair<Chunk*, bool> emplace(std::uint32_t i);
+    void erase(std::uint32_t i);
+    std::size_t size() const { return (first_ ? 1 : 0) + rest_.size(); }
+    template <class F>
+    void for_each(F f) {
+      if (first_) f(0u, *first_);
+      for (auto& [i, c] : rest_)
+        f(i, c);
+    }
+
+   private:
+    std::optional<Chunk> first_;
+    std::map<std::uint32_t, Chunk> rest_;
+  };
   // The chunk `c` names, if `c` still holds it.
   Chunk* held(const Claim& c);
   void count_verdict(bool published);
@@ -183,13 +205,13 @@ class IncomingFile {
   std::uint64_t resumed_bytes_ = 0;
 
   mutable std::mutex mu_;
-  TempFile temp_;                          // guarded by mu_ (publish/discard)
-  OpenFileSlot slot_;                      // released with the object (its fd closes then)
-  State state_ = State::kReceiving;        // guarded by mu_
-  std::map<std::uint32_t, Chunk> chunks_;  // guarded by mu_: chunks that started to arrive
-  std::uint64_t next_generation_ = 1;      // guarded by mu_
-  int writers_ = 0;                        // guarded by mu_
-  bool unlock_when_idle_ = false;          // guarded by mu_: kept; unlock after the last write
+  TempFile temp_;                      // guarded by mu_ (publish/discard)
+  OpenFileSlot slot_;                  // released with the object (its fd closes then)
+  State state_ = State::kReceiving;    // guarded by mu_
+  ChunkTable chunks_;                  // guarded by mu_: chunks that started to arrive
+  std::uint64_t next_generation_ = 1;  // guarded by mu_
+  int writers_ = 0;                    // guarded by mu_
+  bool unlock_when_idle_ = false;      // guarded by mu_: kept; unlock after the last write
 };
 
 }  // namespace ackxfer

@@ -43,7 +43,7 @@ struct ReceiverContext {
 
   // Receiver-wide limits (protocol/limits.h) and what is in use.
   std::size_t max_open_files = kMaxOpenFilesTotal;
-  std::atomic<std::size_t> open_files{0};  // temp files open (OpenFileSlot)
+  std::atomic<std::size_t> open_files{0};       // temp files open (OpenFileSlot)
   std::atomic<std::size_t> session_buffers{0};  // bytes control sessions buffer (all of them)
   std::atomic<std::size_t> data_connections{0};
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet

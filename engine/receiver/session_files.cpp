@@ -202,8 +202,7 @@ bool ControlSession::report_local_work() {
     if (f.stage == SessionFile::Stage::kPublishing) {
       // Flushing (recv --fsync): the verdict is on its way; the sender must not give up.
       moved = true;
-      if (negotiated(Feature::kProgress))
-        reply(ProgressNote{id, f.request.size, f.request.size});
+      if (negotiated(Feature::kProgress)) reply(ProgressNote{id, f.file->size(), f.file->size()});
       continue;
     }
     if (!f.job) continue;
@@ -346,9 +345,8 @@ void ControlSession::ready(const SendRequest& m, TempFile temp, OpenFileSlot slo
                  " of " + std::to_string(m.size) + " bytes already verified");
   }
   ctx.registry.add(file);
-  SessionFile f;
+  SessionFile f;  // open: the file itself holds what the request said
   f.stage = SessionFile::Stage::kOpen;
-  f.request = m;
   f.file = std::move(file);
   files_.emplace(m.id, std::move(f));
   reply(ReadyReply{m.id, token, to_ranges(have)});

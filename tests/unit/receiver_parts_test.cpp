@@ -106,7 +106,7 @@ TEST_F(IncomingFileTest, AClaimPassesOnlyFromAConnectionThatWentQuiet) {
   // Mid-write a claim never passes, however long the write takes.
   ASSERT_TRUE(f->begin_write(a));
   EXPECT_EQ(f->claim(0, kMinChunkBytes, 2, 1000 + 10 * kStaleClaimMs).status, AckStatus::kBusy);
-  f->end_write(a);
+  f->end_write(a, 1000);
   auto b = f->claim(0, kMinChunkBytes, 2, 1000 + 10 * kStaleClaimMs);
   ASSERT_EQ(b.status, AckStatus::kOk);
   EXPECT_TRUE(b.taken_over);
