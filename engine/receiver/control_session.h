@@ -159,6 +159,8 @@ class ControlSession final : public WorkerObject {
   void next_checkpoint();
 
   // ---- directories and links (session_tree.cpp) ----
+  // What fresh_dirs_ keeps of a directory's path (a collision merely costs a skip check).
+  static std::uint64_t directory_hash(std::string_view path);
   void handle(const MkdirRequest& m);
   void handle(const LinkRequest& m);
   void handle(const ByeRequest& m);

@@ -21,13 +21,6 @@ constexpr std::uint64_t kReserveMinBytes = 1 << 20;
 // Local work is done in slices of this many bytes, so that every session's work moves.
 constexpr std::uint64_t kLocalWorkSliceBytes = 16 << 20;
 
-std::uint64_t path_hash(std::string_view path) {
-  Digest128 d = digest_of(path.data(), path.size());
-  std::uint64_t h;
-  std::memcpy(&h, d.bytes.data(), sizeof h);
-  return h;
-}
-
 std::string dir_key_of(std::string_view path) {
   auto slash = path.rfind('/');
   return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
@@ -103,7 +96,7 @@ void ControlSession::handle(const SendRequest& m) {
     return;
   }
   if (!enter_parent(m.id, m.path, rel)) return;
-  if (m.skip != SkipPolicy::kNever && !fresh_dirs_.count(path_hash(dir_key_of(m.path))) &&
+  if (m.skip != SkipPolicy::kNever && !fresh_dirs_.count(directory_hash(dir_key_of(m.path))) &&
       try_skip(m, rel, slot))
     return;
   open_file(m, rel, std::move(slot));

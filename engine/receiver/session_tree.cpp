@@ -15,14 +15,14 @@ constexpr std::size_t kDirsPerSlice = 512;
 // Hashes of directories this session created (their files need no "already there?" check).
 constexpr std::size_t kMaxFreshDirs = 1 << 18;
 
-std::uint64_t path_hash(std::string_view path) {
+}  // namespace
+
+std::uint64_t ControlSession::directory_hash(std::string_view path) {
   Digest128 d = digest_of(path.data(), path.size());
   std::uint64_t h;
   std::memcpy(&h, d.bytes.data(), sizeof h);
   return h;
 }
-
-}  // namespace
 
 void ControlSession::handle(const MkdirRequest& m) {
   auto valid = checked_path(m.id, m.path);
@@ -41,7 +41,7 @@ void ControlSession::handle(const MkdirRequest& m) {
   // A directory this session just created held nothing: its files need no "already there?"
   // check (one failed lookup per file, 5-10% of the small-file rate). Only hashes are kept; a
   // collision merely costs a file being sent again instead of skipped.
-  if (created && fresh_dirs_.size() < kMaxFreshDirs) fresh_dirs_.insert(path_hash(m.path));
+  if (created && fresh_dirs_.size() < kMaxFreshDirs) fresh_dirs_.insert(directory_hash(m.path));
   if (dirs_.add(m.path, m.mode, m.mtime) == DirectoryMetadata::Added::kOverLimit &&
       dirs_.dropped() == 1)
     ctx.log.warn("session from " + peer_ + ": more than " + std::to_string(dirs_.size()) +

@@ -556,4 +556,15 @@ std::string frame_bytes(const std::string& token_hex, std::uint64_t offset,
          std::string(reinterpret_cast<const char*>(d.bytes.data()), 16);
 }
 
+int read_ack_status(RawClient& d) {
+  auto raw = d.read_exact(kFrameAckBytes);
+  if (!raw) return -1;
+  FrameAck a;
+  if (!decode_frame_ack(std::span<const std::uint8_t, kFrameAckBytes>(
+                            reinterpret_cast<const std::uint8_t*>(raw->data()), kFrameAckBytes),
+                        a))
+    return -1;
+  return static_cast<int>(a.status);
+}
+
 }  // namespace ackxfer::test

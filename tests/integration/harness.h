@@ -184,4 +184,8 @@ class RawClient {
   std::string buf_;
 };
 
+// The status of the next ack on a data connection, as its wire number (AckStatus); -1 on EOF,
+// timeout or a malformed ack.
+int read_ack_status(RawClient& d);
+
 }  // namespace ackxfer::test
