@@ -77,7 +77,9 @@ void ControlSession::tick(std::int64_t now) {
   if (report_local_work()) local_activity_ms_ = now;
   refresh_credit();
   // Paused while the receiver's session buffers were over their total: look again.
-  if (!recv_armed_ && !processing_ && state_ != State::kLegacy) resume_read_if_clear();
+  if (!recv_armed_ && !processing_ &&
+      (state_ == State::kActive || state_ == State::kAwaitHello || state_ == State::kAwaitAuth))
+    resume_read_if_clear();
   const char* why = nullptr;
   const std::int64_t idle = ctx.idle_timeout.count();
   switch (state_) {
@@ -150,7 +152,11 @@ void ControlSession::account_buffers() {
 }
 
 void ControlSession::resume_read_if_clear() {
-  if (state_ == State::kClosing || replies_.backlogged() || processing_) return;
+  // Only a session that handles lines reads (kFinishing and kClosing read nothing more, a
+  // legacy client is read only to be ignored).
+  if (state_ != State::kActive && state_ != State::kAwaitHello && state_ != State::kAwaitAuth)
+    return;
+  if (replies_.backlogged() || processing_) return;
   // Lines left over from before the pause come first; process_input() re-arms the receive
   // once the backlog of input is below its limit.
   process_input();

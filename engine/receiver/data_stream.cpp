@@ -595,8 +595,8 @@ void DataStream::finish_legacy(bool clean_eof, const std::string& why) {
   }
   timespec now{};
   clock_gettime(CLOCK_REALTIME, &now);
-  auto r = u->temp.publish(0644, Mtime{now.tv_sec, static_cast<std::uint32_t>(now.tv_nsec)},
-                           ctx.publisher != nullptr);
+  // Not flushed even with --fsync: a classic client is sent no verdict that could wait for it.
+  auto r = u->temp.publish(0644, Mtime{now.tv_sec, static_cast<std::uint32_t>(now.tv_nsec)});
   if (auto* e = std::get_if<FsError>(&r)) {
     ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
     ctx.log.warn("legacy file " + name + " from " + peer_ + " not published: " + e->what);
