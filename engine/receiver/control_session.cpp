@@ -33,7 +33,7 @@ ControlSession::~ControlSession() {
   *alive_ = false;
   worker_.ctx().session_buffers.fetch_sub(accounted_, std::memory_order_relaxed);
   // Gone before its READY: the next legacy client from this address may have its turn.
-  if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get());
+  if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
   abandon_files(true);
   if (counted_active_) worker_.ctx().stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -111,7 +111,7 @@ void ControlSession::tick(std::int64_t now) {
   ctx.stats.timeouts.fetch_add(1, std::memory_order_relaxed);
   ctx.log.info("closing session from " + peer_ + ": " + why);
   if (legacy_) {
-    ctx.legacy.withdraw(peer_host_, legacy_.get());
+    ctx.legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
     legacy_.reset();
   }
   reply_error(std::nullopt, ErrorCode::kTimeout,
@@ -407,7 +407,7 @@ void ControlSession::shutdown() {
   }
   abandon_files(true);
   if (legacy_) {
-    worker_.ctx().legacy.withdraw(peer_host_, legacy_.get());
+    worker_.ctx().legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
     legacy_.reset();
   }
   reply_error(std::nullopt, ErrorCode::kShutdown,

@@ -28,7 +28,7 @@ bool DataStream::try_legacy(const std::uint8_t* first, std::size_t n) {
     magic[i] = static_cast<std::uint8_t>(kFrameMagic >> (8 * i));
   if (std::memcmp(first, magic, n) == 0) return false;
   ReceiverContext& ctx = worker_.ctx();
-  legacy_ = ctx.legacy.claim(peer_endpoint(fd_.get()).host_string());
+  legacy_ = ctx.legacy.claim(peer_endpoint(fd_.get()).host_string(), loop_.now_ms());
   if (!legacy_) return false;  // no legacy file waits for this address: a bad frame, then
   framed_ = true;              // not a silent connection
   proven();                    // it carries a file a control session opened

@@ -6,12 +6,13 @@
 namespace ackxfer {
 
 LegacyUploads::Offer LegacyUploads::offer(const std::string& address,
-                                          std::shared_ptr<LegacyUpload> u, OnTurn on_turn) {
+                                          std::shared_ptr<LegacyUpload> u, OnTurn on_turn,
+                                          std::int64_t now_ms) {
   std::lock_guard lock(mu_);
   if (total_ >= kMaxLegacyUploads) return Offer::kRefused;
   PerAddress& a = by_address_[address];
   if (!a.ready) {
-    u->ready_ms = steady_ms();
+    u->ready_ms = now_ms;
     a.ready = std::move(u);
     ++total_;
     return Offer::kReady;
@@ -44,7 +45,8 @@ LegacyUploads::OnTurn LegacyUploads::promote_locked(const std::string& address,
   return std::move(next.on_turn);
 }
 
-std::shared_ptr<LegacyUpload> LegacyUploads::claim(const std::string& address) {
+std::shared_ptr<LegacyUpload> LegacyUploads::claim(const std::string& address,
+                                                   std::int64_t now_ms) {
   std::shared_ptr<LegacyUpload> u;
   OnTurn turn;
   {
@@ -53,13 +55,14 @@ std::shared_ptr<LegacyUpload> LegacyUploads::claim(const std::string& address) {
     if (it == by_address_.end() || !it->second.ready) return nullptr;
     u = std::move(it->second.ready);
     --total_;
-    turn = promote_locked(address, steady_ms());
+    turn = promote_locked(address, now_ms);
   }
   if (turn) turn();
   return u;
 }
 
-void LegacyUploads::withdraw(const std::string& address, const LegacyUpload* u) {
+void LegacyUploads::withdraw(const std::string& address, const LegacyUpload* u,
+                             std::int64_t now_ms) {
   OnTurn turn;
   {
     std::lock_guard lock(mu_);
@@ -69,7 +72,7 @@ void LegacyUploads::withdraw(const std::string& address, const LegacyUpload* u) 
     if (a.ready.get() == u) {
       a.ready.reset();
       --total_;
-      turn = promote_locked(address, steady_ms());
+      turn = promote_locked(address, now_ms);
     } else {
       total_ -= std::erase_if(a.queued, [u](const Queued& q) { return q.upload.get() == u; });
       if (!a.ready && a.queued.empty()) by_address_.erase(it);

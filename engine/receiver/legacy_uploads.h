@@ -42,14 +42,16 @@ class LegacyUploads {
   // and `on_turn` runs when it becomes so. kRefused: its address already has
   // kMaxLegacyQueuedPerAddress waiting, or the receiver kMaxLegacyUploads in all.
   enum class Offer { kReady, kQueued, kRefused };
-  Offer offer(const std::string& address, std::shared_ptr<LegacyUpload> u, OnTurn on_turn);
+  // `now_ms` is the caller's loop clock (Loop::now_ms()), the clock expire() is given too.
+  Offer offer(const std::string& address, std::shared_ptr<LegacyUpload> u, OnTurn on_turn,
+              std::int64_t now_ms);
   // Whether `address` has an upload waiting for its data connection.
   bool expecting(const std::string& address) const;
   // A data connection from `address` that is not ackxfer framing: the upload it carries (the
   // next one's turn begins), or null if none is waiting.
-  std::shared_ptr<LegacyUpload> claim(const std::string& address);
+  std::shared_ptr<LegacyUpload> claim(const std::string& address, std::int64_t now_ms);
   // The control connection of `u` closed before its READY went out: forget it.
-  void withdraw(const std::string& address, const LegacyUpload* u);
+  void withdraw(const std::string& address, const LegacyUpload* u, std::int64_t now_ms);
   // READY-ed uploads whose data connection did not come within kLegacyConnectTimeoutMs: removed
   // (the next ones' turns begin) and returned, for the log. Their temp files go with them.
   std::vector<std::shared_ptr<LegacyUpload>> expire(std::int64_t now_ms);

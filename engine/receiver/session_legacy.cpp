@@ -45,11 +45,14 @@ void ControlSession::handle_legacy_send(std::string_view name) {
   legacy_->temp = std::move(std::get<TempFile>(temp));
   legacy_->slot = std::move(slot);
   Loop* loop = &loop_;
-  auto offered = ctx.legacy.offer(peer_host_, legacy_, [this, loop, alive = alive_] {
-    loop->post([this, alive] {
-      if (*alive) legacy_turn();
-    });
-  });
+  auto offered = ctx.legacy.offer(
+      peer_host_, legacy_,
+      [this, loop, alive = alive_] {
+        loop->post([this, alive] {
+          if (*alive) legacy_turn();
+        });
+      },
+      loop_.now_ms());
   switch (offered) {
     case LegacyUploads::Offer::kReady:
       legacy_turn();

@@ -146,7 +146,9 @@ class FakeLoop final : public Loop {
   std::mutex post_mu_;
   std::vector<std::function<void()>> posted_;  // guarded by post_mu_
   std::vector<std::function<void()>> deferred_;
-  std::int64_t now_ms_ = 1'000'000;
+  // Far from any real steady clock (~31 years of uptime): code that mixes steady_ms() with
+  // the loop's clock sees every deadline long past, in every run, whatever the machine's uptime.
+  std::int64_t now_ms_ = 1'000'000'000'000;
   bool stopped_ = false;
 };
 
