@@ -36,16 +36,17 @@ class WorkerObject : public LoopObject {
 class Worker {
  public:
   // Provided-buffer pools of the worker's loop, shared by its connections: control lines are
-  // small; data payloads are written straight from these buffers, so they should stay in L2
-  // between the kernel's copy into them and pwrite's copy out: 8 x 256 KiB measured as good as
-  // 4 x 512 KiB and better than 16 x 128 KiB or 8 x 1 MiB (docs/PERFORMANCE.md). Memory stays
-  // the same however many connections a worker has.
+  // small; data payloads are hashed and written straight from these buffers. 4 x 1 MiB: on the
+  // AMD host (2026-12-02) 1 MiB receives cost the receiver a fifth less CPU per GB than 256 KiB
+  // ones, and 4 buffers ran as fast as 8 (on the Intel host of 2026-11-25, 8 x 256 KiB had
+  // measured best; docs/PERFORMANCE.md, "Cycles per byte"). Memory stays the same however many
+  // connections a worker has.
   static constexpr std::uint16_t kControlPool = 1;
   static constexpr unsigned kControlBuffers = 32;
   static constexpr std::size_t kControlBufferBytes = 16 * 1024;
   static constexpr std::uint16_t kDataPool = 2;
-  static constexpr unsigned kDataBuffers = 8;
-  static constexpr std::size_t kDataBufferBytes = 256 * 1024;
+  static constexpr unsigned kDataBuffers = 4;
+  static constexpr std::size_t kDataBufferBytes = 1024 * 1024;
 
   // Registers the buffer pools on `loop` (throws Failure if the kernel refuses).
   Worker(ReceiverContext& ctx, Loop& loop, unsigned index);

@@ -20,9 +20,14 @@
 namespace ackxfer {
 namespace {
 
-// One send's worth of frames. 256 KiB measured best for read+hash+send on loopback
-// (../shared/DESIGN.md): big enough to amortise the syscall, small enough to stay in L2.
-constexpr std::size_t kSendBufferBytes = 256 * 1024;
+// One send's worth of frames. 1 MiB: on the AMD host of 2026-12-02 a 2 GiB file moved in
+// 1 MiB reads and sends took half the wall time of 256 KiB ones (the size ../shared/DESIGN.md
+// had measured best on an Intel host), for the engine and for tools/least_work.cpp alike
+// (docs/PERFORMANCE.md, "Cycles per byte").
+constexpr std::size_t kSendBufferBytes = 1024 * 1024;
+// A send of whole small frames stops once it holds this much (256 KiB, as before the send
+// buffer grew to 1 MiB: small files keep the batching measured best for them).
+constexpr std::size_t kSmallFramesBatchBytes = 256 * 1024;
 // Frames sent but not yet acknowledged: bounds what a broken connection makes us re-send.
 constexpr std::size_t kMaxUnackedFrames = 1024;
 constexpr std::uint64_t kMaxUnackedBytes = 64ull << 20;
@@ -294,6 +299,9 @@ bool OutboundStream::fill() {
     unacked_.push_back(SentFrame{std::move(*cur_), d});
     unacked_bytes_ += len;
     cur_.reset();
+    // Whole frames of small files go out in batches of this much, so the receiver starts on
+    // them while the next batch is read.
+    if (out_len_ >= kSmallFramesBatchBytes) break;
   }
   return true;
 }

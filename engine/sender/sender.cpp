@@ -110,10 +110,11 @@ SendReport Sender::run() {
   const bool loopback = is_loopback(ctx.control_ep);
   ctx.send_path = options_.send_path;
   if (ctx.send_path == SendPath::kAuto)
-    // Over loopback the receiver copies out of whatever pages we hand the kernel, so the
-    // one-copy mmap path wins (docs/PERFORMANCE.md); towards a NIC, splice lets it read the
-    // page cache directly.
-    ctx.send_path = loopback ? SendPath::kMmap : SendPath::kSplice;
+    // Over loopback the receiver copies out of whatever pages we hand the kernel: the copy
+    // path (pread 1 MiB, hash it while hot, send it) costs half the sender CPU of mapping and
+    // unmapping each chunk (docs/PERFORMANCE.md, "Cycles per byte"); towards a NIC, splice
+    // lets it read the page cache directly.
+    ctx.send_path = loopback ? SendPath::kCopy : SendPath::kSplice;
 
   unsigned threads = options_.threads ? options_.threads : online_cpus();
   unsigned streams = options_.streams ? options_.streams : loopback ? 1 : kDefaultRemoteStreams;
