@@ -163,7 +163,7 @@ int send_command(int argc, char** argv) {
        "nothing is sent unless the receiver proves it holds it too")
       ("send-path", po::value(&send_path)->default_value(send_path),
        "how large chunks leave: copy (read, hash, send), mmap (hash and send from a mapping) or "
-       "splice (zero-copy); auto: mmap to loopback, splice elsewhere")
+       "splice (zero-copy); auto: copy to loopback, splice elsewhere")
       ("log-level", po::value(&log_level)->default_value(log_level),
        "error, warning, info or debug");
   // clang-format on

@@ -175,7 +175,8 @@ class Destination {
 };
 
 // Allocates [offset, offset + length) of fd (fallocate). 0, or the errno (ENOSPC...); file
-// systems without fallocate count as success.
+// systems without fallocate, and tmpfs (where allocating means zeroing pages the writes then
+// overwrite), count as success.
 int reserve_range(int fd, std::uint64_t offset, std::uint64_t length);
 
 // openat2(dirfd, path, flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); -1 and errno on failure.
