@@ -20,6 +20,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace baseline {
 
@@ -187,6 +188,44 @@ inline int open_dirs(int rootfd, const std::string& rel) {
     start = end + 1;
   }
   return fd;
+}
+
+// The command line both yardsticks share: `recv|send`, --dir, --to, --listen, --port, paths;
+// `extra(option, value)` takes the rest (value() consumes the next argument) and returns
+// whether it knew the option.
+struct Args {
+  std::string mode, dir, to, host = "127.0.0.1";
+  int port = 0;
+  std::vector<std::string> paths;
+};
+
+using ExtraOption =
+    std::function<bool(const std::string& option, const std::function<std::string()>& value)>;
+
+inline Args parse_args(int argc, char** argv, const ExtraOption& extra) {
+  Args a;
+  a.mode = argc > 1 ? argv[1] : "";
+  for (int i = 2; i < argc; ++i) {
+    std::string opt = argv[i];
+    std::function<std::string()> value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        errno = 0;
+        die(opt + " needs a value");
+      }
+      return argv[++i];
+    };
+    if (opt == "--dir")
+      a.dir = value();
+    else if (opt == "--to")
+      a.to = value();
+    else if (opt == "--listen")
+      a.host = value();
+    else if (opt == "--port")
+      a.port = std::atoi(value().c_str());
+    else if (!extra(opt, value))
+      a.paths.push_back(opt);
+  }
+  return a;
 }
 
 }  // namespace baseline

@@ -212,35 +212,17 @@ int send_main(const std::string& to, const std::vector<std::string>& paths) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string mode = argc > 1 ? argv[1] : "", dir, to, host = "127.0.0.1";
-  int port = 0;
-  std::vector<std::string> paths;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        errno = 0;
-        die(a + " needs a value");
-      }
-      return argv[++i];
-    };
-    if (a == "--dir")
-      dir = value();
-    else if (a == "--to")
-      to = value();
-    else if (a == "--listen")
-      host = value();
-    else if (a == "--port")
-      port = std::atoi(value().c_str());
-    else if (a == "--buffer")
+  Args a = parse_args(argc, argv, [](const std::string& opt, const auto& value) {
+    if (opt == "--buffer")
       g_buffer = std::strtoull(value().c_str(), nullptr, 0);
-    else if (a == "--socket-buffer")
+    else if (opt == "--socket-buffer")
       g_socket_buffer = std::atoi(value().c_str());
     else
-      paths.push_back(a);
-  }
-  if (mode == "recv" && !dir.empty()) return recv_main(dir, host, port);
-  if (mode == "send" && !to.empty() && !paths.empty()) return send_main(to, paths);
+      return false;
+    return true;
+  });
+  if (a.mode == "recv" && !a.dir.empty()) return recv_main(a.dir, a.host, a.port);
+  if (a.mode == "send" && !a.to.empty() && !a.paths.empty()) return send_main(a.to, a.paths);
   std::fprintf(stderr,
                "usage: ackxfer-least-work recv --dir DIR [--listen ADDR] [--port N] [OPTIONS]\n"
                "       ackxfer-least-work send --to HOST:PORT [OPTIONS] PATH...\n"

@@ -170,34 +170,15 @@ int send_main(const std::string& to, bool verify, const std::vector<std::string>
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string mode = argc > 1 ? argv[1] : "", dir, to, host = "127.0.0.1";
-  int port = 0;
   bool verify = true;
-  std::vector<std::string> paths;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        errno = 0;
-        die(a + " needs a value");
-      }
-      return argv[++i];
-    };
-    if (a == "--dir")
-      dir = value();
-    else if (a == "--to")
-      to = value();
-    else if (a == "--listen")
-      host = value();
-    else if (a == "--port")
-      port = std::atoi(value().c_str());
-    else if (a == "--no-verify")
-      verify = false;
-    else
-      paths.push_back(a);
-  }
-  if (mode == "recv" && !dir.empty()) return recv_main(dir, host, port);
-  if (mode == "send" && !to.empty() && !paths.empty()) return send_main(to, verify, paths);
+  Args a = parse_args(argc, argv, [&](const std::string& opt, const auto&) {
+    if (opt != "--no-verify") return false;
+    verify = false;
+    return true;
+  });
+  if (a.mode == "recv" && !a.dir.empty()) return recv_main(a.dir, a.host, a.port);
+  if (a.mode == "send" && !a.to.empty() && !a.paths.empty())
+    return send_main(a.to, verify, a.paths);
   std::fprintf(stderr,
                "usage: ackxfer-naive-loop recv --dir DIR [--listen ADDR] [--port N]\n"
                "       ackxfer-naive-loop send --to HOST:PORT [--no-verify] PATH...\n");
