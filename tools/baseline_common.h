@@ -20,7 +20,10 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <variant>
 #include <vector>
+
+#include "fs/relative_path.h"
 
 namespace baseline {
 
@@ -158,18 +161,9 @@ inline void walk(const std::string& top, const OnFile& on_file) {
   walk_dir(dfd, base, on_file);
 }
 
-// A relative path a peer sent: no absolute paths, no `..`, no empty components.
+// A relative path a peer sent, checked by the engine's own path rule (fs/relative_path.h).
 inline bool path_ok(const std::string& p) {
-  if (p.empty() || p[0] == '/') return false;
-  std::size_t start = 0;
-  while (start <= p.size()) {
-    std::size_t end = p.find('/', start);
-    if (end == std::string::npos) end = p.size();
-    std::string c = p.substr(start, end - start);
-    if (c.empty() || c == "." || c == "..") return false;
-    start = end + 1;
-  }
-  return true;
+  return std::holds_alternative<ackxfer::RelativePath>(ackxfer::validate_relative_path(p));
 }
 
 // Opens (creating as needed, like mkdir -p) the directory `rel` under rootfd.
