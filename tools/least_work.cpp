@@ -1,15 +1,16 @@
 // ackxfer-least-work: the least work a verified transfer can do on Linux, as the floor
 // tools/compare-peers measures the engine against (docs/PERFORMANCE.md, "Cycles per byte").
 //
-// One TCP connection, one thread per side, blocking calls, 4 MiB socket buffers. The sender
-// streams every file back to back: a 32-byte header and the path, the bytes read() 256 KiB at
-// a time into one buffer (it stays in L2), hashed there (XXH3-128, the engine's kernel) and
-// sent from there, then the file's 16-byte digest; small files share sends. The receiver
-// recv()s into one 256 KiB buffer, hashes and write()s from it into an O_TMPFILE file, sets the
-// mode and mtime, and links the file under its name only when its digest matches the
-// sender's; at the end it answers how many files verified. What it leaves out on purpose
-// (and the engine does): resume, retries, acks per chunk, parallel streams, space reservation,
-// limits, every defence against a hostile peer. Loopback only: the header is host order.
+// One TCP connection, one thread per side, blocking calls, the kernel's socket buffer
+// autotuning (--socket-buffer sets a size). The sender streams every file back to back: a
+// 32-byte header and the path, the bytes read() 1 MiB at a time (--buffer) into one buffer,
+// hashed there (XXH3-128, the engine's kernel) and sent from there, then the file's 16-byte
+// digest; small files share sends. The receiver recv()s into one 1 MiB buffer, hashes and
+// write()s from it into an O_TMPFILE file, sets the mode and mtime, and links the file under
+// its name only when its digest matches the sender's; at the end it answers how many files
+// verified. What it leaves out on purpose (and the engine does): resume, retries, acks per chunk,
+// parallel streams, space reservation, limits, every defence against a hostile peer. Loopback only:
+// the header is host order.
 //
 //   ackxfer-least-work recv --dir DIR [--listen 127.0.0.1] [--port 0]
 //       prints `listening control=HOST:PORT`, serves one sender, exits

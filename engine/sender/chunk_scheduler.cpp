@@ -20,7 +20,7 @@ void ChunkScheduler::add_file(const std::shared_ptr<OutgoingFile>& file,
     bool held = r < have.size() && have[r].first <= i && i <= have[r].last;
     queue_.push_back(ChunkJob{file, i, held});
   }
-  if (file->chunk_count()) wake_all(lock);
+  wake(lock, file->chunk_count());
 }
 
 std::optional<ChunkJob> ChunkScheduler::next(ChunkWaiter* waiter) {
@@ -70,14 +70,19 @@ void ChunkScheduler::retry(const ChunkJob& job, const std::string& why) {
   }
   // To the front: the file is already open on the receiver, finish it first.
   queue_.push_front(job);
-  wake_all(lock);
+  wake(lock, 1);
 }
 
 void ChunkScheduler::put_back(const ChunkJob& job) {
   std::unique_lock lock(mu_);
   if (job.file->failed) return;
   queue_.push_front(job);
-  wake_all(lock);
+  wake(lock, 1);
+}
+
+void ChunkScheduler::pass_wake() {
+  std::unique_lock lock(mu_);
+  if (!queue_.empty()) wake(lock, 1);
 }
 
 void ChunkScheduler::fail(const ChunkJob& job, const std::string& why, bool retryable) {
@@ -119,8 +124,11 @@ std::size_t ChunkScheduler::queued() const {
   return queue_.size();
 }
 
-void ChunkScheduler::wake_all(std::unique_lock<std::mutex>& lock) {
-  std::vector<ChunkWaiter*> waiters = std::exchange(waiters_, {});
+void ChunkScheduler::wake(std::unique_lock<std::mutex>& lock, std::size_t n) {
+  n = std::min(n, waiters_.size());
+  if (n == 0) return;
+  std::vector<ChunkWaiter*> waiters(waiters_.begin(), waiters_.begin() + static_cast<long>(n));
+  waiters_.erase(waiters_.begin(), waiters_.begin() + static_cast<long>(n));
   lock.unlock();
   for (ChunkWaiter* w : waiters)
     w->wake();

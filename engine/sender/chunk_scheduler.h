@@ -74,6 +74,10 @@ class ChunkScheduler {
   // The file's session is gone: drop its queued chunks and ignore its acks, without telling
   // the control client (which is sending it again).
   void drop_file(const std::shared_ptr<OutgoingFile>& file);
+  // A woken waiter that will not look for work now (its connection is down) hands its wake-up
+  // on: another waiter is woken if chunks are queued, so none waits behind a stream that cannot
+  // take it.
+  void pass_wake();
   // No more chunks will be added; wakes every waiter so that idle streams can finish.
   void close();
   bool closed() const;
@@ -81,7 +85,11 @@ class ChunkScheduler {
   std::size_t queued() const;
 
  private:
-  void wake_all(std::unique_lock<std::mutex>& lock);
+  // Wakes up to `n` waiters, longest waiting first: one per queued chunk, not every idle stream
+  // per chunk (with 64 streams, waking all of them for every small file cost the sender one
+  // cross-thread post and context switch per stream per file; docs/PERFORMANCE.md).
+  void wake(std::unique_lock<std::mutex>& lock, std::size_t n);
+  void wake_all(std::unique_lock<std::mutex>& lock) { wake(lock, waiters_.size()); }
   void fail_locked(const std::shared_ptr<OutgoingFile>& f, const std::string& why, bool retryable,
                    std::unique_lock<std::mutex>& lock);
 

@@ -116,7 +116,10 @@ void OutboundStream::connected() {
 
 void OutboundStream::wake() {
   ctx_.loops[loop_index_]->post([this] {
-    if (state_ == State::kRunning) pump();
+    if (state_ == State::kRunning)
+      pump();
+    else
+      ctx_.scheduler->pass_wake();
   });
 }
 

@@ -103,6 +103,41 @@ TEST(ChunkScheduler, WakesWaitersOnNewWorkAndOnClose) {
   EXPECT_TRUE(s.closed());
 }
 
+// Idle streams are woken one per queued chunk, longest waiting first: waking every idle stream
+// for every small file cost the sender a cross-thread post and a context switch per stream per
+// file (docs/PERFORMANCE.md, "Lock contention").
+TEST(ChunkScheduler, WakesOneWaiterPerQueuedChunk) {
+  Recorder r;
+  ChunkScheduler s(r.callbacks());
+  CountingWaiter a, b, c;
+  EXPECT_FALSE(s.next(&a));
+  EXPECT_FALSE(s.next(&b));
+  EXPECT_FALSE(s.next(&c));
+  s.add_file(make_file(100, 65536));  // one chunk: one waiter
+  EXPECT_EQ(a.wakes + b.wakes + c.wakes, 1);
+  EXPECT_EQ(a.wakes, 1);
+  ASSERT_TRUE(s.next(&a));
+  EXPECT_FALSE(s.next(&a));                 // a waits again, now behind b and c
+  s.add_file(make_file(2 * 65536, 65536));  // two chunks: b and c, not a
+  EXPECT_EQ(a.wakes, 1);
+  EXPECT_EQ(b.wakes, 1);
+  EXPECT_EQ(c.wakes, 1);
+  // b cannot take work (its connection is down): it hands the wake-up on to a.
+  s.pass_wake();
+  EXPECT_EQ(a.wakes, 2);
+  ASSERT_TRUE(s.next(&c));
+  ASSERT_TRUE(s.next(&a));
+  s.pass_wake();  // nothing queued: nobody is woken
+  EXPECT_EQ(a.wakes + b.wakes + c.wakes, 4);
+  EXPECT_FALSE(s.next(&a));
+  EXPECT_FALSE(s.next(&b));
+  s.put_back(ChunkJob{make_file(100, 65536), 0, false});  // a retry wakes one
+  EXPECT_EQ(a.wakes, 3);
+  EXPECT_EQ(b.wakes, 1);
+  s.close();  // every waiter, so that idle streams can finish
+  EXPECT_EQ(b.wakes, 2);
+}
+
 TEST(ChunkScheduler, PutBackGoesFirstWithoutCountingARetry) {
   Recorder r;
   ChunkScheduler s(r.callbacks());
