@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the peer comparison and the WAN simulation need, on top of tools/setup-deps.sh:
-# iperf3, OpenBSD nc, rsync, an ssh client and server (for scp), iproute2 and nftables.
+# iperf3, OpenBSD nc, rsync, an ssh client and server (for scp), iproute2, nftables and perf.
 # Idempotent; run as root or with sudo available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup-deps.sh
-PACKAGES=(iperf3 netcat-openbsd rsync openssh-client openssh-server iproute2 nftables python3)
+PACKAGES=(iperf3 netcat-openbsd rsync openssh-client openssh-server iproute2 nftables python3
+          linux-perf)  # perf: tools/measure-contention, tools/profile-transfer
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
