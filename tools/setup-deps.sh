@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config git
   liburing-dev libboost-program-options-dev libxxhash-dev
-  libssl-dev  # libcrypto: HMAC-SHA256 for --secret-file authentication
+  libssl-dev  # libcrypto: HMAC-SHA256 and HKDF for --secret-file; libssl: TLS 1.3 (engine/tls)
   libgtest-dev googletest libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer and its sanitizer runtimes (tools/test.sh fuzz)
   groff-base  # renders the man page in its test (packaging.man_page)

@@ -5,6 +5,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/kdf.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,42 @@ Proof SharedSecret::prove(const char* label, const Nonce& sender, const Nonce& r
       out_len != p.bytes.size())
     throw Failure("HMAC-SHA256 failed in libcrypto");
   return p;
+}
+
+void SharedSecret::derive(const char* label, std::uint8_t* out, std::size_t len) const {
+  // HKDF-SHA256 (RFC 5869): salt fixed to the protocol's name, info the label.
+  static const char kSalt[] = "ackxfer 2";
+  EVP_PKEY_CTX* pctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
+  std::size_t out_len = len;
+  bool ok = pctx && EVP_PKEY_derive_init(pctx) > 0 &&
+            EVP_PKEY_CTX_set_hkdf_md(pctx, EVP_sha256()) > 0 &&
+            EVP_PKEY_CTX_set1_hkdf_salt(pctx, reinterpret_cast<const unsigned char*>(kSalt),
+                                        sizeof kSalt - 1) > 0 &&
+            EVP_PKEY_CTX_set1_hkdf_key(pctx, reinterpret_cast<const unsigned char*>(bytes_.data()),
+                                       static_cast<int>(bytes_.size())) > 0 &&
+            EVP_PKEY_CTX_add1_hkdf_info(pctx, reinterpret_cast<const unsigned char*>(label),
+                                        static_cast<int>(std::strlen(label))) > 0 &&
+            EVP_PKEY_derive(pctx, out, &out_len) > 0 && out_len == len;
+  EVP_PKEY_CTX_free(pctx);
+  if (!ok) throw Failure("HKDF-SHA256 failed in libcrypto");
+}
+
+std::array<std::uint8_t, 32> SharedSecret::tls_psk() const {
+  std::array<std::uint8_t, 32> key{};
+  derive("ackxfer tls13 external psk", key.data(), key.size());
+  return key;
+}
+
+std::string SharedSecret::tls_psk_identity() const {
+  std::uint8_t id[8];
+  derive("ackxfer tls13 psk identity", id, sizeof id);
+  static const char kHex[] = "0123456789abcdef";
+  std::string s = "ackxfer2-";
+  for (std::uint8_t b : id) {
+    s.push_back(kHex[b >> 4]);
+    s.push_back(kHex[b & 15]);
+  }
+  return s;
 }
 
 Proof SharedSecret::sender_proof(const Nonce& sender, const Nonce& receiver) const {

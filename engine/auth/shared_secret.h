@@ -4,7 +4,9 @@
 // ControlSession (receiver) and ControlClient (sender) run the exchange.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,8 +36,17 @@ class SharedSecret {
   Proof receiver_proof(const Nonce& sender, const Nonce& receiver) const;
   std::size_t size() const { return bytes_.size(); }
 
+  // TLS 1.3 with an external pre-shared key (engine/tls/tls_channel.h): the key is derived
+  // from the secret with HKDF-SHA256 under its own label, so the secret itself is never a key.
+  // The identity names the key by a fingerprint (HKDF under another label), so a receiver can
+  // tell "a different secret" from "no TLS"; it says no more about the secret than the
+  // handshake's binder already does.
+  std::array<std::uint8_t, 32> tls_psk() const;
+  std::string tls_psk_identity() const;
+
  private:
   Proof prove(const char* label, const Nonce& sender, const Nonce& receiver) const;
+  void derive(const char* label, std::uint8_t* out, std::size_t len) const;
   std::string bytes_;
 };
 

@@ -1,0 +1,368 @@
+// TlsContext and TlsChannel: OpenSSL 3 driven through a BIO of our own (see tls_channel.h).
+#include "tls/tls_channel.h"
+
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "error.h"
+
+namespace ackxfer {
+
+namespace {
+
+// TLS_AES_128_GCM_SHA256: the suite the pre-shared key is bound to (its hash, SHA-256, is what
+// matters; ChaCha20-Poly1305 uses SHA-256 too, so either suite can be negotiated with it).
+const unsigned char kAes128GcmSha256[] = {0x13, 0x01};
+// The largest TLS record's plaintext: what one record of a write carries at most.
+constexpr std::size_t kMaxRecordPlaintext = 16384;
+
+bool cpu_has_aes() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("aes");
+#else
+  return true;  // arm64 servers have the crypto extensions; a wrong guess only costs speed
+#endif
+}
+
+std::string openssl_reason() {
+  unsigned long e = ERR_peek_last_error();
+  const char* r = e ? ERR_reason_error_string(e) : nullptr;
+  std::string s = r ? r : "unknown TLS error";
+  ERR_clear_error();
+  return s;
+}
+
+}  // namespace
+
+// The channel's two byte queues, as the BIO OpenSSL reads from and writes to.
+struct TlsBuffers {
+  std::vector<std::uint8_t> in, out;
+  std::size_t in_start = 0, in_end = 0;    // ciphertext received, not yet read by OpenSSL
+  std::size_t out_start = 0, out_end = 0;  // ciphertext written by OpenSSL, not yet sent
+  bool out_lent = false;                   // output() handed out: no compaction until sent()
+};
+
+struct TlsCallbacks {
+  static TlsContext* context_of(SSL* ssl) {
+    return static_cast<TlsContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  }
+  static TlsChannel* channel_of(SSL* ssl) {
+    return static_cast<TlsChannel*>(SSL_get_app_data(ssl));
+  }
+
+  static SSL_SESSION* psk_session(SSL* ssl, const TlsContext& c) {
+    const SSL_CIPHER* cipher = SSL_CIPHER_find(ssl, kAes128GcmSha256);
+    if (!cipher) return nullptr;
+    SSL_SESSION* s = SSL_SESSION_new();
+    auto key = c.secret_->tls_psk();
+    bool ok = s && SSL_SESSION_set1_master_key(s, key.data(), key.size()) == 1 &&
+              SSL_SESSION_set_cipher(s, cipher) == 1 &&
+              SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION) == 1;
+    OPENSSL_cleanse(key.data(), key.size());
+    if (!ok) {
+      SSL_SESSION_free(s);
+      return nullptr;
+    }
+    return s;
+  }
+
+  // Client: offer the key derived from our secret.
+  static int use_session(SSL* ssl, const EVP_MD* md, const unsigned char** id, std::size_t* idlen,
+                         SSL_SESSION** sess) {
+    TlsContext* c = context_of(ssl);
+    *sess = nullptr;
+    if (md && EVP_MD_get_type(md) != NID_sha256) return 1;  // another hash: no PSK for it
+    SSL_SESSION* s = psk_session(ssl, *c);
+    if (!s) return 0;
+    *id = reinterpret_cast<const unsigned char*>(c->identity_.data());
+    *idlen = c->identity_.size();
+    *sess = s;
+    return 1;
+  }
+
+  // Server: accept only the key derived from our own secret.
+  static int find_session(SSL* ssl, const unsigned char* identity, std::size_t len,
+                          SSL_SESSION** sess) {
+    TlsContext* c = context_of(ssl);
+    *sess = nullptr;
+    if (len != c->identity_.size() || std::memcmp(identity, c->identity_.data(), len) != 0) {
+      // Not an error here: with no key and no certificate the handshake fails, and says so.
+      if (TlsChannel* ch = channel_of(ssl)) ch->foreign_identity_ = true;
+      return 1;
+    }
+    *sess = psk_session(ssl, *c);
+    return *sess ? 1 : 0;
+  }
+
+  static void on_message(int write_p, int, int content_type, const void* buf, std::size_t len,
+                         SSL* ssl, void*) {
+    if (write_p || content_type != SSL3_RT_HANDSHAKE || len < 1) return;
+    if (static_cast<const unsigned char*>(buf)[0] != SSL3_MT_KEY_UPDATE) return;
+    if (TlsChannel* ch = channel_of(ssl)) ++ch->key_updates_received_;
+  }
+
+  // ---- the BIO ----
+  static TlsBuffers& buffers(BIO* b) { return *static_cast<TlsBuffers*>(BIO_get_data(b)); }
+
+  static int bio_read(BIO* b, char* out, std::size_t n, std::size_t* got) {
+    TlsBuffers& t = buffers(b);
+    BIO_clear_retry_flags(b);
+    std::size_t have = t.in_end - t.in_start;
+    if (have == 0) {
+      BIO_set_retry_read(b);
+      *got = 0;
+      return 0;
+    }
+    std::size_t k = std::min(n, have);
+    std::memcpy(out, t.in.data() + t.in_start, k);
+    t.in_start += k;
+    if (t.in_start == t.in_end) t.in_start = t.in_end = 0;  // nothing lent out on this side
+    *got = k;
+    return 1;
+  }
+
+  static int bio_write(BIO* b, const char* data, std::size_t n, std::size_t* put) {
+    TlsBuffers& t = buffers(b);
+    BIO_clear_retry_flags(b);
+    if (!t.out_lent && t.out_start > 0) {
+      std::memmove(t.out.data(), t.out.data() + t.out_start, t.out_end - t.out_start);
+      t.out_end -= t.out_start;
+      t.out_start = 0;
+    }
+    std::size_t room = t.out.size() - t.out_end;
+    if (room == 0) {
+      BIO_set_retry_write(b);
+      *put = 0;
+      return 0;
+    }
+    std::size_t k = std::min(n, room);
+    std::memcpy(t.out.data() + t.out_end, data, k);
+    t.out_end += k;
+    *put = k;
+    return 1;
+  }
+
+  static long bio_ctrl(BIO* b, int cmd, long, void*) {
+    switch (cmd) {
+      case BIO_CTRL_FLUSH:
+        return 1;
+      case BIO_CTRL_PENDING: {
+        TlsBuffers& t = buffers(b);
+        return static_cast<long>(t.in_end - t.in_start);
+      }
+      case BIO_CTRL_WPENDING: {
+        TlsBuffers& t = buffers(b);
+        return static_cast<long>(t.out_end - t.out_start);
+      }
+      default:
+        return 0;
+    }
+  }
+
+  static BIO_METHOD* method() {
+    static BIO_METHOD* m = [] {
+      BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ackxfer-ring");
+      if (!bm || !BIO_meth_set_read_ex(bm, bio_read) || !BIO_meth_set_write_ex(bm, bio_write) ||
+          !BIO_meth_set_ctrl(bm, bio_ctrl))
+        throw Failure("OpenSSL: cannot create a BIO method");
+      return bm;
+    }();
+    return m;
+  }
+};
+
+// ---- TlsContext ----
+
+std::shared_ptr<TlsContext> TlsContext::with_secret(TlsRole role,
+                                                    std::shared_ptr<const SharedSecret> secret,
+                                                    TlsCipherOrder order) {
+  return std::shared_ptr<TlsContext>(new TlsContext(role, std::move(secret), order));
+}
+
+TlsContext::TlsContext(TlsRole role, std::shared_ptr<const SharedSecret> secret,
+                       TlsCipherOrder order)
+    : role_(role),
+      aes_first_(order == TlsCipherOrder::kByCpu ? cpu_has_aes()
+                                                 : order == TlsCipherOrder::kAesFirst),
+      secret_(std::move(secret)) {
+  identity_ = secret_->tls_psk_identity();
+  ctx_ = SSL_CTX_new(role == TlsRole::kClient ? TLS_client_method() : TLS_server_method());
+  if (!ctx_) throw Failure("OpenSSL: cannot create a TLS context: " + openssl_reason());
+  SSL_CTX_set_app_data(ctx_, this);
+  bool ok = SSL_CTX_set_min_proto_version(ctx_, TLS1_3_VERSION) == 1 &&
+            SSL_CTX_set_max_proto_version(ctx_, TLS1_3_VERSION) == 1 &&
+            SSL_CTX_set_ciphersuites(ctx_, aes_first_ ? "TLS_AES_128_GCM_SHA256:"
+                                                        "TLS_CHACHA20_POLY1305_SHA256"
+                                                      : "TLS_CHACHA20_POLY1305_SHA256:"
+                                                        "TLS_AES_128_GCM_SHA256") == 1;
+  if (!ok) {
+    SSL_CTX_free(ctx_);
+    throw Failure("OpenSSL: cannot configure TLS 1.3: " + openssl_reason());
+  }
+  // Each side sends with its own preference: the receiver's CPU decides what it decrypts.
+  SSL_CTX_set_options(ctx_, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_num_tickets(ctx_, 0);  // no resumption tickets: every connection has the key
+  SSL_CTX_set_msg_callback(ctx_, TlsCallbacks::on_message);
+  if (role == TlsRole::kClient)
+    SSL_CTX_set_psk_use_session_callback(ctx_, TlsCallbacks::use_session);
+  else
+    SSL_CTX_set_psk_find_session_callback(ctx_, TlsCallbacks::find_session);
+}
+
+TlsContext::~TlsContext() {
+  SSL_CTX_free(ctx_);
+}
+
+const char* TlsContext::preferred_cipher() const {
+  return aes_first_ ? "TLS_AES_128_GCM_SHA256" : "TLS_CHACHA20_POLY1305_SHA256";
+}
+
+// ---- TlsChannel ----
+
+TlsChannel::TlsChannel(std::shared_ptr<TlsContext> ctx, std::size_t buffer_bytes,
+                       std::uint64_t records_per_key)
+    : ctx_(std::move(ctx)),
+      buf_(std::make_unique<TlsBuffers>()),
+      records_per_key_(std::max<std::uint64_t>(1, records_per_key)) {
+  buffer_bytes = std::max(buffer_bytes, kMinTlsBufferBytes);
+  buf_->in.resize(buffer_bytes);
+  buf_->out.resize(buffer_bytes);
+  ssl_ = SSL_new(ctx_->ctx());
+  BIO* bio = BIO_new(TlsCallbacks::method());
+  if (!ssl_ || !bio) {
+    BIO_free(bio);
+    SSL_free(ssl_);
+    throw Failure("OpenSSL: cannot create a TLS connection: " + openssl_reason());
+  }
+  BIO_set_data(bio, buf_.get());
+  BIO_set_init(bio, 1);
+  SSL_set_bio(ssl_, bio, bio);  // one BIO for both directions; SSL_free frees it
+  SSL_set_app_data(ssl_, this);
+  if (ctx_->role() == TlsRole::kClient)
+    SSL_set_connect_state(ssl_);
+  else
+    SSL_set_accept_state(ssl_);
+}
+
+TlsChannel::~TlsChannel() {
+  SSL_free(ssl_);
+}
+
+std::span<std::uint8_t> TlsChannel::input_space() {
+  TlsBuffers& t = *buf_;
+  if (t.in_start > 0) {  // no receive is outstanding while the loop asks for space
+    std::memmove(t.in.data(), t.in.data() + t.in_start, t.in_end - t.in_start);
+    t.in_end -= t.in_start;
+    t.in_start = 0;
+  }
+  return {t.in.data() + t.in_end, t.in.size() - t.in_end};
+}
+
+void TlsChannel::received(std::size_t n) {
+  TlsBuffers& t = *buf_;
+  if (n > t.in.size() - t.in_end) {  // the caller's bug; never pretend bytes arrived
+    if (error_.empty()) error_ = "received more ciphertext than there was room for";
+    n = t.in.size() - t.in_end;
+  }
+  t.in_end += n;
+}
+
+std::span<const std::uint8_t> TlsChannel::output() {
+  TlsBuffers& t = *buf_;
+  t.out_lent = t.out_end > t.out_start;
+  return {t.out.data() + t.out_start, t.out_end - t.out_start};
+}
+
+void TlsChannel::sent(std::size_t n) {
+  TlsBuffers& t = *buf_;
+  t.out_start += std::min(n, t.out_end - t.out_start);
+  t.out_lent = false;
+  if (t.out_start == t.out_end) t.out_start = t.out_end = 0;
+}
+
+TlsChannel::Status TlsChannel::fail_from(int ret, const char* what) {
+  int err = SSL_get_error(ssl_, ret);
+  switch (err) {
+    case SSL_ERROR_WANT_READ:
+      return Status::kWantInput;
+    case SSL_ERROR_WANT_WRITE:
+      return Status::kWantOutput;
+    case SSL_ERROR_ZERO_RETURN:
+      return Status::kClosed;
+    default:
+      break;
+  }
+  if (error_.empty()) {
+    error_ = std::string(what) + ": " + openssl_reason();
+    if (foreign_identity_) error_ += " (the peer's key is derived from a different secret)";
+  }
+  ERR_clear_error();
+  return Status::kFailed;
+}
+
+TlsChannel::Status TlsChannel::handshake() {
+  if (!error_.empty()) return Status::kFailed;
+  if (handshake_done_) return Status::kOk;
+  int r = SSL_do_handshake(ssl_);
+  if (r == 1) {
+    handshake_done_ = true;
+    return Status::kOk;
+  }
+  return fail_from(r, "TLS handshake failed");
+}
+
+TlsChannel::Status TlsChannel::read(std::span<std::uint8_t> out, std::size_t& got) {
+  got = 0;
+  if (!error_.empty()) return Status::kFailed;
+  if (!handshake_done_) {
+    Status s = handshake();
+    if (s != Status::kOk) return s;
+  }
+  if (out.empty()) return Status::kOk;
+  if (SSL_read_ex(ssl_, out.data(), out.size(), &got) == 1) return Status::kOk;
+  return fail_from(0, "TLS record rejected");
+}
+
+void TlsChannel::count_records(std::size_t bytes) {
+  records_this_key_ += (bytes + kMaxRecordPlaintext - 1) / kMaxRecordPlaintext;
+  if (records_this_key_ < records_per_key_) return;
+  // Our sending keys move on; the peer updates its own when it has sent as much.
+  if (SSL_key_update(ssl_, SSL_KEY_UPDATE_NOT_REQUESTED) == 1) {
+    records_this_key_ = 0;
+    ++key_updates_sent_;
+    SSL_do_handshake(ssl_);  // the KeyUpdate goes into output() now, not with the next write
+  }
+}
+
+TlsChannel::Status TlsChannel::write(std::span<const std::uint8_t> data, std::size_t& taken) {
+  taken = 0;
+  if (!error_.empty()) return Status::kFailed;
+  if (!handshake_done_) {
+    Status s = handshake();
+    if (s != Status::kOk) return s;
+  }
+  if (data.empty()) return Status::kOk;
+  if (SSL_write_ex(ssl_, data.data(), data.size(), &taken) != 1)
+    return fail_from(0, "TLS write failed");
+  count_records(taken);
+  return Status::kOk;
+}
+
+void TlsChannel::close() {
+  if (error_.empty() && handshake_done_) SSL_shutdown(ssl_);
+}
+
+std::string TlsChannel::cipher() const {
+  if (!handshake_done_) return {};
+  const char* name = SSL_get_cipher_name(ssl_);
+  return name ? name : "";
+}
+
+}  // namespace ackxfer

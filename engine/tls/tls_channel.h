@@ -1,0 +1,140 @@
+// TLS 1.3 for one connection, with no I/O of its own: the record layer of issue 11, in one
+// place. The event loop keeps doing every recv and send on io_uring; a TlsChannel only turns
+// ciphertext into plaintext and back, through two buffers the loop
+// reads from and writes into directly (a BIO of our own: the ciphertext stays where the ring
+// put it, and what the ring is sending is never moved):
+//
+//   recv:  input_space() -> the ring receives into it -> received(n)
+//          -> handshake() until done, then read(out) yields plaintext
+//   send:  write(plaintext) -> output() is ciphertext -> the ring sends it -> sent(n)
+//
+// Both buffers are fixed-size, so a peer can make a channel hold at most kTlsBufferBytes of
+// its input, and a writer gets "would block" (kWantOutput) until the loop has sent what is
+// pending. Keys: an external pre-shared key derived from --secret-file
+// (SharedSecret::tls_psk, with (EC)DHE for forward secrecy), or X.509 certificates (later).
+// AES-128-GCM where the CPU has AES instructions, ChaCha20-Poly1305 where it does not. The
+// sending keys are updated (TLS 1.3 KeyUpdate) every `records_per_key` records, far below
+// AES-GCM's limit of about 2^24.5 records per key.
+//
+// Not thread-safe: a channel belongs to the loop that owns its connection. A kTLS path (the
+// kernel doing the record layer, so splice and sendfile stay zero-copy) would replace this
+// class behind the same connection code; this kernel has no TLS module, so there is none.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "auth/shared_secret.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
+
+namespace ackxfer {
+
+struct TlsBuffers;
+
+// Each direction's buffer between OpenSSL and the network: a few records.
+inline constexpr std::size_t kTlsBufferBytes = 256 * 1024;
+// Records sent under one key before a KeyUpdate: 2^22, an eighth of AES-GCM's safe limit.
+inline constexpr std::uint64_t kRecordsPerKey = std::uint64_t{1} << 22;
+
+// Below this, a buffer would take several calls per record.
+inline constexpr std::size_t kMinTlsBufferBytes = 4096;
+
+enum class TlsRole { kClient, kServer };
+// Which suite goes first: by whether this CPU has AES instructions (what every caller but the
+// tests wants), or forced.
+enum class TlsCipherOrder { kByCpu, kAesFirst, kChaChaFirst };
+
+// What both ends of every connection of a process share: the SSL_CTX (ciphers, key).
+class TlsContext {
+ public:
+  // Throws Failure if OpenSSL cannot set it up.
+  static std::shared_ptr<TlsContext> with_secret(TlsRole role,
+                                                 std::shared_ptr<const SharedSecret> secret,
+                                                 TlsCipherOrder order = TlsCipherOrder::kByCpu);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  TlsRole role() const { return role_; }
+  SSL_CTX* ctx() const { return ctx_; }
+  // The first cipher suite offered or preferred.
+  const char* preferred_cipher() const;
+
+ private:
+  TlsContext(TlsRole role, std::shared_ptr<const SharedSecret> secret, TlsCipherOrder order);
+  TlsRole role_;
+  bool aes_first_;
+  SSL_CTX* ctx_ = nullptr;
+  std::shared_ptr<const SharedSecret> secret_;
+  std::string identity_;  // the PSK identity, SharedSecret::tls_psk_identity()
+  friend struct TlsCallbacks;
+};
+
+class TlsChannel {
+ public:
+  enum class Status {
+    kOk,          // progress made (handshake done, bytes read or written)
+    kWantInput,   // nothing more without ciphertext from the peer
+    kWantOutput,  // the output ring is full: send output() first
+    kClosed,      // the peer closed the TLS session cleanly (close_notify)
+    kFailed,      // the session is over: error() says why; output() may hold an alert to send
+  };
+
+  // `buffer_bytes` for each direction: kTlsBufferBytes for data connections, less for control
+  // connections (a channel holds 2 x buffer_bytes, plus OpenSSL's own ~34 KiB).
+  explicit TlsChannel(std::shared_ptr<TlsContext> ctx, std::size_t buffer_bytes = kTlsBufferBytes,
+                      std::uint64_t records_per_key = kRecordsPerKey);
+  ~TlsChannel();
+  TlsChannel(const TlsChannel&) = delete;
+  TlsChannel& operator=(const TlsChannel&) = delete;
+
+  // ---- network side ----
+  // Where the next received ciphertext goes (empty while it is full: read() first). Call it
+  // only while no receive into an earlier input_space() is outstanding: it may move what is
+  // buffered to the front.
+  std::span<std::uint8_t> input_space();
+  void received(std::size_t n);
+  // Ciphertext waiting to be sent; stays valid and unchanged until sent(n).
+  std::span<const std::uint8_t> output();
+  void sent(std::size_t n);
+
+  // ---- session side ----
+  Status handshake();
+  bool handshake_done() const { return handshake_done_; }
+  // Plaintext: up to out.size() bytes into out; `got` says how many.
+  Status read(std::span<std::uint8_t> out, std::size_t& got);
+  // Encrypts up to data.size() bytes; `taken` says how many were taken (all, unless the output
+  // ring filled up: send output() and call again with the rest).
+  Status write(std::span<const std::uint8_t> data, std::size_t& taken);
+  // Sends close_notify (into output()).
+  void close();
+
+  const std::string& error() const { return error_; }
+  // The negotiated suite, e.g. "TLS_AES_128_GCM_SHA256"; empty before the handshake is done.
+  std::string cipher() const;
+  std::uint64_t key_updates_sent() const { return key_updates_sent_; }
+  std::uint64_t key_updates_received() const { return key_updates_received_; }
+
+ private:
+  Status fail_from(int ret, const char* what);
+  void count_records(std::size_t bytes);
+
+  std::shared_ptr<TlsContext> ctx_;
+  std::unique_ptr<TlsBuffers> buf_;  // what the BIO reads and writes
+  SSL* ssl_ = nullptr;
+  bool handshake_done_ = false;
+  bool foreign_identity_ = false;  // server: the client offered a key from another secret
+  std::string error_;
+  std::uint64_t records_per_key_;
+  std::uint64_t records_this_key_ = 0;
+  std::uint64_t key_updates_sent_ = 0;
+  std::uint64_t key_updates_received_ = 0;
+  friend struct TlsCallbacks;
+};
+
+}  // namespace ackxfer

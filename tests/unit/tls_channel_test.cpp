@@ -1,0 +1,274 @@
+// The TLS 1.3 record layer (engine/tls/tls_channel.h) between two channels in memory: the key
+// from the secret, the handshake, data both ways, and what a hostile or broken peer gets.
+#include "tls/tls_channel.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace ackxfer {
+namespace {
+
+std::shared_ptr<const SharedSecret> secret(const std::string& s) {
+  return std::make_shared<const SharedSecret>(s);
+}
+
+// Moves whatever `from` has to send into `to`'s input, as the network would. Returns bytes moved.
+std::size_t carry(TlsChannel& from, TlsChannel& to, std::string* recording = nullptr) {
+  std::size_t moved = 0;
+  for (;;) {
+    auto out = from.output();
+    auto space = to.input_space();
+    std::size_t n = std::min(out.size(), space.size());
+    if (n == 0) return moved;
+    std::memcpy(space.data(), out.data(), n);
+    if (recording) recording->append(reinterpret_cast<const char*>(out.data()), n);
+    to.received(n);
+    from.sent(n);
+    moved += n;
+  }
+}
+
+// Runs both handshakes to the end (or until neither side moves).
+void handshake(TlsChannel& c, TlsChannel& s, std::string* recording = nullptr) {
+  for (int i = 0; i < 20; ++i) {
+    auto a = c.handshake();
+    auto b = s.handshake();
+    std::size_t moved = carry(c, s, recording) + carry(s, c, recording);
+    if ((a == TlsChannel::Status::kOk && b == TlsChannel::Status::kOk) ||
+        (a == TlsChannel::Status::kFailed && b == TlsChannel::Status::kFailed) || moved == 0)
+      return;
+  }
+}
+
+// Sends `data` from `w` to `r` through the channels; returns what `r` read.
+std::string transfer(TlsChannel& w, TlsChannel& r, const std::string& data,
+                     std::string* recording = nullptr) {
+  std::string got;
+  std::size_t off = 0;
+  std::vector<std::uint8_t> buf(100000);
+  for (int guard = 0; guard < 100000 && got.size() < data.size(); ++guard) {
+    if (off < data.size()) {
+      std::size_t taken = 0;
+      auto st = w.write(
+          {reinterpret_cast<const std::uint8_t*>(data.data()) + off, data.size() - off}, taken);
+      EXPECT_TRUE(st == TlsChannel::Status::kOk || st == TlsChannel::Status::kWantOutput);
+      off += taken;
+    }
+    carry(w, r, recording);
+    std::size_t n = 0;
+    auto st = r.read(buf, n);
+    got.append(reinterpret_cast<const char*>(buf.data()), n);
+    if (st == TlsChannel::Status::kFailed) break;
+    carry(r, w, recording);  // anything the reader has to say (a KeyUpdate, an alert)
+  }
+  return got;
+}
+
+std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i)
+    s[i] = static_cast<char>((i * 2654435761u) >> 13);
+  return s;
+}
+
+struct Pair {
+  explicit Pair(const std::string& cs = "correct horse battery staple 42",
+                const std::string& ss = "correct horse battery staple 42",
+                std::uint64_t records_per_key = kRecordsPerKey)
+      : client(TlsContext::with_secret(TlsRole::kClient, secret(cs)), kTlsBufferBytes,
+               records_per_key),
+        server(TlsContext::with_secret(TlsRole::kServer, secret(ss)), kTlsBufferBytes,
+               records_per_key) {}
+  TlsChannel client, server;
+};
+
+TEST(TlsKey, IsDerivedFromTheSecretNeverTheSecretItself) {
+  auto a = secret("0123456789abcdef0123456789abcdef");
+  auto b = secret("0123456789abcdef0123456789abcdeg");
+  auto ka = a->tls_psk();
+  EXPECT_EQ(ka, secret("0123456789abcdef0123456789abcdef")->tls_psk()) << "deterministic";
+  EXPECT_NE(ka, b->tls_psk());
+  EXPECT_NE(std::memcmp(ka.data(), "0123456789abcdef0123456789abcdef", 32), 0);
+  EXPECT_EQ(a->tls_psk_identity().rfind("ackxfer2-", 0), 0u);
+  EXPECT_EQ(a->tls_psk_identity().size(), 9u + 16u);
+  EXPECT_NE(a->tls_psk_identity(), b->tls_psk_identity());
+  // The identity is not the key: neither contains the other.
+  std::string id = a->tls_psk_identity();
+  EXPECT_EQ(std::search(ka.begin(), ka.end(), id.begin() + 9, id.end()), ka.end());
+}
+
+TEST(TlsChannel, SameSecretHandshakesAndCarriesDataBothWays) {
+  Pair p;
+  handshake(p.client, p.server);
+  ASSERT_TRUE(p.client.handshake_done()) << p.client.error();
+  ASSERT_TRUE(p.server.handshake_done()) << p.server.error();
+  auto ctx = TlsContext::with_secret(TlsRole::kClient, secret("x"));
+  EXPECT_EQ(p.client.cipher(), ctx->preferred_cipher());
+  EXPECT_EQ(p.server.cipher(), p.client.cipher());
+  std::string up = pattern(3 << 20), down = pattern(70000);
+  EXPECT_EQ(transfer(p.client, p.server, up), up);
+  EXPECT_EQ(transfer(p.server, p.client, down), down);
+}
+
+TEST(TlsChannel, ADifferentSecretFailsOnBothSidesAndTheReceiverSaysWhy) {
+  Pair p("the sender's secret, long enough", "the receiver's secret, also long");
+  handshake(p.client, p.server);
+  EXPECT_FALSE(p.client.handshake_done());
+  EXPECT_FALSE(p.server.handshake_done());
+  EXPECT_EQ(p.server.handshake(), TlsChannel::Status::kFailed);
+  EXPECT_NE(p.server.error().find("different secret"), std::string::npos) << p.server.error();
+  carry(p.server, p.client);  // the alert
+  EXPECT_EQ(p.client.handshake(), TlsChannel::Status::kFailed);
+  EXPECT_FALSE(p.client.error().empty());
+}
+
+TEST(TlsChannel, AFlippedCiphertextByteEndsTheConnectionWithAnAlert) {
+  Pair p;
+  handshake(p.client, p.server);
+  ASSERT_TRUE(p.server.handshake_done());
+  std::string data = pattern(40000);
+  std::size_t taken = 0;
+  ASSERT_EQ(
+      p.client.write({reinterpret_cast<const std::uint8_t*>(data.data()), data.size()}, taken),
+      TlsChannel::Status::kOk);
+  auto out = p.client.output();
+  ASSERT_GT(out.size(), 1000u);
+  std::vector<std::uint8_t> wire(out.begin(), out.end());
+  p.client.sent(out.size());
+  wire[500] ^= 0x01;  // inside the first record's ciphertext
+  auto space = p.server.input_space();
+  std::memcpy(space.data(), wire.data(), wire.size());
+  p.server.received(wire.size());
+  std::vector<std::uint8_t> buf(65536);
+  std::size_t n = 0;
+  EXPECT_EQ(p.server.read(buf, n), TlsChannel::Status::kFailed);
+  EXPECT_EQ(n, 0u) << "not one byte of a forged record is handed on";
+  EXPECT_FALSE(p.server.error().empty());
+  EXPECT_GT(p.server.output().size(), 0u) << "an alert for the peer";
+  carry(p.server, p.client);
+  EXPECT_EQ(p.client.read(buf, n), TlsChannel::Status::kFailed);
+}
+
+TEST(TlsChannel, GarbageOrPlaintextInsteadOfAClientHelloFailsCleanly) {
+  for (std::string junk : {std::string("HELLO ackxfer 1 features=link\n"), pattern(5000),
+                           std::string("\x16\x03\x01\xff\xff", 5) + pattern(2000)}) {
+    TlsChannel server(TlsContext::with_secret(TlsRole::kServer, secret("s3cret s3cret s3cret")));
+    auto space = server.input_space();
+    std::memcpy(space.data(), junk.data(), junk.size());
+    server.received(junk.size());
+    EXPECT_EQ(server.handshake(), TlsChannel::Status::kFailed) << junk.substr(0, 20);
+    EXPECT_FALSE(server.error().empty());
+    std::vector<std::uint8_t> buf(100);
+    std::size_t n = 0;
+    EXPECT_EQ(server.read(buf, n), TlsChannel::Status::kFailed);
+  }
+}
+
+TEST(TlsChannel, AHandshakeThatNeverFinishesOnlyWaits) {
+  // The deadline is the caller's (the session's); the channel neither fails nor grows.
+  Pair p;
+  p.client.handshake();
+  auto hello = p.client.output();
+  ASSERT_GT(hello.size(), 10u);
+  auto space = p.server.input_space();
+  std::memcpy(space.data(), hello.data(), hello.size() / 2);
+  p.server.received(hello.size() / 2);
+  EXPECT_EQ(p.server.handshake(), TlsChannel::Status::kWantInput);
+  EXPECT_EQ(p.server.handshake(), TlsChannel::Status::kWantInput);
+  EXPECT_EQ(p.server.output().size(), 0u);
+}
+
+TEST(TlsChannel, InputIsBounded) {
+  TlsChannel server(TlsContext::with_secret(TlsRole::kServer, secret("bounded bounded")));
+  auto space = server.input_space();
+  EXPECT_EQ(space.size(), kTlsBufferBytes);
+  server.received(space.size());
+  EXPECT_TRUE(server.input_space().empty());
+  // Claiming more than there was room for is a bug in the caller: the channel fails rather
+  // than pretend bytes arrived.
+  server.received(1);
+  EXPECT_EQ(server.handshake(), TlsChannel::Status::kFailed);
+  EXPECT_NE(server.error().find("more ciphertext"), std::string::npos) << server.error();
+}
+
+TEST(TlsChannel, WithoutAesInstructionsChaChaIsChosenAndTheReceiverPreferenceWins) {
+  auto key = secret("cipher order cipher order");
+  for (auto [client_order, server_order, want] :
+       {std::tuple{TlsCipherOrder::kChaChaFirst, TlsCipherOrder::kChaChaFirst,
+                   "TLS_CHACHA20_POLY1305_SHA256"},
+        std::tuple{TlsCipherOrder::kAesFirst, TlsCipherOrder::kChaChaFirst,
+                   "TLS_CHACHA20_POLY1305_SHA256"},
+        std::tuple{TlsCipherOrder::kChaChaFirst, TlsCipherOrder::kAesFirst,
+                   "TLS_AES_128_GCM_SHA256"}}) {
+    TlsChannel c(TlsContext::with_secret(TlsRole::kClient, key, client_order));
+    TlsChannel s(TlsContext::with_secret(TlsRole::kServer, key, server_order));
+    handshake(c, s);
+    ASSERT_TRUE(c.handshake_done()) << c.error();
+    EXPECT_EQ(c.cipher(), want);
+    std::string data = pattern(100000);
+    EXPECT_EQ(transfer(c, s, data), data);
+  }
+}
+
+TEST(TlsChannel, SmallBuffersStillCarryLargeWrites) {
+  auto key = secret("small buffers small buffers");
+  TlsChannel c(TlsContext::with_secret(TlsRole::kClient, key), kMinTlsBufferBytes);
+  TlsChannel s(TlsContext::with_secret(TlsRole::kServer, key), kMinTlsBufferBytes);
+  handshake(c, s);
+  ASSERT_TRUE(s.handshake_done()) << s.error();
+  std::string data = pattern(300000);
+  EXPECT_EQ(transfer(c, s, data), data);
+}
+
+TEST(TlsChannel, SendingKeysAreUpdatedAfterTheRecordLimit) {
+  Pair p("key update key update", "key update key update", 8);
+  handshake(p.client, p.server);
+  ASSERT_TRUE(p.client.handshake_done());
+  std::string up = pattern(2 << 20), down = pattern(1 << 20);  // 128 and 64 records
+  EXPECT_EQ(transfer(p.client, p.server, up), up);
+  EXPECT_EQ(transfer(p.server, p.client, down), down);
+  EXPECT_GE(p.client.key_updates_sent(), 10u);
+  EXPECT_GE(p.server.key_updates_sent(), 5u);
+  // Every update sent was received and applied: the data after it still decrypted. (The
+  // last one follows the last data record: one more read takes it in.)
+  std::vector<std::uint8_t> buf(100);
+  std::size_t n = 0;
+  EXPECT_EQ(p.server.read(buf, n), TlsChannel::Status::kWantInput);
+  EXPECT_EQ(p.client.read(buf, n), TlsChannel::Status::kWantInput);
+  EXPECT_EQ(p.server.key_updates_received(), p.client.key_updates_sent());
+  EXPECT_EQ(p.client.key_updates_received(), p.server.key_updates_sent());
+}
+
+TEST(TlsChannel, TheWireCarriesNoPlaintext) {
+  Pair p;
+  std::string recording;
+  handshake(p.client, p.server, &recording);
+  ASSERT_TRUE(p.server.handshake_done());
+  std::string name = "SEND 7 payroll/2026-salaries.xlsx size=123456";
+  std::string body = "CONFIDENTIAL: " + pattern(50000) + " END OF CONFIDENTIAL";
+  EXPECT_EQ(transfer(p.client, p.server, name, &recording), name);
+  EXPECT_EQ(transfer(p.client, p.server, body, &recording), body);
+  EXPECT_GT(recording.size(), name.size() + body.size());
+  EXPECT_EQ(recording.find("payroll"), std::string::npos);
+  EXPECT_EQ(recording.find("CONFIDENTIAL"), std::string::npos);
+  EXPECT_EQ(recording.find(body.substr(20000, 64)), std::string::npos);
+  EXPECT_EQ(recording.find("correct horse"), std::string::npos) << "nor the secret";
+}
+
+TEST(TlsChannel, CloseNotifyEndsTheSessionCleanly) {
+  Pair p;
+  handshake(p.client, p.server);
+  p.client.close();
+  carry(p.client, p.server);
+  std::vector<std::uint8_t> buf(100);
+  std::size_t n = 0;
+  EXPECT_EQ(p.server.read(buf, n), TlsChannel::Status::kClosed);
+}
+
+}  // namespace
+}  // namespace ackxfer
