@@ -1,10 +1,12 @@
 // TlsContext and TlsChannel: OpenSSL 3 driven through a BIO of our own (see tls_channel.h).
 #include "tls/tls_channel.h"
 
+#include <arpa/inet.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cstring>
@@ -182,16 +184,46 @@ struct TlsCallbacks {
 std::shared_ptr<TlsContext> TlsContext::with_secret(TlsRole role,
                                                     std::shared_ptr<const SharedSecret> secret,
                                                     TlsCipherOrder order) {
-  return std::shared_ptr<TlsContext>(new TlsContext(role, std::move(secret), order));
+  std::shared_ptr<TlsContext> c(new TlsContext(role, order));
+  c->secret_ = std::move(secret);
+  c->identity_ = c->secret_->tls_psk_identity();
+  if (role == TlsRole::kClient) {
+    SSL_CTX_set_psk_use_session_callback(c->ctx_, TlsCallbacks::use_session);
+    // A receiver that holds the secret never needs a certificate: one that shows a
+    // certificate instead of taking the key is someone else, whatever the certificate says.
+    SSL_CTX_set_verify(c->ctx_, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 0; });
+  } else
+    SSL_CTX_set_psk_find_session_callback(c->ctx_, TlsCallbacks::find_session);
+  return c;
 }
 
-TlsContext::TlsContext(TlsRole role, std::shared_ptr<const SharedSecret> secret,
-                       TlsCipherOrder order)
+std::shared_ptr<TlsContext> TlsContext::with_certificates(TlsRole role,
+                                                          const TlsCertificates& files,
+                                                          TlsCipherOrder order) {
+  std::shared_ptr<TlsContext> c(new TlsContext(role, order));
+  c->certificates_ = true;
+  SSL_CTX* ctx = c->ctx_;
+  ERR_clear_error();
+  if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1)
+    throw Failure("--tls-cert " + files.cert + ": " + openssl_reason());
+  if (SSL_CTX_use_PrivateKey_file(ctx, files.key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
+    std::string why = openssl_reason();
+    if (why.find("mismatch") != std::string::npos)
+      why = "it is not the key of the certificate in --tls-cert " + files.cert;
+    throw Failure("--tls-key " + files.key + ": " + why);
+  }
+  if (SSL_CTX_load_verify_locations(ctx, files.ca.c_str(), nullptr) != 1)
+    throw Failure("--tls-ca " + files.ca + ": " + openssl_reason());
+  // Mutual: each side checks the other's certificate against its CA.
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  return c;
+}
+
+TlsContext::TlsContext(TlsRole role, TlsCipherOrder order)
     : role_(role),
       aes_first_(order == TlsCipherOrder::kByCpu ? cpu_has_aes()
-                                                 : order == TlsCipherOrder::kAesFirst),
-      secret_(std::move(secret)) {
-  identity_ = secret_->tls_psk_identity();
+                                                 : order == TlsCipherOrder::kAesFirst) {
   ctx_ = SSL_CTX_new(role == TlsRole::kClient ? TLS_client_method() : TLS_server_method());
   if (!ctx_) throw Failure("OpenSSL: cannot create a TLS context: " + openssl_reason());
   SSL_CTX_set_app_data(ctx_, this);
@@ -210,10 +242,6 @@ TlsContext::TlsContext(TlsRole role, std::shared_ptr<const SharedSecret> secret,
   SSL_CTX_set_mode(ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_num_tickets(ctx_, 0);  // no resumption tickets: every connection has the key
   SSL_CTX_set_msg_callback(ctx_, TlsCallbacks::on_message);
-  if (role == TlsRole::kClient)
-    SSL_CTX_set_psk_use_session_callback(ctx_, TlsCallbacks::use_session);
-  else
-    SSL_CTX_set_psk_find_session_callback(ctx_, TlsCallbacks::find_session);
 }
 
 TlsContext::~TlsContext() {
@@ -302,16 +330,44 @@ TlsChannel::Status TlsChannel::fail_from(int ret, const char* what) {
   if (error_.empty()) {
     error_ = std::string(what) + ": " + openssl_reason();
     if (foreign_identity_) error_ += " (the peer's key is derived from a different secret)";
+    long v = SSL_get_verify_result(ssl_);
+    if (v != X509_V_OK)
+      error_ += std::string(" (the peer's certificate: ") + X509_verify_cert_error_string(v) + ")";
   }
   ERR_clear_error();
   return Status::kFailed;
 }
 
+void TlsChannel::expect_peer(const std::string& host) {
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+  in6_addr a6;
+  in_addr a4;
+  bool ip =
+      inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+  bool ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str()) == 1
+               : SSL_set1_host(ssl_, host.c_str()) == 1 &&
+                     SSL_set_tlsext_host_name(ssl_, host.c_str()) == 1;
+  if (ok)
+    peer_name_set_ = true;
+  else if (error_.empty())
+    error_ = "cannot check the peer's certificate against " + host;
+}
+
 TlsChannel::Status TlsChannel::handshake() {
   if (!error_.empty()) return Status::kFailed;
   if (handshake_done_) return Status::kOk;
+  if (ctx_->uses_certificates() && ctx_->role() == TlsRole::kClient && !peer_name_set_) {
+    // A certificate from the right CA is not enough: it must be the receiver's.
+    error_ = "TLS handshake not started: no receiver name or address to check its certificate";
+    return Status::kFailed;
+  }
   int r = SSL_do_handshake(ssl_);
   if (r == 1) {
+    if (!ctx_->uses_certificates() && !SSL_session_reused(ssl_)) {
+      // Belt and braces for the verify callback: without the key the peer proved nothing.
+      error_ = "TLS handshake failed: the peer did not use the shared secret";
+      return Status::kFailed;
+    }
     handshake_done_ = true;
     return Status::kOk;
   }

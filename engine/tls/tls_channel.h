@@ -11,7 +11,7 @@
 // Both buffers are fixed-size, so a peer can make a channel hold at most kTlsBufferBytes of
 // its input, and a writer gets "would block" (kWantOutput) until the loop has sent what is
 // pending. Keys: an external pre-shared key derived from --secret-file
-// (SharedSecret::tls_psk, with (EC)DHE for forward secrecy), or X.509 certificates (later).
+// (SharedSecret::tls_psk, with (EC)DHE for forward secrecy), or mutual X.509 certificates.
 // AES-128-GCM where the CPU has AES instructions, ChaCha20-Poly1305 where it does not. The
 // sending keys are updated (TLS 1.3 KeyUpdate) every `records_per_key` records, far below
 // AES-GCM's limit of about 2^24.5 records per key.
@@ -49,6 +49,12 @@ enum class TlsRole { kClient, kServer };
 // tests wants), or forced.
 enum class TlsCipherOrder { kByCpu, kAesFirst, kChaChaFirst };
 
+// PEM files: this side's certificate (chain), its private key, and the CA that signs the
+// peers' certificates.
+struct TlsCertificates {
+  std::string cert, key, ca;
+};
+
 // What both ends of every connection of a process share: the SSL_CTX (ciphers, key).
 class TlsContext {
  public:
@@ -56,19 +62,26 @@ class TlsContext {
   static std::shared_ptr<TlsContext> with_secret(TlsRole role,
                                                  std::shared_ptr<const SharedSecret> secret,
                                                  TlsCipherOrder order = TlsCipherOrder::kByCpu);
+  // Mutual X.509: this side presents `files.cert` and accepts only peers whose certificate
+  // `files.ca` signed (a client also checks the name it dialled: TlsChannel::expect_peer).
+  // Throws Failure naming the file and what is wrong with it.
+  static std::shared_ptr<TlsContext> with_certificates(
+      TlsRole role, const TlsCertificates& files, TlsCipherOrder order = TlsCipherOrder::kByCpu);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
 
   TlsRole role() const { return role_; }
+  bool uses_certificates() const { return certificates_; }
   SSL_CTX* ctx() const { return ctx_; }
   // The first cipher suite offered or preferred.
   const char* preferred_cipher() const;
 
  private:
-  TlsContext(TlsRole role, std::shared_ptr<const SharedSecret> secret, TlsCipherOrder order);
+  TlsContext(TlsRole role, TlsCipherOrder order);
   TlsRole role_;
   bool aes_first_;
+  bool certificates_ = false;  // X.509 rather than a pre-shared key
   SSL_CTX* ctx_ = nullptr;
   std::shared_ptr<const SharedSecret> secret_;
   std::string identity_;  // the PSK identity, SharedSecret::tls_psk_identity()
@@ -104,6 +117,9 @@ class TlsChannel {
   void sent(std::size_t n);
 
   // ---- session side ----
+  // Client with certificates: the receiver's name or address as dialled; its certificate must
+  // name it (a DNS name, or an IP address in subjectAltName). Call before the handshake.
+  void expect_peer(const std::string& host);
   Status handshake();
   bool handshake_done() const { return handshake_done_; }
   // Plaintext: up to out.size() bytes into out; `got` says how many.
@@ -129,6 +145,7 @@ class TlsChannel {
   SSL* ssl_ = nullptr;
   bool handshake_done_ = false;
   bool foreign_identity_ = false;  // server: the client offered a key from another secret
+  bool peer_name_set_ = false;
   std::string error_;
   std::uint64_t records_per_key_;
   std::uint64_t records_this_key_ = 0;

@@ -2,10 +2,13 @@
 // from the secret, the handshake, data both ways, and what a hostile or broken peer gets.
 #include "tls/tls_channel.h"
 
+#include "test_pki.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -268,6 +271,126 @@ TEST(TlsChannel, CloseNotifyEndsTheSessionCleanly) {
   std::vector<std::uint8_t> buf(100);
   std::size_t n = 0;
   EXPECT_EQ(p.server.read(buf, n), TlsChannel::Status::kClosed);
+}
+
+// ---- X.509 (--tls-cert, --tls-key, --tls-ca) ----
+
+class TlsCertTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ackxfer-pki-XXXXXX";
+    ASSERT_TRUE(mkdtemp(tmpl));
+    dir_ = tmpl;
+    pki_ = std::make_unique<test::TestPki>(dir_, "site");
+    other_ = std::make_unique<test::TestPki>(dir_, "elsewhere");
+    receiver_ = pki_->issue("receiver", {"receiver", {"DNS:receiver.test", "IP:127.0.0.1"}});
+    sender_ = pki_->issue("sender", {"sender", {"DNS:sender.test"}});
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Runs a handshake between a sender using `s` and a receiver using `r`; the sender dials
+  // `name`. Returns whether both sides finished.
+  bool connect(const TlsCertificates& s, const TlsCertificates& r, const std::string& name) {
+    client_ = std::make_unique<TlsChannel>(TlsContext::with_certificates(TlsRole::kClient, s));
+    server_ = std::make_unique<TlsChannel>(TlsContext::with_certificates(TlsRole::kServer, r));
+    client_->expect_peer(name);
+    handshake(*client_, *server_);
+    // Whatever alert the failing side has left still reaches the other.
+    carry(*client_, *server_);
+    carry(*server_, *client_);
+    client_->handshake();
+    server_->handshake();
+    return client_->handshake_done() && server_->handshake_done();
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<test::TestPki> pki_, other_;
+  TlsCertificates receiver_, sender_;
+  std::unique_ptr<TlsChannel> client_, server_;
+};
+
+TEST_F(TlsCertTest, MutualCertificatesFromOneCaConnectByNameOrAddress) {
+  for (std::string name : {"127.0.0.1", "receiver.test"}) {
+    ASSERT_TRUE(connect(sender_, receiver_, name))
+        << name << ": " << client_->error() << " / " << server_->error();
+    std::string data = pattern(200000);
+    EXPECT_EQ(transfer(*client_, *server_, data), data);
+  }
+}
+
+TEST_F(TlsCertTest, AReceiverCertificateForAnotherNameIsRefused) {
+  EXPECT_FALSE(connect(sender_, receiver_, "elsewhere.test"));
+  EXPECT_NE(client_->error().find("certificate"), std::string::npos) << client_->error();
+  EXPECT_FALSE(connect(sender_, receiver_, "127.0.0.2"));
+  EXPECT_FALSE(client_->error().empty());
+}
+
+TEST_F(TlsCertTest, ACertificateFromAnotherCaIsRefusedBySender) {
+  auto foreign = other_->issue("foreign-receiver", {"r", {"IP:127.0.0.1"}});
+  foreign.ca = receiver_.ca;  // the receiver trusts our CA; its own certificate is foreign
+  EXPECT_FALSE(connect(sender_, foreign, "127.0.0.1"));
+  EXPECT_NE(client_->error().find("local issuer"), std::string::npos) << client_->error();
+}
+
+TEST_F(TlsCertTest, ASenderCertificateFromAnotherCaIsRefusedByTheReceiver) {
+  auto foreign = other_->issue("foreign-sender", {"s", {"DNS:sender.test"}});
+  foreign.ca = sender_.ca;  // the sender trusts the receiver
+  EXPECT_FALSE(connect(foreign, receiver_, "127.0.0.1"));
+  EXPECT_FALSE(server_->handshake_done());
+  EXPECT_NE(server_->error().find("certificate"), std::string::npos) << server_->error();
+}
+
+TEST_F(TlsCertTest, AnExpiredCertificateIsRefused) {
+  auto expired = pki_->issue("expired", {"receiver", {"IP:127.0.0.1"}, -30, -1});
+  EXPECT_FALSE(connect(sender_, expired, "127.0.0.1"));
+  EXPECT_NE(client_->error().find("expired"), std::string::npos) << client_->error();
+}
+
+TEST_F(TlsCertTest, ASenderWithASecretRefusesAnImpostorWithACertificate) {
+  // Someone without the secret answers with a certificate (even a valid one): a sender with a
+  // pre-shared key must not talk to it.
+  TlsChannel c(TlsContext::with_secret(TlsRole::kClient, secret("the real secret, long one")));
+  TlsChannel impostor(TlsContext::with_certificates(TlsRole::kServer, receiver_));
+  handshake(c, impostor);
+  EXPECT_FALSE(c.handshake_done()) << "a sender with a secret accepted a certificate instead";
+  EXPECT_NE(c.error().find("certificate"), std::string::npos) << c.error();
+  EXPECT_FALSE(impostor.handshake_done()) << "and it has no certificate for the receiver";
+  std::size_t taken = 0;
+  std::string data = "SEND 1 secret-plans.txt";
+  EXPECT_EQ(c.write({reinterpret_cast<const std::uint8_t*>(data.data()), data.size()}, taken),
+            TlsChannel::Status::kFailed);
+  EXPECT_EQ(taken, 0u);
+}
+
+TEST_F(TlsCertTest, ASenderThatDoesNotSayWhoItDialledDoesNotStart) {
+  TlsChannel c(TlsContext::with_certificates(TlsRole::kClient, sender_));
+  EXPECT_EQ(c.handshake(), TlsChannel::Status::kFailed);
+  EXPECT_NE(c.error().find("no receiver name"), std::string::npos) << c.error();
+}
+
+TEST_F(TlsCertTest, BadFilesAreNamedInTheError) {
+  auto missing = receiver_;
+  missing.cert = (dir_ / "nope.pem").string();
+  try {
+    TlsContext::with_certificates(TlsRole::kServer, missing);
+    ADD_FAILURE() << "a missing certificate was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("--tls-cert " + missing.cert), std::string::npos)
+        << e.what();
+  }
+  auto mismatched = receiver_;
+  mismatched.key = sender_.key;
+  try {
+    TlsContext::with_certificates(TlsRole::kServer, mismatched);
+    ADD_FAILURE() << "a key of another certificate was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("is not the key of the certificate in --tls-cert"),
+              std::string::npos)
+        << e.what();
+  }
+  auto no_ca = receiver_;
+  no_ca.ca = (dir_ / "no-ca.pem").string();
+  EXPECT_THROW(TlsContext::with_certificates(TlsRole::kServer, no_ca), std::exception);
 }
 
 }  // namespace
