@@ -89,7 +89,8 @@ int recv_command(int argc, char** argv) {
        "`ackxfer-fast bench --mem --to`")
       ("secret-file", po::value(&secret_file),
        "accept only senders that prove they hold the secret in this file (see docs/SECURITY.md); "
-       "the receiver proves it too")
+       "the receiver proves it too. It does not encrypt: names and contents cross the network "
+       "in the clear")
       ("stats-interval", po::value(&stats_interval)->default_value(0),
        "every this many seconds, print throughput and files published across all sessions "
        "(0: never)")

@@ -160,7 +160,8 @@ int send_command(int argc, char** argv) {
        "on both sides first), not just size and mtime")
       ("secret-file", po::value(&secret_file),
        "authenticate with the secret in this file (the receiver's --secret-file holds the same); "
-       "nothing is sent unless the receiver proves it holds it too")
+       "nothing is sent unless the receiver proves it holds it too. It does not encrypt: names "
+       "and contents cross the network in the clear")
       ("send-path", po::value(&send_path)->default_value(send_path),
        "how large chunks leave: copy (read, hash, send), mmap (hash and send from a mapping) or "
        "splice (zero-copy); auto: copy to loopback, splice elsewhere")
