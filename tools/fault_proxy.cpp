@@ -17,6 +17,10 @@
 //   --abandon PORT:BYTES     after BYTES, reset the sender's side but keep the receiver's side
 //                            open and silent: a connection that died on one side only (a
 //                            crashed NAT, a lost FIN), which the receiver cannot tell from slow
+// and, not a fault:
+//   --record DIR             write every byte each connection carries, as it arrived, to
+//                            DIR/PORT-N-up and DIR/PORT-N-down (N counts connections per port
+//                            from 0): what an observer on the path would see
 // Prints "ready" on stdout once every port listens; runs until killed.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -52,7 +56,7 @@ struct PortRules {
   std::atomic<int> connections{0};
 };
 
-std::string g_listen = "127.0.0.2", g_target = "127.0.0.1";
+std::string g_listen = "127.0.0.2", g_target = "127.0.0.1", g_record;
 std::map<int, PortRules> g_ports;
 
 [[noreturn]] void die(const std::string& msg) {
@@ -88,7 +92,15 @@ void reset(int fd) {
 // Copies one direction, applying `faults`. Offset faults fire once, at their byte offset in
 // this connection's stream; delay and throttle apply throughout. Returns true when the
 // connection was abandoned: `to` must then be kept open, and silent.
-bool pump(int from, int to, std::vector<Fault> faults) {
+bool pump(int from, int to, std::vector<Fault> faults, std::string record) {
+  std::FILE* rec = record.empty() ? nullptr : std::fopen(record.c_str(), "wb");
+  if (!record.empty() && !rec) die("--record: cannot create " + record);
+  struct Closer {
+    std::FILE* f;
+    ~Closer() {
+      if (f) std::fclose(f);
+    }
+  } closer{rec};
   std::vector<char> buf(64 * 1024);
   std::string held;       // reorder: the block waiting for the one after it
   std::uint64_t pos = 0;  // stream offset of buf[0]
@@ -113,6 +125,10 @@ bool pump(int from, int to, std::vector<Fault> faults) {
     ssize_t n = ::recv(from, buf.data(), buf.size(), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
+    if (rec) {
+      std::fwrite(buf.data(), 1, static_cast<std::size_t>(n), rec);
+      std::fflush(rec);
+    }
     if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     std::size_t len = static_cast<std::size_t>(n), sent = 0;
     for (Fault& f : faults) {
@@ -189,9 +205,12 @@ void serve(int port, int listener) {
     auto by_offset = [](const Fault& a, const Fault& b) { return a.at < b.at; };
     std::sort(up.begin(), up.end(), by_offset);
     std::sort(down.begin(), down.end(), by_offset);
-    std::thread([client, server, up, down] {
-      std::thread back(pump, server, client, down);
-      bool abandoned = pump(client, server, up);
+    std::string record;
+    if (!g_record.empty())
+      record = g_record + "/" + std::to_string(port) + "-" + std::to_string(index) + "-";
+    std::thread([client, server, up, down, record] {
+      std::thread back(pump, server, client, down, record.empty() ? "" : record + "down");
+      bool abandoned = pump(client, server, up, record.empty() ? "" : record + "up");
       back.join();
       ::close(client);
       if (!abandoned) ::close(server);  // abandoned: held open, silent, until the proxy exits
@@ -229,6 +248,8 @@ int main(int argc, char** argv) {
       g_listen = need();
     } else if (a == "--target") {
       g_target = need();
+    } else if (a == "--record") {
+      g_record = need();
     } else if (a == "--port") {
       ports.push_back(std::atoi(need().c_str()));
     } else if (auto k = kinds.find(a); k != kinds.end()) {
