@@ -17,7 +17,7 @@ fi
 
 run_fuzzers() {
   local seconds=${ACKXFER_FUZZ_SECONDS:-60}
-  for pair in "control_line_fuzzer control" "data_frame_fuzzer frame"; do
+  for pair in "control_line_fuzzer control" "data_frame_fuzzer frame" "tls_server_fuzzer tls"; do
     set -- $pair
     # Work on a copy: what the run discovers is not written into the repository.
     local corpus
