@@ -75,13 +75,7 @@ std::array<std::uint8_t, 32> SharedSecret::tls_psk() const {
 std::string SharedSecret::tls_psk_identity() const {
   std::uint8_t id[8];
   derive("ackxfer tls13 psk identity", id, sizeof id);
-  static const char kHex[] = "0123456789abcdef";
-  std::string s = "ackxfer2-";
-  for (std::uint8_t b : id) {
-    s.push_back(kHex[b >> 4]);
-    s.push_back(kHex[b & 15]);
-  }
-  return s;
+  return "ackxfer2-" + to_hex(id, sizeof id);
 }
 
 Proof SharedSecret::sender_proof(const Nonce& sender, const Nonce& receiver) const {

@@ -41,16 +41,6 @@ struct RandomPool {
 
 thread_local RandomPool t_pool;
 
-std::string to_hex(const std::uint8_t* p, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(2 * n, '0');
-  for (std::size_t i = 0; i < n; ++i) {
-    out[2 * i] = kHex[p[i] >> 4];
-    out[2 * i + 1] = kHex[p[i] & 15];
-  }
-  return out;
-}
-
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -70,6 +60,16 @@ bool from_hex_exact(std::string_view hex, std::uint8_t* out, std::size_t n) {
 }
 
 }  // namespace
+
+std::string to_hex(const std::uint8_t* p, std::size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(2 * n, '0');
+  for (std::size_t i = 0; i < n; ++i) {
+    out[2 * i] = kHex[p[i] >> 4];
+    out[2 * i + 1] = kHex[p[i] & 15];
+  }
+  return out;
+}
 
 Token Token::random() {
   Token t;

@@ -40,6 +40,9 @@ struct Proof {
   friend bool operator==(const Proof&, const Proof&) = default;
 };
 
+// Lower-case hex of `n` bytes (tokens, nonces, proofs, key fingerprints).
+std::string to_hex(const std::uint8_t* p, std::size_t n);
+
 struct TokenHash {
   std::size_t operator()(const Token& t) const noexcept {
     // Tokens are uniformly random: any 8 bytes are a good hash.
