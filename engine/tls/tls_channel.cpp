@@ -376,11 +376,8 @@ TlsChannel::Status TlsChannel::handshake() {
 
 TlsChannel::Status TlsChannel::read(std::span<std::uint8_t> out, std::size_t& got) {
   got = 0;
-  if (!error_.empty()) return Status::kFailed;
-  if (!handshake_done_) {
-    Status s = handshake();
-    if (s != Status::kOk) return s;
-  }
+  // Failed, or the handshake still going: handshake() says which (and moves it on).
+  if (Status s = handshake(); s != Status::kOk) return s;
   if (out.empty()) return Status::kOk;
   if (SSL_read_ex(ssl_, out.data(), out.size(), &got) == 1) return Status::kOk;
   return fail_from(0, "TLS record rejected");
@@ -399,11 +396,8 @@ void TlsChannel::count_records(std::size_t bytes) {
 
 TlsChannel::Status TlsChannel::write(std::span<const std::uint8_t> data, std::size_t& taken) {
   taken = 0;
-  if (!error_.empty()) return Status::kFailed;
-  if (!handshake_done_) {
-    Status s = handshake();
-    if (s != Status::kOk) return s;
-  }
+  // Failed, or the handshake still going: handshake() says which (and moves it on).
+  if (Status s = handshake(); s != Status::kOk) return s;
   if (data.empty()) return Status::kOk;
   if (SSL_write_ex(ssl_, data.data(), data.size(), &taken) != 1)
     return fail_from(0, "TLS write failed");
