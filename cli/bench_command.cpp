@@ -28,6 +28,7 @@
 #include "exit_codes.h"
 #include "io/uring_loop.h"
 #include "json_writer.h"
+#include "protocol/token.h"
 #include "receiver/receiver.h"
 #include "sender/sender.h"
 
@@ -58,6 +59,7 @@ struct RunResult {
   std::uint64_t read_bytes = 0, write_bytes = 0;    // storage I/O of this process
   double process_cpu = 0;  // all threads of this process, io_uring's io-wq workers included
   std::string send_path;
+  std::string encryption;  // the cipher suite, or "none"
   std::uint64_t cq_overflow = 0;
 };
 
@@ -246,7 +248,8 @@ int bench_command(int argc, char** argv) {
   unsigned runs = 3, warmup = 1, streams = SenderOptions{}.streams, threads = 0, recv_threads = 0;
   std::uint64_t max_files = 0;
   double warm_gib = 2;
-  std::string work_dir, send_path = "auto", recv_path = "buffers", to, secret_file;
+  std::string work_dir, send_path = "auto", recv_path = "buffers", to, secret_file,
+                        encryption = "none";
   po::options_description desc("Options");
   // clang-format off
   desc.add_options()
@@ -272,7 +275,10 @@ int bench_command(int argc, char** argv) {
        "HOST[:PORT] of a running `ackxfer-fast recv` instead of an in-process one (with --mem, "
        "start it with --discard)")
       ("secret-file", po::value(&secret_file),
-       "with --to: the receiver's --secret-file (in-process runs authenticate with it too)")
+       "with --to: the receiver's --secret-file (TLS); in-process runs use it too")
+      ("encryption", po::value(&encryption)->default_value(encryption),
+       "none, tls or both (a TLS row after each plain one, same data). In-process runs make a "
+       "random secret unless --secret-file gives one; --to needs --secret-file")
       ("work-dir", po::value(&work_dir),
        "where to generate and receive (default: /dev/shm if it has room)")
       ("keep", po::bool_switch(&keep), "keep the generated and received files");
@@ -325,6 +331,16 @@ int bench_command(int argc, char** argv) {
       throw Failure("--send-path must be auto, copy, mmap or splice");
     if (recv_path != "buffers" && recv_path != "splice")
       throw Failure("--recv-path must be buffers or splice");
+    if (encryption != "none" && encryption != "tls" && encryption != "both")
+      throw Failure("--encryption must be none, tls or both");
+    // A secret means TLS: a receiver with one accepts nothing else.
+    if (!secret_file.empty() && encryption == "none") encryption = "tls";
+    if (!to.empty() && encryption == "both")
+      throw Failure(
+          "--encryption both needs an in-process receiver (a remote one either has a "
+          "secret or has not)");
+    if (!to.empty() && encryption == "tls" && secret_file.empty())
+      throw Failure("--encryption tls with --to needs the receiver's --secret-file");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast bench: %s\nTry 'ackxfer-fast bench --help'.\n", e.what());
     return kUsage;
@@ -344,6 +360,18 @@ int bench_command(int argc, char** argv) {
     }
   }
   const bool remote = !to.empty();
+  // A throwaway secret for in-process TLS rows: the key only has to match itself.
+  std::shared_ptr<const SharedSecret> tls_secret = secret;
+  if (!tls_secret && encryption != "none") {
+    Token a = Token::random(), b = Token::random();
+    tls_secret = std::make_shared<const SharedSecret>(a.hex() + b.hex());
+  }
+  // The rows: each data set plain, encrypted, or both (plain first).
+  std::vector<std::pair<Dataset, bool>> rows;
+  for (const Dataset& d : selected) {
+    if (encryption != "tls") rows.emplace_back(d, false);
+    if (encryption != "none") rows.emplace_back(d, true);
+  }
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   Logger log = make_stderr_logger(LogLevel::kWarn);
   std::uint64_t largest = 0;
@@ -391,18 +419,24 @@ int bench_command(int argc, char** argv) {
       .end_object();
   j.begin_array("datasets");
   if (!json)
-    std::printf("%-7s %6s %9s %4s %7s %8s %9s %9s  %-9s %s\n", "dataset", "files", "bytes", "runs",
+    std::printf("%-10s %6s %9s %4s %7s %8s %9s %9s  %-9s %s\n", "dataset", "files", "bytes", "runs",
                 "GB/s", "files/s", "send s/GB", "recv s/GB", "verified", "limited by");
 
   int code = kOk;
-  for (const Dataset& d : selected) {
+  for (std::size_t row = 0; row < rows.size(); ++row) {
     if (g_interrupted) break;
+    const Dataset& d = rows[row].first;
+    const bool tls = rows[row].second;
+    const std::string row_name = d.name + (tls && !remote ? "+tls" : "");
+    // The same data set's next row (its TLS row) reuses the files.
+    const bool same_next = row + 1 < rows.size() && rows[row + 1].first.name == d.name;
+    const bool same_before = row > 0 && rows[row - 1].first.name == d.name;
     fs::path src = root / "src", dst = root / "dst";
     std::string failure;
     std::vector<RunResult> results;
     const double payload = static_cast<double>(d.files * d.file_bytes);
     try {
-      if (!mem) {
+      if (!mem && !same_before) {
         fs::remove_all(src);
         generate(d, src / d.name);
       }
@@ -414,7 +448,7 @@ int bench_command(int argc, char** argv) {
       ro.threads = recv_threads;
       ro.recv_path = recv_path == "splice" ? RecvPath::kSplice : RecvPath::kBuffers;
       ro.discard = mem;
-      ro.secret = secret;
+      ro.secret = tls ? tls_secret : nullptr;
       ro.log = log;
       for (unsigned r = 0; r < warmup + runs && !g_interrupted && failure.empty(); ++r) {
         std::error_code ec;
@@ -439,7 +473,7 @@ int bench_command(int argc, char** argv) {
         so.force = true;
         so.threads = threads;
         so.send_path = path;
-        so.secret = secret;
+        so.secret = tls ? tls_secret : nullptr;
         so.log = log;
         Sender sender(so);
         current_sender = &sender;
@@ -455,6 +489,7 @@ int bench_command(int argc, char** argv) {
         res.sender_cpu = rep.cpu_seconds;
         res.sender_busiest = rep.busiest_thread;
         res.send_path = rep.send_path;
+        res.encryption = rep.encryption;
         res.cq_overflow = rep.cq_overflow;
         res.read_bytes = io1.first - io0.first;
         res.write_bytes = io1.second - io0.second;
@@ -526,7 +561,7 @@ int bench_command(int argc, char** argv) {
                            : remote         ? "digests"
                                             : "byte-for-byte";
     j.begin_object()
-        .field("name", d.name)
+        .field("name", row_name)
         .field("description", d.description)
         .field("files", d.files)
         .field("bytes", d.files * d.file_bytes)
@@ -541,7 +576,8 @@ int bench_command(int argc, char** argv) {
         .field("retries", retries)
         .field("cq_overflow", overflow)
         .field("send_path", results.empty() ? std::string() : results.front().send_path)
-        .field("recv_path", remote ? std::string("remote") : recv_path);
+        .field("recv_path", remote ? std::string("remote") : recv_path)
+        .field("encryption", results.empty() ? std::string() : results.front().encryption);
     if (!failure.empty()) j.field("error", failure);
     j.begin_array("runs");
     for (auto& r : results)
@@ -560,17 +596,20 @@ int bench_command(int argc, char** argv) {
     if (!json) {
       char recv_cell[16] = "n/a";
       if (recv_per_gb >= 0) std::snprintf(recv_cell, sizeof recv_cell, "%.2f", recv_per_gb);
-      std::printf("%-7s %6llu %9s %4zu %7.3f %8.0f %9.2f %9s  %-9s %s\n", d.name.c_str(),
+      std::printf("%-10s %6llu %9s %4zu %7.3f %8.0f %9.2f %9s  %-9s %s\n", row_name.c_str(),
                   static_cast<unsigned long long>(d.files), human_bytes(payload).c_str(),
                   results.size(), gbps, fps, send_per_gb, recv_cell,
                   verified == "byte-for-byte" ? "bytes" : verified.c_str(), limit.c_str());
     }
     if (!failure.empty()) {
-      std::fprintf(stderr, "ackxfer-fast bench: %s: %s\n", d.name.c_str(), failure.c_str());
+      std::fprintf(stderr, "ackxfer-fast bench: %s: %s\n", row_name.c_str(), failure.c_str());
       code = g_interrupted ? kInterrupted : kFilesFailed;
     }
     std::error_code ec;
-    if (!keep) fs::remove_all(root / "src", ec), fs::remove_all(root / "dst", ec);
+    if (!keep) {
+      fs::remove_all(root / "dst", ec);
+      if (!same_next) fs::remove_all(root / "src", ec);
+    }
   }
   j.end_array().end_object();
   if (json) std::printf("%s\n", j.str().c_str());

@@ -122,6 +122,19 @@ std::string human_rate(double bps) {
   return human_bytes(bps) + "/s";
 }
 
+std::optional<TlsCertificates> certificate_options(const std::string& cert, const std::string& key,
+                                                   const std::string& ca) {
+  if (cert.empty() && key.empty() && ca.empty()) return std::nullopt;
+  std::string missing;
+  for (auto [name, value] :
+       {std::pair{"--tls-cert", &cert}, {"--tls-key", &key}, {"--tls-ca", &ca}})
+    if (value->empty()) missing += (missing.empty() ? "" : " and ") + std::string(name);
+  if (!missing.empty())
+    throw Failure("certificates need --tls-cert, --tls-key and --tls-ca together (missing " +
+                  missing + ")");
+  return TlsCertificates{cert, key, ca};
+}
+
 std::shared_ptr<const SharedSecret> load_secret(const std::string& path, const Logger& log) {
   std::optional<std::string> warning;
   auto secret = load_secret_file(path, warning);

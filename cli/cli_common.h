@@ -4,9 +4,11 @@
 #include <csignal>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "log.h"
+#include "tls/tls_channel.h"
 
 namespace ackxfer {
 class SharedSecret;
@@ -39,6 +41,10 @@ std::string human_rate(double bytes_per_second);
 // Loads --secret-file (throws Failure naming the problem) and logs a warning if the file is
 // readable by others or the secret is short.
 std::shared_ptr<const SharedSecret> load_secret(const std::string& path, const Logger& log);
+
+// --tls-cert, --tls-key, --tls-ca: all three or none (throws Failure naming what is missing).
+std::optional<TlsCertificates> certificate_options(const std::string& cert, const std::string& key,
+                                                   const std::string& ca);
 
 int recv_command(int argc, char** argv);
 int send_command(int argc, char** argv);

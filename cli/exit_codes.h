@@ -13,7 +13,9 @@ namespace ackxfer::cli {
   X(kInterrupted, 4, "interrupted: the receiver went away or a signal stopped us")           \
   X(kProtocol, 5, "protocol error: the peer is not a compatible ackxfer-fast")               \
   X(kSetup, 6, "local setup failed: io_uring unavailable, cannot bind, cannot create --dir") \
-  X(kAuth, 7, "authentication failed: --secret-file missing or different on one side")       \
+  X(kAuth, 7,                                                                                \
+    "authentication failed: --secret-file missing or different, a certificate refused, "     \
+    "one side unencrypted, or data in clear refused")                                        \
   X(kTimedOut, 8,                                                                            \
     "timed out: the receiver stopped answering (--idle-timeout) and did not "                \
     "come back within --retry-for")                                                          \

@@ -61,7 +61,8 @@ int wait_printing_stats(Receiver& receiver, const sigset_t& signals, double inte
 
 int recv_command(int argc, char** argv) {
   ReceiverOptions opt;
-  std::string dir = ".", log_level = "info", recv_path = "buffers", secret_file;
+  std::string dir = ".", log_level = "info", recv_path = "buffers", secret_file, tls_cert, tls_key,
+              tls_ca;
   unsigned idle_seconds = 300;
   double keep_partials_hours = 24, stats_interval = 0;
   unsigned control_port = opt.control_port, data_port = opt.data_port;
@@ -88,9 +89,17 @@ int recv_command(int argc, char** argv) {
        "receive and verify every byte but write nothing: for measuring a link with "
        "`ackxfer-fast bench --mem --to`")
       ("secret-file", po::value(&secret_file),
-       "accept only senders that prove they hold the secret in this file (see docs/SECURITY.md); "
-       "the receiver proves it too. It does not encrypt: names and contents cross the network "
-       "in the clear")
+       "encrypt every connection (TLS 1.3) with a key derived from the secret in this file, and "
+       "accept only senders that hold it (see docs/SECURITY.md). Without it or --tls-cert, "
+       "names and contents cross the network in clear")
+      ("tls-cert", po::value(&tls_cert),
+       "instead of a secret: mutual TLS 1.3 with this certificate (PEM; with --tls-key and "
+       "--tls-ca); senders need a certificate signed by --tls-ca")
+      ("tls-key", po::value(&tls_key), "the private key of --tls-cert (PEM)")
+      ("tls-ca", po::value(&tls_ca), "the CA (PEM) that signs the senders' certificates")
+      ("allow-unencrypted", po::bool_switch(&opt.allow_unencrypted),
+       "with --secret-file or --tls-cert: let senders that ask (send --no-encryption) send file "
+       "data in clear; their control connections stay encrypted")
       ("stats-interval", po::value(&stats_interval)->default_value(0),
        "every this many seconds, print throughput and files published across all sessions "
        "(0: never)")
@@ -131,6 +140,8 @@ int recv_command(int argc, char** argv) {
              "  ackxfer-fast recv --dir /tmp/in --port 0 --data-port 0   # any free ports\n"
              "  head -c 32 /dev/urandom | base64 > secret; chmod 600 secret\n"
              "  ackxfer-fast recv --dir /data --secret-file secret   # senders need it too\n\n"
+             "Without --secret-file or --tls-cert nothing is encrypted: file names and\n"
+             "contents cross the network in clear.\n\n"
           << exit_code_help();
       return kOk;
     }
@@ -146,10 +157,11 @@ int recv_command(int argc, char** argv) {
     opt.keep_partials = std::chrono::seconds(std::llround(keep_partials_hours * 3600));
     if (!(stats_interval == 0 || stats_interval >= 0.1) || stats_interval > 1e6)
       throw Failure("--stats-interval must be 0 (off) or at least 0.1 seconds");
-    if (opt.legacy && !secret_file.empty())
+    opt.certificates = certificate_options(tls_cert, tls_key, tls_ca);
+    if (opt.legacy && (!secret_file.empty() || opt.certificates))
       throw Failure(
-          "--legacy cannot be combined with --secret-file: classic clients cannot "
-          "authenticate");
+          "--legacy cannot be combined with --secret-file or --tls-cert: classic clients can "
+          "neither authenticate nor encrypt");
     opt.log = make_stderr_logger(parse_log_level(log_level));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\nTry 'ackxfer-fast recv --help'.\n", e.what());

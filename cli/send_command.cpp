@@ -117,7 +117,9 @@ std::string report_json(const SendReport& r) {
       .field("streams", r.streams)
       .field("threads", r.threads)
       .field("send_path", r.send_path)
-      .field("durable", r.durable);
+      .field("durable", r.durable)
+      .field("encryption", r.encryption)
+      .field("control_encryption", r.control_encryption);
   if (!r.error.empty()) j.field("error", r.error);
   j.begin_array("failures");
   for (const auto& f : r.failed)
@@ -130,7 +132,7 @@ std::string report_json(const SendReport& r) {
 
 int send_command(int argc, char** argv) {
   SenderOptions opt;
-  std::string log_level = "warning", send_path = "auto", secret_file;
+  std::string log_level = "warning", send_path = "auto", secret_file, tls_cert, tls_key, tls_ca;
   double retry_for = 10, progress_interval = 10, idle_timeout = 300;
   bool json = false, quiet = false;
   po::options_description desc("Options");
@@ -159,9 +161,19 @@ int send_command(int argc, char** argv) {
        "skip a file only if its content digest matches the receiver's copy (reads the file "
        "on both sides first), not just size and mtime")
       ("secret-file", po::value(&secret_file),
-       "authenticate with the secret in this file (the receiver's --secret-file holds the same); "
-       "nothing is sent unless the receiver proves it holds it too. It does not encrypt: names "
-       "and contents cross the network in the clear")
+       "encrypt every connection (TLS 1.3) with a key derived from the secret in this file (the "
+       "receiver's --secret-file holds the same); nothing is sent unless the receiver proves it "
+       "holds it too. Without it or --tls-cert, names and contents cross the network in clear")
+      ("tls-cert", po::value(&tls_cert),
+       "instead of a secret: mutual TLS 1.3 with this certificate (PEM; with --tls-key and "
+       "--tls-ca). The receiver's certificate must be signed by --tls-ca and name the host in "
+       "--to")
+      ("tls-key", po::value(&tls_key), "the private key of --tls-cert (PEM)")
+      ("tls-ca", po::value(&tls_ca), "the CA (PEM) that signs the receiver's certificate")
+      ("no-encryption", po::bool_switch(&opt.no_encryption),
+       "with --secret-file or --tls-cert: send file data in clear on trusted links (the control "
+       "connection, with names and digests, stays encrypted); the receiver must run with "
+       "--allow-unencrypted")
       ("send-path", po::value(&send_path)->default_value(send_path),
        "how large chunks leave: copy (read, hash, send), mmap (hash and send from a mapping) or "
        "splice (zero-copy); auto: copy to loopback, splice elsewhere")
@@ -193,6 +205,8 @@ int send_command(int argc, char** argv) {
                    "  ackxfer-fast send --to '[::1]' --json file.bin > result.json\n"
                    "  ackxfer-fast send --to host --retry-for 60 data/   # wait for the receiver\n"
                    "  ackxfer-fast send --to host --secret-file ~/.ackxfer.secret data/\n\n"
+                   "Without --secret-file or --tls-cert nothing is encrypted: file names and\n"
+                   "contents cross the network in clear.\n\n"
                 << exit_code_help();
       return kOk;
     }
@@ -208,6 +222,7 @@ int send_command(int argc, char** argv) {
     opt.retry_for =
         std::chrono::milliseconds(static_cast<long long>(std::llround(retry_for * 1000)));
     opt.send_path = send_path_option(send_path);
+    opt.certificates = certificate_options(tls_cert, tls_key, tls_ca);
     opt.log = make_stderr_logger(parse_log_level(log_level));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ackxfer-fast send: %s\nTry 'ackxfer-fast send --help'.\n", e.what());
@@ -268,6 +283,10 @@ int send_command(int argc, char** argv) {
       extra += ", " + std::to_string(report.unchanged) + " unchanged (not sent)";
     if (report.resumed_bytes)
       extra += ", " + human_bytes(static_cast<double>(report.resumed_bytes)) + " resumed";
+    extra += report.encryption != "none" ? ", encrypted (" + report.encryption + ")"
+             : report.control_encryption != "none"
+                 ? ", data in clear (control encrypted, " + report.control_encryption + ")"
+                 : ", unencrypted";
     std::fprintf(stderr,
                  "ackxfer-fast: sent %llu files (%s) in %.2f s, %s, %llu retries, %zu failed%s\n",
                  static_cast<unsigned long long>(report.files),

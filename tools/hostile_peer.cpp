@@ -76,7 +76,7 @@ std::vector<int> declare(int sessions) {
   for (int s = 0; s < sessions; ++s) {
     int fd = connect_to(g_port);
     if (fd < 0) break;
-    std::string lines = "HELLO ackxfer 1\n";
+    std::string lines = "HELLO ackxfer 2\n";
     for (std::size_t i = 1; i <= ackxfer::kMaxOpenFilesPerSession; ++i)
       lines += "SEND " + std::to_string(i) + " hostile" + std::to_string(s) + "/f" +
                std::to_string(i) + " size=" + std::to_string(size) +
@@ -96,7 +96,7 @@ std::vector<int> mkdirs(int sessions) {
   for (int s = 0; s < sessions; ++s) {
     int fd = connect_to(g_port);
     if (fd < 0) break;
-    send_all(fd, "HELLO ackxfer 1\n");
+    send_all(fd, "HELLO ackxfer 2\n");
     std::thread reader([fd] { drain(fd, 60'000); });
     std::string batch;
     for (int i = 1; i <= 20'000; ++i) {
@@ -121,7 +121,7 @@ std::vector<int> never_read(int sessions) {
   for (int s = 0; s < sessions; ++s) {
     int fd = connect_to(g_port, 4096);
     if (fd < 0) break;
-    send_all(fd, "HELLO ackxfer 1\n");
+    send_all(fd, "HELLO ackxfer 2\n");
     fcntl(fd, F_SETFL, O_NONBLOCK);
     auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (std::chrono::steady_clock::now() < end) {

@@ -1,10 +1,9 @@
-// HMAC-SHA256 proofs (OpenSSL's libcrypto) and secret files.
+// Keys derived from a shared secret (HKDF-SHA256, OpenSSL's libcrypto) and secret files.
 #include "auth/shared_secret.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,24 +27,6 @@ SharedSecret::SharedSecret(std::string bytes) : bytes_(std::move(bytes)) {
 
 SharedSecret::~SharedSecret() {
   OPENSSL_cleanse(bytes_.data(), bytes_.size());
-}
-
-Proof SharedSecret::prove(const char* label, const Nonce& sender, const Nonce& receiver) const {
-  // label \0 sender-nonce receiver-nonce: fixed-size fields after a terminated label, so no
-  // two different inputs share an encoding.
-  unsigned char msg[64];
-  std::size_t label_len = std::strlen(label) + 1;
-  std::memcpy(msg, label, label_len);
-  std::memcpy(msg + label_len, sender.bytes.data(), sender.bytes.size());
-  std::memcpy(msg + label_len + sender.bytes.size(), receiver.bytes.data(), receiver.bytes.size());
-  std::size_t msg_len = label_len + sender.bytes.size() + receiver.bytes.size();
-  Proof p;
-  unsigned int out_len = 0;
-  if (!HMAC(EVP_sha256(), bytes_.data(), static_cast<int>(bytes_.size()), msg, msg_len,
-            p.bytes.data(), &out_len) ||
-      out_len != p.bytes.size())
-    throw Failure("HMAC-SHA256 failed in libcrypto");
-  return p;
 }
 
 void SharedSecret::derive(const char* label, std::uint8_t* out, std::size_t len) const {
@@ -76,14 +57,6 @@ std::string SharedSecret::tls_psk_identity() const {
   std::uint8_t id[8];
   derive("ackxfer tls13 psk identity", id, sizeof id);
   return "ackxfer2-" + to_hex(id, sizeof id);
-}
-
-Proof SharedSecret::sender_proof(const Nonce& sender, const Nonce& receiver) const {
-  return prove("ackxfer-auth-1 sender", sender, receiver);
-}
-
-Proof SharedSecret::receiver_proof(const Nonce& sender, const Nonce& receiver) const {
-  return prove("ackxfer-auth-1 receiver", sender, receiver);
 }
 
 std::shared_ptr<const SharedSecret> load_secret_file(const std::string& path,
@@ -118,10 +91,6 @@ std::shared_ptr<const SharedSecret> load_secret_file(const std::string& path,
     warning = "--secret-file " + path + " holds only " + std::to_string(secret->size()) +
               " bytes; use a long random secret (head -c 32 /dev/urandom | base64 > FILE)";
   return secret;
-}
-
-bool proofs_match(const Proof& a, const Proof& b) {
-  return CRYPTO_memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
 }
 
 }  // namespace ackxfer

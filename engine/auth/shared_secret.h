@@ -1,7 +1,6 @@
-// Mutual authentication with a shared secret (--secret-file; docs/SECURITY.md): each side sends
-// a fresh nonce and proves it knows the secret with an HMAC-SHA256 over both nonces, so the
-// secret never crosses the wire and no recorded exchange can be replayed. Pure computation;
-// ControlSession (receiver) and ControlClient (sender) run the exchange.
+// A shared secret (--secret-file; docs/SECURITY.md) and the TLS 1.3 pre-shared key derived from
+// it: both sides prove they hold it inside every handshake (engine/tls/tls_channel.h), and the
+// secret itself never crosses the wire or serves as a key. Pure computation.
 #pragma once
 
 #include <array>
@@ -30,10 +29,6 @@ class SharedSecret {
   SharedSecret(const SharedSecret&) = delete;
   SharedSecret& operator=(const SharedSecret&) = delete;
 
-  // What the sender proves, and what the receiver proves: different labels, so neither side's
-  // answer can be reflected back as the other's.
-  Proof sender_proof(const Nonce& sender, const Nonce& receiver) const;
-  Proof receiver_proof(const Nonce& sender, const Nonce& receiver) const;
   std::size_t size() const { return bytes_.size(); }
 
   // TLS 1.3 with an external pre-shared key (engine/tls/tls_channel.h): the key is derived
@@ -45,7 +40,6 @@ class SharedSecret {
   std::string tls_psk_identity() const;
 
  private:
-  Proof prove(const char* label, const Nonce& sender, const Nonce& receiver) const;
   void derive(const char* label, std::uint8_t* out, std::size_t len) const;
   std::string bytes_;
 };
@@ -55,8 +49,5 @@ class SharedSecret {
 // the secret is short.
 std::shared_ptr<const SharedSecret> load_secret_file(const std::string& path,
                                                      std::optional<std::string>& warning);
-
-// Constant time: how long the comparison takes says nothing about where proofs differ.
-bool proofs_match(const Proof& a, const Proof& b);
 
 }  // namespace ackxfer

@@ -1,12 +1,22 @@
 // SendQueue: send-all over one op at a time.
 #include "io/send_queue.h"
 
+#include "tls/tls_channel.h"
+
 namespace ackxfer {
 
 void SendQueue::write(std::string_view bytes) {
   if (failed_) return;
   queued_.append(bytes);
   flush();
+}
+
+bool SendQueue::idle() const {
+  return !in_flight_ && queued_.empty() && (!tls_ || tls_->output_pending() == 0);
+}
+
+std::size_t SendQueue::pending_bytes() const {
+  return queued_.size() + (current_.size() - sent_) + (tls_ ? tls_->output_pending() : 0);
 }
 
 bool SendQueue::on_sent(int res) {
@@ -18,7 +28,10 @@ bool SendQueue::on_sent(int res) {
     sent_ = 0;
     return false;
   }
-  sent_ += static_cast<std::size_t>(res);
+  if (tls_)
+    tls_->sent(static_cast<std::size_t>(res));
+  else
+    sent_ += static_cast<std::size_t>(res);
   flush();
   return true;
 }
@@ -33,6 +46,7 @@ void SendQueue::reset() {
 
 void SendQueue::flush() {
   if (in_flight_ || failed_ || fd_ < 0 || owner_.closing()) return;
+  if (tls_) return flush_tls();
   if (sent_ == current_.size()) {
     sent_ = 0;
     current_.clear();
@@ -45,6 +59,24 @@ void SendQueue::flush() {
   }
   in_flight_ = true;
   owner_.arm_send(fd_, current_.data() + sent_, current_.size() - sent_, op_);
+}
+
+// Plaintext into the channel while its output has room (before the handshake is done, none
+// goes in), then the channel's output onto the socket.
+void SendQueue::flush_tls() {
+  if (!queued_.empty()) {
+    std::size_t taken = 0;
+    auto st =
+        tls_->write({reinterpret_cast<const std::uint8_t*>(queued_.data()), queued_.size()}, taken);
+    queued_.erase(0, taken);
+    // A failed channel takes nothing more: only its alert (below) is left to send.
+    if (st == TlsChannel::Status::kFailed) queued_.clear();
+    if (queued_.empty() && queued_.capacity() > 64 * 1024) std::string().swap(queued_);
+  }
+  auto out = tls_->output();
+  if (out.empty()) return;
+  in_flight_ = true;
+  owner_.arm_send(fd_, out.data(), out.size(), op_);
 }
 
 }  // namespace ackxfer

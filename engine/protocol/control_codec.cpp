@@ -248,6 +248,20 @@ std::optional<Features> parse_features_field(const KeyValues& kv, std::optional<
   return f;
 }
 
+// data=plain (HELLO, both ways); absent means the data connections are like the control
+// connection. Any other value is refused rather than read as the default: a peer that means
+// something else must not be taken to mean encryption.
+bool parse_data_field(const KeyValues& kv, bool& plain, std::optional<ParseError>& e) {
+  auto text = kv.get("data");
+  if (!text) return true;
+  if (*text != "plain") {
+    e = err(ErrorCode::kBadField, "data='" + clip(*text) + "' is not 'plain'");
+    return false;
+  }
+  plain = true;
+  return true;
+}
+
 std::optional<std::string> check_printable(std::string_view line) {
   for (unsigned char c : line)
     if (!is_plain(c) && c != ' ')
@@ -411,28 +425,17 @@ Parsed<ClientMessage> parse_client_line(std::string_view line) {
     if (!v) return err(ErrorCode::kBadLine, "expected 'HELLO ackxfer <version>'");
     KeyValues kv;
     if (auto m = kv.load(f, 3); !m.empty()) return err(ErrorCode::kBadField, m);
-    HelloRequest r{*v, std::nullopt, std::nullopt};
-    if (auto hex = kv.get("nonce")) {
-      r.nonce = Nonce::from_hex(*hex);
-      if (!r.nonce) return err(ErrorCode::kBadField, "nonce must be 32 hex digits");
-    }
+    HelloRequest r{*v, std::nullopt};
     std::optional<ParseError> e;
     r.features = parse_features_field(kv, e);
     if (e) return *e;
+    if (!parse_data_field(kv, r.plain_data, e)) return *e;
     return ClientMessage{r};
   }
   if (verb == "PROGRESS") {
     auto p = parse_progress(f);
     if (auto* e = std::get_if<ParseError>(&p)) return *e;
     return ClientMessage{std::get<ProgressNote>(p)};
-  }
-  if (verb == "AUTH") {
-    KeyValues kv;
-    if (auto m = kv.load(f, 1); !m.empty()) return err(ErrorCode::kBadField, m);
-    auto hex = kv.get("proof");
-    auto proof = hex ? Proof::from_hex(*hex) : std::nullopt;
-    if (!proof) return err(ErrorCode::kBadField, "AUTH needs proof=<64 hex digits>");
-    return ClientMessage{AuthRequest{*proof}};
   }
   return err(ErrorCode::kUnknownVerb, "unknown verb '" + clip(verb) + "'");
 }
@@ -507,25 +510,14 @@ Parsed<ServerMessage> parse_server_line(std::string_view line) {
     if (port == 0 || max_open == 0) return err(ErrorCode::kBadNumber, "zero data-port/max-open");
     r.data_port = static_cast<std::uint16_t>(port);
     r.max_open = static_cast<std::uint32_t>(max_open);
-    if (auto hex = kv.get("proof")) {
-      r.proof = Proof::from_hex(*hex);
-      if (!r.proof) return err(ErrorCode::kBadField, "proof must be 64 hex digits");
-    }
     r.features = parse_features_field(kv, e);
     if (e) return *e;
+    if (!parse_data_field(kv, r.plain_data, e)) return *e;
     if (auto d = kv.get("durable")) {
       if (*d != "0" && *d != "1") return err(ErrorCode::kBadField, "durable must be 0 or 1");
       r.durable = *d == "1";
     }
     return ServerMessage{r};
-  }
-  if (verb == "AUTH") {
-    KeyValues kv;
-    if (auto m = kv.load(f, 1); !m.empty()) return err(ErrorCode::kBadField, m);
-    auto hex = kv.get("nonce");
-    auto nonce = hex ? Nonce::from_hex(*hex) : std::nullopt;
-    if (!nonce) return err(ErrorCode::kBadField, "AUTH needs nonce=<32 hex digits>");
-    return ServerMessage{AuthChallenge{*nonce}};
   }
   if (verb == "PROGRESS") {
     auto p = parse_progress(f);
@@ -577,13 +569,10 @@ struct ClientFormatter {
   std::string operator()(const HelloRequest& m) const {
     std::string s = "HELLO " + std::string(kProtocolName) + " " + std::to_string(m.version);
     if (m.features) s += " features=" + m.features->to_string();
-    if (m.nonce) s += " nonce=" + m.nonce->hex();
+    if (m.plain_data) s += " data=plain";
     return s + "\n";
   }
   std::string operator()(const ProgressNote& m) const { return format_progress(m); }
-  std::string operator()(const AuthRequest& m) const {
-    return "AUTH proof=" + m.proof.hex() + "\n";
-  }
   std::string operator()(const SendRequest& m) const {
     char mode[16];
     std::snprintf(mode, sizeof mode, "%04o", m.mode);
@@ -620,15 +609,12 @@ struct ServerFormatter {
                     " max-open=" + std::to_string(m.max_open);
     if (m.features) s += " features=" + m.features->to_string();
     if (m.durable) s += " durable=1";
-    if (m.proof) s += " proof=" + m.proof->hex();
+    if (m.plain_data) s += " data=plain";
     return s + "\n";
   }
   std::string operator()(const ProgressNote& m) const { return format_progress(m); }
   std::string operator()(const CreditReply& m) const {
     return "CREDIT open=" + std::to_string(m.open) + "\n";
-  }
-  std::string operator()(const AuthChallenge& m) const {
-    return "AUTH nonce=" + m.nonce.hex() + "\n";
   }
   std::string operator()(const ReadyReply& m) const {
     std::string s = "READY " + std::to_string(m.id) + " token=" + m.token.hex();

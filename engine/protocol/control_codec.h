@@ -26,12 +26,12 @@ struct Mtime {
 // Sender -> receiver.
 struct HelloRequest {
   int version = 0;
-  // The sender's challenge, sent when it has a secret (--secret-file): the receiver proves
-  // itself over it. A receiver without a secret ignores it.
-  std::optional<Nonce> nonce;
   // What the sender supports (protocol/features.h); nullopt: a sender that predates feature
   // negotiation (no features= field).
   std::optional<Features> features;
+  // In an encrypted session: the sender asks for its data connections in clear (send
+  // --no-encryption, data=plain). Said inside TLS, so nobody on the path can set it.
+  bool plain_data = false;
   friend bool operator==(const HelloRequest&, const HelloRequest&) = default;
 };
 // When the receiver may skip a SEND because the file is already there (re-running a finished
@@ -87,28 +87,22 @@ struct ProgressNote {
   std::uint64_t total = 0;
   friend bool operator==(const ProgressNote&, const ProgressNote&) = default;
 };
-// The sender's answer to the receiver's AUTH challenge.
-struct AuthRequest {
-  Proof proof;
-  friend bool operator==(const AuthRequest&, const AuthRequest&) = default;
-};
-using ClientMessage =
-    std::variant<HelloRequest, SendRequest, MkdirRequest, DoneRequest, CancelRequest, ByeRequest,
-                 AuthRequest, LinkRequest, ProgressNote>;
+using ClientMessage = std::variant<HelloRequest, SendRequest, MkdirRequest, DoneRequest,
+                                   CancelRequest, ByeRequest, LinkRequest, ProgressNote>;
 
 // Receiver -> sender.
 struct HelloReply {
   int version = 0;
   std::uint16_t data_port = 0;
   std::uint32_t max_open = 0;
-  // With a secret: the receiver's proof over both nonces, sent once the sender has proved
-  // itself.
-  std::optional<Proof> proof;
   // The features of the sender's list that the receiver supports too; nullopt: a receiver that
   // predates feature negotiation.
   std::optional<Features> features;
   // The receiver runs with --fsync: a verdict means the file is on stable storage.
   bool durable = false;
+  // The receiver agreed to data connections in clear (data=plain): only ever in answer to a
+  // sender that asked for it, in an encrypted session.
+  bool plain_data = false;
   friend bool operator==(const HelloReply&, const HelloReply&) = default;
 };
 // Chunk indexes [first, last] of a file.
@@ -142,19 +136,13 @@ struct ByeReply {
   std::uint64_t bytes = 0;
   friend bool operator==(const ByeReply&, const ByeReply&) = default;
 };
-// A receiver with a secret answers HELLO with its own challenge; the session goes on only once
-// the sender has answered it with AUTH proof=.
-struct AuthChallenge {
-  Nonce nonce;
-  friend bool operator==(const AuthChallenge&, const AuthChallenge&) = default;
-};
 // Feature `credit`: the session may now have `open` files open at once (it only ever grows).
 struct CreditReply {
   std::uint32_t open = 0;
   friend bool operator==(const CreditReply&, const CreditReply&) = default;
 };
-using ServerMessage = std::variant<HelloReply, ReadyReply, OkReply, ErrReply, ByeReply,
-                                   AuthChallenge, ProgressNote, CreditReply>;
+using ServerMessage =
+    std::variant<HelloReply, ReadyReply, OkReply, ErrReply, ByeReply, ProgressNote, CreditReply>;
 
 struct ParseError {
   ErrorCode code;

@@ -31,8 +31,12 @@ namespace ackxfer {
   X(kCancelled, "cancelled", false, "the sender cancelled the file")                    \
   X(kShutdown, "shutdown", false, "the receiver is shutting down")                      \
   X(kTimeout, "timeout", true, "the peer was idle for longer than the receiver allows") \
-  X(kAuthRequired, "auth-required", false, "this receiver requires --secret-file")      \
-  X(kAuthFailed, "auth-failed", false, "the sender's secret does not match the receiver's")
+  X(kAuthRequired, "auth-required", false,                                              \
+    "this receiver accepts only encrypted sessions (a secret or certificates)")         \
+  X(kNoEncryption, "no-encryption", false,                                              \
+    "the receiver cannot encrypt: it has no secret and no certificates")                \
+  X(kPlainRefused, "plain-data-refused", false,                                         \
+    "the receiver does not take data in clear (recv --allow-unencrypted)")
 
 enum class ErrorCode {
 #define ACKXFER_ENUM(e, wire, retry, desc) e,

@@ -8,7 +8,9 @@
 
 namespace ackxfer {
 
-inline constexpr int kProtocolVersion = 1;
+// 2: TLS 1.3 replaced the AUTH exchange (docs/SECURITY.md); HELLO has data= instead of
+// nonce= and proof=.
+inline constexpr int kProtocolVersion = 2;
 inline constexpr const char* kProtocolName = "ackxfer";
 
 // Control lines. A path may be escaped to 4x its size (\xHH per byte), plus verb and fields.

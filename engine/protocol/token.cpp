@@ -41,24 +41,6 @@ struct RandomPool {
 
 thread_local RandomPool t_pool;
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Exactly 2n hex digits, either case.
-bool from_hex_exact(std::string_view hex, std::uint8_t* out, std::size_t n) {
-  if (hex.size() != 2 * n) return false;
-  for (std::size_t i = 0; i < n; ++i) {
-    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-  }
-  return true;
-}
-
 }  // namespace
 
 std::string to_hex(const std::uint8_t* p, std::size_t n) {
@@ -87,32 +69,6 @@ std::optional<Token> Token::from_hex(std::string_view hex) {
   auto d = Digest128::from_hex(hex);
   if (!d) return std::nullopt;
   return Token{d->bytes};
-}
-
-Nonce Nonce::random() {
-  Nonce n;
-  t_pool.take(n.bytes.data(), n.bytes.size());
-  return n;
-}
-
-std::string Nonce::hex() const {
-  return to_hex(bytes.data(), bytes.size());
-}
-
-std::optional<Nonce> Nonce::from_hex(std::string_view hex) {
-  Nonce n;
-  if (!from_hex_exact(hex, n.bytes.data(), n.bytes.size())) return std::nullopt;
-  return n;
-}
-
-std::string Proof::hex() const {
-  return to_hex(bytes.data(), bytes.size());
-}
-
-std::optional<Proof> Proof::from_hex(std::string_view hex) {
-  Proof p;
-  if (!from_hex_exact(hex, p.bytes.data(), p.bytes.size())) return std::nullopt;
-  return p;
 }
 
 }  // namespace ackxfer

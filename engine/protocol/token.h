@@ -19,28 +19,7 @@ struct Token {
   friend bool operator==(const Token&, const Token&) = default;
 };
 
-// A fresh random challenge for the authentication exchange (HELLO nonce=, AUTH nonce=): each
-// side picks one per connection, so no recorded exchange can be replayed.
-struct Nonce {
-  std::array<std::uint8_t, 16> bytes{};
-
-  static Nonce random();  // getrandom(2), like Token
-  std::string hex() const;
-  static std::optional<Nonce> from_hex(std::string_view hex);
-  friend bool operator==(const Nonce&, const Nonce&) = default;
-};
-
-// HMAC-SHA256 proof of knowing the shared secret (AUTH proof=, HELLO proof=); see
-// engine/auth/shared_secret.h. Compare with proofs_match(), never with ==, outside tests.
-struct Proof {
-  std::array<std::uint8_t, 32> bytes{};
-
-  std::string hex() const;
-  static std::optional<Proof> from_hex(std::string_view hex);
-  friend bool operator==(const Proof&, const Proof&) = default;
-};
-
-// Lower-case hex of `n` bytes (tokens, nonces, proofs, key fingerprints).
+// Lower-case hex of `n` bytes (tokens, key fingerprints).
 std::string to_hex(const std::uint8_t* p, std::size_t n);
 
 struct TokenHash {

@@ -15,6 +15,10 @@ namespace {
 
 // Lines handled per turn of the loop (see process_input).
 constexpr int kLinesPerTurn = 64;
+// A control connection's TLS: input room for one whole record (16 KiB of plaintext and its
+// overhead), so that a session costs little while it waits.
+constexpr std::size_t kControlTlsBufferBytes = 17 * 1024 + 512;
+constexpr std::size_t kControlTlsOutputBytes = 8 * 1024;  // replies go out in pieces
 
 }  // namespace
 
@@ -57,6 +61,11 @@ void ControlSession::start() {
     return;
   }
   ctx.log.debug("control connection from " + peer_);
+  if (ctx.tls) {
+    tls_ = std::make_unique<TlsChannel>(ctx.tls, kControlTlsBufferBytes, kRecordsPerKey,
+                                        kControlTlsOutputBytes);
+    replies_.set_tls(tls_.get());
+  }
   arm_read();
 }
 
@@ -77,16 +86,16 @@ void ControlSession::tick(std::int64_t now) {
   if (report_local_work()) local_activity_ms_ = now;
   refresh_credit();
   // Paused while the receiver's session buffers were over their total: look again.
-  if (!recv_armed_ && !processing_ &&
-      (state_ == State::kActive || state_ == State::kAwaitHello || state_ == State::kAwaitAuth))
+  if (!recv_armed_ && !processing_ && (state_ == State::kActive || state_ == State::kAwaitHello))
     resume_read_if_clear();
   const char* why = nullptr;
   const std::int64_t idle = ctx.idle_timeout.count();
   switch (state_) {
     case State::kAwaitHello:
-    case State::kAwaitAuth:
+      // A TLS handshake that never finishes runs out of this time too.
       if (now - created_ms_ > std::min(kFirstLineTimeoutMs, idle))
-        why = state_ == State::kAwaitHello ? "no HELLO after connecting" : "no AUTH after HELLO";
+        why = tls_ && !tls_->handshake_done() ? "no TLS handshake after connecting"
+                                              : "no HELLO after connecting";
       break;
     case State::kLegacy:
       if (now - last_line_ms_ <= idle) break;
@@ -110,6 +119,10 @@ void ControlSession::tick(std::int64_t now) {
   if (!why) return;
   ctx.stats.timeouts.fetch_add(1, std::memory_order_relaxed);
   ctx.log.info("closing session from " + peer_ + ": " + why);
+  if (tls_ && !tls_->handshake_done()) {
+    close_now();  // there is no channel to say why in
+    return;
+  }
   if (legacy_) {
     ctx.legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
     legacy_.reset();
@@ -122,6 +135,17 @@ void ControlSession::tick(std::int64_t now) {
 
 void ControlSession::arm_read() {
   if (recv_armed_ || closing()) return;
+  if (tls_) {
+    // Ciphertext goes straight into the channel's input buffer. It is full only while our
+    // output is (a peer that requests key updates and reads nothing): reading waits for
+    // that, and the idle limit ends it.
+    auto space = tls_->input_space();
+    if (space.empty()) return;
+    read_paused_ = false;
+    recv_armed_ = true;
+    arm_recv(fd_.get(), space.data(), space.size(), kRecv);
+    return;
+  }
   read_paused_ = false;
   recv_armed_ = true;
   arm_recv_multishot(fd_.get(), Worker::kControlPool, kRecv);
@@ -154,8 +178,7 @@ void ControlSession::account_buffers() {
 void ControlSession::resume_read_if_clear() {
   // Only a session that handles lines reads (kFinishing and kClosing read nothing more, a
   // legacy client is read only to be ignored).
-  if (state_ != State::kActive && state_ != State::kAwaitHello && state_ != State::kAwaitAuth)
-    return;
+  if (state_ != State::kActive && state_ != State::kAwaitHello) return;
   if (replies_.backlogged() || processing_) return;
   // Lines left over from before the pause come first; process_input() re-arms the receive
   // once the backlog of input is below its limit.
@@ -204,9 +227,17 @@ void ControlSession::on_complete(unsigned op, const Completion& c) {
 }
 
 void ControlSession::on_bytes(const Completion& c) {
-  if (!c.data.empty() && state_ != State::kClosing && state_ != State::kLegacy)
-    in_.append(reinterpret_cast<const char*>(c.data.data()), c.data.size());
   if (!c.more) recv_armed_ = false;
+  if (c.res > 0 && !first_bytes_seen_ && state_ == State::kAwaitHello) {
+    first_bytes_seen_ = true;
+    const std::uint8_t first = tls_ ? tls_->input_space()[0] : c.data[0];
+    if (!check_first_bytes(first)) return;
+  }
+  if (tls_ && c.res > 0 && state_ != State::kClosing) {
+    if (!decrypt_input(static_cast<std::size_t>(c.res))) return;
+  } else if (!c.data.empty() && state_ != State::kClosing && state_ != State::kLegacy) {
+    in_.append(reinterpret_cast<const char*>(c.data.data()), c.data.size());
+  }
   if (c.res == -ENOBUFS) {
     // Every buffer of the pool was in use for a moment: ask again, unless this session is
     // the reason (it has more unhandled input, or unread replies, than it may).
@@ -225,6 +256,7 @@ void ControlSession::on_bytes(const Completion& c) {
     close_now();
     return;
   }
+  if (closing()) return;
   // Lingering after our last reply, or a legacy client after its SEND: what the peer still
   // sends was discarded above.
   if (state_ == State::kClosing || state_ == State::kLegacy) {
@@ -246,8 +278,7 @@ void ControlSession::process_input() {
   processing_ = true;
   int handled = 0;
   bool more = false;  // complete lines are left for a later turn
-  while (!closing() && (state_ == State::kAwaitHello || state_ == State::kAwaitAuth ||
-                        state_ == State::kActive)) {
+  while (!closing() && (state_ == State::kAwaitHello || state_ == State::kActive)) {
     const char* begin = in_.data() + in_start_;
     const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_.size() - in_start_));
     if (!nl) break;
@@ -323,15 +354,10 @@ void ControlSession::handle_line(std::string_view line) {
     close_after_flush();
     return;
   }
-  if (state_ == State::kAwaitAuth) {
-    if (const auto* a = std::get_if<AuthRequest>(&m)) return handle(*a);
-    refuse_auth(ErrorCode::kAuthFailed, "expected 'AUTH proof=...' after HELLO");
-    return;
-  }
   std::visit(
       [this](const auto& msg) {
         using T = std::decay_t<decltype(msg)>;
-        if constexpr (std::is_same_v<T, HelloRequest> || std::is_same_v<T, AuthRequest>) {
+        if constexpr (std::is_same_v<T, HelloRequest>) {
           reply_error(std::nullopt, ErrorCode::kBadLine, "the session is already established");
         } else {
           handle(msg);
@@ -378,6 +404,10 @@ void ControlSession::close_after_flush() {
   state_ = State::kClosing;
   closing_since_ms_ = loop_.now_ms();
   close_when_flushed_ = true;
+  if (tls_ && tls_->handshake_done()) {
+    tls_->close();  // close_notify: the sender can tell our end from a cut connection
+    replies_.flush();
+  }
   if (replies_.idle()) linger();
 }
 

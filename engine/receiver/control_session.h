@@ -4,7 +4,7 @@
 //
 // Its member functions live in files by concern:
 //   control_session.cpp   the connection: reading lines, replies, deadlines, closing
-//   session_handshake.cpp HELLO, AUTH and feature negotiation
+//   session_handshake.cpp TLS, HELLO and feature negotiation
 //   session_files.cpp     SEND, DONE, CANCEL: opening, skip checks, resume, publishing, credit
 //   session_tree.cpp      MKDIR, LINK, and directory metadata at BYE
 //   session_legacy.cpp    recv --legacy: classic SEND/READY clients
@@ -52,8 +52,7 @@ class ControlSession final : public WorkerObject {
     kApplyDirs = 7,  // the next slice of directory metadata (after BYE)
   };
   enum class State {
-    kAwaitHello,
-    kAwaitAuth,  // HELLO came and the receiver has a secret: the sender must answer AUTH
+    kAwaitHello,  // with encryption, the TLS handshake runs in this state too
     kActive,
     kLegacy,     // a classic client's `SEND <name>` (recv --legacy); nothing more is read
     kFinishing,  // BYE came: directory metadata is applied (in slices), then BYE is answered
@@ -106,13 +105,19 @@ class ControlSession final : public WorkerObject {
   std::int64_t last_activity() const;
 
   // ---- handshake (session_handshake.cpp) ----
+  // The first bytes of the connection (`first`): TLS where the receiver encrypts, plain text
+  // where it does not. Returns false (and refuses the session) on a mismatch.
+  bool check_first_bytes(std::uint8_t first);
+  // Ciphertext arrived (`n` bytes into tls_->input_space()): moves the handshake on and
+  // appends plaintext to in_. Returns false once the session is over.
+  bool decrypt_input(std::size_t n);
   void handle(const HelloRequest& m);
-  void handle(const AuthRequest& m);
-  // Authenticated (or no secret): the session starts; HELLO carries our proof, if any.
-  void accept_session(std::optional<Proof> proof);
-  // No or wrong secret: says so, counts it, logs it, and closes.
-  void refuse_auth(ErrorCode code, const std::string& why);
+  // A session refused before it began (no TLS, or its handshake failed): says so in the
+  // receiver's log, counts it, and closes.
+  void refuse_auth(const std::string& why);
   bool negotiated(Feature f) const { return features_.has(f); }
+  // What protects the data connections: the cipher suite, or "none".
+  std::string data_encryption() const;
 
   // ---- files (session_files.cpp) ----
   void handle(const SendRequest& m);
@@ -185,8 +190,12 @@ class ControlSession final : public WorkerObject {
   std::int64_t closing_since_ms_ = 0;
   bool counted_active_ = false;  // counted in ReceiverStats::sessions_active
   Features features_;            // agreed in HELLO
-  // The authentication exchange (kAwaitAuth): the sender's nonce and ours.
-  Nonce sender_nonce_, receiver_nonce_;
+  // With encryption (ReceiverContext::tls): the connection's TLS; replies_ encrypts through
+  // it, and receives go into its input buffer.
+  std::unique_ptr<TlsChannel> tls_;
+  bool first_bytes_seen_ = false;
+  bool plain_data_ = false;          // the sender's data connections carry file bytes in clear
+  std::string encryption_ = "none";  // what protected the session, for its log lines
   // recv --legacy: our file until its READY went out (then LegacyUploads holds it alone).
   std::shared_ptr<LegacyUpload> legacy_;
 

@@ -20,6 +20,12 @@ namespace {
 // scratch buffer (which also holds spliced bytes read back for hashing).
 constexpr std::uint64_t kSpliceMinBytes = 64 * 1024;
 constexpr std::size_t kScratchBytes = 256 * 1024;
+// With TLS: the acks' side of the channel (a few records); the input side while the peer has
+// proven nothing (one whole record: a handshake holds no more), and the plaintext buffer.
+constexpr std::size_t kAckTlsOutputBytes = 32 * 1024;
+constexpr std::size_t kHandshakeInputBytes = 17 * 1024 + 512;
+constexpr std::size_t kPlainBytes = 256 * 1024;
+constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
 
 }  // namespace
 
@@ -48,6 +54,15 @@ void DataStream::start() {
   created_ms_ = last_bytes_ms_ = loop_.now_ms();
   legacy_undecided_ = worker_.ctx().legacy_enabled;
   splice_ = worker_.ctx().recv_path == RecvPath::kSplice;
+  if (const auto& tls = worker_.ctx().tls) {
+    // Nothing is spliced or taken from the shared pool: ciphertext is received into the
+    // channel and decrypted into plain_, which is hashed and written like a pool buffer.
+    tls_ =
+        std::make_unique<TlsChannel>(tls, kHandshakeInputBytes, kRecordsPerKey, kAckTlsOutputBytes);
+    acks_out_.set_tls(tls_.get());
+    splice_ = false;
+    legacy_undecided_ = false;  // --legacy is not allowed with encryption
+  }
   // The pipe is made when the first large payload arrives (want_pipe): an idle connection
   // holds none of its user's pipe budget.
   if (splice_) scratch_.resize(kScratchBytes);
@@ -100,6 +115,14 @@ bool DataStream::ack_backlog() const {
 void DataStream::arm_read() {
   if (splice_) return arm_read_exact();
   if (recv_armed_ || closing() || close_after_acks_ || ack_backlog()) return;
+  if (tls_) {
+    auto space = tls_->input_space();
+    if (space.empty()) return;  // our output is full (key updates nobody reads): acks re-arm
+    read_paused_ = false;
+    recv_armed_ = true;
+    arm_recv(fd_.get(), space.data(), space.size(), kRecv);
+    return;
+  }
   read_paused_ = false;
   recv_armed_ = true;
   arm_recv_multishot(fd_.get(), Worker::kDataPool, kRecv);
@@ -156,8 +179,17 @@ void DataStream::ended(int res) {
 void DataStream::on_bytes(const Completion& c) {
   if (c.res > 0) last_bytes_ms_ = loop_.now_ms();
   if (!c.more) recv_armed_ = false;
+  if (tls_ && c.res > 0 && !first_bytes_seen_) {
+    first_bytes_seen_ = true;
+    if (!check_first_bytes(static_cast<std::size_t>(c.res))) return;
+  }
   // After a protocol error (close_after_acks_) the rest of the stream is ignored.
-  if (!c.data.empty() && !close_after_acks_) consume(c.data.data(), c.data.size());
+  if (tls_ && c.res > 0) {
+    if (!close_after_acks_) decrypt(static_cast<std::size_t>(c.res));
+    if (closing()) return;
+  } else if (!c.data.empty() && !close_after_acks_) {
+    consume(c.data.data(), c.data.size());
+  }
   if (c.res == -ENOBUFS) {
     arm_read();
     return;
@@ -178,6 +210,62 @@ void DataStream::on_bytes(const Completion& c) {
     pause_read();  // resumes when the acks drain (on_acks_sent)
   else if (!recv_armed_ && !read_paused_)
     arm_read();
+}
+
+bool DataStream::check_first_bytes(std::size_t n) {
+  auto space = tls_->input_space();
+  if (space[0] == kTlsHandshakeRecord) return true;
+  ReceiverContext& ctx = worker_.ctx();
+  if (!ctx.allow_plain_data) {
+    // Frames in clear where data must be encrypted: nothing of it is read.
+    ctx.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
+    ctx.log.warn("refused a data connection from " + peer_ +
+                 ": it did not start TLS, and this receiver runs without --allow-unencrypted");
+    release_claim();
+    begin_close(fd_.get());
+    return false;
+  }
+  // recv --allow-unencrypted: frames in clear, read from the shared pool from now on. Only
+  // a sender whose control session is encrypted knows a token, so only it gets this far.
+  std::vector<std::uint8_t> first(space.begin(), space.begin() + static_cast<std::ptrdiff_t>(n));
+  acks_out_.set_tls(nullptr);
+  tls_.reset();
+  consume(first.data(), first.size());
+  return true;  // consumed here (c.data is empty); on_bytes goes on as for a plain connection
+}
+
+void DataStream::decrypt(std::size_t n) {
+  tls_->received(n);
+  TlsChannel::Status st = TlsChannel::Status::kOk;
+  while (st == TlsChannel::Status::kOk && !close_after_acks_ && !closing()) {
+    std::size_t got = 0;
+    if (plain_.empty() && tls_->handshake() == TlsChannel::Status::kOk) {
+      // The peer holds the key: now the connection gets its full-size buffers.
+      tls_->grow_input(kTlsBufferBytes);
+      plain_.resize(kPlainBytes);
+    }
+    st = tls_->read(plain_, got);
+    if (got > 0) consume(plain_.data(), got);
+  }
+  acks_out_.flush();  // handshake messages, alerts
+  if (st == TlsChannel::Status::kClosed) {
+    ended(0);
+    return;
+  }
+  if (st != TlsChannel::Status::kFailed) return;
+  ReceiverContext& ctx = worker_.ctx();
+  if (!tls_->handshake_done()) {
+    ctx.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
+    ctx.log.warn("refused a data connection from " + peer_ + ": " + tls_->error());
+  } else {
+    ctx.stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    ctx.log.warn("data connection from " + peer_ + ": " + tls_->error() +
+                 "; closing it (the sender sends its unacknowledged chunks again)");
+  }
+  // The frame being received cannot be finished: its claim goes, the alert goes out.
+  release_claim();
+  close_after_acks_ = true;
+  flush_acks();
 }
 
 void DataStream::arm_read_exact() {

@@ -38,6 +38,11 @@ class DataStream final : public WorkerObject {
   void pause_read();
   bool ack_backlog() const;
   void on_bytes(const Completion& c);
+  // With TLS: the connection's first bytes (in tls_'s input) decide whether it is TLS, or
+  // frames in clear (recv --allow-unencrypted). False if the connection was refused.
+  bool check_first_bytes(std::size_t n);
+  // With TLS: `n` bytes of ciphertext arrived; decrypts them into plain_ and consumes that.
+  void decrypt(std::size_t n);
   void ended(int res);
   // Runs the frame state machine over received bytes; returns false once the stream must
   // stop (protocol error: close after the acks).
@@ -103,6 +108,12 @@ class DataStream final : public WorkerObject {
   bool legacy_undecided_ = false;
   std::shared_ptr<LegacyUpload> legacy_;
   std::uint64_t legacy_bytes_ = 0;
+
+  // With encryption: the connection's TLS (acks_out_ encrypts through it; receives go into its
+  // input), and the buffer records are decrypted into, to be hashed and written from.
+  std::unique_ptr<TlsChannel> tls_;
+  std::vector<std::uint8_t> plain_;
+  bool first_bytes_seen_ = false;
 
   // Splice path only.
   bool splice_ = false;

@@ -85,11 +85,13 @@ std::optional<std::string> Receiver::failure() const {
 
 void Receiver::start() {
   if (auto why = io_uring_unavailable_reason()) throw Failure(*why, FailureKind::kSetup);
-  if (options_.legacy && options_.secret)
+  if (options_.legacy && (options_.secret || options_.certificates))
     throw Failure(
-        "--legacy cannot be combined with --secret-file: classic clients cannot "
-        "authenticate",
+        "--legacy cannot be combined with --secret-file or --tls-cert: classic clients can "
+        "neither authenticate nor encrypt",
         FailureKind::kUsage);
+  auto tls = TlsContext::from_options(TlsRole::kServer, options_.secret, options_.certificates,
+                                      "--allow-unencrypted", options_.allow_unencrypted);
   threads_ = options_.threads ? options_.threads : online_cpus();
   ctx_ = std::make_unique<ReceiverContext>(options_);
 
@@ -111,7 +113,8 @@ void Receiver::start() {
   ctx_->idle_timeout = options_.idle_timeout;
   ctx_->max_sessions = options_.max_sessions;
   ctx_->keep_partials_s = options_.keep_partials.count();
-  ctx_->secret = options_.secret;
+  ctx_->tls = std::move(tls);
+  ctx_->allow_plain_data = options_.allow_unencrypted;
   ctx_->legacy_enabled = options_.legacy;
   ctx_->max_open_files = open_file_limit();
   if (const char* f = std::getenv("ACKXFER_INJECT_FAULT"); f && std::string(f) == "worker-loop")

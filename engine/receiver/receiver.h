@@ -16,6 +16,7 @@
 #include "io/loop.h"
 #include "io/socket.h"
 #include "log.h"
+#include "tls/tls_channel.h"
 
 namespace ackxfer {
 
@@ -47,9 +48,15 @@ struct ReceiverOptions {
   // How long a partial file kept for resuming (docs/RELIABILITY.md) survives: partials older
   // than this are removed when the receiver starts. 0: never keep partial files.
   std::chrono::seconds keep_partials{86400};
-  // With a secret (--secret-file), only senders that prove they hold the same secret get a
-  // session (docs/SECURITY.md); without one, anyone who can connect may send.
+  // With a secret (--secret-file) or certificates (--tls-cert/--tls-key/--tls-ca), every
+  // connection runs TLS 1.3 and only senders that hold the secret, or a certificate the CA
+  // signed, get a session (docs/SECURITY.md); without either, anyone who can connect may
+  // send, and everything crosses the network in clear.
   std::shared_ptr<const SharedSecret> secret;
+  std::optional<TlsCertificates> certificates;
+  // With encryption: a sender may ask for its data connections in clear (send
+  // --no-encryption); the control connection stays encrypted.
+  bool allow_unencrypted = false;
   // Also accept the classic SEND/READY clients (no HELLO, no framing, no digest); see
   // receiver/legacy_uploads.h. Incompatible with `secret`: they cannot authenticate.
   bool legacy = false;

@@ -15,6 +15,7 @@
 #include "receiver/file_registry.h"
 #include "receiver/legacy_uploads.h"
 #include "receiver/receiver.h"
+#include "tls/tls_channel.h"
 
 namespace ackxfer {
 
@@ -30,9 +31,11 @@ struct ReceiverContext {
   bool discard = false;
   std::chrono::milliseconds idle_timeout{300'000};
   unsigned max_sessions = 16384;
-  std::int64_t keep_partials_s = 86400;        // 0: resumable partials are off
-  std::shared_ptr<const SharedSecret> secret;  // set: sessions must authenticate
-  bool legacy_enabled = false;                 // recv --legacy
+  std::int64_t keep_partials_s = 86400;  // 0: resumable partials are off
+  // Set (from a secret or certificates): every connection must run TLS.
+  std::shared_ptr<TlsContext> tls;
+  bool allow_plain_data = false;  // recv --allow-unencrypted
+  bool legacy_enabled = false;    // recv --legacy
   LegacyUploads legacy;
   std::atomic<bool> stopping{false};
   std::atomic<bool> pipe_refusal_logged{false};  // said once per receiver, not per connection

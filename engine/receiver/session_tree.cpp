@@ -151,7 +151,8 @@ void ControlSession::finish_bye() {
   worker_.ctx().log.info("session from " + peer_ + " finished: " + std::to_string(files) +
                          " files, " + std::to_string(bytes) + " bytes published in " + took + ", " +
                          std::to_string(failed) + " failed" +
-                         (failed ? " (each named above)" : ""));
+                         (failed ? " (each named above)" : "") + "; encryption: control " +
+                         encryption_ + ", data " + data_encryption());
   reply(ByeReply{files, bytes});
   close_after_flush();
 }

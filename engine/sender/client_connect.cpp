@@ -1,8 +1,7 @@
-// ControlClient, connecting: attempts and backoff, HELLO and AUTH, losing a session and
+// ControlClient, connecting: attempts and backoff, TLS and HELLO, losing a session and
 // re-establishing it.
 #include <sys/socket.h>
 
-#include "auth/shared_secret.h"
 #include "display.h"
 #include "error.h"
 #include "protocol/limits.h"
@@ -21,6 +20,7 @@ std::string seconds_text(std::chrono::milliseconds ms) {
 }  // namespace
 
 void ControlClient::connect() {
+  retired_tls_.reset();  // kTimer let us here only once its connection's ops had completed
   state_ = State::kConnecting;
   phase_started_ms_ = loop_.now_ms();
   try {
@@ -42,6 +42,111 @@ void ControlClient::drop_connection() {
   in_len_ = 0;
   lines_.reset();
   lines_.set_fd(-1);
+  lines_.set_tls(nullptr);
+  // A cancelled send may still read its output, a cancelled receive write its input.
+  if (tls_) retired_tls_ = std::move(tls_);
+  recv_armed_ = false;
+}
+
+namespace {
+constexpr std::uint8_t kTlsAlertRecord = 0x15, kTlsHandshakeRecord = 0x16;
+// Each direction of the control connection's TLS: one whole record of input.
+constexpr std::size_t kControlTlsBufferBytes = 17 * 1024 + 512;
+}  // namespace
+
+void ControlClient::start_session() {
+  state_ = State::kHello;
+  phase_started_ms_ = loop_.now_ms();
+  lines_.set_fd(fd_.get());
+  first_bytes_seen_ = plain_answer_ = false;
+  if (ctx_.tls) {
+    tls_ = std::make_unique<TlsChannel>(ctx_.tls, kControlTlsBufferBytes);
+    if (ctx_.tls->uses_certificates()) tls_->expect_peer(ctx_.tls_host);
+    lines_.set_tls(tls_.get());
+    tls_->handshake();  // the ClientHello, sent by flush() below
+  }
+  HelloRequest hello{kProtocolVersion, Features::all()};
+  hello.plain_data = tls_ && ctx_.options.no_encryption;
+  send_line(hello);  // with TLS, it waits in lines_ until the handshake is done
+  lines_.flush();
+  arm_read();
+}
+
+void ControlClient::arm_read() {
+  if (recv_armed_ || closing() || !fd_ || state_ == State::kDone || state_ == State::kBackoff ||
+      state_ == State::kConnecting)
+    return;
+  if (tls_ && !plain_answer_) {
+    auto space = tls_->input_space();
+    if (space.empty()) return;  // our output is full: on_sent re-arms
+    recv_armed_ = true;
+    arm_recv(fd_.get(), space.data(), space.size(), kRecv);
+    return;
+  }
+  recv_armed_ = true;
+  arm_recv(fd_.get(), in_.data() + in_len_, in_.size() - in_len_, kRecv);
+}
+
+bool ControlClient::on_received(std::size_t n) {
+  if (tls_ && !plain_answer_) {
+    if (!first_bytes_seen_) {
+      first_bytes_seen_ = true;
+      auto space = tls_->input_space();
+      if (space[0] != kTlsHandshakeRecord && space[0] != kTlsAlertRecord) {
+        // Plain text where TLS should answer: an older receiver, or one without encryption
+        // explaining itself. Read its lines as they are.
+        plain_answer_ = true;
+        std::size_t k = std::min(n, in_.size() - in_len_);
+        std::memcpy(in_.data() + in_len_, space.data(), k);
+        in_len_ += k;
+        process_input();
+        return state_ == State::kHello && !closing();
+      }
+    }
+    return decrypt_input(n);
+  }
+  in_len_ += n;
+  process_input();
+  return state_ != State::kDone && state_ != State::kBackoff && state_ != State::kConnecting &&
+         !closing();
+}
+
+bool ControlClient::decrypt_input(std::size_t n) {
+  tls_->received(n);
+  const bool was_done = tls_->handshake_done();
+  TlsChannel::Status st = TlsChannel::Status::kOk;
+  while (st == TlsChannel::Status::kOk) {
+    std::size_t got = 0;
+    st = tls_->read({reinterpret_cast<std::uint8_t*>(in_.data()) + in_len_, in_.size() - in_len_},
+                    got);
+    in_len_ += got;
+    if (!was_done && tls_->handshake_done()) milestone("TLS established");
+    if (got > 0 || in_len_ == in_.size()) process_input();
+    if (state_ == State::kDone || state_ == State::kBackoff || state_ == State::kConnecting ||
+        closing())
+      return false;
+    if (got == 0 && st == TlsChannel::Status::kOk) break;  // in_ full of an overlong line
+  }
+  lines_.flush();  // handshake messages, HELLO once the handshake is done, alerts
+  if (st == TlsChannel::Status::kClosed) {
+    session_lost("the receiver closed the control connection");
+    return false;
+  }
+  if (st != TlsChannel::Status::kFailed) return true;
+  // Until HELLO is answered, a failure is the handshake's: in TLS 1.3 our side is done before
+  // the receiver has checked our certificate, and its verdict comes as an alert.
+  if (!tls_->handshake_done() || state_ == State::kHello) {
+    finish_session(SendReport::Outcome::kAuthFailed,
+                   "TLS with the receiver at " + ctx_.control_ep.to_string() +
+                       " failed: " + tls_->error() +
+                       (ctx_.tls->uses_certificates()
+                            ? "; check --tls-cert, --tls-key and --tls-ca on both sides"
+                            : "; both sides need the same --secret-file") +
+                       "; nothing was sent");
+  } else {
+    session_lost("control connection: " + tls_->error());
+  }
+  return false;
 }
 
 void ControlClient::made_progress() {
@@ -170,19 +275,6 @@ void ControlClient::connect_failed(int err, const std::string& detail) {
   finish_session(SendReport::Outcome::kCannotConnect, msg);
 }
 
-void ControlClient::on_auth_challenge(const AuthChallenge& m) {
-  const SharedSecret* secret = ctx_.options.secret.get();
-  if (!secret || receiver_nonce_) {
-    // Without a secret we sent no nonce, so a conforming receiver refuses with auth-required
-    // instead; a second challenge is not in the protocol either.
-    finish_session(SendReport::Outcome::kProtocolError,
-                   "the receiver sent an authentication challenge out of turn");
-    return;
-  }
-  receiver_nonce_ = m.nonce;
-  send_line(AuthRequest{secret->sender_proof(our_nonce_, m.nonce)});
-}
-
 void ControlClient::on_hello(const HelloReply& m) {
   if (m.version != kProtocolVersion) {
     finish_session(SendReport::Outcome::kProtocolError,
@@ -192,24 +284,21 @@ void ControlClient::on_hello(const HelloReply& m) {
                        "protocol version (ackxfer-fast --version shows it)");
     return;
   }
-  if (const SharedSecret* secret = ctx_.options.secret.get()) {
-    // Mutual: a receiver that cannot prove it holds the secret gets no data.
-    if (!receiver_nonce_ || !m.proof) {
-      finish_session(SendReport::Outcome::kAuthFailed,
-                     "the receiver at " + ctx_.control_ep.to_string() +
-                         " did not authenticate itself: it runs without --secret-file, or it is "
-                         "not the receiver you meant; nothing was sent");
-      return;
-    }
-    if (!proofs_match(*m.proof, secret->receiver_proof(our_nonce_, *receiver_nonce_))) {
-      finish_session(SendReport::Outcome::kAuthFailed,
-                     "the receiver at " + ctx_.control_ep.to_string() +
-                         " does not hold our secret (its proof does not match); nothing was "
-                         "sent");
-      return;
-    }
-    milestone("receiver authenticated");
+  // Data in clear only where we asked for it inside TLS and the receiver agreed; anything
+  // else is someone changing what was agreed, and nothing is sent.
+  const bool want_plain = tls_ && ctx_.options.no_encryption;
+  if (m.plain_data != want_plain) {
+    finish_session(
+        SendReport::Outcome::kAuthFailed,
+        "the receiver at " + ctx_.control_ep.to_string() +
+            (m.plain_data ? " offered data connections in clear, which we did not ask for"
+                          : " did not confirm data connections in clear") +
+            "; nothing was sent");
+    return;
   }
+  ctx_.plain_data = !tls_ || m.plain_data;
+  report_.control_encryption = tls_ ? tls_->cipher() : "none";
+  report_.encryption = ctx_.plain_data ? "none" : report_.control_encryption;
   // A receiver that predates negotiation lists none, and gets none of their lines. LINK is the
   // one such receivers may or may not know: they are not sent symlinks (each fails by name).
   features_ = m.features ? (*m.features & Features::all()) : Features();

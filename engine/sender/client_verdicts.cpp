@@ -125,9 +125,20 @@ void ControlClient::on_session_err(const ErrReply& m) {
     connect_failed(ECONNREFUSED, "the receiver is busy: " + m.message);
     return;
   }
-  if (m.code == ErrorCode::kAuthRequired || m.code == ErrorCode::kAuthFailed) {
+  if (m.code == ErrorCode::kAuthRequired || m.code == ErrorCode::kNoEncryption ||
+      m.code == ErrorCode::kPlainRefused) {
     finish_session(SendReport::Outcome::kAuthFailed,
                    "the receiver at " + ctx_.control_ep.to_string() + " refused us: " + m.message);
+    return;
+  }
+  if (plain_answer_) {
+    // We started TLS and it answered in plain text, without one of the codes above.
+    finish_session(SendReport::Outcome::kAuthFailed,
+                   "the receiver at " + ctx_.control_ep.to_string() +
+                       " does not speak TLS (it answered: " + std::string(wire_name(m.code)) +
+                       ": " + m.message +
+                       "); it runs an older ackxfer-fast, or is not an ackxfer-fast receiver; "
+                       "nothing was sent");
     return;
   }
   std::string why = "the receiver says: " + std::string(wire_name(m.code)) + ": " + m.message;

@@ -62,19 +62,7 @@ void ControlClient::on_complete(unsigned op, const Completion& c) {
       }
       set_nodelay(fd_.get());
       milestone("control connected");
-      state_ = State::kHello;
-      phase_started_ms_ = loop_.now_ms();
-      lines_.set_fd(fd_.get());
-      arm_recv(fd_.get(), in_.data(), in_.size(), kRecv);
-      receiver_nonce_.reset();
-      {
-        HelloRequest hello{kProtocolVersion, std::nullopt, Features::all()};
-        if (ctx_.options.secret) {
-          our_nonce_ = Nonce::random();  // fresh per connection: nothing can be replayed
-          hello.nonce = our_nonce_;
-        }
-        send_line(hello);
-      }
+      start_session();
       return;
     case kTimer:
       if (state_ == State::kBackoff && inflight() > (tick_armed_ ? 1 : 0)) {
@@ -85,6 +73,7 @@ void ControlClient::on_complete(unsigned op, const Completion& c) {
       return;
     case kRecv:
       if (state_ == State::kBackoff || state_ == State::kConnecting) return;  // old connection
+      recv_armed_ = false;
       if (res <= 0) {
         if (state_ == State::kDone) return;
         std::string why = res == 0 ? "the receiver closed the control connection"
@@ -95,11 +84,7 @@ void ControlClient::on_complete(unsigned op, const Completion& c) {
           session_lost(why);
         return;
       }
-      in_len_ += static_cast<std::size_t>(res);
-      process_input();
-      if (state_ != State::kDone && state_ != State::kBackoff && state_ != State::kConnecting &&
-          !closing())
-        arm_recv(fd_.get(), in_.data() + in_len_, in_.size() - in_len_, kRecv);
+      if (on_received(static_cast<std::size_t>(res))) arm_read();
       return;
     case kSend:
       if (state_ == State::kBackoff || state_ == State::kConnecting) return;  // old connection
@@ -111,6 +96,7 @@ void ControlClient::on_complete(unsigned op, const Completion& c) {
         return;
       }
       if (lines_.idle() && state_ == State::kActive) feed();  // room in the queue again
+      arm_read();  // the TLS input may have waited for our output to drain
       return;
   }
 }
@@ -144,7 +130,6 @@ void ControlClient::handle(const ServerMessage& m) {
   if (const auto* e = std::get_if<ErrReply>(&m)) return on_err(*e);
   if (state_ == State::kHello) {
     if (const auto* h = std::get_if<HelloReply>(&m)) return on_hello(*h);
-    if (const auto* a = std::get_if<AuthChallenge>(&m)) return on_auth_challenge(*a);
     finish_session(SendReport::Outcome::kProtocolError,
                    "the receiver did not answer HELLO; is this an ackxfer-fast receiver?");
     return;
@@ -290,6 +275,8 @@ void ControlClient::milestone(const char* what) {
 
 void ControlClient::on_drained() {
   fd_.reset();
+  tls_.reset();
+  retired_tls_.reset();
   ctx_.object_finished(0);
 }
 

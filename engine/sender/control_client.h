@@ -6,7 +6,8 @@
 //
 // Its member functions live in files by concern:
 //   control_client.cpp   the connection: lines in and out, deadlines, the end of the session
-//   client_connect.cpp   connecting, retries and backoff, HELLO/AUTH, losing and re-establishing
+//   client_connect.cpp   connecting, retries and backoff, TLS and HELLO, losing and
+//                        re-establishing
 //   client_window.cpp    the window: walking, opening, hashing (--checksum), SEND/MKDIR/LINK
 //   client_verdicts.cpp  READY, OK, ERR, CREDIT, PROGRESS; retries and failures of files
 #pragma once
@@ -81,8 +82,14 @@ class ControlClient final : public LoopObject {
   // Closes the current control connection (its cancelled ops are ignored) and clears buffers.
   void drop_connection();
   void on_hello(const HelloReply& m);
-  // The receiver has a secret: prove ours over both nonces (AUTH proof=).
-  void on_auth_challenge(const AuthChallenge& m);
+  // Connected: starts TLS (with a secret or certificates) and queues HELLO behind it.
+  void start_session();
+  // `n` bytes arrived where the last receive put them. Returns false once the connection or
+  // the session is over.
+  bool on_received(std::size_t n);
+  // Ciphertext arrived: moves the handshake on and appends plaintext to in_.
+  bool decrypt_input(std::size_t n);
+  void arm_read();
   // Progress on the transfer: the retry budget starts afresh from here.
   void made_progress();
 
@@ -135,6 +142,13 @@ class ControlClient final : public LoopObject {
   std::vector<char> in_;
   std::size_t in_len_ = 0;
   SendQueue lines_;
+  // With encryption: this connection's TLS (lines_ encrypts through it), and the previous
+  // connection's, kept until its cancelled ops have completed (connect() frees it).
+  std::unique_ptr<TlsChannel> tls_, retired_tls_;
+  bool first_bytes_seen_ = false;
+  // The receiver answered in plain text where we started TLS: its ERR line says why.
+  bool plain_answer_ = false;
+  bool recv_armed_ = false;
 
   // Deadlines (loop clock, ms).
   std::int64_t phase_started_ms_ = 0;  // connect or HELLO began
@@ -165,11 +179,7 @@ class ControlClient final : public LoopObject {
   std::deque<OpenLink> resend_links_;  // lost with a session, or refused with a retryable error
   std::size_t candidate_ = 0;          // index of ctx_.control_ep in ctx_.control_candidates
   bool reconnecting_ = false;          // the session was lost; trying to re-establish it
-  // This connection's authentication exchange (with a secret): our nonce in HELLO, the
-  // receiver's from its AUTH challenge.
-  Nonce our_nonce_;
-  std::optional<Nonce> receiver_nonce_;
-  std::string lost_why_;  // why, for the final message if that fails
+  std::string lost_why_;               // why, for the final message if that fails
   std::uint64_t open_bytes_ = 0;
   struct Resend {
     SourceEntry entry;

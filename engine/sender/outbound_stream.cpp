@@ -28,6 +28,9 @@ constexpr std::size_t kSendBufferBytes = 1024 * 1024;
 // A send of whole small frames stops once it holds this much (256 KiB, as before the send
 // buffer grew to 1 MiB: small files keep the batching measured best for them).
 constexpr std::size_t kSmallFramesBatchBytes = 256 * 1024;
+// With TLS, the input side of a data connection only ever holds acks: room for one whole
+// record is enough.
+constexpr std::size_t kAckTlsBufferBytes = 17 * 1024 + 512;
 // Frames sent but not yet acknowledged: bounds what a broken connection makes us re-send.
 constexpr std::size_t kMaxUnackedFrames = 1024;
 constexpr std::uint64_t kMaxUnackedBytes = 64ull << 20;
@@ -109,9 +112,59 @@ void OutboundStream::connected() {
   backoff_.reset();
   if (std::exchange(gave_up_, false))
     ctx_.loops[0]->post([c = ctx_.control] { c->stream_recovered(); });
-  recv_armed_ = true;
-  arm_recv(fd_.get(), ack_buf_.data() + ack_len_, ack_buf_.size() - ack_len_, kRecv);
+  if (ctx_.tls && !ctx_.plain_data) {
+    // Acks are small: the input side needs room for a record or two, the output side for
+    // several records of frames per send.
+    tls_ =
+        std::make_unique<TlsChannel>(ctx_.tls, kAckTlsBufferBytes, kRecordsPerKey, kTlsBufferBytes);
+    if (ctx_.tls->uses_certificates()) tls_->expect_peer(ctx_.tls_host);
+    if (tls_->handshake() == TlsChannel::Status::kFailed) {
+      connection_failed("data connection: " + tls_->error(), false);
+      return;
+    }
+    send_tls_output();  // the ClientHello
+  }
+  arm_ack_read();
   pump();
+}
+
+void OutboundStream::arm_ack_read() {
+  recv_armed_ = true;
+  if (tls_) {
+    auto space = tls_->input_space();
+    arm_recv(fd_.get(), space.data(), space.size(), kRecv);
+    return;
+  }
+  arm_recv(fd_.get(), ack_buf_.data() + ack_len_, ack_buf_.size() - ack_len_, kRecv);
+}
+
+bool OutboundStream::send_tls_output() {
+  if (!tls_ || send_armed_ || tls_->output_pending() == 0) return false;
+  // tls_taken_ stays: it is what this output carries of out_, counted once all of it is sent.
+  auto out = tls_->output();
+  send_armed_ = true;
+  arm_send(fd_.get(), out.data(), out.size(), kSend);
+  return true;
+}
+
+void OutboundStream::send_out(bool more) {
+  if (!tls_) {
+    send_armed_ = true;
+    arm_send(fd_.get(), out_.data() + out_sent_, out_len_ - out_sent_, kSend, more ? MSG_MORE : 0);
+    return;
+  }
+  if (send_tls_output()) return;  // what the channel already holds goes first
+  std::size_t taken = 0;
+  auto st = tls_->write({out_.data() + out_sent_, out_len_ - out_sent_}, taken);
+  if (st == TlsChannel::Status::kFailed) {
+    connection_failed("data connection: " + tls_->error(), true);
+    return;
+  }
+  if (tls_->output_pending() == 0) return;  // the handshake is not done yet: acks move it on
+  auto out = tls_->output();
+  tls_taken_ = taken;
+  send_armed_ = true;
+  arm_send(fd_.get(), out.data(), out.size(), kSend, more ? MSG_MORE : 0);
 }
 
 void OutboundStream::wake() {
@@ -170,18 +223,26 @@ void OutboundStream::on_complete(unsigned op, const Completion& c) {
                           true);
         return;
       }
-      on_ack_bytes(res);
+      on_ack_bytes(static_cast<std::size_t>(res));
       return;
-    case kSend:
+    case kSend: {
       send_armed_ = false;
       if (res < 0) {
         connection_failed("sending on the data connection: " + errno_text(-res), true);
         return;
       }
-      out_sent_ += static_cast<std::size_t>(res);
+      std::size_t plain = static_cast<std::size_t>(res);
+      if (tls_) {
+        // Ciphertext went out; the plaintext it carries counts once all of it has.
+        tls_->sent(plain);
+        if (send_tls_output()) return;
+        plain = std::exchange(tls_taken_, 0);
+      }
+      out_sent_ += plain;
       if (out_sent_ == out_len_) out_len_ = out_sent_ = 0;
       pump();
       return;
+    }
     case kSendMapped:
       window_armed_ = false;
       if (res == -EFAULT) {
@@ -224,14 +285,15 @@ void OutboundStream::on_complete(unsigned op, const Completion& c) {
 
 void OutboundStream::pump() {
   if (state_ != State::kRunning || send_armed_ || window_armed_) return;
+  if (tls_ && !tls_->handshake_done()) return;  // frames wait for the handshake
   if (out_len_ == 0 && !fill()) return;
   if (out_len_ > 0) {
     // A streamed chunk's header goes first; MSG_MORE lets it share a segment with the payload.
     bool more = cur_ && cur_streamed_ && cur_pos_ < cur_->file->plan.length(cur_->index);
-    send_armed_ = true;
-    arm_send(fd_.get(), out_.data() + out_sent_, out_len_ - out_sent_, kSend, more ? MSG_MORE : 0);
+    send_out(more);
     return;
   }
+  if (send_tls_output()) return;
   if (cur_ && cur_streamed_ && cur_pos_ < cur_->file->plan.length(cur_->index)) start_window();
 }
 
@@ -470,9 +532,35 @@ bool OutboundStream::want_pipe() {
   return false;
 }
 
-void OutboundStream::on_ack_bytes(int n) {
-  ack_len_ += static_cast<std::size_t>(n);
+void OutboundStream::on_ack_bytes(std::size_t n) {
   ctx_.last_ack_ms.store(loop_.now_ms(), std::memory_order_relaxed);
+  if (!tls_) {
+    ack_len_ += n;
+    if (!take_acks()) return;
+  } else {
+    tls_->received(n);
+    TlsChannel::Status st = TlsChannel::Status::kOk;
+    while (st == TlsChannel::Status::kOk) {
+      std::size_t got = 0;
+      st = tls_->read({ack_buf_.data() + ack_len_, ack_buf_.size() - ack_len_}, got);
+      ack_len_ += got;
+      if (!take_acks()) return;
+      if (got == 0 && st == TlsChannel::Status::kOk) break;  // not possible: take_acks made room
+    }
+    if (st == TlsChannel::Status::kFailed || st == TlsChannel::Status::kClosed) {
+      send_tls_output();  // our alert, if any
+      connection_failed(st == TlsChannel::Status::kClosed
+                            ? "the receiver closed the data connection (TLS close_notify)"
+                            : "data connection: " + tls_->error(),
+                        true);
+      return;
+    }
+  }
+  arm_ack_read();
+  pump();
+}
+
+bool OutboundStream::take_acks() {
   std::size_t pos = 0;
   while (ack_len_ - pos >= kFrameAckBytes) {
     FrameAck a;
@@ -480,17 +568,15 @@ void OutboundStream::on_ack_bytes(int n) {
             std::span<const std::uint8_t, kFrameAckBytes>(ack_buf_.data() + pos, kFrameAckBytes),
             a)) {
       connection_failed("the receiver sent a malformed ack", true);
-      return;
+      return false;
     }
     pos += kFrameAckBytes;
     handle_ack(a);
-    if (state_ != State::kRunning) return;
+    if (state_ != State::kRunning) return false;
   }
   std::memmove(ack_buf_.data(), ack_buf_.data() + pos, ack_len_ - pos);
   ack_len_ -= pos;
-  recv_armed_ = true;
-  arm_recv(fd_.get(), ack_buf_.data() + ack_len_, ack_buf_.size() - ack_len_, kRecv);
-  pump();
+  return true;
 }
 
 void OutboundStream::handle_ack(const FrameAck& a) {
@@ -581,6 +667,8 @@ void OutboundStream::connection_failed(const std::string& why, bool retryable) {
 
 void OutboundStream::after_drain() {
   fd_.reset();
+  tls_.reset();  // no op reads its buffers any more
+  tls_taken_ = 0;
   // A splice cut short may leave bytes in the pipe: start the next connection with a clean one.
   pipe_.reset();
   pipe_pending_ = 0;

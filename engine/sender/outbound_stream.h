@@ -19,6 +19,7 @@
 #include "sender/backoff.h"
 #include "sender/chunk_scheduler.h"
 #include "sender/sender_context.h"
+#include "tls/tls_channel.h"
 #include "unique_fd.h"
 
 namespace ackxfer {
@@ -73,7 +74,16 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   // stream sends from the mapping).
   bool want_pipe();
   void window_sent(std::uint64_t n);
-  void on_ack_bytes(int n);
+  // Sends out_ from out_sent_ (through TLS, when the connection has it).
+  void send_out(bool more);
+  // With TLS: sends what the channel has to say (handshake, key updates) when nothing else is
+  // being sent. Returns true if a send was armed.
+  bool send_tls_output();
+  void arm_ack_read();
+  // `n` bytes arrived where arm_ack_read() put them.
+  void on_ack_bytes(std::size_t n);
+  // Decodes the whole acks in ack_buf_. False once the connection failed.
+  bool take_acks();
   void handle_ack(const FrameAck& ack);
   void abort_current(const std::string& why);
   // A chunk the receiver called busy: offered again after a delay that doubles each time,
@@ -127,6 +137,11 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   std::vector<std::uint8_t> ack_buf_;
   std::size_t ack_len_ = 0;
   bool recv_armed_ = false;
+
+  // With encryption (and not --no-encryption): this connection's TLS. Frames are encrypted
+  // from out_ (the copy path: see Sender::run); acks are decrypted into ack_buf_.
+  std::unique_ptr<TlsChannel> tls_;
+  std::size_t tls_taken_ = 0;  // bytes of out_ the send in flight carries, encrypted
 
   // Busy chunks waiting for their next try (due time on the loop clock), and the local-only
   // chunk being hashed.

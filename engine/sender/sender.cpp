@@ -105,6 +105,9 @@ SendReport Sender::run() {
   if (auto why = io_uring_unavailable_reason()) throw Failure(*why, FailureKind::kSetup);
 
   SenderContext ctx(options_);
+  ctx.tls = TlsContext::from_options(TlsRole::kClient, options_.secret, options_.certificates,
+                                     "--no-encryption", options_.no_encryption);
+  ctx.tls_host = hp.host;
   ctx.control_candidates = resolve_endpoints(hp.host, hp.port, false);
   ctx.control_ep = ctx.control_candidates.front();
   const bool loopback = is_loopback(ctx.control_ep);
@@ -115,6 +118,10 @@ SendReport Sender::run() {
     // unmapping each chunk (docs/PERFORMANCE.md, "Cycles per byte"); towards a NIC, splice
     // lets it read the page cache directly.
     ctx.send_path = loopback ? SendPath::kCopy : SendPath::kSplice;
+  // Encrypted data is read into the buffer it is encrypted from: a mapping could be cut
+  // short under the cipher (SIGBUS), and nothing can be spliced through TLS in user space.
+  // Data in clear (--no-encryption) keeps every path.
+  if (ctx.tls && !options_.no_encryption) ctx.send_path = SendPath::kCopy;
 
   unsigned threads = options_.threads ? options_.threads : online_cpus();
   unsigned streams = options_.streams ? options_.streams : loopback ? 1 : kDefaultRemoteStreams;

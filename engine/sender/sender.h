@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "log.h"
+#include "tls/tls_channel.h"
 
 namespace ackxfer {
 
@@ -56,9 +57,14 @@ struct SenderOptions {
   // `force` sends everything.
   bool force = false;
   bool checksum = false;
-  // With a secret (--secret-file), the sender proves it holds it and requires the receiver to
-  // prove the same before sending anything (docs/SECURITY.md).
+  // With a secret (--secret-file) or certificates (--tls-cert/--tls-key/--tls-ca), every
+  // connection runs TLS 1.3, and nothing is sent to a receiver that cannot prove it holds the
+  // same secret, or a certificate for the name dialled from the CA (docs/SECURITY.md).
   std::shared_ptr<const SharedSecret> secret;
+  std::optional<TlsCertificates> certificates;
+  // With encryption: the data connections carry file bytes in clear (the control connection
+  // stays encrypted); the receiver must allow it (recv --allow-unencrypted).
+  bool no_encryption = false;
   Logger log;
 };
 
@@ -74,7 +80,7 @@ struct SendReport {
     kCannotConnect,  // no session could be established within --retry-for
     kInterrupted,    // the receiver went away or shut down mid-transfer, or we were cancelled
     kProtocolError,  // the receiver answered something this sender cannot understand
-    kAuthFailed,     // the receiver refused our secret, or could not prove it holds it
+    kAuthFailed,     // TLS did not authenticate either side, or one side required it
     kTimedOut,       // the receiver stopped answering (--idle-timeout), and did not come back
   };
   Outcome outcome = Outcome::kOk;
@@ -90,6 +96,10 @@ struct SendReport {
   std::uint64_t resumed_bytes = 0;  // verified bytes a kept partial already held: not sent
   // The receiver runs with --fsync: every verdict meant "on stable storage there".
   bool durable = false;
+  // What protected the file data, and the control connection (names, sizes, digests): the
+  // TLS cipher suite, or "none".
+  std::string encryption = "none";
+  std::string control_encryption = "none";
   double seconds = 0;
   std::vector<FailedFile> failed;
   // which path ran: "copy", "mmap" or "splice"; "splice+mmap" when the kernel refused a stream

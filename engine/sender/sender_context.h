@@ -10,6 +10,7 @@
 #include "io/work_queue.h"
 #include "sender/chunk_scheduler.h"
 #include "sender/sender.h"
+#include "tls/tls_channel.h"
 
 namespace ackxfer {
 
@@ -26,6 +27,11 @@ struct SenderContext {
   std::vector<Endpoint> control_candidates;  // every address of --to's host, in order
   Endpoint data_ep;  // control_ep's host at the data port from the receiver's HELLO
   SendPath send_path = SendPath::kCopy;
+  // Set with a secret or certificates: the control connection runs TLS, and so do the data
+  // connections unless HELLO agreed on them in clear (plain_data, set before streams start).
+  std::shared_ptr<TlsContext> tls;
+  std::string tls_host;  // the name or address dialled: a receiver's certificate must name it
+  bool plain_data = false;
   std::unique_ptr<ChunkScheduler> scheduler;
 
   // loops[i] runs on sender thread i; loops[0] also runs the control client.

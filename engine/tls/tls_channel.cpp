@@ -220,6 +220,24 @@ std::shared_ptr<TlsContext> TlsContext::with_certificates(TlsRole role,
   return c;
 }
 
+std::shared_ptr<TlsContext> TlsContext::from_options(TlsRole role,
+                                                     std::shared_ptr<const SharedSecret> secret,
+                                                     const std::optional<TlsCertificates>& files,
+                                                     const char* plain_data_option,
+                                                     bool plain_data) {
+  if (secret && files)
+    throw Failure("--secret-file and --tls-cert are alternatives: use one of them",
+                  FailureKind::kUsage);
+  if (plain_data && !secret && !files)
+    throw Failure(std::string(plain_data_option) +
+                      " goes with --secret-file or --tls-cert (the control connection stays "
+                      "encrypted); without them nothing is encrypted anyway",
+                  FailureKind::kUsage);
+  if (secret) return with_secret(role, std::move(secret));
+  if (files) return with_certificates(role, *files);
+  return nullptr;
+}
+
 TlsContext::TlsContext(TlsRole role, TlsCipherOrder order)
     : role_(role),
       aes_first_(order == TlsCipherOrder::kByCpu ? cpu_has_aes()
@@ -255,13 +273,12 @@ const char* TlsContext::preferred_cipher() const {
 // ---- TlsChannel ----
 
 TlsChannel::TlsChannel(std::shared_ptr<TlsContext> ctx, std::size_t buffer_bytes,
-                       std::uint64_t records_per_key)
+                       std::uint64_t records_per_key, std::size_t output_bytes)
     : ctx_(std::move(ctx)),
       buf_(std::make_unique<TlsBuffers>()),
       records_per_key_(std::max<std::uint64_t>(1, records_per_key)) {
-  buffer_bytes = std::max(buffer_bytes, kMinTlsBufferBytes);
-  buf_->in.resize(buffer_bytes);
-  buf_->out.resize(buffer_bytes);
+  buf_->in.resize(std::max(buffer_bytes, kMinTlsBufferBytes));
+  buf_->out.resize(std::max(output_bytes ? output_bytes : buffer_bytes, kMinTlsBufferBytes));
   ssl_ = SSL_new(ctx_->ctx());
   BIO* bio = BIO_new(TlsCallbacks::method());
   if (!ssl_ || !bio) {
@@ -273,6 +290,10 @@ TlsChannel::TlsChannel(std::shared_ptr<TlsContext> ctx, std::size_t buffer_bytes
   BIO_set_init(bio, 1);
   SSL_set_bio(ssl_, bio, bio);  // one BIO for both directions; SSL_free frees it
   SSL_set_app_data(ssl_, this);
+  // A small channel (control connections, a data connection's handshake) is mostly idle:
+  // OpenSSL's own record buffers go back to the heap between records.
+  if (buf_->in.size() < kTlsBufferBytes && buf_->out.size() < kTlsBufferBytes)
+    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
   if (ctx_->role() == TlsRole::kClient)
     SSL_set_connect_state(ssl_);
   else
@@ -293,6 +314,13 @@ std::span<std::uint8_t> TlsChannel::input_space() {
   return {t.in.data() + t.in_end, t.in.size() - t.in_end};
 }
 
+void TlsChannel::grow_input(std::size_t bytes) {
+  if (buf_->in.size() >= bytes) return;
+  buf_->in.resize(bytes);
+  // A bulk channel now: OpenSSL keeps its record buffers rather than allocating them per record.
+  if (bytes >= kTlsBufferBytes) SSL_clear_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+}
+
 void TlsChannel::received(std::size_t n) {
   TlsBuffers& t = *buf_;
   if (n > t.in.size() - t.in_end) {  // the caller's bug; never pretend bytes arrived
@@ -306,6 +334,10 @@ std::span<const std::uint8_t> TlsChannel::output() {
   TlsBuffers& t = *buf_;
   t.out_lent = t.out_end > t.out_start;
   return {t.out.data() + t.out_start, t.out_end - t.out_start};
+}
+
+std::size_t TlsChannel::output_pending() const {
+  return buf_->out_end - buf_->out_start;
 }
 
 void TlsChannel::sent(std::size_t n) {

@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -67,6 +68,13 @@ class TlsContext {
   // Throws Failure naming the file and what is wrong with it.
   static std::shared_ptr<TlsContext> with_certificates(
       TlsRole role, const TlsCertificates& files, TlsCipherOrder order = TlsCipherOrder::kByCpu);
+  // What a sender or receiver runs with: a secret, certificates, or neither (nullptr: no
+  // TLS). Throws Failure (kUsage) if both are given, or if `plain_data_option` (the option
+  // that sends or accepts file data in clear) is set without either.
+  static std::shared_ptr<TlsContext> from_options(TlsRole role,
+                                                  std::shared_ptr<const SharedSecret> secret,
+                                                  const std::optional<TlsCertificates>& files,
+                                                  const char* plain_data_option, bool plain_data);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -98,10 +106,11 @@ class TlsChannel {
     kFailed,      // the session is over: error() says why; output() may hold an alert to send
   };
 
-  // `buffer_bytes` for each direction: kTlsBufferBytes for data connections, less for control
-  // connections (a channel holds 2 x buffer_bytes, plus OpenSSL's own ~34 KiB).
+  // `buffer_bytes` for each direction (`output_bytes`, if not 0, for the output): kTlsBufferBytes
+  // for the bulk direction of data connections, less for acks and control connections (a
+  // channel holds its two buffers, plus OpenSSL's own ~34 KiB).
   explicit TlsChannel(std::shared_ptr<TlsContext> ctx, std::size_t buffer_bytes = kTlsBufferBytes,
-                      std::uint64_t records_per_key = kRecordsPerKey);
+                      std::uint64_t records_per_key = kRecordsPerKey, std::size_t output_bytes = 0);
   ~TlsChannel();
   TlsChannel(const TlsChannel&) = delete;
   TlsChannel& operator=(const TlsChannel&) = delete;
@@ -112,9 +121,14 @@ class TlsChannel {
   // buffered to the front.
   std::span<std::uint8_t> input_space();
   void received(std::size_t n);
+  // Makes the input buffer `bytes` long if it is shorter (a connection that starts small, while
+  // its peer has proven nothing, and grows once the handshake is done). Like input_space(),
+  // only while no receive into it is outstanding.
+  void grow_input(std::size_t bytes);
   // Ciphertext waiting to be sent; stays valid and unchanged until sent(n).
   std::span<const std::uint8_t> output();
   void sent(std::size_t n);
+  std::size_t output_pending() const;
 
   // ---- session side ----
   // Client with certificates: the receiver's name or address as dialled; its certificate must

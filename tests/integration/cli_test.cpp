@@ -71,7 +71,7 @@ TEST(Cli, VersionNamesTheRevisionAndProtocol) {
   EXPECT_EQ(res.exit_code, 0);
   EXPECT_TRUE(std::regex_search(res.out, std::regex(R"(^ackxfer-fast \d+\.\d+\.\d+ \(git )")))
       << res.out;
-  EXPECT_NE(res.out.find("protocol 1"), std::string::npos);
+  EXPECT_NE(res.out.find("protocol 2"), std::string::npos);
 }
 
 TEST(Cli, UsageErrorsExitWithTwo) {
@@ -98,7 +98,7 @@ TEST(Cli, AnUnknownHostIsNamedWithWhatToCheck) {
 }
 
 TEST(Cli, AReceiverOfAnotherProtocolVersionIsExplained) {
-  // A stand-in receiver from the future: it answers HELLO with version 2.
+  // A stand-in receiver from the future: it answers HELLO with version 3.
   std::uint16_t port = 0;
   int lfd = listen_on_loopback(port);
   ASSERT_GE(lfd, 0);
@@ -107,7 +107,7 @@ TEST(Cli, AReceiverOfAnotherProtocolVersionIsExplained) {
     if (c < 0) return;
     char buf[256];
     (void)::read(c, buf, sizeof buf);
-    const char reply[] = "HELLO ackxfer 2 data-port=9 max-open=1\n";
+    const char reply[] = "HELLO ackxfer 3 data-port=9 max-open=1\n";
     (void)::write(c, reply, sizeof reply - 1);
     (void)::read(c, buf, sizeof buf);  // until the sender hangs up
     ::close(c);
@@ -120,7 +120,7 @@ TEST(Cli, AReceiverOfAnotherProtocolVersionIsExplained) {
   server.join();
   ::close(lfd);
   EXPECT_EQ(res.exit_code, 5) << res.err;
-  EXPECT_NE(res.err.find("protocol version 2, this sender 1"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("protocol version 3, this sender 2"), std::string::npos) << res.err;
   EXPECT_NE(res.err.find("upgrade the older side"), std::string::npos) << res.err;
 }
 

@@ -71,7 +71,7 @@ TEST(Hardening, Receiver_ASendNamedLikeAPartialCannotReplaceIt) {
   TempDir dst("dst");
   ReceiverProcess r(dst.path());
   RawClient c(r.port());
-  c.send_bytes("HELLO ackxfer 1\n");
+  c.send_bytes("HELLO ackxfer 2\n");
   ASSERT_TRUE(c.read_line());
   const std::uint64_t chunk = kMinChunkBytes;
   c.send_bytes("SEND 1 big size=" + std::to_string(3 * chunk) +
@@ -109,14 +109,14 @@ TEST(Hardening, Receiver_ASendNamedLikeAPartialCannotReplaceIt) {
 TEST(Hardening, Receiver_AClosingSessionWhosePeerNeverReadsFreesItsPlace) {
   TempDir dst("dst");
   ReceiverProcess r(dst.path(), 2, {"--max-sessions", "1", "--idle-timeout", "2"});
-  int stuck = flood_without_reading(r.port(), "HELLO ackxfer 1\n", "CANCEL 1\n", 3);
+  int stuck = flood_without_reading(r.port(), "HELLO ackxfer 2\n", "CANCEL 1\n", 3);
   auto t0 = std::chrono::steady_clock::now();
   bool served = false;
   while (!served && std::chrono::steady_clock::now() - t0 < 20s) {
     RawClient next(r.port());
-    next.send_bytes("HELLO ackxfer 1\n");
+    next.send_bytes("HELLO ackxfer 2\n");
     auto line = next.read_line(2s);
-    served = line && line->starts_with("HELLO ackxfer 1 ");
+    served = line && line->starts_with("HELLO ackxfer 2 ");
     if (!served) std::this_thread::sleep_for(500ms);
   }
   EXPECT_TRUE(served);
@@ -136,7 +136,7 @@ TEST(Hardening, Receiver_RepeatedMkdirNeitherGrowsTheReceiverNorStallsOthersAtBy
   ReceiverProcess r(dst.path(), 1);
   long before = proc_rss_kb(r.process().pid());
   RawClient c(r.port());
-  c.send_bytes("HELLO ackxfer 1\n");
+  c.send_bytes("HELLO ackxfer 2\n");
   ASSERT_TRUE(c.read_line());
   const int repeats = 100'000;
   std::thread reader([&] {
@@ -162,7 +162,7 @@ TEST(Hardening, Receiver_RepeatedMkdirNeitherGrowsTheReceiverNorStallsOthersAtBy
   auto t0 = std::chrono::steady_clock::now();
   c.send_bytes("BYE\n");
   RawClient other(r.port());
-  other.send_bytes("HELLO ackxfer 1\n");
+  other.send_bytes("HELLO ackxfer 2\n");
   auto hello = other.read_line(5s);
   ASSERT_TRUE(hello);
   // The stall this catches was 5.9 s; a sanitizer build is several times slower everywhere.
@@ -183,7 +183,7 @@ TEST(Hardening, Receiver_WhatAPeerDeclaresCostsLittleUntilItDelivers) {
   std::size_t ready = 0, refused = 0;
   for (int s = 0; s < sessions; ++s) {
     auto c = std::make_unique<RawClient>(r.port());
-    c->send_bytes("HELLO ackxfer 1\n");
+    c->send_bytes("HELLO ackxfer 2\n");
     ASSERT_TRUE(c->read_line());
     std::string burst;
     for (std::size_t i = 1; i <= kMaxOpenFilesPerSession; ++i)
@@ -270,7 +270,7 @@ TEST(Hardening, Receiver_LegacyQueuesAreBounded) {
 TEST(Hardening, Receiver_SigtermWhileAPeerNeverReadsExitsCleanly) {
   TempDir dst("dst");
   ReceiverProcess r(dst.path(), 2);
-  int stuck = flood_without_reading(r.port(), "HELLO ackxfer 1\n", "CANCEL 1\n", 2);
+  int stuck = flood_without_reading(r.port(), "HELLO ackxfer 2\n", "CANCEL 1\n", 2);
   auto res = r.stop(15s);
   EXPECT_EQ(res.exit_code, 0) << res.err;
   EXPECT_FALSE(res.timed_out);
@@ -343,7 +343,7 @@ class RefuseFirstSendReceiver {
         id = id.substr(0, id.find(' '));
         std::string reply;
         if (line.starts_with("HELLO"))
-          reply = "HELLO ackxfer 1 data-port=9 max-open=64 features=link,progress,credit\n";
+          reply = "HELLO ackxfer 2 data-port=9 max-open=64 features=link,progress,credit\n";
         else if (line.starts_with("MKDIR"))
           reply = "OK " + id + "\n";
         else if (line.starts_with("BYE"))
@@ -407,7 +407,7 @@ TEST(Hardening, Receiver_DirectoriesItCreatesOnItsOwnAccountFollowTheUmask) {
     EXPECT_EQ(res.exit_code, 0) << res.err;
     // A path whose parents no MKDIR named: the receiver creates them on its own account.
     RawClient c(r.port());
-    c.send_bytes("HELLO ackxfer 1\nSEND 1 p/q/r size=1 mode=0600 mtime=1.0 chunk=65536\n");
+    c.send_bytes("HELLO ackxfer 2\nSEND 1 p/q/r size=1 mode=0600 mtime=1.0 chunk=65536\n");
     ASSERT_TRUE(c.read_line());
     auto ready = c.read_line();
     ASSERT_TRUE(ready && ready->starts_with("READY")) << ready.value_or("EOF");

@@ -45,9 +45,9 @@ class HostileInput : public ::testing::Test {
   std::unique_ptr<RawClient> hello() {
     auto c = std::make_unique<RawClient>(receiver_->port());
     EXPECT_TRUE(c->connected());
-    c->send_bytes("HELLO ackxfer 1\n");
+    c->send_bytes("HELLO ackxfer 2\n");
     auto line = c->read_line();
-    EXPECT_TRUE(line && line->starts_with("HELLO ackxfer 1 data-port=")) << line.value_or("EOF");
+    EXPECT_TRUE(line && line->starts_with("HELLO ackxfer 2 data-port=")) << line.value_or("EOF");
     return c;
   }
 
@@ -362,7 +362,7 @@ TEST_F(HostileInput, Receiver_WrongFileDigestIsAMismatchAndNothingIsPublished) {
 // negotiated `credit` hears of the raises. Beyond it: a clear, retryable too-many-open.
 TEST_F(HostileInput, Receiver_OpenFilesGrowWithWhatASessionDelivers) {
   RawClient c(receiver_->port());
-  c.send_bytes("HELLO ackxfer 1 features=credit,link\n");
+  c.send_bytes("HELLO ackxfer 2 features=credit,link\n");
   auto h = c.read_line();
   ASSERT_TRUE(h);
   EXPECT_NE(h->find(" max-open=" + std::to_string(kInitialOpenFiles)), std::string::npos) << *h;

@@ -44,7 +44,7 @@ TEST(Limits, Receiver_ClosesAnIdleSession) {
   TempDir dst("dst");
   auto r = quick_receiver(dst.path());
   RawClient c(r->port());
-  c.send_bytes("HELLO ackxfer 1\n");
+  c.send_bytes("HELLO ackxfer 2\n");
   ASSERT_TRUE(c.read_line());
   auto line = c.read_line(10s);
   ASSERT_TRUE(line);
@@ -55,7 +55,7 @@ TEST(Limits, Receiver_ASlowlorisLineDoesNotKeepASessionAlive) {
   TempDir dst("dst");
   auto r = quick_receiver(dst.path());
   RawClient c(r->port());
-  c.send_bytes("HELLO ackxfer 1\n");
+  c.send_bytes("HELLO ackxfer 2\n");
   ASSERT_TRUE(c.read_line());
   // One byte every 200 ms and never a newline: bytes are not progress, lines are.
   std::string drip = "SEND 1 a-very-slow-line";
@@ -77,7 +77,7 @@ TEST(Limits, Receiver_RefusesSessionsBeyondItsLimitWithBusy) {
   std::vector<std::unique_ptr<RawClient>> held;
   for (int i = 0; i < 3; ++i) {
     held.push_back(std::make_unique<RawClient>(r.port()));
-    held.back()->send_bytes("HELLO ackxfer 1\n");
+    held.back()->send_bytes("HELLO ackxfer 2\n");
     auto line = held.back()->read_line();
     ASSERT_TRUE(line && line->starts_with("HELLO ")) << line.value_or("EOF");
   }
@@ -90,7 +90,7 @@ TEST(Limits, Receiver_RefusesSessionsBeyondItsLimitWithBusy) {
   held.pop_back();
   std::this_thread::sleep_for(200ms);
   RawClient next(r.port());
-  next.send_bytes("HELLO ackxfer 1\n");
+  next.send_bytes("HELLO ackxfer 2\n");
   auto ok = next.read_line();
   ASSERT_TRUE(ok);
   EXPECT_TRUE(ok->starts_with("HELLO ")) << *ok;
@@ -101,7 +101,7 @@ TEST(Limits, Sender_WaitsForABusyReceiverWithinRetryFor) {
   write_text(src / "f.txt", "patience");
   ReceiverProcess r(dst.path(), 2, {"--max-sessions", "1"});
   auto holder = std::make_unique<RawClient>(r.port());
-  holder->send_bytes("HELLO ackxfer 1\n");
+  holder->send_bytes("HELLO ackxfer 2\n");
   ASSERT_TRUE(holder->read_line());
   Process sender(
       {binary_path(), "send", "--to", r.to(), "--retry-for", "20", (src / "f.txt").string()});
@@ -117,7 +117,7 @@ TEST(Limits, Sender_ReportsABusyReceiverClearlyAfterRetryFor) {
   write_text(src / "f.txt", "x");
   ReceiverProcess r(dst.path(), 2, {"--max-sessions", "1"});
   RawClient holder(r.port());
-  holder.send_bytes("HELLO ackxfer 1\n");
+  holder.send_bytes("HELLO ackxfer 2\n");
   ASSERT_TRUE(holder.read_line());
   auto res = send({"--to", r.to(), "--retry-for", "1", (src / "f.txt").string()});
   EXPECT_EQ(res.exit_code, 3) << res.err;

@@ -176,7 +176,7 @@ class PreLinkReceiver {
     std::string id = line.size() > verb.size() ? line.substr(verb.size() + 1) : "";
     id = id.substr(0, id.find(' '));
     if (verb == "HELLO")
-      return "HELLO ackxfer 1 data-port=" + std::to_string(data_port_) + " max-open=2048" +
+      return "HELLO ackxfer 2 data-port=" + std::to_string(data_port_) + " max-open=2048" +
              (with_features_ ? " features=progress" : "") + "\n";
     if (verb == "MKDIR") return "OK " + id + "\n";
     if (verb == "BYE") return "BYE files=0 bytes=0\n";
@@ -285,9 +285,9 @@ class SymlinkHostile : public ::testing::Test {
   std::unique_ptr<RawClient> hello() {
     auto c = std::make_unique<RawClient>(receiver_->port());
     EXPECT_TRUE(c->connected());
-    c->send_bytes("HELLO ackxfer 1\n");
+    c->send_bytes("HELLO ackxfer 2\n");
     auto line = c->read_line();
-    EXPECT_TRUE(line && line->starts_with("HELLO ackxfer 1 data-port=")) << line.value_or("EOF");
+    EXPECT_TRUE(line && line->starts_with("HELLO ackxfer 2 data-port=")) << line.value_or("EOF");
     return c;
   }
   // Sends `line` and returns the reply (or "EOF").

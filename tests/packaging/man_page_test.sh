@@ -29,7 +29,8 @@ for command in recv send bench; do
   section=$(sed -n "/^\.SS \"$command options\"/,/^\.S[SH] /p" "$page")
   [[ -n $section ]] || fail "no '.SS \"$command options\"' subsection"
   for option in $options; do
-    [[ $option == --help || $option == --secret-file ]] && continue # under "Common to every command"
+    # Under "Common to every command" (--tls-* are common to recv and send).
+    [[ $option == --help || $option == --secret-file || $option == --tls-* ]] && continue
     # \-\-keep, not the start of \-\-keep\-partials.
     roff=${option//-/\\\\-}
     grep -qE -- "$roff([^a-z0-9\\]|\$)" <<<"$section" ||

@@ -64,7 +64,7 @@ class ControlClientTest : public ::testing::Test {
   }
   std::string hello_reply(std::uint32_t max_open = 64,
                           const std::string& features = "link,progress,credit") {
-    return "HELLO ackxfer 1 data-port=9 max-open=" + std::to_string(max_open) +
+    return "HELLO ackxfer 2 data-port=9 max-open=" + std::to_string(max_open) +
            " features=" + features + "\n";
   }
 
@@ -79,7 +79,7 @@ class ControlClientTest : public ::testing::Test {
 TEST_F(ControlClientTest, SaysHelloWithItsFeatures) {
   start();
   int fd = accept();
-  EXPECT_EQ(loop_.take_sent(fd), "HELLO ackxfer 1 features=link,progress,credit\n");
+  EXPECT_EQ(loop_.take_sent(fd), "HELLO ackxfer 2 features=link,progress,credit\n");
 }
 
 // A receiver that accepts and never answers used to keep the sender waiting forever.
@@ -174,7 +174,7 @@ TEST_F(ControlClientTest, TheWindowFollowsTheReceiversCredit) {
 TEST_F(ControlClientTest, AReceiverWithoutFeaturesGetsNoProgressLinesAndNoLinks) {
   start();
   int fd = accept();
-  loop_.feed(fd, "HELLO ackxfer 1 data-port=9 max-open=2048\n");
+  loop_.feed(fd, "HELLO ackxfer 2 data-port=9 max-open=2048\n");
   EXPECT_EQ(loop_.take_sent(fd).find("PROGRESS"), std::string::npos);
   EXPECT_EQ(client_->window(), kMaxOpenFilesPerSession);
 }

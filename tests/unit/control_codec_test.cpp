@@ -41,19 +41,15 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
   by_digest.digest = digest_of("y", 1);
   MkdirRequest mkdir{8, "dir/sub", 0755, Mtime{-5, 999999999}};
   DoneRequest done{9, digest_of("x", 1)};
-  HelloRequest hello_with_nonce{1, Nonce::random(), std::nullopt};
-  HelloRequest hello_with_features{1, std::nullopt, Features().add(Feature::kLink)};
-  HelloRequest hello_with_all{1, Nonce::random(), Features::all()};
-  AuthRequest auth{};
-  auth.proof.bytes.fill(0xab);
+  HelloRequest hello_with_features{2, Features().add(Feature::kLink)};
+  HelloRequest hello_plain_data{2, Features::all(), true};
   LinkRequest relative_link{10, "dir/to sibling", "../other dir/f\x01\xff", Mtime{1732531200, 7}};
   LinkRequest absolute_link{11, "dir/abs", "/etc/passwd", Mtime{-5, 999999999}};
   LinkRequest escaped_link{12, "l", "a\\b=c", Mtime{0, 0}};  // '\' and '=' in the target
-  std::vector<ClientMessage> msgs = {HelloRequest{1, std::nullopt, std::nullopt},
-                                     hello_with_nonce,
+  std::vector<ClientMessage> msgs = {HelloRequest{2, std::nullopt},
                                      hello_with_features,
-                                     hello_with_all,
-                                     HelloRequest{1, std::nullopt, Features()},
+                                     hello_plain_data,
+                                     HelloRequest{2, Features()},
                                      ProgressNote{7, 1 << 20, 1 << 30},
                                      send,
                                      quick,
@@ -62,7 +58,6 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
                                      done,
                                      CancelRequest{3},
                                      ByeRequest{},
-                                     auth,
                                      relative_link,
                                      absolute_link,
                                      escaped_link};
@@ -75,13 +70,11 @@ TEST(ControlCodec, ClientMessagesRoundTrip) {
 
 TEST(ControlCodec, ServerMessagesRoundTrip) {
   std::vector<ServerMessage> msgs = {
-      HelloReply{1, 36250, 256, std::nullopt, std::nullopt, false},
-      HelloReply{1, 36250, 256, Proof{}, std::nullopt, false},
-      HelloReply{1, 36250, 64, std::nullopt, Features::all(), true},
-      HelloReply{1, 36250, 64, Proof{}, Features(), false},
+      HelloReply{2, 36250, 256, std::nullopt, false},
+      HelloReply{2, 36250, 64, Features::all(), true},
+      HelloReply{2, 36250, 64, Features(), false, true},
       ProgressNote{3, 0, 0},
       CreditReply{96},
-      AuthChallenge{Nonce::random()},
       ReadyReply{5, Token::random(), {}},
       ReadyReply{6, Token::random(), {{0, 3}, {7, 7}, {9, 12}}},
       OkReply{5, false},
@@ -208,18 +201,20 @@ TEST(ControlCodec, TruncatedSendIsMissingFields) {
             ErrorCode::kBadField);
 }
 
-TEST(ControlCodec, AuthFieldsAreChecked) {
-  EXPECT_FALSE(std::get<HelloRequest>(parse_ok("HELLO ackxfer 1")).nonce);
-  EXPECT_TRUE(
-      std::get<HelloRequest>(parse_ok("HELLO ackxfer 1 nonce=" + std::string(32, 'a'))).nonce);
-  EXPECT_EQ(parse_error("HELLO ackxfer 1 nonce=abc"), ErrorCode::kBadField);
-  EXPECT_EQ(parse_error("HELLO ackxfer 1 nonce"), ErrorCode::kBadField);
-  EXPECT_EQ(parse_error("AUTH"), ErrorCode::kBadField);
-  EXPECT_EQ(parse_error("AUTH proof=" + std::string(63, 'a')), ErrorCode::kBadField);
-  EXPECT_EQ(parse_error("AUTH proof=" + std::string(64, 'z')), ErrorCode::kBadField);
-  EXPECT_FALSE(parse_server_line("AUTH nonce=12").ok());
-  EXPECT_FALSE(parse_server_line("AUTH").ok());
-  EXPECT_FALSE(parse_server_line("HELLO ackxfer 1 data-port=1 max-open=1 proof=ab").ok());
+TEST(ControlCodec, DataInClearIsAskedForAndConfirmedByNameOnly) {
+  EXPECT_FALSE(std::get<HelloRequest>(parse_ok("HELLO ackxfer 2")).plain_data);
+  EXPECT_TRUE(std::get<HelloRequest>(parse_ok("HELLO ackxfer 2 data=plain")).plain_data);
+  // Anything else is refused, never read as "encrypted" or "plain" by guesswork.
+  EXPECT_EQ(parse_error("HELLO ackxfer 2 data=tls"), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("HELLO ackxfer 2 data="), ErrorCode::kBadField);
+  EXPECT_EQ(parse_error("HELLO ackxfer 2 data=plain data=plain"), ErrorCode::kBadField);
+  auto r = parse_server_line("HELLO ackxfer 2 data-port=1 max-open=1 data=plain");
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(std::get<HelloReply>(r.value()).plain_data);
+  EXPECT_FALSE(parse_server_line("HELLO ackxfer 2 data-port=1 max-open=1 data=none").ok());
+  // The HMAC exchange of protocol 1 is gone: AUTH is not a verb any more.
+  EXPECT_EQ(parse_error("AUTH proof=" + std::string(64, 'a')), ErrorCode::kUnknownVerb);
+  EXPECT_FALSE(parse_server_line("AUTH nonce=" + std::string(32, 'a')).ok());
 }
 
 TEST(ControlCodec, UnknownKeysAreIgnoredForForwardCompatibility) {

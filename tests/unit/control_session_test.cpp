@@ -28,8 +28,8 @@ std::size_t count(const std::string& text, const std::string& what) {
 
 TEST_F(ControlSessionTest, AnswersHelloWithItsFeaturesAndTheInitialCredit) {
   int s = session();
-  std::string r = ask(s, "HELLO ackxfer 1 features=link,credit,some-future-thing\n");
-  EXPECT_EQ(r, "HELLO ackxfer 1 data-port=36250 max-open=" + std::to_string(kInitialOpenFiles) +
+  std::string r = ask(s, "HELLO ackxfer 2 features=link,credit,some-future-thing\n");
+  EXPECT_EQ(r, "HELLO ackxfer 2 data-port=36250 max-open=" + std::to_string(kInitialOpenFiles) +
                    " features=link,credit\n");
 }
 
@@ -43,7 +43,7 @@ TEST_F(ControlSessionTest, AClosingSessionWhosePeerNeverReadsIsGoneByItsDeadline
   });
   int s = session();
   loop_.set_reading(s, false);
-  loop_.feed(s, "HELLO ackxfer 1\n");
+  loop_.feed(s, "HELLO ackxfer 2\n");
   ASSERT_EQ(sessions().size(), 1u);
   loop_.advance(3'000);  // idle: the session says timeout and starts closing; nothing is read
   EXPECT_EQ(sessions().size(), 1u);
@@ -53,13 +53,13 @@ TEST_F(ControlSessionTest, AClosingSessionWhosePeerNeverReadsIsGoneByItsDeadline
   EXPECT_EQ(ctx_->stats.sessions_active.load(), 0u);
   // Its place is free: the next sender is served, not told `busy`.
   int next = session();
-  EXPECT_TRUE(ask(next, "HELLO ackxfer 1\n").starts_with("HELLO ackxfer 1 "));
+  EXPECT_TRUE(ask(next, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
 }
 
 TEST_F(ControlSessionTest, ARefusedSessionThatNeverReadsIsGoneByItsDeadlineToo) {
   make_receiver([](ReceiverOptions& o) { o.max_sessions = 1; });
   int first = session();
-  ask(first, "HELLO ackxfer 1\n");
+  ask(first, "HELLO ackxfer 2\n");
   int refused = session();
   loop_.set_reading(refused, false);
   loop_.run();
@@ -77,7 +77,7 @@ TEST_F(ControlSessionTest, EveryStateEndsByItsDeadline) {
   int half = session();    // a line without its newline
   int active = session();  // HELLO, then nothing
   loop_.feed(half, "HELLO ackxfer");
-  ask(active, "HELLO ackxfer 1\n");
+  ask(active, "HELLO ackxfer 2\n");
   int holder = session();  // a legacy client with READY
   EXPECT_EQ(ask(holder, "SEND held.txt\n"), "READY");
   int waiter = session();  // queued behind it, same address
@@ -96,7 +96,7 @@ TEST_F(ControlSessionTest, EveryStateEndsByItsDeadline) {
 // stall of every other session on the worker at BYE).
 TEST_F(ControlSessionTest, RepeatedMkdirIsKeptOnce) {
   int s = session();
-  ask(s, "HELLO ackxfer 1\n");
+  ask(s, "HELLO ackxfer 2\n");
   std::string lines;
   for (int i = 1; i <= 20'000; ++i)
     lines += "MKDIR " + std::to_string(i) + " same mode=0750 mtime=" + std::to_string(i) + ".0\n";
@@ -115,14 +115,14 @@ TEST_F(ControlSessionTest, RepeatedMkdirIsKeptOnce) {
 // instead of waiting for all of it.
 TEST_F(ControlSessionTest, ByeAppliesDirectoryMetadataInSlicesWhileOthersAreServed) {
   int a = session();
-  ask(a, "HELLO ackxfer 1\n");
+  ask(a, "HELLO ackxfer 2\n");
   std::string lines;
   for (int i = 1; i <= 3'000; ++i)
     lines += "MKDIR " + std::to_string(i) + " d" + std::to_string(i) + " mode=0755 mtime=1.0\n";
   ask(a, lines);
   int b = session();
   loop_.feed_later(a, "BYE\n");
-  loop_.feed_later(b, "HELLO ackxfer 1\n");
+  loop_.feed_later(b, "HELLO ackxfer 2\n");
   loop_.run();
   std::size_t hello_b = 0, bye_a = 0;
   const auto& log = loop_.send_log();
@@ -136,7 +136,7 @@ TEST_F(ControlSessionTest, ByeAppliesDirectoryMetadataInSlicesWhileOthersAreServ
 
 TEST_F(ControlSessionTest, DeclaredChunksCostNothingUntilTheirBytesArrive) {
   int s = session();
-  ask(s, "HELLO ackxfer 1\n");
+  ask(s, "HELLO ackxfer 2\n");
   // The largest file a SEND may declare with the smallest chunks: 16,384 chunks each.
   std::string lines;
   for (std::size_t i = 1; i <= kInitialOpenFiles + 10; ++i)
@@ -155,7 +155,7 @@ TEST_F(ControlSessionTest, DeclaredChunksCostNothingUntilTheirBytesArrive) {
 TEST_F(ControlSessionTest, BeyondTheReceiversOpenFileLimitSendIsBusyAndOtherSessionsGoOn) {
   ctx_->max_open_files = 3;
   int a = session();
-  ask(a, "HELLO ackxfer 1\n");
+  ask(a, "HELLO ackxfer 2\n");
   std::string r = ask(a,
                       "SEND 1 a1 size=5 mode=0644 mtime=1.0 chunk=65536\n"
                       "SEND 2 a2 size=5 mode=0644 mtime=1.0 chunk=65536\n"
@@ -165,7 +165,7 @@ TEST_F(ControlSessionTest, BeyondTheReceiversOpenFileLimitSendIsBusyAndOtherSess
   EXPECT_NE(r.find("ERR 4 busy"), std::string::npos) << r;
   // Another session: MKDIR and LINK need no temp file and go on.
   int b = session();
-  ask(b, "HELLO ackxfer 1\n");
+  ask(b, "HELLO ackxfer 2\n");
   EXPECT_EQ(ask(b, "MKDIR 1 d mode=0755 mtime=1.0\n"), "OK 1\n");
   // A's session ends: its places come back.
   loop_.peer_closes(a);
@@ -185,7 +185,7 @@ TEST_F(ControlSessionTest, LongLocalWorkIsVisibleAsProgressAndKeepsTheSessionAli
     close(fd);
   }
   int s = session();
-  ask(s, "HELLO ackxfer 1 features=progress\n");
+  ask(s, "HELLO ackxfer 2 features=progress\n");
   std::string digest(32, '0');  // not the file's: the check runs to the end and says "send it"
   loop_.feed(s, "SEND 1 big size=" + std::to_string(size) +
                     " mode=0644 mtime=1.0 chunk=8388608 skip=xxh3 xxh3=" + digest + "\n");
@@ -207,7 +207,7 @@ TEST_F(ControlSessionTest, LongLocalWorkIsVisibleAsProgressAndKeepsTheSessionAli
 
 TEST_F(ControlSessionTest, ASendNamedLikeTheReceiversTempFilesIsRefused) {
   int s = session();
-  ask(s, "HELLO ackxfer 1\n");
+  ask(s, "HELLO ackxfer 2\n");
   std::string part = partial_base_name("big") + ".part";
   std::string r = ask(s, "SEND 1 " + part +
                              " size=64 mode=0644 mtime=1.0 chunk=65536\n"
@@ -224,7 +224,7 @@ TEST_F(ControlSessionTest, ASendNamedLikeTheReceiversTempFilesIsRefused) {
 // A name carrying a newline cannot forge a line in the receiver's log.
 TEST_F(ControlSessionTest, PeerNamesInTheLogAreEscaped) {
   int s = session();
-  ask(s, "HELLO ackxfer 1\n");
+  ask(s, "HELLO ackxfer 2\n");
   fs::create_directories(dir_ / "x\nackxfer-fast: error: FORGED");
   ask(s,
       "SEND 1 x\\x0aackxfer-fast:\\x20error:\\x20FORGED size=5 mode=0644 mtime=1.0 "

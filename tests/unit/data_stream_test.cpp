@@ -61,7 +61,7 @@ class DataStreamTest : public ReceiverFixture {
 TEST_F(DataStreamTest, AQuietConnectionsClaimPassesToOneThatCarriesTheChunkAgain) {
   const std::uint64_t chunk = kMinChunkBytes;
   int s = session();
-  ask(s, "HELLO ackxfer 1\n");
+  ask(s, "HELLO ackxfer 2\n");
   Token t = open(s, "SEND 1 f size=" + std::to_string(2 * chunk) +
                         " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
   std::string old_bytes(chunk, 'o'), new_bytes(chunk, 'n'), second(chunk, 's');
@@ -97,7 +97,7 @@ TEST_F(DataStreamTest, WithFsyncAPublishedAckWaitsForTheFlushAndKeepsItsPlace) {
   make_receiver([](ReceiverOptions& o) { o.fsync = true; });
   const std::uint64_t chunk = kMinChunkBytes;
   int s = session();
-  std::string hello = ask(s, "HELLO ackxfer 1\n");
+  std::string hello = ask(s, "HELLO ackxfer 2\n");
   EXPECT_NE(hello.find(" durable=1"), std::string::npos) << hello;
   Token small = open(s, "SEND 1 small size=5 mode=0644 mtime=1.0 chunk=65536\n");
   Token big = open(s, "SEND 2 big size=" + std::to_string(2 * chunk) +

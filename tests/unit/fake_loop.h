@@ -7,9 +7,9 @@
 //   FakeLoop loop;
 //   Worker w(ctx, loop, 0);               // or any LoopObject
 //   w.adopt_control_connection(...);
-//   loop.feed(fd, "HELLO ackxfer 1\n");   // the peer says something
+//   loop.feed(fd, "HELLO ackxfer 2\n");   // the peer says something
 //   loop.run();                           // deliver completions until nothing moves
-//   EXPECT_EQ(loop.take_sent(fd), "HELLO ackxfer 1 data-port=...\n");
+//   EXPECT_EQ(loop.take_sent(fd), "HELLO ackxfer 2 data-port=...\n");
 //   loop.advance(3000);                   // 3 s later: timers fire, ticks run
 #pragma once
 

@@ -1,4 +1,4 @@
-// The --secret-file handshake's proofs and secret files (engine/auth/shared_secret.h).
+// The key derived from --secret-file, and secret files (engine/auth/shared_secret.h).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,43 +13,22 @@
 namespace ackxfer {
 namespace {
 
-Nonce counting_nonce(std::uint8_t first) {
-  Nonce n;
-  for (std::size_t i = 0; i < n.bytes.size(); ++i)
-    n.bytes[i] = static_cast<std::uint8_t>(first + i);
-  return n;
-}
-
-// Known answers computed independently (Python's hmac module):
-//   hmac.new(b"correct horse battery staple",
-//            b"ackxfer-auth-1 sender\0" + bytes(range(16)) + bytes(range(16, 32)), sha256)
-TEST(SharedSecret, ProofsAreHmacSha256OverLabelAndBothNonces) {
+// Known answers computed independently (Python's hmac module, RFC 5869 by hand):
+//   prk = hmac.new(b"ackxfer 2", b"correct horse battery staple", sha256).digest()
+//   hmac.new(prk, b"ackxfer tls13 external psk" + b"\x01", sha256)
+TEST(SharedSecret, TheTlsKeyAndItsIdentityAreHkdfSha256UnderTheirOwnLabels) {
   SharedSecret s("correct horse battery staple\n");
-  Nonce sender = counting_nonce(0), receiver = counting_nonce(16);
-  EXPECT_EQ(s.sender_proof(sender, receiver).hex(),
-            "902a8939db42ec7b256662a25ddd29a614544a9c80863eb1e7e8f13fbbad85a2");
-  EXPECT_EQ(s.receiver_proof(sender, receiver).hex(),
-            "f2b77ae3c9b7de655506f2aaa35476093f6d0bd6a4c883fbfa2e9b32da70dfc1");
-}
-
-TEST(SharedSecret, ProofsDependOnTheSecretBothNoncesAndTheSide) {
-  SharedSecret a("secret-a-0123456789"), b("secret-b-0123456789");
-  Nonce n1 = Nonce::random(), n2 = Nonce::random();
-  EXPECT_NE(a.sender_proof(n1, n2), b.sender_proof(n1, n2));
-  EXPECT_NE(a.sender_proof(n1, n2), a.sender_proof(n2, n1));
-  EXPECT_NE(a.sender_proof(n1, n2), a.sender_proof(n1, Nonce::random()));
-  // A receiver's answer cannot be reflected back as a sender's.
-  EXPECT_NE(a.sender_proof(n1, n2), a.receiver_proof(n1, n2));
-  EXPECT_TRUE(proofs_match(a.sender_proof(n1, n2), a.sender_proof(n1, n2)));
-  EXPECT_FALSE(proofs_match(a.sender_proof(n1, n2), b.sender_proof(n1, n2)));
+  auto key = s.tls_psk();
+  EXPECT_EQ(to_hex(key.data(), key.size()),
+            "14c7c7baef1257047d3624657db4205f5c627c39ec3d1171bd5edd405fed6cb1");
+  EXPECT_EQ(s.tls_psk_identity(), "ackxfer2-df2e50fe4d72550b");
 }
 
 TEST(SharedSecret, OneTrailingNewlineIsNotPartOfTheSecret) {
-  Nonce n1 = counting_nonce(1), n2 = counting_nonce(2);
-  Proof plain = SharedSecret("abc").sender_proof(n1, n2);
-  EXPECT_EQ(SharedSecret("abc\n").sender_proof(n1, n2), plain);
-  EXPECT_EQ(SharedSecret("abc\r\n").sender_proof(n1, n2), plain);
-  EXPECT_NE(SharedSecret("abc\n\n").sender_proof(n1, n2), plain);
+  auto plain = SharedSecret("abc").tls_psk();
+  EXPECT_EQ(SharedSecret("abc\n").tls_psk(), plain);
+  EXPECT_EQ(SharedSecret("abc\r\n").tls_psk(), plain);
+  EXPECT_NE(SharedSecret("abc\n\n").tls_psk(), plain);
 }
 
 TEST(SharedSecret, EmptyAndOverlongSecretsAreRefused) {
@@ -57,19 +36,6 @@ TEST(SharedSecret, EmptyAndOverlongSecretsAreRefused) {
   EXPECT_THROW(SharedSecret("\n"), Failure);
   EXPECT_THROW(SharedSecret(std::string(kMaxSecretBytes + 1, 'x')), Failure);
   EXPECT_NO_THROW(SharedSecret(std::string(kMaxSecretBytes, 'x')));
-}
-
-TEST(SharedSecret, NoncesAreFreshAndHexRoundTrips) {
-  Nonce a = Nonce::random(), b = Nonce::random();
-  EXPECT_NE(a, b);
-  EXPECT_EQ(Nonce::from_hex(a.hex()), a);
-  EXPECT_EQ(a.hex().size(), 32u);
-  EXPECT_FALSE(Nonce::from_hex(a.hex() + "0"));
-  EXPECT_FALSE(Proof::from_hex(std::string(63, 'a')));
-  EXPECT_FALSE(Proof::from_hex(std::string(64, 'g')));
-  Proof p;
-  p.bytes.fill(0xfe);
-  EXPECT_EQ(Proof::from_hex(p.hex()), p);
 }
 
 class SecretFile : public ::testing::Test {

@@ -158,7 +158,7 @@ TEST(TlsChannel, AFlippedCiphertextByteEndsTheConnectionWithAnAlert) {
 }
 
 TEST(TlsChannel, GarbageOrPlaintextInsteadOfAClientHelloFailsCleanly) {
-  for (std::string junk : {std::string("HELLO ackxfer 1 features=link\n"), pattern(5000),
+  for (std::string junk : {std::string("HELLO ackxfer 2 features=link\n"), pattern(5000),
                            std::string("\x16\x03\x01\xff\xff", 5) + pattern(2000)}) {
     TlsChannel server(TlsContext::with_secret(TlsRole::kServer, secret("s3cret s3cret s3cret")));
     auto space = server.input_space();

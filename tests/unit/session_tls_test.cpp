@@ -1,0 +1,197 @@
+// The receiver's connections with encryption, as state machines on the loop test double: a
+// TLS client in the test talks to a ControlSession or DataStream through the fake, so every
+// handshake, refusal and deadline is seen byte by byte, with no socket and no clock.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "auth/shared_secret.h"
+#include "protocol/data_frame.h"
+#include "protocol/limits.h"
+#include "receiver_fixture.h"
+
+namespace ackxfer::test {
+namespace {
+
+std::shared_ptr<const SharedSecret> secret_of(const std::string& s) {
+  return std::make_shared<const SharedSecret>(s);
+}
+
+// The sender's side of one connection: a TLS client whose ciphertext goes through the fake.
+class TlsPeer {
+ public:
+  TlsPeer(FakeLoop& loop, int fd, std::shared_ptr<const SharedSecret> secret)
+      : loop_(loop), fd_(fd), tls_(TlsContext::with_secret(TlsRole::kClient, std::move(secret))) {}
+
+  // Moves bytes both ways until neither side has anything more to say.
+  void pump() {
+    for (int round = 0; round < 64; ++round) {
+      bool moved = false;
+      tls_.handshake();
+      if (!pending_.empty()) {
+        std::size_t taken = 0;
+        tls_.write({reinterpret_cast<const std::uint8_t*>(pending_.data()), pending_.size()},
+                   taken);
+        pending_.erase(0, taken);
+      }
+      auto out = tls_.output();
+      if (!out.empty()) {
+        std::string bytes(reinterpret_cast<const char*>(out.data()), out.size());
+        tls_.sent(out.size());
+        loop_.feed(fd_, bytes);
+        moved = true;
+      }
+      std::string in = loop_.take_sent(fd_);
+      for (std::size_t at = 0; at < in.size();) {
+        auto space = tls_.input_space();
+        std::size_t k = std::min(space.size(), in.size() - at);
+        std::memcpy(space.data(), in.data() + at, k);
+        tls_.received(k);
+        at += k;
+        drain();
+        moved = true;
+      }
+      if (!moved) return;
+    }
+  }
+  void write(const std::string& plaintext) {
+    pending_ += plaintext;
+    pump();
+  }
+  std::string take_plaintext() { return std::exchange(plain_, {}); }
+  TlsChannel& channel() { return tls_; }
+
+ private:
+  void drain() {
+    std::uint8_t buf[16384];
+    std::size_t got = 0;
+    while (tls_.read(buf, got) == TlsChannel::Status::kOk && got > 0)
+      plain_.append(reinterpret_cast<const char*>(buf), got);
+  }
+  FakeLoop& loop_;
+  int fd_;
+  TlsChannel tls_;
+  std::string pending_, plain_;
+};
+
+class SessionTlsTest : public ReceiverFixture {
+ protected:
+  void SetUp() override {
+    ReceiverFixture::SetUp();
+    make_receiver([this](ReceiverOptions& o) {
+      o.secret = secret_;
+      o.idle_timeout = std::chrono::seconds(60);
+    });
+  }
+  bool logged(const std::string& what) const {
+    for (const auto& l : log_)
+      if (l.find(what) != std::string::npos) return true;
+    return false;
+  }
+  std::shared_ptr<const SharedSecret> secret_ = secret_of("0123456789abcdef0123456789abcdef");
+};
+
+TEST_F(SessionTlsTest, HelloIsAnsweredInsideTheHandshakesChannel) {
+  int s = session();
+  TlsPeer peer(loop_, s, secret_);
+  peer.write("HELLO ackxfer 2 features=link,credit\n");
+  ASSERT_TRUE(peer.channel().handshake_done()) << peer.channel().error();
+  EXPECT_TRUE(peer.take_plaintext().starts_with("HELLO ackxfer 2 data-port=36250 "));
+  // What crossed the fake was ciphertext only.
+  for (const auto& [fd, bytes] : loop_.send_log())
+    EXPECT_EQ(bytes.find("HELLO"), std::string::npos);
+  EXPECT_EQ(ctx_->stats.auth_failures.load(), 0u);
+}
+
+TEST_F(SessionTlsTest, AnotherSecretIsRefusedCountedAndClosed) {
+  int s = session();
+  TlsPeer peer(loop_, s, secret_of("a different secret, just as long!"));
+  peer.write("HELLO ackxfer 2\n");
+  EXPECT_FALSE(peer.channel().handshake_done());
+  EXPECT_EQ(ctx_->stats.auth_failures.load(), 1u);
+  EXPECT_TRUE(logged("different secret"));
+  loop_.advance(kLingerMs + 1'000);
+  EXPECT_TRUE(sessions().empty());
+}
+
+// A slowloris: the first bytes of a ClientHello, then nothing. The handshake is the first
+// line's time: it ends then, however little it sent.
+TEST_F(SessionTlsTest, AHandshakeThatNeverFinishesEndsByTheFirstLineDeadline) {
+  int s = session();
+  loop_.feed(s, std::string("\x16\x03\x01\x02", 4));
+  loop_.advance(kFirstLineTimeoutMs - 1'000);
+  EXPECT_EQ(sessions().size(), 1u);
+  loop_.advance(2'000 + kMaxClosingMs);
+  EXPECT_TRUE(sessions().empty());
+  EXPECT_EQ(ctx_->stats.timeouts.load(), 1u);
+  EXPECT_TRUE(logged("no TLS handshake after connecting"));
+}
+
+TEST_F(SessionTlsTest, PlainTextIsAnsweredInPlainTextAndClosed) {
+  int s = session();
+  std::string r = ask(s, "HELLO ackxfer 2\n");
+  EXPECT_TRUE(r.starts_with("ERR - auth-required ")) << r;
+  EXPECT_EQ(ctx_->stats.auth_failures.load(), 1u);
+}
+
+TEST_F(SessionTlsTest, DataInClearIsRefusedUnlessTheReceiverAllowsIt) {
+  int s = session();
+  TlsPeer peer(loop_, s, secret_);
+  peer.write("HELLO ackxfer 2 data=plain\n");
+  EXPECT_TRUE(peer.take_plaintext().starts_with("ERR - plain-data-refused "))
+      << peer.take_plaintext();
+  make_receiver([this](ReceiverOptions& o) {
+    o.secret = secret_;
+    o.allow_unencrypted = true;
+  });
+  int s2 = session();
+  TlsPeer peer2(loop_, s2, secret_);
+  peer2.write("HELLO ackxfer 2 data=plain\n");
+  std::string r = peer2.take_plaintext();
+  EXPECT_TRUE(r.starts_with("HELLO ackxfer 2 ") && r.find(" data=plain") != std::string::npos) << r;
+}
+
+// A whole file over an encrypted data connection: READY on the control channel, the frame on
+// a data connection that handshakes first, an encrypted ack back, and the file published.
+TEST_F(SessionTlsTest, AFrameOnAnEncryptedDataConnectionIsVerifiedAndAcked) {
+  int s = session();
+  TlsPeer control(loop_, s, secret_);
+  control.write("HELLO ackxfer 2\n");
+  control.take_plaintext();
+  control.write("SEND 1 f size=5 mode=0644 mtime=1.0 chunk=65536\n");
+  std::string ready = control.take_plaintext();
+  ASSERT_TRUE(ready.starts_with("READY 1 token=")) << ready;
+  Token t = *Token::from_hex(ready.substr(ready.find("token=") + 6, 32));
+
+  int d = data_connection();
+  TlsPeer data(loop_, d, secret_);
+  std::uint8_t h[kFrameHeaderBytes];
+  encode_frame_header(FrameHeader{t, 0, 5}, h);
+  Digest128 dg = digest_of("hello", 5);
+  data.write(std::string(reinterpret_cast<char*>(h), sizeof h) + "hello" +
+             std::string(reinterpret_cast<const char*>(dg.bytes.data()), dg.bytes.size()));
+  std::string ack = data.take_plaintext();
+  ASSERT_EQ(ack.size(), kFrameAckBytes);
+  FrameAck a;
+  ASSERT_TRUE(
+      decode_frame_ack(std::span<const std::uint8_t, kFrameAckBytes>(
+                           reinterpret_cast<const std::uint8_t*>(ack.data()), kFrameAckBytes),
+                       a));
+  EXPECT_EQ(a.status, AckStatus::kPublished);
+  EXPECT_TRUE(fs::exists(dir_ / "f"));
+}
+
+// A data connection that sends frames in clear where encryption is required: nothing of it is
+// read, and it is gone at once.
+TEST_F(SessionTlsTest, APlainDataConnectionIsClosedUnread) {
+  int d = data_connection();
+  std::uint8_t h[kFrameHeaderBytes];
+  encode_frame_header(FrameHeader{Token::random(), 0, 5}, h);
+  loop_.feed(d, std::string(reinterpret_cast<char*>(h), sizeof h));
+  EXPECT_EQ(loop_.take_sent(d), "");
+  EXPECT_EQ(ctx_->stats.auth_failures.load(), 1u);
+  EXPECT_EQ(ctx_->data_connections.load(), 0u);
+}
+
+}  // namespace
+}  // namespace ackxfer::test
