@@ -237,6 +237,9 @@ bool DataStream::check_first_bytes(std::size_t n) {
 void DataStream::decrypt(std::size_t n) {
   tls_->received(n);
   TlsChannel::Status st = TlsChannel::Status::kOk;
+  // Records (16 KiB each at most) are decrypted one after another into plain_, and consumed
+  // together: one pwrite per batch, as on the pool path, not one per record.
+  std::size_t have = 0;
   while (st == TlsChannel::Status::kOk && !close_after_acks_ && !closing()) {
     std::size_t got = 0;
     if (plain_.empty() && tls_->handshake() == TlsChannel::Status::kOk) {
@@ -244,8 +247,12 @@ void DataStream::decrypt(std::size_t n) {
       tls_->grow_input(kTlsBufferBytes);
       plain_.resize(kPlainBytes);
     }
-    st = tls_->read(plain_, got);
-    if (got > 0) consume(plain_.data(), got);
+    st = tls_->read(std::span(plain_).subspan(have), got);
+    have += got;
+    if (have > 0 && (have == plain_.size() || st != TlsChannel::Status::kOk)) {
+      consume(plain_.data(), have);
+      have = 0;
+    }
   }
   acks_out_.flush();  // handshake messages, alerts
   if (st == TlsChannel::Status::kClosed) {
