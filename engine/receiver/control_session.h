@@ -194,6 +194,7 @@ class ControlSession final : public WorkerObject {
   // it, and receives go into its input buffer.
   std::unique_ptr<TlsChannel> tls_;
   bool first_bytes_seen_ = false;
+  std::string data_key_identity_;    // registered in ReceiverContext::data_keys while we live
   bool plain_data_ = false;          // the sender's data connections carry file bytes in clear
   std::string encryption_ = "none";  // what protected the session, for its log lines
   // recv --legacy: our file until its READY went out (then LegacyUploads holds it alone).

@@ -54,7 +54,7 @@ void DataStream::start() {
   created_ms_ = last_bytes_ms_ = loop_.now_ms();
   legacy_undecided_ = worker_.ctx().legacy_enabled;
   splice_ = worker_.ctx().recv_path == RecvPath::kSplice;
-  if (const auto& tls = worker_.ctx().tls) {
+  if (const auto& tls = worker_.ctx().data_tls) {
     // Nothing is spliced or taken from the shared pool: ciphertext is received into the
     // channel and decrypted into plain_, which is hashed and written like a pool buffer.
     tls_ =

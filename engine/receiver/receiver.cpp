@@ -55,6 +55,13 @@ const char* recv_path_name(RecvPath p) {
 ReceiverContext::ReceiverContext(const ReceiverOptions& o)
     : destination(o.dir, o.discard), log(o.log) {}
 
+void ReceiverContext::use_tls(std::shared_ptr<TlsContext> control) {
+  tls = std::move(control);
+  if (!tls) return;
+  data_tls = TlsContext::with_psk_lookup(
+      TlsRole::kServer, [this](std::string_view identity) { return data_keys.find(identity); });
+}
+
 void ReceiverContext::fail(const std::string& why) {
   {
     std::lock_guard lock(failure_mu_);
@@ -113,7 +120,7 @@ void Receiver::start() {
   ctx_->idle_timeout = options_.idle_timeout;
   ctx_->max_sessions = options_.max_sessions;
   ctx_->keep_partials_s = options_.keep_partials.count();
-  ctx_->tls = std::move(tls);
+  ctx_->use_tls(std::move(tls));
   ctx_->allow_plain_data = options_.allow_unencrypted;
   ctx_->legacy_enabled = options_.legacy;
   ctx_->max_open_files = open_file_limit();

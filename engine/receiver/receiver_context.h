@@ -7,6 +7,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 
 #include "fs/destination.h"
 #include "io/work_queue.h"
@@ -18,6 +20,35 @@
 #include "tls/tls_channel.h"
 
 namespace ackxfer {
+
+// The keys of live sessions' data connections (TlsChannel::session_data_key), by identity:
+// added when a session's handshake is done, removed when the session ends. A data connection
+// on any worker finds its key here, so it proves it belongs to a live session.
+class DataKeys {
+ public:
+  void add(const TlsPsk& k) {
+    std::lock_guard lock(mu_);
+    keys_[k.identity] = k.key;
+  }
+  void remove(const std::string& identity) {
+    std::lock_guard lock(mu_);
+    keys_.erase(identity);
+  }
+  std::optional<TlsKey> find(std::string_view identity) const {
+    std::lock_guard lock(mu_);
+    auto it = keys_.find(std::string(identity));
+    if (it == keys_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mu_);
+    return keys_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, TlsKey> keys_;
+};
 
 struct ReceiverContext {
   explicit ReceiverContext(const ReceiverOptions& o);
@@ -34,8 +65,13 @@ struct ReceiverContext {
   std::int64_t keep_partials_s = 86400;  // 0: resumable partials are off
   // Set (from a secret or certificates): every connection must run TLS.
   std::shared_ptr<TlsContext> tls;
+  // Data connections' TLS: keys from `data_keys`, never the secret or certificates.
+  std::shared_ptr<TlsContext> data_tls;
+  DataKeys data_keys;
   bool allow_plain_data = false;  // recv --allow-unencrypted
-  bool legacy_enabled = false;    // recv --legacy
+  // Sets tls, and data_tls beside it (the fixture of the unit tests calls it too).
+  void use_tls(std::shared_ptr<TlsContext> control);
+  bool legacy_enabled = false;  // recv --legacy
   LegacyUploads legacy;
   std::atomic<bool> stopping{false};
   std::atomic<bool> pipe_refusal_logged{false};  // said once per receiver, not per connection

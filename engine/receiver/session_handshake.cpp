@@ -52,6 +52,12 @@ bool ControlSession::decrypt_input(std::size_t n) {
   replies_.flush();  // handshake messages, alerts
   if (!was_done && tls_->handshake_done()) {
     encryption_ = tls_->cipher();
+    // Its data connections prove they belong to this session with a key only its two ends
+    // can compute.
+    if (auto key = tls_->session_data_key()) {
+      worker_.ctx().data_keys.add(*key);
+      data_key_identity_ = key->identity;
+    }
     worker_.ctx().log.debug("session from " + peer_ + ": TLS established (" + encryption_ + ")");
   }
   if (st == TlsChannel::Status::kClosed) {

@@ -296,9 +296,21 @@ void ControlClient::on_hello(const HelloReply& m) {
             "; nothing was sent");
     return;
   }
-  ctx_.plain_data = !tls_ || m.plain_data;
+  const bool plain_data = !tls_ || m.plain_data;
+  // The data connections' key, from this session's handshake (with certificates too: only
+  // the control connection carries them).
+  std::shared_ptr<TlsContext> data_tls;
+  if (!plain_data) {
+    auto key = tls_->session_data_key();
+    if (!key) {
+      finish_session(SendReport::Outcome::kProtocolError,
+                     "cannot derive the data connections' key from the TLS session");
+      return;
+    }
+    data_tls = TlsContext::with_psk(TlsRole::kClient, std::move(*key));
+  }
   report_.control_encryption = tls_ ? tls_->cipher() : "none";
-  report_.encryption = ctx_.plain_data ? "none" : report_.control_encryption;
+  report_.encryption = plain_data ? "none" : report_.control_encryption;
   // A receiver that predates negotiation lists none, and gets none of their lines. LINK is the
   // one such receivers may or may not know: they are not sent symlinks (each fails by name).
   features_ = m.features ? (*m.features & Features::all()) : Features();
@@ -322,11 +334,11 @@ void ControlClient::on_hello(const HelloReply& m) {
   streams_given_up_ = 0;
   for (auto& s : ctx_.streams) {
     OutboundStream* stream = s.get();
-    ctx_.loops[stream->loop_index()]->post([stream, again, ep = ctx_.data_ep] {
+    ctx_.loops[stream->loop_index()]->post([stream, again, ep = ctx_.data_ep, data_tls] {
       if (again)
-        stream->retarget(ep);
+        stream->retarget(ep, data_tls);
       else
-        stream->start(ep);
+        stream->start(ep, data_tls);
     });
   }
   while (!resend_dirs_.empty()) {

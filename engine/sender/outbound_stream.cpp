@@ -78,15 +78,17 @@ OutboundStream::OutboundStream(SenderContext& ctx, unsigned loop_index, unsigned
 
 OutboundStream::~OutboundStream() = default;
 
-void OutboundStream::start(const Endpoint& target) {
+void OutboundStream::start(const Endpoint& target, std::shared_ptr<TlsContext> tls) {
   target_ = target;
+  tls_ctx_ = std::move(tls);
   out_.resize(kSendBufferBytes + kFrameHeaderBytes + kFrameTrailerBytes);
   ack_buf_.resize(kFrameAckBytes * 128);
   connect();
 }
 
-void OutboundStream::retarget(const Endpoint& target) {
+void OutboundStream::retarget(const Endpoint& target, std::shared_ptr<TlsContext> tls) {
   target_ = target;
+  tls_ctx_ = std::move(tls);  // the new session's key: the next connection uses it
   backoff_.reset();
   gave_up_ = false;
   // Waiting to reconnect: go now (the cancelled timer completes and connects).
@@ -112,12 +114,11 @@ void OutboundStream::connected() {
   backoff_.reset();
   if (std::exchange(gave_up_, false))
     ctx_.loops[0]->post([c = ctx_.control] { c->stream_recovered(); });
-  if (ctx_.tls && !ctx_.plain_data) {
+  if (tls_ctx_) {
     // Acks are small: the input side needs room for a record or two, the output side for
     // several records of frames per send.
     tls_ =
-        std::make_unique<TlsChannel>(ctx_.tls, kAckTlsBufferBytes, kRecordsPerKey, kTlsBufferBytes);
-    if (ctx_.tls->uses_certificates()) tls_->expect_peer(ctx_.tls_host);
+        std::make_unique<TlsChannel>(tls_ctx_, kAckTlsBufferBytes, kRecordsPerKey, kTlsBufferBytes);
     if (tls_->handshake() == TlsChannel::Status::kFailed) {
       connection_failed("data connection: " + tls_->error(), false);
       return;

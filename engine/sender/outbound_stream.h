@@ -30,10 +30,11 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   ~OutboundStream() override;
 
   // Loop thread: connect to `target` (the receiver's data port) and start pulling chunks.
-  void start(const Endpoint& target);
+  // `tls`: the session's data-connection context (ControlClient), or null for data in clear.
+  void start(const Endpoint& target, std::shared_ptr<TlsContext> tls);
   // Loop thread: the control session was re-established (the receiver may have restarted on
   // another data port): connect there, now, with a fresh retry budget.
-  void retarget(const Endpoint& target);
+  void retarget(const Endpoint& target, std::shared_ptr<TlsContext> tls);
   // Loop thread: the transfer is over; close now.
   void finish();
   // Any thread.
@@ -140,6 +141,7 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
 
   // With encryption (and not --no-encryption): this connection's TLS. Frames are encrypted
   // from out_ (the copy path: see Sender::run); acks are decrypted into ack_buf_.
+  std::shared_ptr<TlsContext> tls_ctx_;  // this session's data key, or null
   std::unique_ptr<TlsChannel> tls_;
   std::size_t tls_taken_ = 0;  // bytes of out_ the send in flight carries, encrypted
 

@@ -28,10 +28,10 @@ struct SenderContext {
   Endpoint data_ep;  // control_ep's host at the data port from the receiver's HELLO
   SendPath send_path = SendPath::kCopy;
   // Set with a secret or certificates: the control connection runs TLS, and so do the data
-  // connections unless HELLO agreed on them in clear (plain_data, set before streams start).
+  // connections (with a key from each session: ControlClient hands it to the streams) unless
+  // HELLO agreed on them in clear.
   std::shared_ptr<TlsContext> tls;
   std::string tls_host;  // the name or address dialled: a receiver's certificate must name it
-  bool plain_data = false;
   std::unique_ptr<ChunkScheduler> scheduler;
 
   // loops[i] runs on sender thread i; loops[0] also runs the control client.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "error.h"
+#include "protocol/token.h"
 
 namespace ackxfer {
 
@@ -58,15 +59,13 @@ struct TlsCallbacks {
     return static_cast<TlsChannel*>(SSL_get_app_data(ssl));
   }
 
-  static SSL_SESSION* psk_session(SSL* ssl, const TlsContext& c) {
+  static SSL_SESSION* psk_session(SSL* ssl, const TlsKey& key) {
     const SSL_CIPHER* cipher = SSL_CIPHER_find(ssl, kAes128GcmSha256);
     if (!cipher) return nullptr;
     SSL_SESSION* s = SSL_SESSION_new();
-    auto key = c.secret_->tls_psk();
     bool ok = s && SSL_SESSION_set1_master_key(s, key.data(), key.size()) == 1 &&
               SSL_SESSION_set_cipher(s, cipher) == 1 &&
               SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION) == 1;
-    OPENSSL_cleanse(key.data(), key.size());
     if (!ok) {
       SSL_SESSION_free(s);
       return nullptr;
@@ -80,10 +79,10 @@ struct TlsCallbacks {
     TlsContext* c = context_of(ssl);
     *sess = nullptr;
     if (md && EVP_MD_get_type(md) != NID_sha256) return 1;  // another hash: no PSK for it
-    SSL_SESSION* s = psk_session(ssl, *c);
+    SSL_SESSION* s = psk_session(ssl, c->psk_.key);
     if (!s) return 0;
-    *id = reinterpret_cast<const unsigned char*>(c->identity_.data());
-    *idlen = c->identity_.size();
+    *id = reinterpret_cast<const unsigned char*>(c->psk_.identity.data());
+    *idlen = c->psk_.identity.size();
     *sess = s;
     return 1;
   }
@@ -93,12 +92,23 @@ struct TlsCallbacks {
                           SSL_SESSION** sess) {
     TlsContext* c = context_of(ssl);
     *sess = nullptr;
-    if (len != c->identity_.size() || std::memcmp(identity, c->identity_.data(), len) != 0) {
+    std::string_view id(reinterpret_cast<const char*>(identity), len);
+    if (c->lookup_) {
+      auto key = c->lookup_(id);
+      if (!key) {
+        if (TlsChannel* ch = channel_of(ssl)) ch->foreign_identity_ = true;
+        return 1;
+      }
+      *sess = psk_session(ssl, *key);
+      OPENSSL_cleanse(key->data(), key->size());
+      return *sess ? 1 : 0;
+    }
+    if (id != c->psk_.identity) {
       // Not an error here: with no key and no certificate the handshake fails, and says so.
       if (TlsChannel* ch = channel_of(ssl)) ch->foreign_identity_ = true;
       return 1;
     }
-    *sess = psk_session(ssl, *c);
+    *sess = psk_session(ssl, c->psk_.key);
     return *sess ? 1 : 0;
   }
 
@@ -185,16 +195,35 @@ std::shared_ptr<TlsContext> TlsContext::with_secret(TlsRole role,
                                                     std::shared_ptr<const SharedSecret> secret,
                                                     TlsCipherOrder order) {
   std::shared_ptr<TlsContext> c(new TlsContext(role, order));
-  c->secret_ = std::move(secret);
-  c->identity_ = c->secret_->tls_psk_identity();
-  if (role == TlsRole::kClient) {
-    SSL_CTX_set_psk_use_session_callback(c->ctx_, TlsCallbacks::use_session);
-    // A receiver that holds the secret never needs a certificate: one that shows a
-    // certificate instead of taking the key is someone else, whatever the certificate says.
-    SSL_CTX_set_verify(c->ctx_, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 0; });
-  } else
-    SSL_CTX_set_psk_find_session_callback(c->ctx_, TlsCallbacks::find_session);
+  c->psk_ = TlsPsk{secret->tls_psk_identity(), secret->tls_psk()};
+  c->use_psk(role);
   return c;
+}
+
+std::shared_ptr<TlsContext> TlsContext::with_psk(TlsRole role, TlsPsk psk, TlsCipherOrder order) {
+  std::shared_ptr<TlsContext> c(new TlsContext(role, order));
+  c->psk_ = std::move(psk);
+  c->use_psk(role);
+  return c;
+}
+
+std::shared_ptr<TlsContext> TlsContext::with_psk_lookup(TlsRole role, TlsPskLookup lookup,
+                                                        TlsCipherOrder order) {
+  std::shared_ptr<TlsContext> c(new TlsContext(role, order));
+  c->lookup_ = std::move(lookup);
+  c->use_psk(role);
+  return c;
+}
+
+void TlsContext::use_psk(TlsRole role) {
+  if (role == TlsRole::kClient) {
+    SSL_CTX_set_psk_use_session_callback(ctx_, TlsCallbacks::use_session);
+    // A receiver that holds the key never needs a certificate: one that shows a certificate
+    // instead of taking the key is someone else, whatever the certificate says.
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 0; });
+  } else {
+    SSL_CTX_set_psk_find_session_callback(ctx_, TlsCallbacks::find_session);
+  }
 }
 
 std::shared_ptr<TlsContext> TlsContext::with_certificates(TlsRole role,
@@ -263,6 +292,7 @@ TlsContext::TlsContext(TlsRole role, TlsCipherOrder order)
 }
 
 TlsContext::~TlsContext() {
+  OPENSSL_cleanse(psk_.key.data(), psk_.key.size());
   SSL_CTX_free(ctx_);
 }
 
@@ -361,7 +391,9 @@ TlsChannel::Status TlsChannel::fail_from(int ret, const char* what) {
   }
   if (error_.empty()) {
     error_ = std::string(what) + ": " + openssl_reason();
-    if (foreign_identity_) error_ += " (the peer's key is derived from a different secret)";
+    if (foreign_identity_)
+      error_ += ctx_->uses_key_lookup() ? " (its key belongs to no live session)"
+                                        : " (the peer's key is derived from a different secret)";
     long v = SSL_get_verify_result(ssl_);
     if (v != X509_V_OK)
       error_ += std::string(" (the peer's certificate: ") + X509_verify_cert_error_string(v) + ")";
@@ -439,6 +471,21 @@ TlsChannel::Status TlsChannel::write(std::span<const std::uint8_t> data, std::si
 
 void TlsChannel::close() {
   if (error_.empty() && handshake_done_) SSL_shutdown(ssl_);
+}
+
+std::optional<TlsPsk> TlsChannel::session_data_key() const {
+  if (!handshake_done_) return std::nullopt;
+  static const char kKeyLabel[] = "ackxfer data connection key";
+  static const char kIdLabel[] = "ackxfer data connection identity";
+  TlsPsk psk;
+  std::uint8_t id[16];
+  if (SSL_export_keying_material(ssl_, psk.key.data(), psk.key.size(), kKeyLabel,
+                                 sizeof kKeyLabel - 1, nullptr, 0, 0) != 1 ||
+      SSL_export_keying_material(ssl_, id, sizeof id, kIdLabel, sizeof kIdLabel - 1, nullptr, 0,
+                                 0) != 1)
+    return std::nullopt;
+  psk.identity = "ackxfer2-data-" + to_hex(id, sizeof id);
+  return psk;
 }
 
 std::string TlsChannel::cipher() const {

@@ -21,8 +21,10 @@
 // class behind the same connection code; this kernel has no TLS module, so there is none.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -45,6 +47,15 @@ inline constexpr std::uint64_t kRecordsPerKey = std::uint64_t{1} << 22;
 // Below this, a buffer would take several calls per record.
 inline constexpr std::size_t kMinTlsBufferBytes = 4096;
 
+// A TLS 1.3 external pre-shared key and the identity that names it.
+using TlsKey = std::array<std::uint8_t, 32>;
+struct TlsPsk {
+  std::string identity;
+  TlsKey key{};
+};
+// Server side of per-session keys: the key an identity names, if a live session made it.
+using TlsPskLookup = std::function<std::optional<TlsKey>(std::string_view identity)>;
+
 enum class TlsRole { kClient, kServer };
 // Which suite goes first: by whether this CPU has AES instructions (what every caller but the
 // tests wants), or forced.
@@ -63,6 +74,14 @@ class TlsContext {
   static std::shared_ptr<TlsContext> with_secret(TlsRole role,
                                                  std::shared_ptr<const SharedSecret> secret,
                                                  TlsCipherOrder order = TlsCipherOrder::kByCpu);
+  // One fixed key (a client), or the keys `lookup` finds (a server): what data connections
+  // use, with a key each control session derives from its own handshake
+  // (TlsChannel::session_data_key), so that their set-up needs neither the secret nor
+  // certificates and binds them to one live session.
+  static std::shared_ptr<TlsContext> with_psk(TlsRole role, TlsPsk psk,
+                                              TlsCipherOrder order = TlsCipherOrder::kByCpu);
+  static std::shared_ptr<TlsContext> with_psk_lookup(TlsRole role, TlsPskLookup lookup,
+                                                     TlsCipherOrder order = TlsCipherOrder::kByCpu);
   // Mutual X.509: this side presents `files.cert` and accepts only peers whose certificate
   // `files.ca` signed (a client also checks the name it dialled: TlsChannel::expect_peer).
   // Throws Failure naming the file and what is wrong with it.
@@ -81,6 +100,7 @@ class TlsContext {
 
   TlsRole role() const { return role_; }
   bool uses_certificates() const { return certificates_; }
+  bool uses_key_lookup() const { return static_cast<bool>(lookup_); }
   SSL_CTX* ctx() const { return ctx_; }
   // The first cipher suite offered or preferred.
   const char* preferred_cipher() const;
@@ -91,8 +111,9 @@ class TlsContext {
   bool aes_first_;
   bool certificates_ = false;  // X.509 rather than a pre-shared key
   SSL_CTX* ctx_ = nullptr;
-  std::shared_ptr<const SharedSecret> secret_;
-  std::string identity_;  // the PSK identity, SharedSecret::tls_psk_identity()
+  TlsPsk psk_;           // a client's key, or a server's with one fixed key
+  TlsPskLookup lookup_;  // a server's keys, when they are many and change
+  void use_psk(TlsRole role);
   friend struct TlsCallbacks;
 };
 
@@ -147,6 +168,9 @@ class TlsChannel {
   const std::string& error() const { return error_; }
   // The negotiated suite, e.g. "TLS_AES_128_GCM_SHA256"; empty before the handshake is done.
   std::string cipher() const;
+  // After the handshake: the key this session's data connections use, exported from it (RFC
+  // 8446 7.5; both ends compute the same, nobody else can). Empty before the handshake.
+  std::optional<TlsPsk> session_data_key() const;
   std::uint64_t key_updates_sent() const { return key_updates_sent_; }
   std::uint64_t key_updates_received() const { return key_updates_received_; }
 

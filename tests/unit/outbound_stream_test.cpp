@@ -33,7 +33,7 @@ class OutboundStreamTest : public ::testing::Test {
     file_->synthetic = true;
     file_->plan = ChunkPlan(kMinChunkBytes, kMinChunkBytes);
     file_->token = Token::random();
-    stream_->start(resolve_endpoints("127.0.0.1", 9, false).front());
+    stream_->start(resolve_endpoints("127.0.0.1", 9, false).front(), nullptr);
     fd_ = loop_.fd_of(FakeLoop::Kind::kConnect);
     loop_.complete(FakeLoop::Kind::kConnect, fd_, 0);
     ctx_->scheduler->add_file(file_);

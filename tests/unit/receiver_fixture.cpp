@@ -47,7 +47,7 @@ void ReceiverFixture::make_receiver(const std::function<void(ReceiverOptions&)>&
   ctx_->keep_partials_s = o.keep_partials.count();
   ctx_->legacy_enabled = o.legacy;
   ctx_->discard = o.discard;
-  if (o.secret) ctx_->tls = TlsContext::with_secret(TlsRole::kServer, o.secret);
+  if (o.secret) ctx_->use_tls(TlsContext::with_secret(TlsRole::kServer, o.secret));
   ctx_->allow_plain_data = o.allow_unencrypted;
   if (o.fsync) {
     ctx_->destination.track_created_directories(true);

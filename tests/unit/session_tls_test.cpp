@@ -21,7 +21,9 @@ std::shared_ptr<const SharedSecret> secret_of(const std::string& s) {
 class TlsPeer {
  public:
   TlsPeer(FakeLoop& loop, int fd, std::shared_ptr<const SharedSecret> secret)
-      : loop_(loop), fd_(fd), tls_(TlsContext::with_secret(TlsRole::kClient, std::move(secret))) {}
+      : TlsPeer(loop, fd, TlsContext::with_secret(TlsRole::kClient, std::move(secret))) {}
+  TlsPeer(FakeLoop& loop, int fd, std::shared_ptr<TlsContext> ctx)
+      : loop_(loop), fd_(fd), tls_(std::move(ctx)) {}
 
   // Moves bytes both ways until neither side has anything more to say.
   void pump() {
@@ -163,8 +165,11 @@ TEST_F(SessionTlsTest, AFrameOnAnEncryptedDataConnectionIsVerifiedAndAcked) {
   ASSERT_TRUE(ready.starts_with("READY 1 token=")) << ready;
   Token t = *Token::from_hex(ready.substr(ready.find("token=") + 6, 32));
 
+  // The data connection proves itself with the key only this session's two ends can derive.
+  auto key = control.channel().session_data_key();
+  ASSERT_TRUE(key);
   int d = data_connection();
-  TlsPeer data(loop_, d, secret_);
+  TlsPeer data(loop_, d, TlsContext::with_psk(TlsRole::kClient, *key));
   std::uint8_t h[kFrameHeaderBytes];
   encode_frame_header(FrameHeader{t, 0, 5}, h);
   Digest128 dg = digest_of("hello", 5);
@@ -179,6 +184,32 @@ TEST_F(SessionTlsTest, AFrameOnAnEncryptedDataConnectionIsVerifiedAndAcked) {
                        a));
   EXPECT_EQ(a.status, AckStatus::kPublished);
   EXPECT_TRUE(fs::exists(dir_ / "f"));
+}
+
+// Neither the secret's own key nor the key of a session that has ended opens a data
+// connection: each needs a live session's key.
+TEST_F(SessionTlsTest, DataConnectionsNeedALiveSessionsKeyNotTheSecret) {
+  int d1 = data_connection();
+  TlsPeer with_secret(loop_, d1, secret_);
+  with_secret.write("x");
+  EXPECT_FALSE(with_secret.channel().handshake_done());
+  EXPECT_EQ(ctx_->stats.auth_failures.load(), 1u);
+
+  int s = session();
+  TlsPeer control(loop_, s, secret_);
+  control.write("HELLO ackxfer 2\n");
+  auto key = control.channel().session_data_key();
+  ASSERT_TRUE(key);
+  EXPECT_EQ(ctx_->data_keys.size(), 1u);
+  loop_.peer_closes(s);
+  loop_.run();
+  EXPECT_TRUE(sessions().empty());
+  EXPECT_EQ(ctx_->data_keys.size(), 0u);
+  int d2 = data_connection();
+  TlsPeer late(loop_, d2, TlsContext::with_psk(TlsRole::kClient, *key));
+  late.write("x");
+  EXPECT_FALSE(late.channel().handshake_done());
+  EXPECT_EQ(ctx_->stats.auth_failures.load(), 2u);
 }
 
 // A data connection that sends frames in clear where encryption is required: nothing of it is
