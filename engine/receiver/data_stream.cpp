@@ -25,7 +25,6 @@ constexpr std::size_t kScratchBytes = 256 * 1024;
 constexpr std::size_t kAckTlsOutputBytes = 32 * 1024;
 constexpr std::size_t kHandshakeInputBytes = 17 * 1024 + 512;
 constexpr std::size_t kPlainBytes = 256 * 1024;
-constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
 
 }  // namespace
 

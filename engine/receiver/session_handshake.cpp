@@ -5,13 +5,6 @@
 #include "receiver/control_session.h"
 
 namespace ackxfer {
-namespace {
-
-// A TLS connection starts with a handshake record (ClientHello); nothing in the plain
-// protocol starts with this byte.
-constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
-
-}  // namespace
 
 bool ControlSession::check_first_bytes(std::uint8_t first) {
   const bool tls = first == kTlsHandshakeRecord;

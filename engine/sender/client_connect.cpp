@@ -49,7 +49,6 @@ void ControlClient::drop_connection() {
 }
 
 namespace {
-constexpr std::uint8_t kTlsAlertRecord = 0x15, kTlsHandshakeRecord = 0x16;
 // Each direction of the control connection's TLS: one whole record of input.
 constexpr std::size_t kControlTlsBufferBytes = 17 * 1024 + 512;
 }  // namespace

@@ -44,6 +44,12 @@ inline constexpr std::size_t kTlsBufferBytes = 256 * 1024;
 // Records sent under one key before a KeyUpdate: 2^22, an eighth of AES-GCM's safe limit.
 inline constexpr std::uint64_t kRecordsPerKey = std::uint64_t{1} << 22;
 
+// The first byte of a TLS record of each type: what a connection's first byte says about its
+// peer (a ClientHello or ServerHello is a handshake record; a refusal may be an alert). Nothing
+// in the plain protocol starts with either.
+inline constexpr std::uint8_t kTlsAlertRecord = 0x15;
+inline constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
+
 // Below this, a buffer would take several calls per record.
 inline constexpr std::size_t kMinTlsBufferBytes = 4096;
 
