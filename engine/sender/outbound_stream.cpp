@@ -581,43 +581,67 @@ bool OutboundStream::take_acks() {
 }
 
 void OutboundStream::handle_ack(const FrameAck& a) {
-  if (unacked_.empty() || unacked_.front().job.file->token != a.token ||
-      unacked_.front().job.file->plan.offset(unacked_.front().job.index) != a.offset) {
-    connection_failed("the receiver acknowledged a frame that was not sent next", true);
+  const auto is = [&](const ChunkJob& j) {
+    return j.file->token == a.token && j.file->plan.offset(j.index) == a.offset;
+  };
+  if (unacked_.empty() && cur_ && is(*cur_) &&
+      (a.status == AckStatus::kUnknownToken || a.status == AckStatus::kBadRange)) {
+    // Refused at its header (a file the receiver has closed, e.g. published before an ack
+    // was lost): the receiver reads no more of this connection, so the rest of the frame
+    // has nowhere to go. The chunk gets its verdict, the connection a fresh start.
+    ChunkJob job = std::move(*cur_);
+    cur_.reset();
+    resolve(std::move(job), Digest128{}, a);
+    connection_failed("the receiver refused a frame at its header", true);
+    return;
+  }
+  if (unacked_.empty() || !is(unacked_.front().job)) {
+    std::string expected = "nothing";
+    if (!unacked_.empty())
+      expected = quote_name(unacked_.front().job.file->wire_path) + " at offset " +
+                 std::to_string(unacked_.front().job.file->plan.offset(unacked_.front().job.index));
+    connection_failed("the receiver acknowledged a frame that was not sent next (token " +
+                          a.token.hex().substr(0, 8) + "... at offset " + std::to_string(a.offset) +
+                          ", status " + ack_status_name(a.status) + "; expected " + expected + ")",
+                      true);
     return;
   }
   SentFrame frame = std::move(unacked_.front());
   unacked_.pop_front();
   unacked_bytes_ -= frame.job.file->plan.length(frame.job.index);
+  resolve(std::move(frame.job), frame.digest, a);
+}
+
+void OutboundStream::resolve(ChunkJob job, const Digest128& digest, const FrameAck& a) {
   ChunkScheduler& s = *ctx_.scheduler;
   const std::string where =
-      quote_name(frame.job.file->wire_path) + " at offset " + std::to_string(a.offset);
+      quote_name(job.file->wire_path) + " at offset " + std::to_string(a.offset);
   switch (a.status) {
     case AckStatus::kOk:
     case AckStatus::kPublished:  // a one-chunk file: verified and published already
-      s.acked(frame.job, frame.digest);
+      s.acked(job, digest);
       return;
     case AckStatus::kPublishFailed:
-      s.fail(frame.job, "the receiver could not publish it: " + errno_text(a.error), false);
+      s.fail(job, "the receiver could not publish it: " + errno_text(a.error), false);
       return;
     case AckStatus::kBadDigest:
       ctx_.log.warn("digest mismatch reported by the receiver for " + where +
                     " (data changed in transit); sending that chunk again");
-      s.retry(frame.job, "digest mismatch");
+      s.retry(job, "digest mismatch");
       return;
     case AckStatus::kBusy:
-      busy(std::move(frame.job));
+      busy(std::move(job));
       return;
     case AckStatus::kWriteFailed:
-      s.fail(frame.job, "the receiver could not write it: " + errno_text(a.error), false);
+      s.fail(job, "the receiver could not write it: " + errno_text(a.error), false);
       return;
     case AckStatus::kUnknownToken:
       // The receiver closed the file (it gave up on it, or restarted); a new SEND may work.
-      s.fail(frame.job, "the receiver no longer had the file open", true);
+      s.fail(job, "the receiver no longer had the file open", true);
       return;
     case AckStatus::kBadRange:
     case AckStatus::kProtocol:
-      s.fail(frame.job, std::string("the receiver rejected a frame: ") + ack_status_name(a.status),
+      s.fail(job, std::string("the receiver rejected a frame: ") + ack_status_name(a.status),
              false);
       return;
   }

@@ -86,6 +86,8 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   // Decodes the whole acks in ack_buf_. False once the connection failed.
   bool take_acks();
   void handle_ack(const FrameAck& ack);
+  // The scheduler's verdict on `job` from the receiver's answer.
+  void resolve(ChunkJob job, const Digest128& digest, const FrameAck& ack);
   void abort_current(const std::string& why);
   // A chunk the receiver called busy: offered again after a delay that doubles each time,
   // for at most the idle timeout.

@@ -45,10 +45,10 @@ class OutboundStreamTest : public ::testing::Test {
     std::string sent = loop_.take_sent(fd_);
     return sent.size() / (kFrameHeaderBytes + kMinChunkBytes + kFrameTrailerBytes);
   }
-  void ack(AckStatus status) {
+  void ack(AckStatus status, const OutgoingFile* f = nullptr) {
     FrameAck a;
     a.status = status;
-    a.token = file_->token;
+    a.token = (f ? f : file_.get())->token;
     a.offset = 0;
     std::uint8_t raw[kFrameAckBytes];
     encode_frame_ack(a, raw);
@@ -90,6 +90,32 @@ TEST_F(OutboundStreamTest, AChunkBusyForLongerThanTheIdleTimeoutFailsItsFile) {
   }
   ASSERT_EQ(failed_.size(), 1u);
   EXPECT_NE(failed_[0].find("busy"), std::string::npos) << failed_[0];
+}
+
+// A receiver that no longer knows a token (the file was published before its ack was lost)
+// says so at the frame's header, before the sender has finished sending the frame. That
+// answer once read as "acknowledged a frame that was not sent next": the connection reset,
+// the chunk went again, the same answer came back, eight times, and a delivered file was
+// reported failed.
+TEST_F(OutboundStreamTest, ARefusalAtTheHeaderOfAFrameStillBeingSentIsThatFramesVerdict) {
+  ASSERT_EQ(frames(), 1u);
+  ack(AckStatus::kOk);
+  ASSERT_EQ(done_, 1);
+  loop_.set_reading(fd_, false);  // the frame below stays half sent
+  auto big = std::make_shared<OutgoingFile>();
+  big->synthetic = true;
+  big->plan = ChunkPlan(4 << 20, 4 << 20);  // one chunk, larger than a send buffer
+  big->token = Token::random();
+  ctx_->scheduler->add_file(big);
+  loop_.run();
+  ASSERT_EQ(loop_.pending(FakeLoop::Kind::kSend, fd_), 1u);
+  ack(AckStatus::kUnknownToken, big.get());
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_EQ(failed_[0], "the receiver no longer had the file open");
+  EXPECT_EQ(ctx_->scheduler->retries(), 0u);  // the verdict is the receiver's, not a retry
+  // The rest of the frame has nowhere to go: the connection starts again.
+  loop_.advance(1000);
+  EXPECT_EQ(loop_.pending(FakeLoop::Kind::kConnect), 1u);
 }
 
 }  // namespace
