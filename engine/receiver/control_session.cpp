@@ -66,6 +66,7 @@ void ControlSession::start() {
     tls_ = std::make_unique<TlsChannel>(ctx.tls, kControlTlsBufferBytes, kRecordsPerKey,
                                         kControlTlsOutputBytes);
     replies_.set_tls(tls_.get());
+    account_buffers();
   }
   arm_read();
 }
@@ -161,12 +162,15 @@ void ControlSession::pause_read() {
 
 bool ControlSession::may_read() const {
   if (in_.size() - in_start_ > kMaxUnhandledInputBytes || replies_.backlogged()) return false;
-  return accounted_ <= kSessionBufferFloor ||
+  return buffered_ <= kSessionBufferFloor ||
          worker_.ctx().session_buffers.load(std::memory_order_relaxed) <= kMaxSessionBuffersTotal;
 }
 
 void ControlSession::account_buffers() {
-  std::size_t now = in_.capacity() + replies_.pending_bytes();
+  // What it buffers for its peer, and, counted in the total but not held against it, what
+  // every encrypted session holds (its channel).
+  buffered_ = in_.capacity() + replies_.pending_bytes();
+  const std::size_t now = buffered_ + (tls_ ? tls_->held_bytes() : 0);
   if (now == accounted_) return;
   auto& total = worker_.ctx().session_buffers;
   if (now > accounted_)

@@ -212,6 +212,7 @@ class ControlSession final : public WorkerObject {
   SendQueue replies_;
   bool close_when_flushed_ = false;
   std::size_t accounted_ = 0;  // this session's share of ReceiverContext::session_buffers
+  std::size_t buffered_ = 0;   // of which input and replies (what kSessionBufferFloor limits)
 
   std::unordered_map<std::uint64_t, SessionFile> files_;
   std::size_t credit_ = kInitialOpenFiles;  // files that may be open at once

@@ -25,6 +25,8 @@ constexpr std::size_t kScratchBytes = 256 * 1024;
 constexpr std::size_t kAckTlsOutputBytes = 32 * 1024;
 constexpr std::size_t kHandshakeInputBytes = 17 * 1024 + 512;
 constexpr std::size_t kPlainBytes = 256 * 1024;
+// Over the receiver's budget for those (kMaxTlsDataBuffersTotal): one record's plaintext.
+constexpr std::size_t kSmallPlainBytes = 16 * 1024;
 
 }  // namespace
 
@@ -44,6 +46,7 @@ DataStream::~DataStream() {
   // Admitted (and counted) by Worker::adopt_data_connection.
   ctx.data_connections.fetch_sub(1, std::memory_order_relaxed);
   if (!proven_) ctx.unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
+  ctx.tls_data_buffers.fetch_sub(tls_buffers_granted_, std::memory_order_relaxed);
 }
 
 void DataStream::start() {
@@ -241,11 +244,7 @@ void DataStream::decrypt(std::size_t n) {
   std::size_t have = 0;
   while (st == TlsChannel::Status::kOk && !close_after_acks_ && !closing()) {
     std::size_t got = 0;
-    if (plain_.empty() && tls_->handshake() == TlsChannel::Status::kOk) {
-      // The peer holds the key: now the connection gets its full-size buffers.
-      tls_->grow_input(kTlsBufferBytes);
-      plain_.resize(kPlainBytes);
-    }
+    if (plain_.empty() && tls_->handshake() == TlsChannel::Status::kOk) size_tls_buffers();
     st = tls_->read(std::span(plain_).subspan(have), got);
     have += got;
     if (have > 0 && (have == plain_.size() || st != TlsChannel::Status::kOk)) {
@@ -272,6 +271,25 @@ void DataStream::decrypt(std::size_t n) {
   release_claim();
   close_after_acks_ = true;
   flush_acks();
+}
+
+void DataStream::size_tls_buffers() {
+  // The peer holds the key: now the connection gets its full-size buffers, while the
+  // receiver's total for them allows.
+  ReceiverContext& ctx = worker_.ctx();
+  const std::size_t want = (kTlsBufferBytes - kHandshakeInputBytes) + kPlainBytes;
+  if (ctx.tls_data_buffers.fetch_add(want, std::memory_order_relaxed) + want <=
+      ctx.max_tls_data_buffers) {
+    tls_buffers_granted_ = want;
+    tls_->grow_input(kTlsBufferBytes);
+    plain_.resize(kPlainBytes);
+    return;
+  }
+  ctx.tls_data_buffers.fetch_sub(want, std::memory_order_relaxed);
+  ctx.log.debug("data connection from " + peer_ +
+                ": encrypted connections hold their buffer budget; this one reads a record at a "
+                "time");
+  plain_.resize(kSmallPlainBytes);
 }
 
 void DataStream::arm_read_exact() {

@@ -43,6 +43,8 @@ class DataStream final : public WorkerObject {
   bool check_first_bytes(std::size_t n);
   // With TLS: `n` bytes of ciphertext arrived; decrypts them into plain_ and consumes that.
   void decrypt(std::size_t n);
+  // Once the handshake is done: full-size buffers within the receiver's budget, else small.
+  void size_tls_buffers();
   void ended(int res);
   // Runs the frame state machine over received bytes; returns false once the stream must
   // stop (protocol error: close after the acks).
@@ -113,6 +115,7 @@ class DataStream final : public WorkerObject {
   // input), and the buffer records are decrypted into, to be hashed and written from.
   std::unique_ptr<TlsChannel> tls_;
   std::vector<std::uint8_t> plain_;
+  std::size_t tls_buffers_granted_ = 0;  // this one's share of ReceiverContext::tls_data_buffers
   bool first_bytes_seen_ = false;
 
   // Splice path only.

@@ -370,6 +370,10 @@ std::size_t TlsChannel::output_pending() const {
   return buf_->out_end - buf_->out_start;
 }
 
+std::size_t TlsChannel::held_bytes() const {
+  return buf_->in.capacity() + buf_->out.capacity() + kOpenSslChannelBytes;
+}
+
 void TlsChannel::sent(std::size_t n) {
   TlsBuffers& t = *buf_;
   t.out_start += std::min(n, t.out_end - t.out_start);

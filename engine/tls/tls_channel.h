@@ -50,6 +50,11 @@ inline constexpr std::uint64_t kRecordsPerKey = std::uint64_t{1} << 22;
 inline constexpr std::uint8_t kTlsAlertRecord = 0x15;
 inline constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
 
+// What OpenSSL holds for one connection after its handshake and data both ways (SSL object,
+// a read and a write buffer of a record each), for accounting: about 36 KiB with OpenSSL 3.0
+// (malloc's count; tests/unit/tls_channel_test.cpp checks it).
+inline constexpr std::size_t kOpenSslChannelBytes = 36 * 1024;
+
 // Below this, a buffer would take several calls per record.
 inline constexpr std::size_t kMinTlsBufferBytes = 4096;
 
@@ -135,7 +140,7 @@ class TlsChannel {
 
   // `buffer_bytes` for each direction (`output_bytes`, if not 0, for the output): kTlsBufferBytes
   // for the bulk direction of data connections, less for acks and control connections (a
-  // channel holds its two buffers, plus OpenSSL's own ~34 KiB).
+  // channel holds its two buffers, plus OpenSSL's own ~36 KiB).
   explicit TlsChannel(std::shared_ptr<TlsContext> ctx, std::size_t buffer_bytes = kTlsBufferBytes,
                       std::uint64_t records_per_key = kRecordsPerKey, std::size_t output_bytes = 0);
   ~TlsChannel();
@@ -156,6 +161,8 @@ class TlsChannel {
   std::span<const std::uint8_t> output();
   void sent(std::size_t n);
   std::size_t output_pending() const;
+  // Memory the channel holds: its two buffers and OpenSSL's (about kOpenSslChannelBytes).
+  std::size_t held_bytes() const;
 
   // ---- session side ----
   // Client with certificates: the receiver's name or address as dialled; its certificate must

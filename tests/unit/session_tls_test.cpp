@@ -4,11 +4,16 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <vector>
 
 #include "auth/shared_secret.h"
 #include "protocol/data_frame.h"
 #include "protocol/limits.h"
 #include "receiver_fixture.h"
+#include "tls/tls_channel.h"
 
 namespace ackxfer::test {
 namespace {
@@ -210,6 +215,78 @@ TEST_F(SessionTlsTest, DataConnectionsNeedALiveSessionsKeyNotTheSecret) {
   late.write("x");
   EXPECT_FALSE(late.channel().handshake_done());
   EXPECT_EQ(ctx_->stats.auth_failures.load(), 2u);
+}
+
+// Every encrypted session's channel is counted in the receiver's session memory, from its
+// first byte to its end.
+TEST_F(SessionTlsTest, AnEncryptedSessionsChannelIsCountedInTheSessionBudget) {
+  EXPECT_EQ(ctx_->session_buffers.load(), 0u);
+  int s = session();
+  EXPECT_GE(ctx_->session_buffers.load(), kOpenSslChannelBytes);
+  TlsPeer control(loop_, s, secret_);
+  control.write("HELLO ackxfer 2\n");
+  ASSERT_TRUE(control.channel().handshake_done());
+  ASSERT_EQ(sessions().size(), 1u);
+  EXPECT_GE(ctx_->session_buffers.load(), kOpenSslChannelBytes + 17 * 1024);
+  EXPECT_LT(ctx_->session_buffers.load(), kSessionBufferFloor + 2 * kOpenSslChannelBytes);
+  loop_.peer_closes(s);
+  loop_.run();
+  EXPECT_TRUE(sessions().empty());
+  EXPECT_EQ(ctx_->session_buffers.load(), 0u);
+}
+
+// Full-size buffers for encrypted data connections come from one receiver-wide budget: a
+// connection that finds it spent reads a record at a time, and still delivers.
+TEST_F(SessionTlsTest, EncryptedDataConnectionsBeyondTheBufferBudgetStillDeliver) {
+  ctx_->max_tls_data_buffers = 600 * 1024;  // one connection's worth
+  int s = session();
+  TlsPeer control(loop_, s, secret_);
+  control.write("HELLO ackxfer 2\n");
+  control.take_plaintext();
+  auto key = control.channel().session_data_key();
+  ASSERT_TRUE(key);
+
+  const std::string body = std::string(100'000, 'a') + std::string(100'000, 'b');
+  std::vector<std::unique_ptr<TlsPeer>> conns;
+  std::vector<std::size_t> in_use;
+  std::vector<int> fds;
+  for (int i = 0; i < 3; ++i) {
+    control.write("SEND " + std::to_string(i + 1) + " f" + std::to_string(i) +
+                  " size=200000 mode=0644 mtime=1.0 chunk=1048576\n");
+    std::string ready = control.take_plaintext();
+    ASSERT_TRUE(ready.starts_with("READY " + std::to_string(i + 1) + " token=")) << ready;
+    Token t = *Token::from_hex(ready.substr(ready.find("token=") + 6, 32));
+    int d = data_connection();
+    fds.push_back(d);
+    auto& data = conns.emplace_back(
+        std::make_unique<TlsPeer>(loop_, d, TlsContext::with_psk(TlsRole::kClient, *key)));
+    std::uint8_t h[kFrameHeaderBytes];
+    encode_frame_header(FrameHeader{t, 0, body.size()}, h);
+    Digest128 dg = digest_of(body.data(), body.size());
+    data->write(std::string(reinterpret_cast<char*>(h), sizeof h) + body +
+                std::string(reinterpret_cast<const char*>(dg.bytes.data()), dg.bytes.size()));
+    std::string ack = data->take_plaintext();
+    ASSERT_EQ(ack.size(), kFrameAckBytes) << "connection " << i;
+    FrameAck a;
+    ASSERT_TRUE(
+        decode_frame_ack(std::span<const std::uint8_t, kFrameAckBytes>(
+                             reinterpret_cast<const std::uint8_t*>(ack.data()), kFrameAckBytes),
+                         a));
+    EXPECT_EQ(a.status, AckStatus::kPublished) << "connection " << i;
+    std::ifstream published(dir_ / ("f" + std::to_string(i)), std::ios::binary);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(published), {}), body);
+    in_use.push_back(ctx_->tls_data_buffers.load());
+  }
+  EXPECT_GT(in_use[0], 0u) << "the first connection gets full-size buffers";
+  EXPECT_LE(in_use[0], ctx_->max_tls_data_buffers);
+  EXPECT_EQ(in_use[1], in_use[0]) << "the budget is spent: the second keeps small buffers";
+  EXPECT_EQ(in_use[2], in_use[0]);
+  EXPECT_EQ(ctx_->data_connections.load(), 3u);
+  for (int d : fds)
+    loop_.peer_closes(d);
+  loop_.run();
+  EXPECT_EQ(ctx_->data_connections.load(), 0u);
+  EXPECT_EQ(ctx_->tls_data_buffers.load(), 0u) << "every grant is returned";
 }
 
 // A data connection that sends frames in clear where encryption is required: nothing of it is

@@ -5,10 +5,12 @@
 #include "test_pki.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -274,6 +276,44 @@ TEST(TlsChannel, CloseNotifyEndsTheSessionCleanly) {
 }
 
 // ---- X.509 (--tls-cert, --tls-key, --tls-ca) ----
+
+// The receiver counts every encrypted session's memory (TlsChannel::held_bytes) against its
+// session budget; OpenSSL's share is an estimate, checked here against what malloc says a
+// channel holds after a handshake and data both ways.
+TEST(TlsChannel, HeldBytesCoverWhatOpenSslReallyHolds) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "mallinfo2 does not see the sanitizer's allocator";
+#else
+  auto cctx = TlsContext::with_secret(TlsRole::kClient, secret("correct horse battery staple 42"));
+  auto sctx = TlsContext::with_secret(TlsRole::kServer, secret("correct horse battery staple 42"));
+  const std::string data = pattern(200000);
+  std::vector<std::unique_ptr<TlsChannel> > channels;
+  constexpr int kPairs = 20;
+  std::size_t held = 0;
+  const std::size_t before = mallinfo2().uordblks;
+  for (int i = 0; i < kPairs; ++i) {
+    TlsChannel* c =
+        channels.emplace_back(std::make_unique<TlsChannel>(cctx, kTlsBufferBytes, kRecordsPerKey))
+            .get();
+    TlsChannel* s =
+        channels.emplace_back(std::make_unique<TlsChannel>(sctx, kTlsBufferBytes, kRecordsPerKey))
+            .get();
+    handshake(*c, *s);
+    ASSERT_TRUE(c->handshake_done() && s->handshake_done());
+    ASSERT_EQ(transfer(*c, *s, data).size(), data.size());
+    ASSERT_EQ(transfer(*s, *c, data).size(), data.size());
+    held += c->held_bytes() + s->held_bytes();
+  }
+  const std::size_t used = mallinfo2().uordblks - before;
+  const std::size_t per_channel = used / (2 * kPairs);
+  const std::size_t estimated = held / (2 * kPairs);
+  EXPECT_LE(per_channel, estimated + estimated / 8)
+      << "a channel holds " << per_channel << " bytes; held_bytes() says " << estimated
+      << ": raise kOpenSslChannelBytes";
+  EXPECT_GE(per_channel + kOpenSslChannelBytes / 2, estimated)
+      << "a channel holds " << per_channel << " bytes; held_bytes() says " << estimated;
+#endif
+}
 
 class TlsCertTest : public ::testing::Test {
  protected:
