@@ -61,10 +61,10 @@ inline constexpr std::size_t kMaxDirMetadataBytes = 16 << 20;
 // the total is below it again. Sessions that buffer little are never held up.
 inline constexpr std::size_t kMaxSessionBuffersTotal = 256 << 20;
 inline constexpr std::size_t kSessionBufferFloor = 64 * 1024;
-// Encrypted data connections' full-size buffers (ciphertext in, plaintext out: about 0.5 MiB a
-// connection) across the receiver: beyond this, a connection that has proven its key keeps
-// the small buffers it handshook with (one record at a time: slower, never stuck). Without it
-// one sender with the key could make the receiver hold 16,384 x 0.5 MiB.
+// Encrypted data connections' full-size ciphertext buffers (256 KiB a connection, granted once
+// it carried a frame for an open file) across the receiver: beyond this, a connection keeps the
+// record-size buffer it handshook with (one record at a time: slower, never stuck). Without it
+// one sender with the key could make the receiver hold 16,384 x 256 KiB.
 inline constexpr std::size_t kMaxTlsDataBuffersTotal = 256 << 20;
 // Temp files open across all sessions, as a share of the process's fd limit: beyond it, SEND
 // gets `busy` (the sender backs off and tries again).

@@ -24,8 +24,7 @@ constexpr std::size_t kScratchBytes = 256 * 1024;
 // proven nothing (one whole record: a handshake holds no more), and the plaintext buffer.
 constexpr std::size_t kAckTlsOutputBytes = 32 * 1024;
 constexpr std::size_t kHandshakeInputBytes = 17 * 1024 + 512;
-constexpr std::size_t kPlainBytes = 256 * 1024;
-// Over the receiver's budget for those (kMaxTlsDataBuffersTotal): one record's plaintext.
+// Plaintext, should the worker's buffer be taken (never expected): one record's.
 constexpr std::size_t kSmallPlainBytes = 16 * 1024;
 
 }  // namespace
@@ -58,7 +57,8 @@ void DataStream::start() {
   splice_ = worker_.ctx().recv_path == RecvPath::kSplice;
   if (const auto& tls = worker_.ctx().data_tls) {
     // Nothing is spliced or taken from the shared pool: ciphertext is received into the
-    // channel and decrypted into plain_, which is hashed and written like a pool buffer.
+    // channel and decrypted into the worker's plaintext buffer, hashed and written from there
+    // like a pool buffer.
     tls_ =
         std::make_unique<TlsChannel>(tls, kHandshakeInputBytes, kRecordsPerKey, kAckTlsOutputBytes);
     acks_out_.set_tls(tls_.get());
@@ -239,19 +239,29 @@ bool DataStream::check_first_bytes(std::size_t n) {
 void DataStream::decrypt(std::size_t n) {
   tls_->received(n);
   TlsChannel::Status st = TlsChannel::Status::kOk;
-  // Records (16 KiB each at most) are decrypted one after another into plain_, and consumed
-  // together: one pwrite per batch, as on the pool path, not one per record.
+  if (!tls_sized_ && tls_->handshake() == TlsChannel::Status::kOk) size_tls_buffers();
+  // Records (16 KiB each at most) are decrypted one after another into the worker's plaintext
+  // buffer, and consumed together before this returns: one pwrite per batch, as on the pool
+  // path, not one per record. A connection holds no plaintext of its own.
+  std::span<std::uint8_t> plain = worker_.take_tls_plain();
+  std::vector<std::uint8_t> own;
+  if (plain.empty()) {
+    own.resize(kSmallPlainBytes);
+    plain = own;
+  }
   std::size_t have = 0;
   while (st == TlsChannel::Status::kOk && !close_after_acks_ && !closing()) {
     std::size_t got = 0;
-    if (plain_.empty() && tls_->handshake() == TlsChannel::Status::kOk) size_tls_buffers();
-    st = tls_->read(std::span(plain_).subspan(have), got);
+    // Until the handshake is done, reading drives it and yields nothing.
+    st = tls_->read(tls_->handshake_done() ? plain.subspan(have) : plain.first(0), got);
     have += got;
-    if (have > 0 && (have == plain_.size() || st != TlsChannel::Status::kOk)) {
-      consume(plain_.data(), have);
+    if (have > 0 && (have == plain.size() || st != TlsChannel::Status::kOk)) {
+      consume(plain.data(), have);
       have = 0;
+      if (!tls_sized_) size_tls_buffers();  // the frame may have proved the connection
     }
   }
+  if (own.empty()) worker_.give_back_tls_plain();
   acks_out_.flush();  // handshake messages, alerts
   if (st == TlsChannel::Status::kClosed) {
     ended(0);
@@ -274,22 +284,22 @@ void DataStream::decrypt(std::size_t n) {
 }
 
 void DataStream::size_tls_buffers() {
-  // The peer holds the key: now the connection gets its full-size buffers, while the
-  // receiver's total for them allows.
+  // Once the handshake is done and a frame for an open file proved the connection, it gets a
+  // full-size ciphertext buffer, while the receiver's total for them allows.
+  if (!proven_ || !tls_->handshake_done()) return;
+  tls_sized_ = true;
   ReceiverContext& ctx = worker_.ctx();
-  const std::size_t want = (kTlsBufferBytes - kHandshakeInputBytes) + kPlainBytes;
+  const std::size_t want = kTlsBufferBytes - kHandshakeInputBytes;
   if (ctx.tls_data_buffers.fetch_add(want, std::memory_order_relaxed) + want <=
       ctx.max_tls_data_buffers) {
     tls_buffers_granted_ = want;
     tls_->grow_input(kTlsBufferBytes);
-    plain_.resize(kPlainBytes);
     return;
   }
   ctx.tls_data_buffers.fetch_sub(want, std::memory_order_relaxed);
   ctx.log.debug("data connection from " + peer_ +
                 ": encrypted connections hold their buffer budget; this one reads a record at a "
                 "time");
-  plain_.resize(kSmallPlainBytes);
 }
 
 void DataStream::arm_read_exact() {

@@ -41,9 +41,11 @@ class DataStream final : public WorkerObject {
   // With TLS: the connection's first bytes (in tls_'s input) decide whether it is TLS, or
   // frames in clear (recv --allow-unencrypted). False if the connection was refused.
   bool check_first_bytes(std::size_t n);
-  // With TLS: `n` bytes of ciphertext arrived; decrypts them into plain_ and consumes that.
+  // With TLS: `n` bytes of ciphertext arrived; decrypts them into the worker's plaintext
+  // buffer and consumes that.
   void decrypt(std::size_t n);
-  // Once the handshake is done: full-size buffers within the receiver's budget, else small.
+  // Once the handshake is done and a frame proved the connection: a full-size ciphertext
+  // buffer, within the receiver's budget (ReceiverContext::max_tls_data_buffers).
   void size_tls_buffers();
   void ended(int res);
   // Runs the frame state machine over received bytes; returns false once the stream must
@@ -112,10 +114,10 @@ class DataStream final : public WorkerObject {
   std::uint64_t legacy_bytes_ = 0;
 
   // With encryption: the connection's TLS (acks_out_ encrypts through it; receives go into its
-  // input), and the buffer records are decrypted into, to be hashed and written from.
+  // input; records are decrypted into the worker's buffer: Worker::take_tls_plain).
   std::unique_ptr<TlsChannel> tls_;
-  std::vector<std::uint8_t> plain_;
   std::size_t tls_buffers_granted_ = 0;  // this one's share of ReceiverContext::tls_data_buffers
+  bool tls_sized_ = false;               // buffers have their final size
   bool first_bytes_seen_ = false;
 
   // Splice path only.

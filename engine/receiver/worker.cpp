@@ -120,6 +120,13 @@ void Worker::tick_all() {
     raw->tick(now);
 }
 
+std::span<std::uint8_t> Worker::take_tls_plain() {
+  if (tls_plain_taken_) return {};
+  tls_plain_taken_ = true;
+  if (tls_plain_.empty()) tls_plain_.resize(kTlsPlainBytes);
+  return tls_plain_;
+}
+
 std::vector<WorkerObject*> Worker::objects() const {
   std::vector<WorkerObject*> out;
   for (auto& [raw, obj] : objects_)

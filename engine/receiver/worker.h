@@ -6,7 +6,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <unordered_map>
+#include <vector>
 
 #include "io/loop.h"
 #include "receiver/receiver_context.h"
@@ -54,6 +56,13 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
+  // Where encrypted data connections decrypt records to, to be hashed and written before the
+  // call returns: one buffer for all of the worker's connections, as the data pool is. Null
+  // while another connection holds it (never expected: the caller then uses one of its own).
+  static constexpr std::size_t kTlsPlainBytes = 256 * 1024;
+  std::span<std::uint8_t> take_tls_plain();
+  void give_back_tls_plain() { tls_plain_taken_ = false; }
+
   ReceiverContext& ctx() { return ctx_; }
   Loop& loop() { return loop_; }
   unsigned index() const { return index_; }
@@ -92,7 +101,9 @@ class Worker {
   const unsigned index_;
   std::unordered_map<WorkerObject*, std::unique_ptr<WorkerObject>> objects_;
   bool shutting_down_ = false;
-  std::uint64_t refused_logged_ = 0;  // data connections refused, as of the last warning
+  std::uint64_t refused_logged_ = 0;     // data connections refused, as of the last warning
+  std::vector<std::uint8_t> tls_plain_;  // sized on first use
+  bool tls_plain_taken_ = false;
 };
 
 }  // namespace ackxfer

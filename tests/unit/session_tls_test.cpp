@@ -235,16 +235,25 @@ TEST_F(SessionTlsTest, AnEncryptedSessionsChannelIsCountedInTheSessionBudget) {
   EXPECT_EQ(ctx_->session_buffers.load(), 0u);
 }
 
-// Full-size buffers for encrypted data connections come from one receiver-wide budget: a
-// connection that finds it spent reads a record at a time, and still delivers.
+// Full-size buffers for encrypted data connections are for connections that carried a frame,
+// from one receiver-wide budget: a connection that finds it spent reads a record at a time,
+// and still delivers.
 TEST_F(SessionTlsTest, EncryptedDataConnectionsBeyondTheBufferBudgetStillDeliver) {
-  ctx_->max_tls_data_buffers = 600 * 1024;  // one connection's worth
+  ctx_->max_tls_data_buffers = kTlsBufferBytes;  // one connection's worth
   int s = session();
   TlsPeer control(loop_, s, secret_);
   control.write("HELLO ackxfer 2\n");
   control.take_plaintext();
   auto key = control.channel().session_data_key();
   ASSERT_TRUE(key);
+
+  // A connection that has only handshaken holds small buffers: the key alone is no proof
+  // that it will carry anything.
+  int idle = data_connection();
+  TlsPeer handshake_only(loop_, idle, TlsContext::with_psk(TlsRole::kClient, *key));
+  handshake_only.write("");
+  ASSERT_TRUE(handshake_only.channel().handshake_done());
+  EXPECT_EQ(ctx_->tls_data_buffers.load(), 0u);
 
   const std::string body = std::string(100'000, 'a') + std::string(100'000, 'b');
   std::vector<std::unique_ptr<TlsPeer>> conns;
@@ -281,7 +290,8 @@ TEST_F(SessionTlsTest, EncryptedDataConnectionsBeyondTheBufferBudgetStillDeliver
   EXPECT_LE(in_use[0], ctx_->max_tls_data_buffers);
   EXPECT_EQ(in_use[1], in_use[0]) << "the budget is spent: the second keeps small buffers";
   EXPECT_EQ(in_use[2], in_use[0]);
-  EXPECT_EQ(ctx_->data_connections.load(), 3u);
+  EXPECT_EQ(ctx_->data_connections.load(), 4u);
+  fds.push_back(idle);
   for (int d : fds)
     loop_.peer_closes(d);
   loop_.run();
