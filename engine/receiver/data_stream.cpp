@@ -20,8 +20,9 @@ namespace {
 // scratch buffer (which also holds spliced bytes read back for hashing).
 constexpr std::uint64_t kSpliceMinBytes = 64 * 1024;
 constexpr std::size_t kScratchBytes = 256 * 1024;
-// With TLS: the acks' side of the channel (a few records); the input side while the peer has
-// proven nothing (one whole record: a handshake holds no more), and the plaintext buffer.
+// With TLS: the acks' side of the channel (a few records), and the input side while the peer
+// has proven nothing (one whole record: a handshake holds no more). Plaintext goes to the
+// worker's buffer (Worker::take_tls_plain); kSmallPlainBytes only should that be taken.
 constexpr std::size_t kAckTlsOutputBytes = 32 * 1024;
 constexpr std::size_t kHandshakeInputBytes = 17 * 1024 + 512;
 // Plaintext, should the worker's buffer be taken (never expected): one record's.
@@ -239,7 +240,6 @@ bool DataStream::check_first_bytes(std::size_t n) {
 void DataStream::decrypt(std::size_t n) {
   tls_->received(n);
   TlsChannel::Status st = TlsChannel::Status::kOk;
-  if (!tls_sized_ && tls_->handshake() == TlsChannel::Status::kOk) size_tls_buffers();
   // Records (16 KiB each at most) are decrypted one after another into the worker's plaintext
   // buffer, and consumed together before this returns: one pwrite per batch, as on the pool
   // path, not one per record. A connection holds no plaintext of its own.
