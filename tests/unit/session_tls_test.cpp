@@ -2,6 +2,8 @@
 // TLS client in the test talks to a ControlSession or DataStream through the fake, so every
 // handshake, refusal and deadline is seen byte by byte, with no socket and no clock.
 #include <gtest/gtest.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
 
 #include <cstring>
 #include <fstream>
@@ -309,6 +311,84 @@ TEST_F(SessionTlsTest, APlainDataConnectionIsClosedUnread) {
   EXPECT_EQ(loop_.take_sent(d), "");
   EXPECT_EQ(ctx_->stats.auth_failures.load(), 1u);
   EXPECT_EQ(ctx_->data_connections.load(), 0u);
+}
+
+// A peer that never reads its replies and keeps asking: its lines wait once its replies fill
+// the channel's output, reading it stops, what it holds stays within a session's limits, and
+// the idle limit ends it (the lines it is not read for are no activity).
+TEST_F(SessionTlsTest, AnEncryptedSessionWhosePeerNeverReadsStopsAndEndsByItsDeadline) {
+  int s = session();
+  TlsPeer peer(loop_, s, secret_);
+  peer.write("HELLO ackxfer 2\n");
+  ASSERT_TRUE(peer.take_plaintext().starts_with("HELLO ackxfer 2 "));
+  loop_.set_reading(s, false);
+  std::string burst;
+  while (burst.size() < (1 << 20))
+    burst += "CANCEL 1\n";
+  peer.write(burst);
+  loop_.run();
+  ASSERT_EQ(sessions().size(), 1u);
+  // Its unhandled lines and unread replies, each to its limit, and its channel (what it has
+  // decrypted beyond the input limit is one piece of kMaxLineBytes at most).
+  EXPECT_LE(ctx_->session_buffers.load(), kMaxUnhandledInputBytes + kMaxQueuedReplyBytes +
+                                              kMaxLineBytes + 2 * kOpenSslChannelBytes);
+  EXPECT_EQ(loop_.pending(FakeLoop::Kind::kRecv, s), 0u) << "reading stopped";
+  loop_.advance(59'000);
+  EXPECT_EQ(sessions().size(), 1u);
+  loop_.advance(2'000 + kMaxClosingMs + 1'000);
+  EXPECT_TRUE(sessions().empty());
+  EXPECT_EQ(ctx_->stats.timeouts.load(), 1u);
+  EXPECT_EQ(ctx_->session_buffers.load(), 0u);
+}
+
+// The same peer, asking for a TLS KeyUpdate in every record instead of sending lines: each
+// request makes the session write a KeyUpdate of its own, which the peer never reads. The
+// session reads no further once its channel's output is full, and a flood of key updates is
+// no activity: the idle limit ends the session.
+TEST_F(SessionTlsTest, AKeyUpdateFloodStopsAtTheChannelsOutputAndIsNoActivity) {
+  int s = session();
+  // OpenSSL itself plays the peer, so that it can ask for updates at will.
+  auto ctx = TlsContext::with_secret(TlsRole::kClient, secret_);
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx->ctx()), SSL_free);
+  BIO* rbio = BIO_new(BIO_s_mem());
+  BIO* wbio = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl.get(), rbio, wbio);
+  SSL_set_connect_state(ssl.get());
+  auto pending = [&] {
+    std::string out(BIO_ctrl_pending(wbio), '\0');
+    if (!out.empty()) BIO_read(wbio, out.data(), static_cast<int>(out.size()));
+    return out;
+  };
+  std::string reply;
+  bool said = false;
+  for (int i = 0; i < 10 && !reply.ends_with("\n"); ++i) {
+    SSL_do_handshake(ssl.get());
+    if (SSL_is_init_finished(ssl.get()) && !std::exchange(said, true))
+      SSL_write(ssl.get(), "HELLO ackxfer 2\n", 16);
+    loop_.feed(s, pending());
+    std::string in = loop_.take_sent(s);
+    BIO_write(rbio, in.data(), static_cast<int>(in.size()));
+    char buf[4096];
+    int n = SSL_read(ssl.get(), buf, sizeof buf);
+    if (n > 0) reply.append(buf, static_cast<std::size_t>(n));
+  }
+  ASSERT_TRUE(reply.starts_with("HELLO ackxfer 2 ")) << reply;
+  loop_.set_reading(s, false);
+  std::string flood;
+  for (int k = 0; k < 20'000; ++k) {
+    ASSERT_EQ(SSL_key_update(ssl.get(), SSL_KEY_UPDATE_REQUESTED), 1);
+    ASSERT_EQ(SSL_do_handshake(ssl.get()), 1);
+    flood += pending();
+  }
+  loop_.feed(s, flood);
+  ASSERT_EQ(sessions().size(), 1u);
+  EXPECT_LE(ctx_->session_buffers.load(), kSessionBufferFloor + 2 * kOpenSslChannelBytes);
+  EXPECT_EQ(loop_.pending(FakeLoop::Kind::kRecv, s), 0u) << "reading stopped";
+  loop_.advance(59'000);
+  EXPECT_EQ(sessions().size(), 1u);
+  loop_.advance(2'000 + kMaxClosingMs + 1'000);
+  EXPECT_TRUE(sessions().empty());
+  EXPECT_EQ(ctx_->stats.timeouts.load(), 1u);
 }
 
 }  // namespace

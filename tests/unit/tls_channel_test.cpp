@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 #include <malloc.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <cstring>
@@ -273,6 +275,120 @@ TEST(TlsChannel, CloseNotifyEndsTheSessionCleanly) {
   std::vector<std::uint8_t> buf(100);
   std::size_t n = 0;
   EXPECT_EQ(p.server.read(buf, n), TlsChannel::Status::kClosed);
+}
+
+// A peer that asks for a KeyUpdate in every record it sends and never reads the answers: each
+// request makes the receiving side write a KeyUpdate of its own. OpenSSL itself plays the
+// peer, so that it can ask at will. Runs `requests` of them into a channel whose output ring
+// is `out_bytes`, then lets the peer read; returns how much more malloc holds at the stall
+// than before the flood (0 under the sanitizers, whose allocator mallinfo2 does not see).
+std::size_t key_update_flood(std::size_t out_bytes, int requests) {
+  const std::string pw = "correct horse battery staple 42";
+  auto cctx = TlsContext::with_secret(TlsRole::kClient, secret(pw));
+  TlsChannel server(TlsContext::with_secret(TlsRole::kServer, secret(pw)), 32 * 1024,
+                    kRecordsPerKey, out_bytes);
+  SSL* ssl = SSL_new(cctx->ctx());
+  BIO* rbio = BIO_new(BIO_s_mem());
+  BIO* wbio = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, rbio, wbio);
+  SSL_set_connect_state(ssl);
+  std::unique_ptr<SSL, decltype(&SSL_free)> owner(ssl, SSL_free);
+  auto to_server = [&] {
+    std::size_t moved = 0;
+    for (;;) {
+      auto space = server.input_space();
+      int n = space.empty() ? 0 : BIO_read(wbio, space.data(), static_cast<int>(space.size()));
+      if (n <= 0) return moved;
+      server.received(static_cast<std::size_t>(n));
+      moved += static_cast<std::size_t>(n);
+    }
+  };
+  std::vector<std::uint8_t> buf(4096);
+  std::size_t got = 0;
+  auto to_client = [&] {
+    auto out = server.output();
+    if (!out.empty()) {
+      BIO_write(rbio, out.data(), static_cast<int>(out.size()));
+      server.sent(out.size());
+    }
+    SSL_read(ssl, buf.data(), static_cast<int>(buf.size()));
+  };
+  auto ask = [&] {
+    EXPECT_EQ(SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+    EXPECT_EQ(SSL_do_handshake(ssl), 1);
+  };
+  for (int i = 0; i < 20 && !server.handshake_done(); ++i) {
+    SSL_do_handshake(ssl);
+    to_server();
+    server.handshake();
+    to_client();
+  }
+  EXPECT_TRUE(SSL_is_init_finished(ssl) && server.handshake_done()) << server.error();
+  // A few requests answered and read first, so that what OpenSSL allocates once (its write
+  // buffer) is in place before memory is counted.
+  constexpr int kWarmUp = 3;
+  for (int k = 0; k < kWarmUp; ++k) {
+    ask();
+    to_server();
+    server.read(buf, got);
+    to_client();
+  }
+  EXPECT_EQ(server.key_updates_received(), std::uint64_t{kWarmUp});
+  // The flood, all of it written before the receiving side sees any of it.
+  for (int k = 0; k < requests; ++k)
+    ask();
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  const std::size_t before = mallinfo2().uordblks;
+#endif
+  TlsChannel::Status st = TlsChannel::Status::kOk;
+  for (int round = 0; round < 100000; ++round) {
+    const std::size_t moved = to_server();
+    st = server.read(buf, got);
+    if (st == TlsChannel::Status::kWantInput ? moved == 0 : st != TlsChannel::Status::kOk) break;
+  }
+  EXPECT_EQ(st, TlsChannel::Status::kWantOutput) << server.error();
+  EXPECT_EQ(server.output_pending(), out_bytes);
+  EXPECT_LT(server.key_updates_received(), std::uint64_t(kWarmUp + requests));
+  // It takes what fits in its input and no more: the loop stops receiving from the peer.
+  to_server();
+  EXPECT_TRUE(server.input_space().empty());
+  EXPECT_GT(BIO_ctrl_pending(wbio), 0u) << "the peer still has requests to send";
+  EXPECT_EQ(server.read(buf, got), TlsChannel::Status::kWantOutput);
+  std::size_t grown = 0;
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  grown = mallinfo2().uordblks - before;
+#endif
+  // Once the peer reads, every request is answered and the connection carries data again.
+  for (int round = 0;
+       round < 100000 && server.key_updates_received() < std::uint64_t(kWarmUp + requests);
+       ++round) {
+    to_client();
+    to_server();
+    server.read(buf, got);
+  }
+  EXPECT_EQ(server.key_updates_received(), std::uint64_t(kWarmUp + requests));
+  EXPECT_EQ(SSL_write(ssl, "after the flood", 15), 15);
+  std::string text;
+  for (int i = 0; i < 10 && text.size() < 15; ++i) {
+    to_client();
+    to_server();
+    if (server.read(buf, got) == TlsChannel::Status::kOk)
+      text.append(reinterpret_cast<const char*>(buf.data()), got);
+  }
+  EXPECT_EQ(text, "after the flood");
+  return grown;
+}
+
+// What the flood can make a channel hold is its output ring: once that is full the channel
+// reads no further (kWantOutput), its input fills, and the loop stops receiving from the peer.
+// At the stall OpenSSL holds a record being written and the records not yet read (about 30 KiB
+// more than when idle, with OpenSSL 3.0): the same however many requests came before it, and
+// less than the kOpenSslChannelBytes the receiver's budgets count for it.
+TEST(TlsChannel, AKeyUpdateFloodFromAPeerThatNeverReadsIsBoundedByTheOutputRing) {
+  const std::size_t small = key_update_flood(16 * 1024, 5000);
+  const std::size_t large = key_update_flood(128 * 1024, 20000);  // 8 times the answers held
+  EXPECT_LE(small, kOpenSslChannelBytes);
+  EXPECT_LE(large, small + 4096) << "OpenSSL holds something for every request";
 }
 
 // ---- X.509 (--tls-cert, --tls-key, --tls-ca) ----
