@@ -135,9 +135,20 @@ bool ControlClient::decrypt_input(std::size_t n) {
   // Until HELLO is answered, a failure is the handshake's: in TLS 1.3 our side is done before
   // the receiver has checked our certificate, and its verdict comes as an alert.
   if (!tls_->handshake_done() || state_ == State::kHello) {
+    // Bytes damaged on the way are no refusal: a new connection (within --retry-for) may
+    // well succeed. A receiver that fails every handshake that way is refused all the same.
+    const bool damaged = tls_->failed_on_damaged_bytes();
+    if (damaged && ++damaged_handshakes_ < kMaxDamagedHandshakes) {
+      connect_failed(ECONNRESET,
+                     "the TLS handshake failed on damaged bytes (" + tls_->error() + ")");
+      return false;
+    }
     finish_session(SendReport::Outcome::kAuthFailed,
                    "TLS with the receiver at " + ctx_.control_ep.to_string() +
                        " failed: " + tls_->error() +
+                       (damaged ? " (" + std::to_string(damaged_handshakes_) +
+                                      " handshakes in a row failed on damaged bytes)"
+                                : "") +
                        (ctx_.tls->uses_certificates()
                             ? "; check --tls-cert, --tls-key and --tls-ca on both sides"
                             : "; both sides need the same --secret-file") +
@@ -155,6 +166,11 @@ void ControlClient::made_progress() {
 
 void ControlClient::session_lost(const std::string& why) {
   if (state_ == State::kDone) return;
+  // No session yet (HELLO unanswered): this is a connection attempt that failed.
+  if (state_ == State::kConnecting || state_ == State::kHello) {
+    connect_failed(ECONNRESET, why);
+    return;
+  }
   if (state_ == State::kBye) {
     // Every file already has its verdict: the data is there and verified.
     ctx_.log.warn("the session ended before the receiver answered BYE (" + why +
@@ -308,6 +324,7 @@ void ControlClient::on_hello(const HelloReply& m) {
     }
     data_tls = TlsContext::with_psk(TlsRole::kClient, std::move(*key));
   }
+  damaged_handshakes_ = 0;
   report_.control_encryption = tls_ ? tls_->cipher() : "none";
   report_.encryption = plain_data ? "none" : report_.control_encryption;
   // A receiver that predates negotiation lists none, and gets none of their lines. LINK is the

@@ -148,6 +148,10 @@ class ControlClient final : public LoopObject {
   bool first_bytes_seen_ = false;
   // The receiver answered in plain text where we started TLS: its ERR line says why.
   bool plain_answer_ = false;
+  // TLS handshakes in a row that failed on damaged bytes (TlsChannel::failed_on_damaged_bytes):
+  // each is retried like a lost connection, up to kMaxDamagedHandshakes.
+  static constexpr int kMaxDamagedHandshakes = 4;
+  int damaged_handshakes_ = 0;
   bool recv_armed_ = false;
 
   // Deadlines (loop clock, ms).

@@ -41,6 +41,45 @@ std::string openssl_reason() {
   return s;
 }
 
+// Whether an error says bytes were damaged on the way (a record that failed its tag, a
+// malformed message, or the peer's alert saying one of those) rather than that a peer refused
+// the other: no alert a refusal sends (handshake_failure, the certificate ones, access_denied)
+// and no local verdict on a key or certificate is here.
+bool damaged_in_transit(unsigned long e) {
+  if (e == 0 || ERR_GET_LIB(e) != ERR_LIB_SSL) return false;
+  switch (ERR_GET_REASON(e)) {
+    case SSL_R_SSLV3_ALERT_BAD_RECORD_MAC:
+    case SSL_R_SSLV3_ALERT_ILLEGAL_PARAMETER:
+    case SSL_R_TLSV1_ALERT_DECODE_ERROR:
+    case SSL_R_TLSV1_ALERT_DECRYPT_ERROR:  // a binder or Finished that does not verify
+    case SSL_R_SSLV3_ALERT_UNEXPECTED_MESSAGE:
+    case SSL_R_TLSV1_ALERT_RECORD_OVERFLOW:
+    case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
+    case SSL_R_BINDER_DOES_NOT_VERIFY:
+    case SSL_R_DIGEST_CHECK_FAILED:
+    case SSL_R_LENGTH_MISMATCH:
+    case SSL_R_LENGTH_TOO_SHORT:
+    case SSL_R_BAD_LENGTH:
+    case SSL_R_BAD_PACKET_LENGTH:
+    case SSL_R_BAD_HANDSHAKE_LENGTH:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_ENCRYPTED_LENGTH_TOO_LONG:
+    case SSL_R_DATA_LENGTH_TOO_LONG:
+    case SSL_R_RECORD_LENGTH_MISMATCH:
+    case SSL_R_EXTRA_DATA_IN_MESSAGE:
+    case SSL_R_UNEXPECTED_MESSAGE:
+    case SSL_R_UNEXPECTED_RECORD:
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_WRONG_CIPHER_RETURNED:
+    case SSL_R_BAD_EXTENSION:
+    case SSL_R_BAD_KEY_SHARE:
+    case SSL_R_BAD_ECPOINT:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 // The channel's two byte queues, as the BIO OpenSSL reads from and writes to.
@@ -394,13 +433,17 @@ TlsChannel::Status TlsChannel::fail_from(int ret, const char* what) {
       break;
   }
   if (error_.empty()) {
+    damaged_ = damaged_in_transit(ERR_peek_last_error());
     error_ = std::string(what) + ": " + openssl_reason();
     if (foreign_identity_)
       error_ += ctx_->uses_key_lookup() ? " (its key belongs to no live session)"
                                         : " (the peer's key is derived from a different secret)";
     long v = SSL_get_verify_result(ssl_);
-    if (v != X509_V_OK)
+    if (v != X509_V_OK) {
       error_ += std::string(" (the peer's certificate: ") + X509_verify_cert_error_string(v) + ")";
+      damaged_ = false;
+    }
+    if (foreign_identity_) damaged_ = false;
   }
   ERR_clear_error();
   return Status::kFailed;

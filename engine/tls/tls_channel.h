@@ -179,6 +179,10 @@ class TlsChannel {
   void close();
 
   const std::string& error() const { return error_; }
+  // After kFailed: whether the failure says bytes were damaged on the way (a record that
+  // failed its tag, a malformed message, or the peer's alert saying so) rather than that
+  // either side refused the other. A new connection may then succeed where this one failed.
+  bool failed_on_damaged_bytes() const { return damaged_; }
   // The negotiated suite, e.g. "TLS_AES_128_GCM_SHA256"; empty before the handshake is done.
   std::string cipher() const;
   // After the handshake: the key this session's data connections use, exported from it (RFC
@@ -197,6 +201,7 @@ class TlsChannel {
   bool handshake_done_ = false;
   bool foreign_identity_ = false;  // server: the client offered a key from another secret
   bool peer_name_set_ = false;
+  bool damaged_ = false;  // failed_on_damaged_bytes()
   std::string error_;
   std::uint64_t records_per_key_;
   std::uint64_t records_this_key_ = 0;

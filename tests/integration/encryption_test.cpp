@@ -99,6 +99,11 @@ TEST_F(Encryption, Receiver_RefusesAWrongSecretAndWritesNothing) {
   auto res = send_tree(r.to(), secret_args(wrong_));
   EXPECT_EQ(res.exit_code, 7) << res.err;
   EXPECT_NE(res.err.find("same --secret-file"), std::string::npos) << res.err;
+  // The summary does not call a refused encrypted transfer "unencrypted".
+  auto human = send({"--to", r.to(), "--secret-file", wrong_.string(), (src_ / "tree").string()});
+  EXPECT_EQ(human.exit_code, 7) << human.err;
+  EXPECT_NE(human.err.find("no encrypted session established"), std::string::npos) << human.err;
+  EXPECT_EQ(human.err.find("unencrypted"), std::string::npos) << human.err;
   EXPECT_EQ(count_entries(dst_.path()), 0u);
   auto rs = r.stop();
   EXPECT_NE(rs.err.find("different secret"), std::string::npos) << rs.err;
@@ -231,6 +236,28 @@ TEST_F(Encryption, AFlippedByteOnTheControlConnectionCostsAReconnect) {
   EXPECT_EQ(compare_trees(src_.path(), dst_.path()), "");
   EXPECT_GE(std::stoull(json_field(res.out, "retries").value_or("0")), 1u) << res.out;
   EXPECT_NE(res.err.find("lost the session"), std::string::npos) << res.err;
+}
+
+// A byte damaged on the way during the control connection's handshake, in the ClientHello or
+// in the receiver's answer, is not a refusal: the sender connects again (it used to exit 7,
+// "both sides need the same --secret-file"). A path that damages every handshake is refused
+// after a few, and says so.
+TEST_F(Encryption, AByteFlippedInTheControlHandshakeCostsAReconnectNotARefusal) {
+  ReceiverProcess r(dst_.path(), 2, secret_args(secret_));
+  for (const char* where : {":100", ":100:down"}) {
+    SCOPED_TRACE(where);
+    fs::remove_all(dst_ / "tree");
+    FaultProxy proxy(r, {"--flip", std::to_string(r.port()) + where});
+    auto res = send_tree(proxy.to(), secret_args(secret_));
+    ASSERT_EQ(res.exit_code, 0) << res.err;
+    EXPECT_EQ(compare_trees(src_.path(), dst_.path()), "");
+    EXPECT_GE(std::stoull(json_field(res.out, "retries").value_or("0")), 1u) << res.out;
+  }
+  FaultProxy always(r, {"--flip", std::to_string(r.port()) + ":100:every"});
+  auto res = send_tree(always.to(), secret_args(secret_));
+  EXPECT_EQ(res.exit_code, 7) << res.err;
+  EXPECT_NE(res.err.find("handshakes in a row failed on damaged bytes"), std::string::npos)
+      << res.err;
 }
 
 // Encryption under everything else the tool does: directories and symlinks, a re-run that
