@@ -283,10 +283,13 @@ int send_command(int argc, char** argv) {
       extra += ", " + std::to_string(report.unchanged) + " unchanged (not sent)";
     if (report.resumed_bytes)
       extra += ", " + human_bytes(static_cast<double>(report.resumed_bytes)) + " resumed";
+    // With a secret or certificates, "none" only means no session got that far.
+    const bool tls_asked = opt.secret || opt.certificates;
     extra += report.encryption != "none" ? ", encrypted (" + report.encryption + ")"
              : report.control_encryption != "none"
                  ? ", data in clear (control encrypted, " + report.control_encryption + ")"
-                 : ", unencrypted";
+             : tls_asked ? ", no encrypted session established"
+                         : ", unencrypted";
     std::fprintf(stderr,
                  "ackxfer-fast: sent %llu files (%s) in %.2f s, %s, %llu retries, %zu failed%s\n",
                  static_cast<unsigned long long>(report.files),
