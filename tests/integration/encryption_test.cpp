@@ -238,11 +238,11 @@ TEST_F(Encryption, AFlippedByteOnTheControlConnectionCostsAReconnect) {
   EXPECT_NE(res.err.find("lost the session"), std::string::npos) << res.err;
 }
 
-// A byte damaged on the way during the control connection's handshake, in the ClientHello or
-// in the receiver's answer, is not a refusal: the sender connects again (it used to exit 7,
-// "both sides need the same --secret-file"). A path that damages every handshake is refused
-// after a few, and says so.
-TEST_F(Encryption, AByteFlippedInTheControlHandshakeCostsAReconnectNotARefusal) {
+// A byte damaged on the way during a handshake, in the ClientHello or in the receiver's
+// answer, is not a refusal: the sender connects again (on the control connection it used to
+// exit 7, "both sides need the same --secret-file"). A path that damages every control
+// handshake is refused after a few, and says so.
+TEST_F(Encryption, AByteFlippedInAHandshakeCostsAReconnectNotARefusal) {
   ReceiverProcess r(dst_.path(), 2, secret_args(secret_));
   for (const char* where : {":100", ":100:down"}) {
     SCOPED_TRACE(where);
@@ -252,6 +252,15 @@ TEST_F(Encryption, AByteFlippedInTheControlHandshakeCostsAReconnectNotARefusal) 
     ASSERT_EQ(res.exit_code, 0) << res.err;
     EXPECT_EQ(compare_trees(src_.path(), dst_.path()), "");
     EXPECT_GE(std::stoull(json_field(res.out, "retries").value_or("0")), 1u) << res.out;
+  }
+  // The same on a data connection's handshake: that connection is made again.
+  for (const char* where : {":100", ":100:down"}) {
+    SCOPED_TRACE(std::string("data") + where);
+    fs::remove_all(dst_ / "tree");
+    FaultProxy proxy(r, {"--flip", std::to_string(r.data_port()) + where});
+    auto res = send_tree(proxy.to(), secret_args(secret_));
+    ASSERT_EQ(res.exit_code, 0) << res.err;
+    EXPECT_EQ(compare_trees(src_.path(), dst_.path()), "");
   }
   FaultProxy always(r, {"--flip", std::to_string(r.port()) + ":100:every"});
   auto res = send_tree(always.to(), secret_args(secret_));
