@@ -20,10 +20,11 @@ namespace {
 // scratch buffer (which also holds spliced bytes read back for hashing).
 constexpr std::uint64_t kSpliceMinBytes = 64 * 1024;
 constexpr std::size_t kScratchBytes = 256 * 1024;
-// With TLS: the acks' side of the channel (a few records), and the input side while the peer
+// With TLS: the acks' side of the channel (acks are 40 bytes: 8 KiB holds ~200, and what does
+// not fit waits as plaintext within kMaxPendingAckBytes), and the input side while the peer
 // has proven nothing (one whole record: a handshake holds no more). Plaintext goes to the
 // worker's buffer (Worker::take_tls_plain); kSmallPlainBytes only should that be taken.
-constexpr std::size_t kAckTlsOutputBytes = 32 * 1024;
+constexpr std::size_t kAckTlsOutputBytes = 8 * 1024;
 constexpr std::size_t kHandshakeInputBytes = 17 * 1024 + 512;
 // Plaintext, should the worker's buffer be taken (never expected): one record's.
 constexpr std::size_t kSmallPlainBytes = 16 * 1024;
