@@ -181,7 +181,8 @@ void DataStream::ended(int res) {
 }
 
 void DataStream::on_bytes(const Completion& c) {
-  if (c.res > 0) last_bytes_ms_ = loop_.now_ms();
+  // With TLS, what counts is plaintext (decrypt): key updates alone are no activity.
+  if (c.res > 0 && !tls_) last_bytes_ms_ = loop_.now_ms();
   if (!c.more) recv_armed_ = false;
   if (tls_ && c.res > 0 && !first_bytes_seen_) {
     first_bytes_seen_ = true;
@@ -256,6 +257,7 @@ void DataStream::decrypt(std::size_t n) {
     // Until the handshake is done, reading drives it and yields nothing.
     st = tls_->read(tls_->handshake_done() ? plain.subspan(have) : plain.first(0), got);
     have += got;
+    if (got > 0) last_bytes_ms_ = loop_.now_ms();
     if (have > 0 && (have == plain.size() || st != TlsChannel::Status::kOk)) {
       consume(plain.data(), have);
       have = 0;

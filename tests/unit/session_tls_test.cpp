@@ -341,46 +341,76 @@ TEST_F(SessionTlsTest, AnEncryptedSessionWhosePeerNeverReadsStopsAndEndsByItsDea
   EXPECT_EQ(ctx_->session_buffers.load(), 0u);
 }
 
+// A sender played by OpenSSL itself, so that it can ask for key updates at will: its
+// ciphertext goes through the fake, as TlsPeer's does.
+class RawTlsPeer {
+ public:
+  RawTlsPeer(FakeLoop& loop, int fd, std::shared_ptr<TlsContext> ctx)
+      : loop_(loop), fd_(fd), ctx_(std::move(ctx)), ssl_(SSL_new(ctx_->ctx()), SSL_free) {
+    rbio_ = BIO_new(BIO_s_mem());
+    wbio_ = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl_.get(), rbio_, wbio_);
+    SSL_set_connect_state(ssl_.get());
+  }
+  // Runs the handshake, then sends `plaintext`; returns what came back.
+  std::string handshake_and_write(const std::string& plaintext) {
+    std::string reply;
+    bool said = false;
+    for (int i = 0; i < 10; ++i) {
+      SSL_do_handshake(ssl_.get());
+      if (SSL_is_init_finished(ssl_.get()) && !std::exchange(said, true))
+        SSL_write(ssl_.get(), plaintext.data(), static_cast<int>(plaintext.size()));
+      loop_.feed(fd_, take_output());
+      reply += read();
+    }
+    return reply;
+  }
+  // `n` records, each asking the other side to update its keys too.
+  std::string key_update_requests(int n) {
+    std::string flood;
+    for (int k = 0; k < n; ++k) {
+      EXPECT_EQ(SSL_key_update(ssl_.get(), SSL_KEY_UPDATE_REQUESTED), 1);
+      EXPECT_EQ(SSL_do_handshake(ssl_.get()), 1);
+      flood += take_output();
+    }
+    return flood;
+  }
+  // Takes in what the receiver sent (its key updates, acks); returns its plaintext.
+  std::string read() {
+    std::string in = loop_.take_sent(fd_);
+    BIO_write(rbio_, in.data(), static_cast<int>(in.size()));
+    std::string plain;
+    char buf[4096];
+    for (int n; (n = SSL_read(ssl_.get(), buf, sizeof buf)) > 0;)
+      plain.append(buf, static_cast<std::size_t>(n));
+    return plain;
+  }
+
+ private:
+  std::string take_output() {
+    std::string out(BIO_ctrl_pending(wbio_), '\0');
+    if (!out.empty()) BIO_read(wbio_, out.data(), static_cast<int>(out.size()));
+    return out;
+  }
+  FakeLoop& loop_;
+  int fd_;
+  std::shared_ptr<TlsContext> ctx_;
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl_;
+  BIO* rbio_ = nullptr;  // owned by ssl_
+  BIO* wbio_ = nullptr;
+};
+
 // The same peer, asking for a TLS KeyUpdate in every record instead of sending lines: each
 // request makes the session write a KeyUpdate of its own, which the peer never reads. The
 // session reads no further once its channel's output is full, and a flood of key updates is
 // no activity: the idle limit ends the session.
 TEST_F(SessionTlsTest, AKeyUpdateFloodStopsAtTheChannelsOutputAndIsNoActivity) {
   int s = session();
-  // OpenSSL itself plays the peer, so that it can ask for updates at will.
-  auto ctx = TlsContext::with_secret(TlsRole::kClient, secret_);
-  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx->ctx()), SSL_free);
-  BIO* rbio = BIO_new(BIO_s_mem());
-  BIO* wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl.get(), rbio, wbio);
-  SSL_set_connect_state(ssl.get());
-  auto pending = [&] {
-    std::string out(BIO_ctrl_pending(wbio), '\0');
-    if (!out.empty()) BIO_read(wbio, out.data(), static_cast<int>(out.size()));
-    return out;
-  };
-  std::string reply;
-  bool said = false;
-  for (int i = 0; i < 10 && !reply.ends_with("\n"); ++i) {
-    SSL_do_handshake(ssl.get());
-    if (SSL_is_init_finished(ssl.get()) && !std::exchange(said, true))
-      SSL_write(ssl.get(), "HELLO ackxfer 2\n", 16);
-    loop_.feed(s, pending());
-    std::string in = loop_.take_sent(s);
-    BIO_write(rbio, in.data(), static_cast<int>(in.size()));
-    char buf[4096];
-    int n = SSL_read(ssl.get(), buf, sizeof buf);
-    if (n > 0) reply.append(buf, static_cast<std::size_t>(n));
-  }
+  RawTlsPeer peer(loop_, s, TlsContext::with_secret(TlsRole::kClient, secret_));
+  std::string reply = peer.handshake_and_write("HELLO ackxfer 2\n");
   ASSERT_TRUE(reply.starts_with("HELLO ackxfer 2 ")) << reply;
   loop_.set_reading(s, false);
-  std::string flood;
-  for (int k = 0; k < 20'000; ++k) {
-    ASSERT_EQ(SSL_key_update(ssl.get(), SSL_KEY_UPDATE_REQUESTED), 1);
-    ASSERT_EQ(SSL_do_handshake(ssl.get()), 1);
-    flood += pending();
-  }
-  loop_.feed(s, flood);
+  loop_.feed(s, peer.key_update_requests(20'000));
   ASSERT_EQ(sessions().size(), 1u);
   EXPECT_LE(ctx_->session_buffers.load(), kSessionBufferFloor + 2 * kOpenSslChannelBytes);
   EXPECT_EQ(loop_.pending(FakeLoop::Kind::kRecv, s), 0u) << "reading stopped";
@@ -389,6 +419,41 @@ TEST_F(SessionTlsTest, AKeyUpdateFloodStopsAtTheChannelsOutputAndIsNoActivity) {
   loop_.advance(2'000 + kMaxClosingMs + 1'000);
   EXPECT_TRUE(sessions().empty());
   EXPECT_EQ(ctx_->stats.timeouts.load(), 1u);
+}
+
+// On a data connection too, key updates are no activity, even from a peer that reads every
+// answer: after its frame, a connection that carries nothing but key updates is idle, and
+// goes by the idle limit (it used to stay as long as the updates came).
+TEST_F(SessionTlsTest, ADataConnectionCarryingOnlyKeyUpdatesIsIdle) {
+  int s = session();
+  TlsPeer control(loop_, s, secret_);
+  control.write("HELLO ackxfer 2\n");
+  control.take_plaintext();
+  control.write("SEND 1 f size=5 mode=0644 mtime=1.0 chunk=65536\n");
+  std::string ready = control.take_plaintext();
+  ASSERT_TRUE(ready.starts_with("READY 1 token=")) << ready;
+  Token t = *Token::from_hex(ready.substr(ready.find("token=") + 6, 32));
+  auto key = control.channel().session_data_key();
+  ASSERT_TRUE(key);
+  int d = data_connection();
+  RawTlsPeer data(loop_, d, TlsContext::with_psk(TlsRole::kClient, *key));
+  std::uint8_t h[kFrameHeaderBytes];
+  encode_frame_header(FrameHeader{t, 0, 5}, h);
+  Digest128 dg = digest_of("hello", 5);
+  std::string ack = data.handshake_and_write(
+      std::string(reinterpret_cast<char*>(h), sizeof h) + "hello" +
+      std::string(reinterpret_cast<const char*>(dg.bytes.data()), dg.bytes.size()));
+  ASSERT_EQ(ack.size(), kFrameAckBytes);
+  ASSERT_EQ(ctx_->data_connections.load(), 1u);
+  // 70 s of key updates, 20 a second, every answer read; the session stays busy meanwhile.
+  for (int second = 0; second < 70; ++second) {
+    loop_.feed(d, data.key_update_requests(20));
+    data.read();
+    control.write("MKDIR " + std::to_string(100 + second) + " dir mode=0755 mtime=1.0\n");
+    loop_.advance(1'000);
+  }
+  EXPECT_EQ(ctx_->data_connections.load(), 0u);
+  EXPECT_GE(ctx_->stats.timeouts.load(), 1u);
 }
 
 }  // namespace
