@@ -38,6 +38,7 @@ DataStream::DataStream(Worker& worker, UniqueFd fd)
       acks_out_(*this, kSend, kMaxPendingAckBytes) {
   peer_ = peer_endpoint(fd_.get()).to_string();
   acks_out_.set_fd(fd_.get());
+  unproven_pos_ = worker.track_unproven(this);  // counted by Worker::adopt_data_connection
 }
 
 DataStream::~DataStream() {
@@ -46,7 +47,7 @@ DataStream::~DataStream() {
   ReceiverContext& ctx = worker_.ctx();
   // Admitted (and counted) by Worker::adopt_data_connection.
   ctx.data_connections.fetch_sub(1, std::memory_order_relaxed);
-  if (!proven_) ctx.unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
+  uncount_unproven();
   ctx.tls_data_buffers.fetch_sub(tls_buffers_granted_, std::memory_order_relaxed);
 }
 
@@ -76,7 +77,26 @@ void DataStream::start() {
 void DataStream::proven() {
   if (proven_) return;
   proven_ = true;
+  uncount_unproven();
+}
+
+void DataStream::uncount_unproven() {
+  if (!unproven_pos_) return;
+  worker_.untrack_unproven(*unproven_pos_);
+  unproven_pos_.reset();
   worker_.ctx().unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void DataStream::evict() {
+  uncount_unproven();
+  if (closing()) return;  // going anyway
+  ReceiverContext& ctx = worker_.ctx();
+  ctx.stats.data_connections_evicted.fetch_add(1, std::memory_order_relaxed);
+  ctx.log.debug("closing data connection from " + peer_ +
+                ": no frame for an open file yet, and a newer connection needs its place");
+  if (legacy_) finish_legacy(false, "closed to make room for newer data connections");
+  release_claim();
+  begin_close(fd_.get());
 }
 
 bool DataStream::want_pipe() {

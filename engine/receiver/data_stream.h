@@ -6,6 +6,7 @@
 #include <array>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,9 @@ class DataStream final : public WorkerObject {
   void start() override;
   void shutdown() override;
   void tick(std::int64_t now_ms) override;
+  // Closes a connection that has proven nothing, to make room for a newer one
+  // (Worker::adopt_data_connection); it no longer counts as unproven from here on.
+  void evict();
 
  private:
   enum Op : unsigned { kRecv = 1, kSend = 2, kRecvExact = 3, kSpliceIn = 4, kSpliceOut = 5 };
@@ -65,6 +69,7 @@ class DataStream final : public WorkerObject {
   void on_acks_sent(int res);
   void fail(const std::string& why);  // protocol violation: ack it, then close
   void proven();                      // a frame named an open file: no longer counted unproven
+  void uncount_unproven();
   // recv --legacy (receiver/legacy_uploads.h). A connection from an address with a legacy file
   // waiting whose first bytes are not the frame magic carries that file: raw bytes to EOF.
   // Returns true when `first` (the connection's first `n` bytes, n <= 4) makes it one.
@@ -88,6 +93,8 @@ class DataStream final : public WorkerObject {
   std::string peer_;
   const std::uint64_t id_;  // names this connection's claims
   bool proven_ = false;
+  // Where it is in its worker's list of unproven connections, while it is counted as one.
+  std::optional<Worker::UnprovenList::iterator> unproven_pos_;
 
   // Receive buffers come from the worker's shared pool; only a header or trailer split across
   // two of them is staged here.

@@ -86,9 +86,11 @@ struct ReceiverStats {
   std::atomic<std::uint64_t> auth_failures{0};  // sessions refused: no or wrong secret
   // What peers were refused or had taken from them by a limit (protocol/limits.h).
   std::atomic<std::uint64_t> data_connections_refused{0};  // beyond the data connection limits
-  std::atomic<std::uint64_t> files_refused_busy{0};        // beyond the open-file limits
-  std::atomic<std::uint64_t> claims_taken_over{0};  // chunks taken from a connection gone quiet
-  std::atomic<std::uint64_t> legacy_refused{0};     // recv --legacy: beyond the queue limits
+  // Unproven data connections closed to make room for newer ones (Worker::adopt_data_connection).
+  std::atomic<std::uint64_t> data_connections_evicted{0};
+  std::atomic<std::uint64_t> files_refused_busy{0};  // beyond the open-file limits
+  std::atomic<std::uint64_t> claims_taken_over{0};   // chunks taken from a connection gone quiet
+  std::atomic<std::uint64_t> legacy_refused{0};      // recv --legacy: beyond the queue limits
 };
 
 class WorkerThread;

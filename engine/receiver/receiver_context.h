@@ -85,6 +85,8 @@ struct ReceiverContext {
   std::atomic<std::size_t> open_files{0};       // temp files open (OpenFileSlot)
   std::atomic<std::size_t> session_buffers{0};  // bytes control sessions buffer (all of them)
   std::size_t max_tls_data_buffers = kMaxTlsDataBuffersTotal;
+  // kMaxUnprovenDataConnections; lowered by tests.
+  std::size_t max_unproven_data_connections = kMaxUnprovenDataConnections;
   std::atomic<std::size_t> tls_data_buffers{0};  // full-size buffers of encrypted data conns
   std::atomic<std::size_t> data_connections{0};
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet

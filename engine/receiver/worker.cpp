@@ -80,7 +80,14 @@ void Worker::adopt_data_connection(UniqueFd fd) {
   // Counted here, released by the DataStream's destructor.
   std::size_t all = ctx_.data_connections.fetch_add(1, std::memory_order_relaxed) + 1;
   std::size_t unproven = ctx_.unproven_data_connections.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (all > kMaxDataConnections || unproven > kMaxUnprovenDataConnections) {
+  if (all <= kMaxDataConnections && unproven > ctx_.max_unproven_data_connections &&
+      !unproven_.empty()) {
+    // Room for it at the expense of this worker's oldest connection that has proven nothing:
+    // a peer cannot keep every sender's data connections out by opening and sitting on them.
+    unproven_.front()->evict();
+    --unproven;
+  }
+  if (all > kMaxDataConnections || unproven > ctx_.max_unproven_data_connections) {
     ctx_.data_connections.fetch_sub(1, std::memory_order_relaxed);
     ctx_.unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
     ctx_.stats.data_connections_refused.fetch_add(1, std::memory_order_relaxed);
@@ -114,6 +121,13 @@ void Worker::tick_all() {
                     std::to_string(kMaxUnprovenDataConnections) +
                     " that have not yet sent a frame for an open file)");
     refused_logged_ = refused;
+    std::uint64_t evicted = ctx_.stats.data_connections_evicted.load(std::memory_order_relaxed);
+    if (evicted > evicted_logged_)
+      ctx_.log.warn("closed " + std::to_string(evicted - evicted_logged_) +
+                    " data connections in the last second that had sent no frame for an open "
+                    "file, oldest first, to make room for newer ones (at most " +
+                    std::to_string(ctx_.max_unproven_data_connections) + " such at once)");
+    evicted_logged_ = evicted;
   }
   // tick() may close an object, but closing only defers its release: iterating is safe.
   for (auto& [raw, obj] : objects_)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <span>
 #include <unordered_map>
@@ -16,6 +17,7 @@
 
 namespace ackxfer {
 
+class DataStream;
 class Worker;
 
 // A connection, listener or timer owned by a worker.
@@ -73,9 +75,17 @@ class Worker {
   // Starts the once-a-second tick of every object's deadlines.
   void start_housekeeping();
   void adopt_control_connection(UniqueFd fd);
-  // Closes `fd` at once when the receiver holds its maximum of data connections (in all, or
-  // of connections that have not carried a frame for a known file yet).
+  // Closes `fd` at once when the receiver holds its maximum of data connections in all. At the
+  // maximum of connections that have not carried a frame for a known file yet, this worker's
+  // oldest such connection makes room (a sender's connection proves itself within a round
+  // trip or two, so only peers that sit on theirs lose them); if it has none, `fd` closes.
   void adopt_data_connection(UniqueFd fd);
+  // This worker's data connections that have proven nothing yet, oldest first.
+  using UnprovenList = std::list<DataStream*>;
+  UnprovenList::iterator track_unproven(DataStream* d) {
+    return unproven_.insert(unproven_.end(), d);
+  }
+  void untrack_unproven(UnprovenList::iterator it) { unproven_.erase(it); }
   void tick_all();
   // Called by an object once all its ops have drained; destroys it.
   void release(WorkerObject* obj);
@@ -99,9 +109,12 @@ class Worker {
   ReceiverContext& ctx_;
   Loop& loop_;
   const unsigned index_;
+  // Before objects_: the connections in it leave this list as they are destroyed.
+  UnprovenList unproven_;
   std::unordered_map<WorkerObject*, std::unique_ptr<WorkerObject>> objects_;
   bool shutting_down_ = false;
-  std::uint64_t refused_logged_ = 0;     // data connections refused, as of the last warning
+  std::uint64_t refused_logged_ = 0;  // data connections refused, as of the last warning
+  std::uint64_t evicted_logged_ = 0;  // unproven ones closed for newer ones, likewise
   std::vector<std::uint8_t> tls_plain_;  // sized on first use
   bool tls_plain_taken_ = false;
 };

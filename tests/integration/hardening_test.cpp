@@ -210,8 +210,10 @@ TEST(Hardening, Receiver_WhatAPeerDeclaresCostsLittleUntilItDelivers) {
       << fds0 << " -> " << fds;
 }
 
-// Data connections that never send a frame used to be held without limit (each for 10 s).
-TEST(Hardening, Receiver_DataConnectionsThatProveNothingAreCapped) {
+// Data connections that never send a frame used to be held without limit (each for 10 s);
+// then, at the limit, new ones were refused, so a peer sitting on its connections kept every
+// sender's out. Now the oldest ones that have proven nothing make room for the newest.
+TEST(Hardening, Receiver_DataConnectionsThatProveNothingAreCappedOldestFirst) {
   raise_fd_limit_for_tests();
   TempDir dst("dst");
   ReceiverProcess r(dst.path(), 2);
@@ -221,20 +223,29 @@ TEST(Hardening, Receiver_DataConnectionsThatProveNothingAreCapped) {
     conns.push_back(std::make_unique<RawClient>(r.data_port()));
   // Well within the 10 s a silent connection may live: which ones has the receiver closed?
   std::this_thread::sleep_for(1s);
-  std::size_t closed = 0;
-  for (auto& c : conns) {
+  auto closed = [](RawClient& c) {
     char b;
-    ssize_t n = ::recv(c->fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) ++closed;
+    ssize_t n = ::recv(c.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+  };
+  std::size_t closed_all = 0, closed_newest = 0;
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    bool c = closed(*conns[i]);
+    closed_all += c;
+    if (i >= kMaxUnprovenDataConnections) closed_newest += c;
   }
-  EXPECT_GE(closed, extra);
-  EXPECT_LE(closed, extra + 8);  // the count frees a place as each refused one goes
-  // The receiver still serves a real transfer.
-  conns.clear();
+  EXPECT_GE(closed_all, extra);
+  EXPECT_LE(closed_all, extra + 8);  // the count frees a place as each closed one goes
+  // Each worker closes its own oldest: the newest are all still there.
+  EXPECT_EQ(closed_newest, 0u);
+  // And a real transfer gets through while the silent ones are held.
   TempDir src("src");
   write_text(src / "f.txt", "still here");
-  auto res = send({"--to", r.to(), (src / "f.txt").string()});
+  auto res = send({"--to", r.to(), "--retry-for", "5", (src / "f.txt").string()}, 30s);
   EXPECT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(res.err.find("warning"), std::string::npos) << res.err;
+  auto rs = r.stop();
+  EXPECT_NE(rs.err.find("to make room for newer ones"), std::string::npos) << rs.err;
 }
 
 // recv --legacy: SENDs queued behind one address's READY used to be unbounded (each holding a

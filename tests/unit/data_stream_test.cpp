@@ -1,6 +1,6 @@
 // DataStream as a state machine on the loop test double: frames in, acks out in frame order,
 // a dead connection's claim passes to a live one, durable publishes keep the acks in order,
-// and connections that have proven nothing are capped.
+// and connections that have proven nothing are capped, the oldest making room for new ones.
 #include <unistd.h>
 
 #include <fstream>
@@ -115,14 +115,45 @@ TEST_F(DataStreamTest, WithFsyncAPublishedAckWaitsForTheFlushAndKeepsItsPlace) {
 }
 
 // Data connections that have not yet carried a frame for an open file cost the receiver an fd
-// each and prove nothing: at most kMaxUnprovenDataConnections are held at once.
-TEST_F(DataStreamTest, ConnectionsThatProveNothingAreCapped) {
-  for (std::size_t i = 0; i < kMaxUnprovenDataConnections; ++i)
-    data_connection();
+// each and prove nothing: at most kMaxUnprovenDataConnections are held at once, and beyond
+// that the oldest of them makes room for the newcomer. A peer that opens connections and sits
+// on them used to keep every sender's data connections out until its own timed out.
+TEST_F(DataStreamTest, ConnectionsThatProveNothingAreCappedOldestFirst) {
+  ctx_->max_unproven_data_connections = 4;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  // A sender's connection that has proven itself is never made to room for anyone.
+  int busy = data_connection();
+  loop_.feed(busy, frame(open(s, "SEND 1 a size=5 mode=0644 mtime=1.0 chunk=65536\n"), 0, "aaaaa"));
+  EXPECT_EQ(acks(busy), std::vector<AckStatus>{AckStatus::kPublished});
+  std::vector<int> sitting;
+  for (int i = 0; i < 4; ++i)
+    sitting.push_back(data_connection());
+  EXPECT_EQ(ctx_->unproven_data_connections.load(), 4u);
+  // A fifth unproven one: the oldest sitting one goes, and the newcomer carries its file.
+  int fresh = data_connection();
+  loop_.run();
+  EXPECT_EQ(ctx_->stats.data_connections_evicted.load(), 1u);
   EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 0u);
-  data_connection();
-  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
-  EXPECT_EQ(ctx_->unproven_data_connections.load(), kMaxUnprovenDataConnections);
+  EXPECT_EQ(ctx_->unproven_data_connections.load(), 4u);
+  EXPECT_EQ(ctx_->data_connections.load(), 5u);  // busy, three sitting, fresh
+  loop_.feed(fresh,
+             frame(open(s, "SEND 2 b size=5 mode=0644 mtime=1.0 chunk=65536\n"), 0, "bbbbb"));
+  EXPECT_EQ(acks(fresh), std::vector<AckStatus>{AckStatus::kPublished});
+  EXPECT_EQ(read_file(dir_ / "b"), "bbbbb");
+  EXPECT_EQ(ctx_->unproven_data_connections.load(), 3u);
+  // The evicted one was the oldest: the other three are still there, and still served.
+  loop_.feed(sitting[1],
+             frame(open(s, "SEND 3 c size=5 mode=0644 mtime=1.0 chunk=65536\n"), 0, "ccccc"));
+  EXPECT_EQ(acks(sitting[1]), std::vector<AckStatus>{AckStatus::kPublished});
+  // Ten more that sit: each pushes out the oldest sitting one, never a proven connection.
+  for (int i = 0; i < 10; ++i)
+    data_connection();
+  loop_.run();
+  EXPECT_EQ(ctx_->unproven_data_connections.load(), 4u);
+  EXPECT_EQ(ctx_->data_connections.load(), 7u);  // busy, fresh, sitting[1], four new
+  loop_.feed(busy, frame(open(s, "SEND 4 d size=5 mode=0644 mtime=1.0 chunk=65536\n"), 0, "ddddd"));
+  EXPECT_EQ(acks(busy), std::vector<AckStatus>{AckStatus::kPublished});
 }
 
 }  // namespace
