@@ -113,8 +113,8 @@ class Worker {
   UnprovenList unproven_;
   std::unordered_map<WorkerObject*, std::unique_ptr<WorkerObject>> objects_;
   bool shutting_down_ = false;
-  std::uint64_t refused_logged_ = 0;  // data connections refused, as of the last warning
-  std::uint64_t evicted_logged_ = 0;  // unproven ones closed for newer ones, likewise
+  std::uint64_t refused_logged_ = 0;     // data connections refused, as of the last warning
+  std::uint64_t evicted_logged_ = 0;     // unproven ones closed for newer ones, likewise
   std::vector<std::uint8_t> tls_plain_;  // sized on first use
   bool tls_plain_taken_ = false;
 };
