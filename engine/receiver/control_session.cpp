@@ -40,7 +40,29 @@ ControlSession::~ControlSession() {
   // Gone before its READY: the next legacy client from this address may have its turn.
   if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
   abandon_files(true);
+  stop_awaiting();
   if (counted_active_) worker_.ctx().stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ControlSession::stop_awaiting() {
+  if (!awaiting_pos_) return;
+  worker_.untrack_awaiting(*awaiting_pos_);
+  awaiting_pos_.reset();
+}
+
+void ControlSession::evict() {
+  stop_awaiting();
+  if (counted_active_) {
+    worker_.ctx().stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
+    counted_active_ = false;
+  }
+  if (closing()) return;
+  ReceiverContext& ctx = worker_.ctx();
+  ctx.stats.sessions_evicted.fetch_add(1, std::memory_order_relaxed);
+  ctx.log.debug("closing session from " + peer_ +
+                ": no HELLO yet, and a newer session needs its place (--max-sessions " +
+                std::to_string(ctx.max_sessions) + ")");
+  close_now();
 }
 
 void ControlSession::start() {
@@ -50,6 +72,20 @@ void ControlSession::start() {
   ctx.stats.sessions.fetch_add(1, std::memory_order_relaxed);
   counted_active_ = true;
   std::uint64_t active = ctx.stats.sessions_active.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (active > ctx.max_sessions) {
+    // The oldest session on this worker that has not said HELLO makes room: a sender says it
+    // within a round trip or two, so only peers that connect and sit lose their place (they
+    // could otherwise keep every sender out, renewing their connections as they time out).
+    // Those gone already, or on their way out, only leave the list.
+    while (ControlSession* oldest = worker_.oldest_awaiting()) {
+      const bool holds_place = oldest->counted_active_ && !oldest->closing();
+      oldest->evict();
+      if (holds_place) {
+        --active;
+        break;
+      }
+    }
+  }
   if (active > ctx.max_sessions) {
     // Refused sessions do not hold a place while their reply lingers.
     ctx.stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
@@ -62,6 +98,7 @@ void ControlSession::start() {
     return;
   }
   ctx.log.debug("control connection from " + peer_);
+  awaiting_pos_ = worker_.track_awaiting(this);
   if (ctx.tls) {
     tls_ = std::make_unique<TlsChannel>(ctx.tls, kControlTlsBufferBytes, kRecordsPerKey,
                                         kControlTlsOutputBytes);
@@ -407,6 +444,7 @@ void ControlSession::on_sent(int res) {
 void ControlSession::close_after_flush() {
   if (state_ == State::kClosing) return;
   state_ = State::kClosing;
+  stop_awaiting();
   closing_since_ms_ = loop_.now_ms();
   close_when_flushed_ = true;
   if (tls_ && tls_->handshake_done()) {
@@ -431,6 +469,7 @@ void ControlSession::linger() {
 
 void ControlSession::close_now() {
   if (closing()) return;
+  stop_awaiting();
   abandon_files(true);
   begin_close(fd_.get());
 }

@@ -12,6 +12,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -35,6 +36,9 @@ class ControlSession final : public WorkerObject {
   void start() override;
   void shutdown() override;
   void tick(std::int64_t now_ms) override;
+  // Closes a session that has not said HELLO yet, to make room under --max-sessions for a
+  // newer one (start()); its place is free from here on.
+  void evict();
 
   // For tests: what the session holds.
   std::size_t open_file_count() const { return files_.size(); }
@@ -189,7 +193,10 @@ class ControlSession final : public WorkerObject {
   std::int64_t local_activity_ms_ = 0;  // local work for this session last moved
   std::int64_t closing_since_ms_ = 0;
   bool counted_active_ = false;  // counted in ReceiverStats::sessions_active
-  Features features_;            // agreed in HELLO
+  // Where it is in its worker's list of sessions awaiting HELLO, while it is in it.
+  std::optional<Worker::AwaitingList::iterator> awaiting_pos_;
+  void stop_awaiting();
+  Features features_;  // agreed in HELLO
   // With encryption (ReceiverContext::tls): the connection's TLS; replies_ encrypts through
   // it, and receives go into its input buffer.
   std::unique_ptr<TlsChannel> tls_;

@@ -88,6 +88,8 @@ struct ReceiverStats {
   std::atomic<std::uint64_t> data_connections_refused{0};  // beyond the data connection limits
   // Unproven data connections closed to make room for newer ones (Worker::adopt_data_connection).
   std::atomic<std::uint64_t> data_connections_evicted{0};
+  // Sessions that had not said HELLO, closed to make room under --max-sessions.
+  std::atomic<std::uint64_t> sessions_evicted{0};
   std::atomic<std::uint64_t> files_refused_busy{0};  // beyond the open-file limits
   std::atomic<std::uint64_t> claims_taken_over{0};   // chunks taken from a connection gone quiet
   std::atomic<std::uint64_t> legacy_refused{0};      // recv --legacy: beyond the queue limits

@@ -104,6 +104,7 @@ void ControlSession::handle(const HelloRequest& m) {
     plain_data_ = true;
   }
   state_ = State::kActive;
+  stop_awaiting();
   r.version = kProtocolVersion;
   r.data_port = ctx.data_port;
   // A sender starts with the initial credit; with `credit` it hears of every raise.

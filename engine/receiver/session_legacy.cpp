@@ -14,6 +14,7 @@ bool ControlSession::looks_like_unterminated_legacy_send() const {
 void ControlSession::handle_legacy_send(std::string_view name) {
   ReceiverContext& ctx = worker_.ctx();
   state_ = State::kLegacy;
+  stop_awaiting();
   auto refuse_legacy = [&](ErrorCode code, const std::string& why) {
     ctx.stats.legacy_refused.fetch_add(1, std::memory_order_relaxed);
     ctx.log.warn("legacy client " + peer_ + ": " + why);

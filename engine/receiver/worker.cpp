@@ -128,6 +128,13 @@ void Worker::tick_all() {
                     "file, oldest first, to make room for newer ones (at most " +
                     std::to_string(ctx_.max_unproven_data_connections) + " such at once)");
     evicted_logged_ = evicted;
+    std::uint64_t sessions = ctx_.stats.sessions_evicted.load(std::memory_order_relaxed);
+    if (sessions > sessions_evicted_logged_)
+      ctx_.log.warn("closed " + std::to_string(sessions - sessions_evicted_logged_) +
+                    " control connections in the last second that had not said HELLO, oldest "
+                    "first, to make room for newer ones (--max-sessions " +
+                    std::to_string(ctx_.max_sessions) + ")");
+    sessions_evicted_logged_ = sessions;
   }
   // tick() may close an object, but closing only defers its release: iterating is safe.
   for (auto& [raw, obj] : objects_)

@@ -17,6 +17,7 @@
 
 namespace ackxfer {
 
+class ControlSession;
 class DataStream;
 class Worker;
 
@@ -86,6 +87,14 @@ class Worker {
     return unproven_.insert(unproven_.end(), d);
   }
   void untrack_unproven(UnprovenList::iterator it) { unproven_.erase(it); }
+  // This worker's control sessions that have not said HELLO yet, oldest first: at
+  // --max-sessions the oldest of them makes room for a new session.
+  using AwaitingList = std::list<ControlSession*>;
+  AwaitingList::iterator track_awaiting(ControlSession* s) {
+    return awaiting_.insert(awaiting_.end(), s);
+  }
+  void untrack_awaiting(AwaitingList::iterator it) { awaiting_.erase(it); }
+  ControlSession* oldest_awaiting() { return awaiting_.empty() ? nullptr : awaiting_.front(); }
   void tick_all();
   // Called by an object once all its ops have drained; destroys it.
   void release(WorkerObject* obj);
@@ -111,11 +120,13 @@ class Worker {
   const unsigned index_;
   // Before objects_: the connections in it leave this list as they are destroyed.
   UnprovenList unproven_;
+  AwaitingList awaiting_;
   std::unordered_map<WorkerObject*, std::unique_ptr<WorkerObject>> objects_;
   bool shutting_down_ = false;
-  std::uint64_t refused_logged_ = 0;     // data connections refused, as of the last warning
-  std::uint64_t evicted_logged_ = 0;     // unproven ones closed for newer ones, likewise
-  std::vector<std::uint8_t> tls_plain_;  // sized on first use
+  std::uint64_t refused_logged_ = 0;  // data connections refused, as of the last warning
+  std::uint64_t evicted_logged_ = 0;
+  std::uint64_t sessions_evicted_logged_ = 0;  // unproven ones closed for newer ones, likewise
+  std::vector<std::uint8_t> tls_plain_;        // sized on first use
   bool tls_plain_taken_ = false;
 };
 

@@ -96,6 +96,24 @@ TEST(Limits, Receiver_RefusesSessionsBeyondItsLimitWithBusy) {
   EXPECT_TRUE(ok->starts_with("HELLO ")) << *ok;
 }
 
+// Connections that never say HELLO used to hold --max-sessions places for their 10 s, so a
+// peer renewing them kept every sender out. The oldest of them now makes room for a new one.
+TEST(Limits, Receiver_SilentConnectionsCannotKeepSendersOut) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "f.txt", "got in");
+  ReceiverProcess r(dst.path(), 2, {"--max-sessions", "4"});
+  std::vector<std::unique_ptr<RawClient>> silent;
+  for (int i = 0; i < 16; ++i)
+    silent.push_back(std::make_unique<RawClient>(r.port()));
+  std::this_thread::sleep_for(200ms);
+  auto res = send({"--to", r.to(), "--retry-for", "5", (src / "f.txt").string()}, 30s);
+  EXPECT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(read_text(dst / "f.txt"), "got in");
+  std::this_thread::sleep_for(1500ms);  // evictions are logged once a second
+  auto rs = r.stop();
+  EXPECT_NE(rs.err.find("that had not said HELLO"), std::string::npos) << rs.err;
+}
+
 TEST(Limits, Sender_WaitsForABusyReceiverWithinRetryFor) {
   TempDir src("src"), dst("dst");
   write_text(src / "f.txt", "patience");

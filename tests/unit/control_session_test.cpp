@@ -68,6 +68,33 @@ TEST_F(ControlSessionTest, ARefusedSessionThatNeverReadsIsGoneByItsDeadlineToo) 
   EXPECT_EQ(sessions().size(), 1u);
 }
 
+// At --max-sessions, a session that has not said HELLO gives its place to a newer one, oldest
+// first: a peer that connects and sits could otherwise keep every sender out, renewing its
+// connections as each times out. Sessions that said HELLO keep theirs.
+TEST_F(ControlSessionTest, AtMaxSessionsTheOldestSilentSessionMakesRoom) {
+  make_receiver([](ReceiverOptions& o) { o.max_sessions = 3; });
+  int served = session();
+  ASSERT_TRUE(ask(served, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  int silent1 = session();
+  int silent2 = session();
+  ASSERT_EQ(sessions().size(), 3u);
+  // A fourth: the older silent one goes (no reply: it never spoke), the newcomer is served.
+  int fresh = session();
+  EXPECT_EQ(ctx_->stats.sessions_evicted.load(), 1u);
+  EXPECT_EQ(ctx_->stats.sessions_refused_busy.load(), 0u);
+  EXPECT_EQ(ctx_->stats.sessions_active.load(), 3u);
+  EXPECT_TRUE(ask(fresh, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_EQ(loop_.take_sent(silent1), "");
+  EXPECT_TRUE(ask(silent2, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_EQ(sessions().size(), 3u);
+  // Now every place is held by a session that said HELLO: the next one is told busy.
+  int late = session();
+  EXPECT_TRUE(loop_.take_sent(late).starts_with("ERR - busy ")) << "nobody to make room";
+  EXPECT_EQ(ctx_->stats.sessions_evicted.load(), 1u);
+  EXPECT_EQ(ctx_->stats.sessions_refused_busy.load(), 1u);
+  EXPECT_TRUE(ask(served, "MKDIR 1 d mode=0755 mtime=1.0\n").starts_with("OK 1")) << "served";
+}
+
 TEST_F(ControlSessionTest, EveryStateEndsByItsDeadline) {
   make_receiver([](ReceiverOptions& o) {
     o.idle_timeout = 5s;
