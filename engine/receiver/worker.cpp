@@ -113,28 +113,26 @@ void Worker::tick_all() {
                     " but no data connection came from its address within " +
                     std::to_string(kLegacyConnectTimeoutMs / 1000) + " s; dropped it");
   if (index_ == 0) {
-    std::uint64_t refused = ctx_.stats.data_connections_refused.load(std::memory_order_relaxed);
-    if (refused > refused_logged_)
-      ctx_.log.warn("refused " + std::to_string(refused - refused_logged_) +
-                    " data connections in the last second: the receiver holds its maximum (" +
-                    std::to_string(kMaxDataConnections) + " in all, " +
-                    std::to_string(kMaxUnprovenDataConnections) +
-                    " that have not yet sent a frame for an open file)");
-    refused_logged_ = refused;
-    std::uint64_t evicted = ctx_.stats.data_connections_evicted.load(std::memory_order_relaxed);
-    if (evicted > evicted_logged_)
-      ctx_.log.warn("closed " + std::to_string(evicted - evicted_logged_) +
-                    " data connections in the last second that had sent no frame for an open "
-                    "file, oldest first, to make room for newer ones (at most " +
-                    std::to_string(ctx_.max_unproven_data_connections) + " such at once)");
-    evicted_logged_ = evicted;
-    std::uint64_t sessions = ctx_.stats.sessions_evicted.load(std::memory_order_relaxed);
-    if (sessions > sessions_evicted_logged_)
-      ctx_.log.warn("closed " + std::to_string(sessions - sessions_evicted_logged_) +
-                    " control connections in the last second that had not said HELLO, oldest "
-                    "first, to make room for newer ones (--max-sessions " +
-                    std::to_string(ctx_.max_sessions) + ")");
-    sessions_evicted_logged_ = sessions;
+    // What the limits refused or closed since the last tick: one line a second, not one each.
+    auto report = [this](const std::atomic<std::uint64_t>& count, std::uint64_t& logged,
+                         const char* verb, const std::string& what) {
+      std::uint64_t n = count.load(std::memory_order_relaxed);
+      if (n > logged) ctx_.log.warn(verb + (" " + std::to_string(n - logged)) + what);
+      logged = n;
+    };
+    report(ctx_.stats.data_connections_refused, refused_logged_, "refused",
+           " data connections in the last second: the receiver holds its maximum (" +
+               std::to_string(kMaxDataConnections) + " in all, " +
+               std::to_string(ctx_.max_unproven_data_connections) +
+               " that have not yet sent a frame for an open file)");
+    report(ctx_.stats.data_connections_evicted, evicted_logged_, "closed",
+           " data connections in the last second that had sent no frame for an open file, "
+           "oldest first, to make room for newer ones (at most " +
+               std::to_string(ctx_.max_unproven_data_connections) + " such at once)");
+    report(ctx_.stats.sessions_evicted, sessions_evicted_logged_, "closed",
+           " control connections in the last second that had not said HELLO, oldest first, to "
+           "make room for newer ones (--max-sessions " +
+               std::to_string(ctx_.max_sessions) + ")");
   }
   // tick() may close an object, but closing only defers its release: iterating is safe.
   for (auto& [raw, obj] : objects_)

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "auth/shared_secret.h"
@@ -97,6 +99,27 @@ class SessionTlsTest : public ReceiverFixture {
       if (l.find(what) != std::string::npos) return true;
     return false;
   }
+  // On `control`, an encrypted session: HELLO, then SEND of a 5-byte file `f`. Its token, and
+  // the key its data connections prove themselves with (only this session's two ends can
+  // derive it); no token if READY did not come.
+  std::pair<std::optional<Token>, std::optional<TlsPsk>> open_file(TlsPeer& control) {
+    control.write("HELLO ackxfer 2\n");
+    control.take_plaintext();
+    control.write("SEND 1 f size=5 mode=0644 mtime=1.0 chunk=65536\n");
+    std::string ready = control.take_plaintext();
+    EXPECT_TRUE(ready.starts_with("READY 1 token=")) << ready;
+    if (!ready.starts_with("READY 1 token=")) return {};
+    return {Token::from_hex(ready.substr(ready.find("token=") + 6, 32)),
+            control.channel().session_data_key()};
+  }
+  // The frame that carries all of `f`: "hello".
+  static std::string hello_frame(const Token& t) {
+    std::uint8_t h[kFrameHeaderBytes];
+    encode_frame_header(FrameHeader{t, 0, 5}, h);
+    Digest128 dg = digest_of("hello", 5);
+    return std::string(reinterpret_cast<char*>(h), sizeof h) + "hello" +
+           std::string(reinterpret_cast<const char*>(dg.bytes.data()), dg.bytes.size());
+  }
   std::shared_ptr<const SharedSecret> secret_ = secret_of("0123456789abcdef0123456789abcdef");
 };
 
@@ -165,23 +188,12 @@ TEST_F(SessionTlsTest, DataInClearIsRefusedUnlessTheReceiverAllowsIt) {
 TEST_F(SessionTlsTest, AFrameOnAnEncryptedDataConnectionIsVerifiedAndAcked) {
   int s = session();
   TlsPeer control(loop_, s, secret_);
-  control.write("HELLO ackxfer 2\n");
-  control.take_plaintext();
-  control.write("SEND 1 f size=5 mode=0644 mtime=1.0 chunk=65536\n");
-  std::string ready = control.take_plaintext();
-  ASSERT_TRUE(ready.starts_with("READY 1 token=")) << ready;
-  Token t = *Token::from_hex(ready.substr(ready.find("token=") + 6, 32));
-
+  auto [t, key] = open_file(control);
+  ASSERT_TRUE(t && key);
   // The data connection proves itself with the key only this session's two ends can derive.
-  auto key = control.channel().session_data_key();
-  ASSERT_TRUE(key);
   int d = data_connection();
   TlsPeer data(loop_, d, TlsContext::with_psk(TlsRole::kClient, *key));
-  std::uint8_t h[kFrameHeaderBytes];
-  encode_frame_header(FrameHeader{t, 0, 5}, h);
-  Digest128 dg = digest_of("hello", 5);
-  data.write(std::string(reinterpret_cast<char*>(h), sizeof h) + "hello" +
-             std::string(reinterpret_cast<const char*>(dg.bytes.data()), dg.bytes.size()));
+  data.write(hello_frame(*t));
   std::string ack = data.take_plaintext();
   ASSERT_EQ(ack.size(), kFrameAckBytes);
   FrameAck a;
@@ -427,22 +439,11 @@ TEST_F(SessionTlsTest, AKeyUpdateFloodStopsAtTheChannelsOutputAndIsNoActivity) {
 TEST_F(SessionTlsTest, ADataConnectionCarryingOnlyKeyUpdatesIsIdle) {
   int s = session();
   TlsPeer control(loop_, s, secret_);
-  control.write("HELLO ackxfer 2\n");
-  control.take_plaintext();
-  control.write("SEND 1 f size=5 mode=0644 mtime=1.0 chunk=65536\n");
-  std::string ready = control.take_plaintext();
-  ASSERT_TRUE(ready.starts_with("READY 1 token=")) << ready;
-  Token t = *Token::from_hex(ready.substr(ready.find("token=") + 6, 32));
-  auto key = control.channel().session_data_key();
-  ASSERT_TRUE(key);
+  auto [t, key] = open_file(control);
+  ASSERT_TRUE(t && key);
   int d = data_connection();
   RawTlsPeer data(loop_, d, TlsContext::with_psk(TlsRole::kClient, *key));
-  std::uint8_t h[kFrameHeaderBytes];
-  encode_frame_header(FrameHeader{t, 0, 5}, h);
-  Digest128 dg = digest_of("hello", 5);
-  std::string ack = data.handshake_and_write(
-      std::string(reinterpret_cast<char*>(h), sizeof h) + "hello" +
-      std::string(reinterpret_cast<const char*>(dg.bytes.data()), dg.bytes.size()));
+  std::string ack = data.handshake_and_write(hello_frame(*t));
   ASSERT_EQ(ack.size(), kFrameAckBytes);
   ASSERT_EQ(ctx_->data_connections.load(), 1u);
   // 70 s of key updates, 20 a second, every answer read; the session stays busy meanwhile.
