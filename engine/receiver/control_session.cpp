@@ -76,14 +76,10 @@ void ControlSession::start() {
     // The oldest session on this worker that has not said HELLO makes room: a sender says it
     // within a round trip or two, so only peers that connect and sit lose their place (they
     // could otherwise keep every sender out, renewing their connections as they time out).
-    // Those gone already, or on their way out, only leave the list.
-    while (ControlSession* oldest = worker_.oldest_awaiting()) {
-      const bool holds_place = oldest->counted_active_ && !oldest->closing();
+    // Every session in that list holds a place: it leaves the list as it starts closing.
+    if (ControlSession* oldest = worker_.oldest_awaiting()) {
       oldest->evict();
-      if (holds_place) {
-        --active;
-        break;
-      }
+      --active;
     }
   }
   if (active > ctx.max_sessions) {
