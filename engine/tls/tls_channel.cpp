@@ -433,17 +433,17 @@ TlsChannel::Status TlsChannel::fail_from(int ret, const char* what) {
       break;
   }
   if (error_.empty()) {
-    damaged_ = damaged_in_transit(ERR_peek_last_error());
+    const bool damaged_bytes = damaged_in_transit(ERR_peek_last_error());
     error_ = std::string(what) + ": " + openssl_reason();
     if (foreign_identity_)
       error_ += ctx_->uses_key_lookup() ? " (its key belongs to no live session)"
                                         : " (the peer's key is derived from a different secret)";
     long v = SSL_get_verify_result(ssl_);
-    if (v != X509_V_OK) {
+    if (v != X509_V_OK)
       error_ += std::string(" (the peer's certificate: ") + X509_verify_cert_error_string(v) + ")";
-      damaged_ = false;
-    }
-    if (foreign_identity_) damaged_ = false;
+    // A refusal named above (another secret, a certificate) is no damage, whatever the last
+    // error OpenSSL reported.
+    damaged_ = damaged_bytes && !foreign_identity_ && v == X509_V_OK;
   }
   ERR_clear_error();
   return Status::kFailed;
