@@ -597,12 +597,14 @@ void DataStream::publish_single(std::size_t seq) {
   }
   // Durably: this ack, and those behind it, wait for the publisher.
   Loop* loop = &loop_;
-  ctx.publisher->submit(DurablePublisher::Job{
-      file, nullptr, false, [loop, alive = alive_, verdict](DurablePublisher::Result r) {
-        loop->post([alive, verdict, r = std::move(r)] {
-          if (*alive) verdict(r);
-        });
-      }});
+  ctx.publisher->submit(
+      DurablePublisher::Job{file, nullptr, false,
+                            [loop, alive = alive_, verdict](DurablePublisher::Result r) {
+                              loop->post([alive, verdict, r = std::move(r)] {
+                                if (*alive) verdict(r);
+                              });
+                            },
+                            nullptr});
 }
 
 void DataStream::release_claim() {

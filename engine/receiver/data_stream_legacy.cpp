@@ -7,6 +7,7 @@
 #include "error.h"
 #include "io/socket.h"
 #include "receiver/data_stream.h"
+#include "receiver/durable_publisher.h"
 
 namespace ackxfer {
 
@@ -71,20 +72,35 @@ void DataStream::finish_legacy(bool clean_eof, const std::string& why) {
   }
   timespec now{};
   clock_gettime(CLOCK_REALTIME, &now);
-  // Not flushed even with --fsync: a classic client is sent no verdict that could wait for it.
-  auto r = u->temp.publish(0644, Mtime{now.tv_sec, static_cast<std::uint32_t>(now.tv_nsec)});
-  if (auto* e = std::get_if<FsError>(&r)) {
-    ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("legacy file " + name + " from " + peer_ + " not published: " + e->what);
+  const Mtime mtime{now.tv_sec, static_cast<std::uint32_t>(now.tv_nsec)};
+  const bool durable = ctx.publisher != nullptr;
+  // No verdict waits for it (a classic client is told nothing), so this runs wherever the
+  // publish does: on this loop, or on the publisher's thread with --fsync.
+  auto report = [&ctx, name, bytes = legacy_bytes_, digest = digest_.finish(), peer = peer_,
+                 durable](const DurablePublisher::Result& r) {
+    if (auto* e = std::get_if<FsError>(&r)) {
+      ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
+      ctx.log.warn("legacy file " + name + " from " + peer + " not published: " + e->what);
+      return;
+    }
+    ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
+    ctx.stats.bytes_published.fetch_add(bytes, std::memory_order_relaxed);
+    ctx.log.info("published legacy file " + name + " (" + std::to_string(bytes) + " bytes" +
+                 (durable ? ", flushed" : "") + ") from " + peer +
+                 " UNVERIFIED: the classic protocol has no digest, so a connection that ended "
+                 "early cannot be told from a complete file (xxh3 of what arrived: " +
+                 digest.hex() + ")");
+  };
+  if (!durable) {
+    report(u->temp.publish(0644, mtime));
     return;
   }
-  ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);
-  ctx.stats.bytes_published.fetch_add(legacy_bytes_, std::memory_order_relaxed);
-  ctx.log.info("published legacy file " + name + " (" + std::to_string(legacy_bytes_) +
-               " bytes) from " + peer_ +
-               " UNVERIFIED: the classic protocol has no digest, so a connection that ended early "
-               "cannot be told from a complete file (xxh3 of what arrived: " +
-               digest_.finish().hex() + ")");
+  // recv --fsync: its data before its name, then its directory, as for every file.
+  DurablePublisher::Job job;
+  job.dir = u->temp.directory();
+  job.done = report;
+  job.publish_self = [u, mtime] { return u->temp.publish(0644, mtime, /*durable=*/true); };
+  ctx.publisher->submit(std::move(job));
 }
 
 }  // namespace ackxfer

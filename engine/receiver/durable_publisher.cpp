@@ -59,6 +59,7 @@ void DurablePublisher::publish_batch(std::vector<Job>& batch) {
   const int root = destination_.root_fd();
   // 1. Each file's data and inode.
   for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].publish_self) results[i] = batch[i].publish_self();
     if (!batch[i].file) continue;
     results[i] = whole_fs ? batch[i].file->prepare_publish() : batch[i].file->publish(true);
   }

@@ -28,6 +28,9 @@ class DurablePublisher {
     bool whole_fs = false;                // flush everything (directory metadata applied at BYE)
     // Called on the publisher's thread once the batch is durable: post to the owner's loop.
     std::function<void(Result)> done;
+    // Instead of `file`: a file that publishes itself with its own fsync (recv --legacy's
+    // uploads), whatever the batch's way of flushing. Put its directory in `dir`.
+    std::function<Result()> publish_self;
   };
 
   explicit DurablePublisher(const Destination& destination);

@@ -388,12 +388,14 @@ void ControlSession::publish(std::uint64_t id) {
   // Durably, on the publisher's thread; the verdict waits for it.
   f.stage = SessionFile::Stage::kPublishing;
   Loop* loop = &loop_;
-  ctx.publisher->submit(DurablePublisher::Job{
-      f.file, nullptr, false, [this, loop, alive = alive_, id](DurablePublisher::Result r) {
-        loop->post([this, alive, id, r = std::move(r)] {
-          if (*alive) published(id, r);
-        });
-      }});
+  ctx.publisher->submit(
+      DurablePublisher::Job{f.file, nullptr, false,
+                            [this, loop, alive = alive_, id](DurablePublisher::Result r) {
+                              loop->post([this, alive, id, r = std::move(r)] {
+                                if (*alive) published(id, r);
+                              });
+                            },
+                            nullptr});
 }
 
 void ControlSession::published(std::uint64_t id, const std::variant<std::monostate, FsError>& r) {

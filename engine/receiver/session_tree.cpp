@@ -99,7 +99,8 @@ void ControlSession::reply_when_durable(std::shared_ptr<const UniqueFd> dir, Ser
           }
           reply(m);
         });
-      }});
+      },
+      nullptr});
 }
 
 void ControlSession::handle(const ByeRequest&) {
@@ -133,12 +134,14 @@ void ControlSession::apply_dirs_slice() {
     return;
   }
   Loop* loop = &loop_;
-  ctx.publisher->submit(DurablePublisher::Job{
-      nullptr, nullptr, true, [this, loop, alive = alive_](DurablePublisher::Result) {
-        loop->post([this, alive] {
-          if (*alive && state_ == State::kFinishing) finish_bye();
-        });
-      }});
+  ctx.publisher->submit(
+      DurablePublisher::Job{nullptr, nullptr, true,
+                            [this, loop, alive = alive_](DurablePublisher::Result) {
+                              loop->post([this, alive] {
+                                if (*alive && state_ == State::kFinishing) finish_bye();
+                              });
+                            },
+                            nullptr});
 }
 
 void ControlSession::finish_bye() {

@@ -48,6 +48,7 @@ TEST(Legacy, ManyClassicClientsAtOnceEachGetTheirOwnBytes) {
   EXPECT_TRUE(temp_files_under(dst.path()).empty());
   auto rs = r.stop();
   EXPECT_NE(rs.err.find("UNVERIFIED"), std::string::npos) << rs.err;
+  EXPECT_EQ(rs.err.find("flushed"), std::string::npos) << rs.err;  // no --fsync, no flush
 }
 
 TEST(Legacy, ClassicAndAckxferSendersShareOneReceiver) {
@@ -66,6 +67,47 @@ TEST(Legacy, ClassicAndAckxferSendersShareOneReceiver) {
   EXPECT_TRUE(wait_until([&] { return fs::exists(dst / "classic.bin"); }, 10s));
   EXPECT_EQ(compare_trees(src / "tree", dst / "tree"), "");
   EXPECT_EQ(read_text(dst / "classic.bin"), read_text(src / "classic.bin"));
+}
+
+// recv --fsync: a classic client is told nothing, but its file still gets its name only after
+// its data is on stable storage, through the same publisher thread as everyone's (batches of
+// four or more files flush with syncfs, smaller ones file by file: both happen here).
+TEST(Legacy, WithFsyncClassicFilesAreFlushedBeforeTheyAreNamed) {
+  TempDir src("src"), dst("dst");
+  constexpr int kClients = 6;
+  for (int i = 0; i < kClients; ++i)
+    write_file(src / ("f" + std::to_string(i)), 70000 * i + 5, 340 + i);
+  fs::create_directories(src / "tree");
+  for (int i = 0; i < 20; ++i)
+    write_file(src / "tree" / ("m" + std::to_string(i)), 4096, 360 + i);
+  ReceiverProcess r(dst.path(), 2, {"--legacy", "--fsync"});
+  ProcessResult modern;
+  std::thread t([&] { modern = send({"--to", r.to(), (src / "tree").string()}); });
+  std::vector<std::thread> clients;
+  std::vector<ProcessResult> results(kClients);
+  for (int i = 0; i < kClients; ++i)
+    clients.emplace_back([&, i] {
+      results[i] = classic_send(r, "in/f" + std::to_string(i), src / ("f" + std::to_string(i)));
+    });
+  for (auto& c : clients)
+    c.join();
+  t.join();
+  EXPECT_EQ(modern.exit_code, 0) << modern.err;
+  for (int i = 0; i < kClients; ++i)
+    EXPECT_EQ(results[i].exit_code, 0) << i << ": " << results[i].err;
+  EXPECT_TRUE(wait_until([&] { return count_entries(dst / "in") == kClients; }, 10s));
+  for (int i = 0; i < kClients; ++i) {
+    auto name = "f" + std::to_string(i);
+    EXPECT_EQ(read_text(dst / "in" / name), read_text(src / name)) << name;
+  }
+  EXPECT_EQ(compare_trees(src / "tree", dst / "tree"), "");
+  EXPECT_TRUE(temp_files_under(dst.path()).empty());
+  auto rs = r.stop();
+  std::size_t flushed = 0;
+  for (auto at = rs.err.find(" bytes, flushed) from "); at != std::string::npos;
+       at = rs.err.find(" bytes, flushed) from ", at + 1))
+    ++flushed;
+  EXPECT_EQ(flushed, static_cast<std::size_t>(kClients)) << rs.err;
 }
 
 TEST(Legacy, HostileClassicNamesAreRefusedAndNothingIsWrittenOutside) {
