@@ -15,7 +15,8 @@ namespace ackxfer::cli {
   X(kSetup, 6, "local setup failed: io_uring unavailable, cannot bind, cannot create --dir") \
   X(kAuth, 7,                                                                                \
     "authentication failed: --secret-file missing or different, a certificate refused, "     \
-    "one side unencrypted, or data in clear refused")                                        \
+    "one side unencrypted, data in clear refused, or 4 handshakes in a row damaged in "      \
+    "transit")                                                                               \
   X(kTimedOut, 8,                                                                            \
     "timed out: the receiver stopped answering (--idle-timeout) and did not "                \
     "come back within --retry-for")                                                          \
