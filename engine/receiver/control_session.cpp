@@ -15,9 +15,6 @@ namespace {
 
 // Lines handled per turn of the loop (see process_input).
 constexpr int kLinesPerTurn = 64;
-// A control connection's TLS: input room for one whole record (16 KiB of plaintext and its
-// overhead), so that a session costs little while it waits.
-constexpr std::size_t kControlTlsBufferBytes = 17 * 1024 + 512;
 constexpr std::size_t kControlTlsOutputBytes = 8 * 1024;  // replies go out in pieces
 
 }  // namespace
@@ -96,7 +93,7 @@ void ControlSession::start() {
   ctx.log.debug("control connection from " + peer_);
   awaiting_pos_ = worker_.track_awaiting(this);
   if (ctx.tls) {
-    tls_ = std::make_unique<TlsChannel>(ctx.tls, kControlTlsBufferBytes, kRecordsPerKey,
+    tls_ = std::make_unique<TlsChannel>(ctx.tls, kTlsInputBytes, kRecordsPerKey,
                                         kControlTlsOutputBytes);
     replies_.set_tls(tls_.get());
     account_buffers();
@@ -274,7 +271,7 @@ void ControlSession::on_bytes(const Completion& c) {
   if (tls_ && c.res > 0 && state_ != State::kClosing) {
     if (!decrypt_input(static_cast<std::size_t>(c.res))) return;
   } else if (!c.data.empty() && state_ != State::kClosing && state_ != State::kLegacy) {
-    in_.append(reinterpret_cast<const char*>(c.data.data()), c.data.size());
+    append_input(reinterpret_cast<const char*>(c.data.data()), c.data.size());
   }
   if (c.res == -ENOBUFS) {
     // Every buffer of the pool was in use for a moment: ask again, unless this session is
@@ -310,6 +307,20 @@ void ControlSession::on_bytes(const Completion& c) {
       looks_like_unterminated_legacy_send())
     arm_timer(static_cast<std::uint64_t>(kLegacyLineQuietMs) * 1'000'000, kLegacyQuiet);
   if (!recv_armed_ && !read_paused_ && may_read()) arm_read();
+}
+
+void ControlSession::append_input(const char* p, std::size_t n) {
+  const std::size_t need = in_.size() + n;
+  if (need > in_.capacity()) {
+    // Doubling up to the limit, and past it (reading pauses there) only what arrives: a
+    // peer that fills its input holds the limit plus what its last receives brought, not
+    // twice the limit.
+    std::string grown;
+    grown.reserve(std::max(need, std::min(2 * in_.capacity(), kMaxUnhandledInputBytes)));
+    grown.append(in_);
+    in_.swap(grown);
+  }
+  in_.append(p, n);
 }
 
 void ControlSession::process_input() {

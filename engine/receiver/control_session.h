@@ -40,6 +40,10 @@ class ControlSession final : public WorkerObject {
   // newer one (start()); its place is free from here on.
   void evict();
 
+  // A control connection's TLS: input room for one whole record (16 KiB of plaintext and its
+  // overhead), so that a session costs little while it waits.
+  static constexpr std::size_t kTlsInputBytes = 17 * 1024 + 512;
+
   // For tests: what the session holds.
   std::size_t open_file_count() const { return files_.size(); }
   std::size_t open_credit() const { return credit_; }
@@ -212,6 +216,7 @@ class ControlSession final : public WorkerObject {
   // shared pool, so an idle session costs no buffer memory.
   std::string in_;
   std::size_t in_start_ = 0;  // handled bytes at the front of in_
+  void append_input(const char* p, std::size_t n);
   bool recv_armed_ = false;   // the multishot receive is running
   bool read_paused_ = false;  // stopped for backpressure; resumed by resume_read_if_clear()
   bool processing_ = false;   // inside process_input(): replies must not re-enter it

@@ -1,5 +1,7 @@
 // ControlSession, the handshake: TLS (--secret-file or certificates), HELLO (version, features,
 // data connections in clear).
+#include <array>
+
 #include "display.h"
 #include "protocol/limits.h"
 #include "receiver/control_session.h"
@@ -34,12 +36,13 @@ bool ControlSession::decrypt_input(std::size_t n) {
   tls_->received(n);
   const bool was_done = tls_->handshake_done();
   TlsChannel::Status st;
+  // Through a piece on the stack, so that in_ grows by what was decrypted (append_input), not
+  // by a piece's room.
+  std::array<std::uint8_t, 16 * 1024> piece;
   while (true) {
-    constexpr std::size_t kPiece = 16 * 1024;
-    std::size_t old = in_.size(), got = 0;
-    in_.resize(old + kPiece);
-    st = tls_->read({reinterpret_cast<std::uint8_t*>(in_.data()) + old, kPiece}, got);
-    in_.resize(old + got);
+    std::size_t got = 0;
+    st = tls_->read(piece, got);
+    append_input(reinterpret_cast<const char*>(piece.data()), got);
     if (st != TlsChannel::Status::kOk) break;
   }
   replies_.flush();  // handshake messages, alerts
