@@ -232,6 +232,46 @@ TEST(TlsChannel, SmallBuffersStillCarryLargeWrites) {
   EXPECT_EQ(transfer(c, s, data), data);
 }
 
+// One write fills the output with as many records as it holds (one send carries them all),
+// not one 16 KiB record per call; a record cut off by the full output goes out whole with the
+// next call, which starts with the same bytes, and the reader gets every byte in order.
+TEST(TlsChannel, AWriteTakesAsManyRecordsAsTheOutputHolds) {
+  Pair p;
+  handshake(p.client, p.server);
+  ASSERT_TRUE(p.server.handshake_done()) << p.server.error();
+  const std::string data = pattern(3 << 20);
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(data.data());
+  std::string got;
+  std::vector<std::uint8_t> buf(1 << 20);
+  std::size_t off = 0, writes = 0;
+  while (got.size() < data.size() && writes < 100) {
+    if (off < data.size()) {
+      std::size_t taken = 0;
+      const std::size_t left = data.size() - off;
+      ASSERT_EQ(p.client.write({bytes + off, left}, taken), TlsChannel::Status::kOk)
+          << p.client.error();
+      ++writes;
+      if (left > kTlsBufferBytes) {
+        // A full output less at most the record it could not finish, and that record.
+        EXPECT_GE(p.client.output_pending(), kTlsBufferBytes - 2 * (16 * 1024 + 256)) << writes;
+        EXPECT_GE(taken, kTlsBufferBytes - 3 * 16 * 1024) << writes;
+      } else {
+        EXPECT_EQ(taken, left) << writes;
+      }
+      off += taken;
+    }
+    carry(p.client, p.server);
+    std::size_t n = 0;
+    do {
+      ASSERT_NE(p.server.read(buf, n), TlsChannel::Status::kFailed) << p.server.error();
+      got.append(reinterpret_cast<const char*>(buf.data()), n);
+    } while (n > 0);
+  }
+  EXPECT_EQ(got.size(), data.size());
+  EXPECT_TRUE(got == data);
+  EXPECT_LE(writes, data.size() / (kTlsBufferBytes - 3 * 16 * 1024) + 1);
+}
+
 TEST(TlsChannel, SendingKeysAreUpdatedAfterTheRecordLimit) {
   Pair p("key update key update", "key update key update", 8);
   handshake(p.client, p.server);
