@@ -47,6 +47,7 @@ DataStream::~DataStream() {
   ReceiverContext& ctx = worker_.ctx();
   // Admitted (and counted) by Worker::adopt_data_connection.
   ctx.data_connections.fetch_sub(1, std::memory_order_relaxed);
+  worker_.data_connection_gone();
   uncount_unproven();
   ctx.tls_data_buffers.fetch_sub(tls_buffers_granted_, std::memory_order_relaxed);
 }

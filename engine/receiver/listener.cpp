@@ -28,7 +28,7 @@ void Listener::on_complete(unsigned op, const Completion& c) {
     if (kind_ == Kind::kControl)
       worker_.adopt_control_connection(std::move(conn));
     else
-      worker_.adopt_data_connection(std::move(conn));
+      worker_.take_data_connection(std::move(conn));
     if (!c.more) arm();
     return;
   }

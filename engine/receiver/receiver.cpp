@@ -147,12 +147,18 @@ void Receiver::start() {
     });
   }
 
+  ctx_->data_load = std::vector<std::atomic<std::size_t>>(threads_);
   for (unsigned i = 0; i < threads_; ++i)
     workers_.push_back(
         std::make_unique<WorkerThread>(*ctx_, i, std::move(control[i]), std::move(data[i])));
+  ctx_->hand_over_data = [this](unsigned i, UniqueFd fd) {
+    workers_[i]->hand_data_connection(std::move(fd));
+  };
   try {
     for (auto& w : workers_)
       w->start();
+    // Every loop runs: connections may be handed between workers from here on.
+    ctx_->spreading.store(threads_ > 1, std::memory_order_release);
   } catch (...) {
     stop();
     wait();
@@ -172,6 +178,7 @@ void Receiver::stop() {
   sweep_stop_ = true;
   if (ctx_) {
     ctx_->stopping = true;
+    ctx_->spreading.store(false, std::memory_order_release);
     // Before the workers: their jobs post results to the workers' loops. The publisher
     // finishes what it was given (those files are verified; publishing them is right).
     ctx_->work.stop();

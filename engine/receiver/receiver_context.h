@@ -3,12 +3,14 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "fs/destination.h"
 #include "io/work_queue.h"
@@ -18,6 +20,7 @@
 #include "receiver/legacy_uploads.h"
 #include "receiver/receiver.h"
 #include "tls/tls_channel.h"
+#include "unique_fd.h"
 
 namespace ackxfer {
 
@@ -91,6 +94,16 @@ struct ReceiverContext {
   std::atomic<std::size_t> data_connections{0};
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet
   std::atomic<std::uint64_t> next_connection_id{1};       // names claims (IncomingFile)
+
+  // Spreading data connections over the workers (Worker::take_data_connection). SO_REUSEPORT
+  // places a connection by a hash of its addresses, so one session's streams could all land
+  // on one worker while another idles. `data_load`: the data connections each worker holds or
+  // has been handed (one entry per worker; empty: nothing is spread). `hand_over_data` posts a
+  // connection to worker i's loop; set by the Receiver, used once `spreading` is true (every
+  // worker's loop runs).
+  std::vector<std::atomic<std::size_t>> data_load;
+  std::function<void(unsigned i, UniqueFd fd)> hand_over_data;
+  std::atomic<bool> spreading{false};
 
   // Fault injection for the test that a dying worker loop makes the receiver fail (exit 9):
   // ACKXFER_INJECT_FAULT=worker-loop makes worker 0's loop throw at its first tick.

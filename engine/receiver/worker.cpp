@@ -75,8 +75,42 @@ void Worker::adopt_control_connection(UniqueFd fd) {
   add(std::make_unique<ControlSession>(*this, std::move(fd)));
 }
 
-void Worker::adopt_data_connection(UniqueFd fd) {
-  if (shutting_down_) return;
+void Worker::count_load(int delta) {
+  if (index_ >= ctx_.data_load.size()) return;
+  if (delta > 0)
+    ctx_.data_load[index_].fetch_add(1, std::memory_order_relaxed);
+  else
+    ctx_.data_load[index_].fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Worker::take_data_connection(UniqueFd fd) {
+  auto& load = ctx_.data_load;
+  unsigned target = index_;
+  if (index_ < load.size() && ctx_.spreading.load(std::memory_order_acquire) && !shutting_down_) {
+    std::size_t least = load[index_].load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < load.size(); ++i) {
+      std::size_t l = load[i].load(std::memory_order_relaxed);
+      if (l < least) {
+        least = l;
+        target = i;
+      }
+    }
+  }
+  if (target == index_) {
+    adopt_data_connection(std::move(fd));
+    return;
+  }
+  // Counted now, so that the next choice (on any worker) sees it before it arrives.
+  load[target].fetch_add(1, std::memory_order_relaxed);
+  ctx_.hand_over_data(target, std::move(fd));
+}
+
+void Worker::adopt_data_connection(UniqueFd fd, bool handed) {
+  if (!handed) count_load(+1);
+  if (shutting_down_) {
+    count_load(-1);
+    return;  // fd closes here
+  }
   // Counted here, released by the DataStream's destructor.
   std::size_t all = ctx_.data_connections.fetch_add(1, std::memory_order_relaxed) + 1;
   std::size_t unproven = ctx_.unproven_data_connections.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -91,6 +125,7 @@ void Worker::adopt_data_connection(UniqueFd fd) {
     ctx_.data_connections.fetch_sub(1, std::memory_order_relaxed);
     ctx_.unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
     ctx_.stats.data_connections_refused.fetch_add(1, std::memory_order_relaxed);
+    count_load(-1);
     return;  // closed at once; the count is logged at the next tick
   }
   add(std::make_unique<DataStream>(*this, std::move(fd)));

@@ -76,11 +76,17 @@ class Worker {
   // Starts the once-a-second tick of every object's deadlines.
   void start_housekeeping();
   void adopt_control_connection(UniqueFd fd);
+  // An accepted data connection: adopted here, or handed to the worker with the fewest data
+  // connections when that one has fewer than this one (ReceiverContext::data_load).
+  void take_data_connection(UniqueFd fd);
+  // `handed`: another worker counted it in this one's load (take_data_connection).
   // Closes `fd` at once when the receiver holds its maximum of data connections in all. At the
   // maximum of connections that have not carried a frame for a known file yet, this worker's
   // oldest such connection makes room (a sender's connection proves itself within a round
   // trip or two, so only peers that sit on theirs lose them); if it has none, `fd` closes.
-  void adopt_data_connection(UniqueFd fd);
+  void adopt_data_connection(UniqueFd fd, bool handed = false);
+  // A data connection of this worker's is gone (DataStream's destructor).
+  void data_connection_gone() { count_load(-1); }
   // This worker's data connections that have proven nothing yet, oldest first.
   using UnprovenList = std::list<DataStream*>;
   UnprovenList::iterator track_unproven(DataStream* d) {
@@ -115,6 +121,8 @@ class Worker {
   std::size_t abandon_undrained();
 
  private:
+  void count_load(int delta);
+
   ReceiverContext& ctx_;
   Loop& loop_;
   const unsigned index_;

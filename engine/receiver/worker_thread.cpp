@@ -1,6 +1,8 @@
 // WorkerThread: thread body, and the drain that keeps freed memory out of the kernel's reach.
 #include "receiver/worker_thread.h"
 
+#include <memory>
+
 #include "error.h"
 #include "receiver/listener.h"
 
@@ -77,6 +79,15 @@ void WorkerThread::drain() {
 void WorkerThread::stop() {
   if (!loop_) return;
   loop_->post([this] { worker_->begin_shutdown(); });
+}
+
+void WorkerThread::hand_data_connection(UniqueFd fd) {
+  if (!loop_) return;
+  // A posted task must be copyable; the fd closes with the last copy if it is never run.
+  auto conn = std::make_shared<UniqueFd>(std::move(fd));
+  loop_->post([this, conn] {
+    if (worker_) worker_->adopt_data_connection(std::move(*conn), /*handed=*/true);
+  });
 }
 
 void WorkerThread::join() {

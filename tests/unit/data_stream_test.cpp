@@ -156,5 +156,61 @@ TEST_F(DataStreamTest, ConnectionsThatProveNothingAreCappedOldestFirst) {
   EXPECT_EQ(acks(busy), std::vector<AckStatus>{AckStatus::kPublished});
 }
 
+// recv --threads N: an accepted data connection goes to the worker holding the fewest (this
+// one when it is among them), so that a session's streams do not all land on one worker by
+// the luck of SO_REUSEPORT's hash. Handed-over connections count at once; connections that
+// go away, and refused ones, count no more.
+TEST_F(DataStreamTest, DataConnectionsGoToTheWorkerHoldingTheFewest) {
+  ASSERT_EQ(worker_->index(), 0u);
+  ctx_->data_load = std::vector<std::atomic<std::size_t>>(2);
+  std::vector<int> handed;
+  ctx_->hand_over_data = [&](unsigned i, UniqueFd fd) {
+    EXPECT_EQ(i, 1u);
+    handed.push_back(fd.get());
+    peers_.push_back(fd.release());  // closed at the end
+  };
+  auto take = [&] {
+    auto [mine, peer] = tcp_pair();
+    peers_.push_back(peer);
+    worker_->take_data_connection(UniqueFd(mine));
+    loop_.run();
+    return mine;
+  };
+  // Not spreading yet (the other loops are not running): everything stays.
+  take();
+  EXPECT_EQ(ctx_->data_load[0].load(), 1u);
+  ctx_->spreading = true;
+  take();  // the other worker holds none: it gets this one
+  EXPECT_EQ(handed.size(), 1u);
+  EXPECT_EQ(ctx_->data_load[1].load(), 1u);
+  int kept = take();  // level: this worker keeps it
+  EXPECT_EQ(handed.size(), 1u);
+  take();  // 2 against 1
+  EXPECT_EQ(handed.size(), 2u);
+  EXPECT_EQ(ctx_->data_load[0].load(), 2u);
+  EXPECT_EQ(ctx_->data_load[1].load(), 2u);
+  EXPECT_EQ(ctx_->data_connections.load(), 2u);  // the handed ones count where they arrive
+  // One of ours goes: the next one is ours again.
+  loop_.peer_closes(kept);
+  loop_.run();
+  EXPECT_EQ(ctx_->data_load[0].load(), 1u);
+  take();
+  EXPECT_EQ(handed.size(), 2u);
+  EXPECT_EQ(ctx_->data_load[0].load(), 2u);
+  // A handed-over connection arriving here is not counted twice; a refused one not at all.
+  ctx_->data_load[0] += 1;  // as the other worker would, handing it over
+  auto [mine, peer] = tcp_pair();
+  peers_.push_back(peer);
+  worker_->adopt_data_connection(UniqueFd(mine), /*handed=*/true);
+  loop_.run();
+  EXPECT_EQ(ctx_->data_load[0].load(), 3u);
+  EXPECT_EQ(ctx_->data_connections.load(), 3u);
+  ctx_->max_unproven_data_connections = 0;  // no unproven one may stay: refused
+  ctx_->spreading = false;
+  take();
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
+  EXPECT_EQ(ctx_->data_load[0].load(), ctx_->data_connections.load());
+}
+
 }  // namespace
 }  // namespace ackxfer::test
