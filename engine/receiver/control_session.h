@@ -98,6 +98,9 @@ class ControlSession final : public WorkerObject {
   void account_buffers();
   void on_bytes(const Completion& c);
   void process_input();
+  // Appends received (or decrypted) bytes to in_, within the growth kMaxUnhandledInputBytes
+  // allows.
+  void append_input(const char* p, std::size_t n);
   void handle_line(std::string_view line);
   void reply(const ServerMessage& m);
   void reply_error(std::optional<std::uint64_t> id, ErrorCode code, std::string message);
@@ -216,7 +219,6 @@ class ControlSession final : public WorkerObject {
   // shared pool, so an idle session costs no buffer memory.
   std::string in_;
   std::size_t in_start_ = 0;  // handled bytes at the front of in_
-  void append_input(const char* p, std::size_t n);
   bool recv_armed_ = false;   // the multishot receive is running
   bool read_paused_ = false;  // stopped for backpressure; resumed by resume_read_if_clear()
   bool processing_ = false;   // inside process_input(): replies must not re-enter it

@@ -79,11 +79,11 @@ class Worker {
   // An accepted data connection: adopted here, or handed to the worker with the fewest data
   // connections when that one has fewer than this one (ReceiverContext::data_load).
   void take_data_connection(UniqueFd fd);
-  // `handed`: another worker counted it in this one's load (take_data_connection).
   // Closes `fd` at once when the receiver holds its maximum of data connections in all. At the
   // maximum of connections that have not carried a frame for a known file yet, this worker's
   // oldest such connection makes room (a sender's connection proves itself within a round
   // trip or two, so only peers that sit on theirs lose them); if it has none, `fd` closes.
+  // `handed`: another worker counted it in this one's load (take_data_connection).
   void adopt_data_connection(UniqueFd fd, bool handed = false);
   // A data connection of this worker's is gone (DataStream's destructor).
   void data_connection_gone() { count_load(-1); }
