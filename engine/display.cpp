@@ -46,8 +46,14 @@ bool unsafe_code_point(std::uint32_t cp) {
 
 }  // namespace
 
-std::string printable(std::string_view raw) {
+void append_hex_escape(std::string& out, unsigned char c) {
   static constexpr char kHex[] = "0123456789abcdef";
+  out += "\\x";
+  out.push_back(kHex[c >> 4]);
+  out.push_back(kHex[c & 15]);
+}
+
+std::string printable(std::string_view raw) {
   std::string out;
   out.reserve(raw.size());
   for (std::size_t i = 0; i < raw.size();) {
@@ -67,25 +73,20 @@ std::string printable(std::string_view raw) {
         continue;
       }
     }
-    out += "\\x";
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
+    append_hex_escape(out, c);
     ++i;
   }
   return out;
 }
 
 std::string control_free(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size());
   for (unsigned char c : text) {
     if (c >= 0x20 && c != 0x7f) {
       out.push_back(static_cast<char>(c));
     } else {
-      out += "\\x";
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
+      append_hex_escape(out, c);
     }
   }
   return out;

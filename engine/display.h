@@ -18,6 +18,10 @@ std::string printable(std::string_view raw);
 // were made printable already, as the net under them.
 std::string control_free(std::string_view text);
 
+// Appends "\xHH" for byte `c`: the escape printable(), control_free() and the control
+// protocol's escape_bytes() share.
+void append_hex_escape(std::string& out, unsigned char c);
+
 // printable() in single quotes, for messages: 'a\x0ab'.
 inline std::string quote_name(std::string_view raw) {
   return "'" + printable(raw) + "'";

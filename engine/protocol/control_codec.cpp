@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "display.h"
 #include "protocol/chunk_plan.h"
 #include "protocol/limits.h"
 
@@ -265,9 +266,7 @@ bool parse_data_field(const KeyValues& kv, bool& plain, std::optional<ParseError
 std::optional<std::string> check_printable(std::string_view line) {
   for (unsigned char c : line)
     if (!is_plain(c) && c != ' ')
-      return "byte 0x" + std::string(1, "0123456789abcdef"[c >> 4]) +
-             std::string(1, "0123456789abcdef"[c & 15]) +
-             " is not allowed in a control line (escape it as \\xHH)";
+      return "byte 0x" + to_hex(&c, 1) + " is not allowed in a control line (escape it as \\xHH)";
   return std::nullopt;
 }
 
@@ -294,16 +293,13 @@ std::optional<int> parse_version(const std::vector<std::string_view>& f) {
 }  // namespace
 
 std::string escape_bytes(std::string_view raw) {
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(raw.size());
   for (unsigned char c : raw) {
     if (is_plain(c) && c != '\\') {
       out.push_back(static_cast<char>(c));
     } else {
-      out += "\\x";
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
+      append_hex_escape(out, c);
     }
   }
   return out;
