@@ -148,26 +148,30 @@ void Worker::tick_all() {
                     " but no data connection came from its address within " +
                     std::to_string(kLegacyConnectTimeoutMs / 1000) + " s; dropped it");
   if (index_ == 0) {
-    // What the limits refused or closed since the last tick: one line a second, not one each.
+    // What the limits refused or closed since the last tick: one line a second, not one each
+    // (the text is built only then).
     auto report = [this](const std::atomic<std::uint64_t>& count, std::uint64_t& logged,
-                         const char* verb, const std::string& what) {
+                         const char* verb, const auto& what) {
       std::uint64_t n = count.load(std::memory_order_relaxed);
-      if (n > logged) ctx_.log.warn(verb + (" " + std::to_string(n - logged)) + what);
+      if (n > logged) ctx_.log.warn(verb + (" " + std::to_string(n - logged)) + what());
       logged = n;
     };
-    report(ctx_.stats.data_connections_refused, refused_logged_, "refused",
-           " data connections in the last second: the receiver holds its maximum (" +
-               std::to_string(kMaxDataConnections) + " in all, " +
-               std::to_string(ctx_.max_unproven_data_connections) +
-               " that have not yet sent a frame for an open file)");
-    report(ctx_.stats.data_connections_evicted, evicted_logged_, "closed",
-           " data connections in the last second that had sent no frame for an open file, "
-           "oldest first, to make room for newer ones (at most " +
-               std::to_string(ctx_.max_unproven_data_connections) + " such at once)");
-    report(ctx_.stats.sessions_evicted, sessions_evicted_logged_, "closed",
-           " control connections in the last second that had not said HELLO, oldest first, to "
-           "make room for newer ones (--max-sessions " +
-               std::to_string(ctx_.max_sessions) + ")");
+    report(ctx_.stats.data_connections_refused, refused_logged_, "refused", [this] {
+      return " data connections in the last second: the receiver holds its maximum (" +
+             std::to_string(kMaxDataConnections) + " in all, " +
+             std::to_string(ctx_.max_unproven_data_connections) +
+             " that have not yet sent a frame for an open file)";
+    });
+    report(ctx_.stats.data_connections_evicted, evicted_logged_, "closed", [this] {
+      return " data connections in the last second that had sent no frame for an open file, "
+             "oldest first, to make room for newer ones (at most " +
+             std::to_string(ctx_.max_unproven_data_connections) + " such at once)";
+    });
+    report(ctx_.stats.sessions_evicted, sessions_evicted_logged_, "closed", [this] {
+      return " control connections in the last second that had not said HELLO, oldest first, "
+             "to make room for newer ones (--max-sessions " +
+             std::to_string(ctx_.max_sessions) + ")";
+    });
   }
   // tick() may close an object, but closing only defers its release: iterating is safe.
   for (auto& [raw, obj] : objects_)
