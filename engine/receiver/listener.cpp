@@ -26,7 +26,7 @@ void Listener::on_complete(unsigned op, const Completion& c) {
   if (c.res >= 0) {
     UniqueFd conn(c.res);
     if (kind_ == Kind::kControl)
-      worker_.adopt_control_connection(std::move(conn));
+      worker_.take_control_connection(std::move(conn));
     else
       worker_.take_data_connection(std::move(conn));
     if (!c.more) arm();

@@ -147,12 +147,12 @@ void Receiver::start() {
     });
   }
 
-  ctx_->data_load = std::vector<std::atomic<std::size_t>>(threads_);
+  ctx_->load = std::vector<ReceiverContext::WorkerLoad>(threads_);
   for (unsigned i = 0; i < threads_; ++i)
     workers_.push_back(
         std::make_unique<WorkerThread>(*ctx_, i, std::move(control[i]), std::move(data[i])));
-  ctx_->hand_over_data = [this](unsigned i, UniqueFd fd) {
-    workers_[i]->hand_data_connection(std::move(fd));
+  ctx_->hand_over = [this](unsigned i, UniqueFd fd, ReceiverContext::Handed what) {
+    workers_[i]->hand_connection(std::move(fd), what);
   };
   try {
     for (auto& w : workers_)

@@ -95,14 +95,21 @@ struct ReceiverContext {
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet
   std::atomic<std::uint64_t> next_connection_id{1};       // names claims (IncomingFile)
 
-  // Spreading data connections over the workers (Worker::take_data_connection). SO_REUSEPORT
-  // places a connection by a hash of its addresses, so one session's streams could all land
-  // on one worker while another idles. `data_load`: the data connections each worker holds or
-  // has been handed (one entry per worker; empty: nothing is spread). `hand_over_data` posts a
-  // connection to worker i's loop; set by the Receiver, used once `spreading` is true (every
-  // worker's loop runs).
-  std::vector<std::atomic<std::size_t>> data_load;
-  std::function<void(unsigned i, UniqueFd fd)> hand_over_data;
+  // Spreading connections over the workers (Worker::take_data_connection and
+  // take_control_connection). SO_REUSEPORT places a connection by a hash of its addresses, so
+  // one session's streams could all land on one worker while another idles, and a newcomer at a
+  // limit could land on a worker with nothing to make room for it while another worker holds
+  // connections that have proven nothing. `load`: one entry per worker (empty: nothing is
+  // spread). `hand_over` posts a connection to worker i's loop; set by the Receiver, used once
+  // `spreading` is true (every worker's loop runs).
+  struct WorkerLoad {
+    std::atomic<std::size_t> data{0};      // data connections it holds or has been handed
+    std::atomic<std::size_t> unproven{0};  // of those, without a frame for an open file yet
+    std::atomic<std::size_t> awaiting{0};  // control sessions that have not said HELLO
+  };
+  std::vector<WorkerLoad> load;
+  enum class Handed { kData, kControl };
+  std::function<void(unsigned i, UniqueFd fd, Handed what)> hand_over;
   std::atomic<bool> spreading{false};
 
   // Fault injection for the test that a dying worker loop makes the receiver fail (exit 9):

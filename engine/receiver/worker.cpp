@@ -75,40 +75,61 @@ void Worker::adopt_control_connection(UniqueFd fd) {
   add(std::make_unique<ControlSession>(*this, std::move(fd)));
 }
 
-void Worker::count_load(int delta) {
-  if (index_ >= ctx_.data_load.size()) return;
-  if (delta > 0)
-    ctx_.data_load[index_].fetch_add(1, std::memory_order_relaxed);
-  else
-    ctx_.data_load[index_].fetch_sub(1, std::memory_order_relaxed);
+bool Worker::spreading() const {
+  return index_ < ctx_.load.size() && ctx_.spreading.load(std::memory_order_acquire) &&
+         !shutting_down_;
+}
+
+unsigned Worker::pick(LoadCounter which, bool most) const {
+  unsigned best = index_;
+  std::size_t best_count = (ctx_.load[index_].*which).load(std::memory_order_relaxed);
+  for (unsigned i = 0; i < ctx_.load.size(); ++i) {
+    std::size_t n = (ctx_.load[i].*which).load(std::memory_order_relaxed);
+    if (most ? n > best_count : n < best_count) {
+      best_count = n;
+      best = i;
+    }
+  }
+  return best;
+}
+
+void Worker::take_control_connection(UniqueFd fd) {
+  // At the limit with nobody here to make room, but somebody elsewhere: the newcomer goes
+  // there, so that silent peers on one worker cannot keep senders out on the other.
+  if (spreading() && awaiting_.empty() &&
+      ctx_.stats.sessions_active.load(std::memory_order_relaxed) >= ctx_.max_sessions) {
+    unsigned target = pick(&ReceiverContext::WorkerLoad::awaiting, /*most=*/true);
+    if (target != index_) {
+      ctx_.hand_over(target, std::move(fd), ReceiverContext::Handed::kControl);
+      return;
+    }
+  }
+  adopt_control_connection(std::move(fd));
 }
 
 void Worker::take_data_connection(UniqueFd fd) {
-  auto& load = ctx_.data_load;
   unsigned target = index_;
-  if (index_ < load.size() && ctx_.spreading.load(std::memory_order_acquire) && !shutting_down_) {
-    std::size_t least = load[index_].load(std::memory_order_relaxed);
-    for (unsigned i = 0; i < load.size(); ++i) {
-      std::size_t l = load[i].load(std::memory_order_relaxed);
-      if (l < least) {
-        least = l;
-        target = i;
-      }
-    }
+  if (spreading()) {
+    bool at_limit = ctx_.unproven_data_connections.load(std::memory_order_relaxed) >=
+                    ctx_.max_unproven_data_connections;
+    if (at_limit && unproven_.empty())
+      target = pick(&ReceiverContext::WorkerLoad::unproven, /*most=*/true);
+    else if (!at_limit)
+      target = pick(&ReceiverContext::WorkerLoad::data, /*most=*/false);
   }
   if (target == index_) {
     adopt_data_connection(std::move(fd));
     return;
   }
   // Counted now, so that the next choice (on any worker) sees it before it arrives.
-  load[target].fetch_add(1, std::memory_order_relaxed);
-  ctx_.hand_over_data(target, std::move(fd));
+  ctx_.load[target].data.fetch_add(1, std::memory_order_relaxed);
+  ctx_.hand_over(target, std::move(fd), ReceiverContext::Handed::kData);
 }
 
 void Worker::adopt_data_connection(UniqueFd fd, bool handed) {
-  if (!handed) count_load(+1);
+  if (!handed) count(&ReceiverContext::WorkerLoad::data, +1);
   if (shutting_down_) {
-    count_load(-1);
+    count(&ReceiverContext::WorkerLoad::data, -1);
     return;  // fd closes here
   }
   // Counted here, released by the DataStream's destructor.
@@ -125,7 +146,7 @@ void Worker::adopt_data_connection(UniqueFd fd, bool handed) {
     ctx_.data_connections.fetch_sub(1, std::memory_order_relaxed);
     ctx_.unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
     ctx_.stats.data_connections_refused.fetch_add(1, std::memory_order_relaxed);
-    count_load(-1);
+    count(&ReceiverContext::WorkerLoad::data, -1);
     return;  // closed at once; the count is logged at the next tick
   }
   add(std::make_unique<DataStream>(*this, std::move(fd)));

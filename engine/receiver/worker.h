@@ -75,9 +75,15 @@ class Worker {
   void add(std::unique_ptr<WorkerObject> obj);
   // Starts the once-a-second tick of every object's deadlines.
   void start_housekeeping();
+  // An accepted control connection: adopted here, unless the receiver is at --max-sessions,
+  // this worker has no session awaiting HELLO to make room and another worker has: then it goes
+  // there (ReceiverContext::load).
+  void take_control_connection(UniqueFd fd);
   void adopt_control_connection(UniqueFd fd);
   // An accepted data connection: adopted here, or handed to the worker with the fewest data
-  // connections when that one has fewer than this one (ReceiverContext::data_load).
+  // connections when that one has fewer than this one. At the limit of connections that have
+  // proven nothing, it goes where one of those can make room for it: this worker if it holds
+  // any, else the worker holding the most (ReceiverContext::load).
   void take_data_connection(UniqueFd fd);
   // Closes `fd` at once when the receiver holds its maximum of data connections in all. At the
   // maximum of connections that have not carried a frame for a known file yet, this worker's
@@ -86,20 +92,28 @@ class Worker {
   // `handed`: another worker counted it in this one's load (take_data_connection).
   void adopt_data_connection(UniqueFd fd, bool handed = false);
   // A data connection of this worker's is gone (DataStream's destructor).
-  void data_connection_gone() { count_load(-1); }
+  void data_connection_gone() { count(&ReceiverContext::WorkerLoad::data, -1); }
   // This worker's data connections that have proven nothing yet, oldest first.
   using UnprovenList = std::list<DataStream*>;
   UnprovenList::iterator track_unproven(DataStream* d) {
+    count(&ReceiverContext::WorkerLoad::unproven, +1);
     return unproven_.insert(unproven_.end(), d);
   }
-  void untrack_unproven(UnprovenList::iterator it) { unproven_.erase(it); }
+  void untrack_unproven(UnprovenList::iterator it) {
+    count(&ReceiverContext::WorkerLoad::unproven, -1);
+    unproven_.erase(it);
+  }
   // This worker's control sessions that have not said HELLO yet, oldest first: at
   // --max-sessions the oldest of them makes room for a new session.
   using AwaitingList = std::list<ControlSession*>;
   AwaitingList::iterator track_awaiting(ControlSession* s) {
+    count(&ReceiverContext::WorkerLoad::awaiting, +1);
     return awaiting_.insert(awaiting_.end(), s);
   }
-  void untrack_awaiting(AwaitingList::iterator it) { awaiting_.erase(it); }
+  void untrack_awaiting(AwaitingList::iterator it) {
+    count(&ReceiverContext::WorkerLoad::awaiting, -1);
+    awaiting_.erase(it);
+  }
   ControlSession* oldest_awaiting() { return awaiting_.empty() ? nullptr : awaiting_.front(); }
   void tick_all();
   // Called by an object once all its ops have drained; destroys it.
@@ -121,7 +135,18 @@ class Worker {
   std::size_t abandon_undrained();
 
  private:
-  void count_load(int delta);
+  using LoadCounter = std::atomic<std::size_t> ReceiverContext::WorkerLoad::*;
+  // This worker's entry in ReceiverContext::load, if there is one.
+  void count(LoadCounter which, int delta) {
+    if (index_ >= ctx_.load.size()) return;
+    if (delta > 0)
+      (ctx_.load[index_].*which).fetch_add(1, std::memory_order_relaxed);
+    else
+      (ctx_.load[index_].*which).fetch_sub(1, std::memory_order_relaxed);
+  }
+  bool spreading() const;
+  // The worker whose `which` is the highest (`most`) or lowest; this one on a tie with it.
+  unsigned pick(LoadCounter which, bool most) const;
 
   ReceiverContext& ctx_;
   Loop& loop_;

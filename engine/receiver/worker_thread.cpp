@@ -81,12 +81,16 @@ void WorkerThread::stop() {
   loop_->post([this] { worker_->begin_shutdown(); });
 }
 
-void WorkerThread::hand_data_connection(UniqueFd fd) {
+void WorkerThread::hand_connection(UniqueFd fd, ReceiverContext::Handed what) {
   if (!loop_) return;
   // A posted task must be copyable; the fd closes with the last copy if it is never run.
   auto conn = std::make_shared<UniqueFd>(std::move(fd));
-  loop_->post([this, conn] {
-    if (worker_) worker_->adopt_data_connection(std::move(*conn), /*handed=*/true);
+  loop_->post([this, conn, what] {
+    if (!worker_) return;
+    if (what == ReceiverContext::Handed::kData)
+      worker_->adopt_data_connection(std::move(*conn), /*handed=*/true);
+    else
+      worker_->adopt_control_connection(std::move(*conn));
   });
 }
 

@@ -23,9 +23,10 @@ class WorkerThread {
   // Starts the thread; returns when its loop runs with accepts armed. Throws if it cannot.
   void start();
   void stop();  // thread-safe
-  // Thread-safe: `fd`, accepted by another worker, is adopted by this one's loop (counted in
-  // its load already). Once the loop has stopped, the fd is closed unadopted.
-  void hand_data_connection(UniqueFd fd);
+  // Thread-safe: `fd`, accepted by another worker, is adopted by this one's loop (a data
+  // connection is counted in its load already). Once the loop has stopped, the fd is closed
+  // unadopted.
+  void hand_connection(UniqueFd fd, ReceiverContext::Handed what);
   void join();
   // The loop's counters (complete after join()).
   LoopCounters counters() const { return counters_; }

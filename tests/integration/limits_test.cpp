@@ -114,6 +114,35 @@ TEST(Limits, Receiver_SilentConnectionsCannotKeepSendersOut) {
   EXPECT_NE(rs.err.find("that had not said HELLO"), std::string::npos) << rs.err;
 }
 
+// Two workers: at --max-sessions, a newcomer that SO_REUSEPORT's hash puts on the worker with
+// no silent session used to be told busy while the other worker's silent session sat on its
+// place. Now it goes to that worker, which makes room. Twenty newcomers in a row, each landing
+// on a worker by the hash of its port: every one gets in, each pushing out the one before.
+TEST(Limits, Receiver_AtMaxSessionsANewcomerGetsInOnEitherWorker) {
+  TempDir dst("dst");
+  ReceiverProcess r(dst.path(), 2, {"--max-sessions", "2"});
+  RawClient holder(r.port());
+  ASSERT_TRUE(holder.send_bytes("HELLO ackxfer 2\n"));
+  ASSERT_TRUE(holder.read_line());
+  std::vector<std::unique_ptr<RawClient>> newcomers;
+  for (int i = 0; i < 20; ++i) {
+    newcomers.push_back(std::make_unique<RawClient>(r.port()));
+    std::this_thread::sleep_for(50ms);
+  }
+  for (int i = 0; i + 1 < 20; ++i) {
+    auto line = newcomers[i]->read_line(2s);
+    EXPECT_FALSE(line) << "newcomer " << i << " was told: " << *line;
+    EXPECT_TRUE(newcomers[i]->closed_by_peer(2s)) << "newcomer " << i;
+  }
+  ASSERT_TRUE(newcomers.back()->send_bytes("HELLO ackxfer 2\n"));
+  auto hello = newcomers.back()->read_line();
+  ASSERT_TRUE(hello);
+  EXPECT_TRUE(hello->starts_with("HELLO ackxfer 2 ")) << *hello;
+  std::this_thread::sleep_for(1500ms);  // evictions are logged once a second
+  auto rs = r.stop();
+  EXPECT_EQ(rs.err.find("busy"), std::string::npos) << rs.err;
+}
+
 TEST(Limits, Sender_WaitsForABusyReceiverWithinRetryFor) {
   TempDir src("src"), dst("dst");
   write_text(src / "f.txt", "patience");

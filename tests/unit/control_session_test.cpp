@@ -95,6 +95,56 @@ TEST_F(ControlSessionTest, AtMaxSessionsTheOldestSilentSessionMakesRoom) {
   EXPECT_TRUE(ask(served, "MKDIR 1 d mode=0755 mtime=1.0\n").starts_with("OK 1")) << "served";
 }
 
+// recv --threads N: SO_REUSEPORT places control connections by a hash, so at --max-sessions a
+// newcomer may land on a worker with no session awaiting HELLO while the other worker holds
+// all of them. It goes to the worker holding the most such sessions, to make room there; a
+// worker that holds one keeps its newcomers and makes room itself.
+TEST_F(ControlSessionTest, AtMaxSessionsANewcomerGoesWhereASilentSessionCanMakeRoom) {
+  make_receiver([](ReceiverOptions& o) { o.max_sessions = 2; });
+  ctx_->load = std::vector<ReceiverContext::WorkerLoad>(2);
+  ctx_->spreading = true;
+  std::vector<unsigned> handed;
+  ctx_->hand_over = [&](unsigned i, UniqueFd fd, ReceiverContext::Handed what) {
+    EXPECT_EQ(what, ReceiverContext::Handed::kControl);
+    handed.push_back(i);
+    peers_.push_back(fd.release());  // closed at the end
+  };
+  auto take = [&] {
+    auto [mine, peer] = tcp_pair();
+    peers_.push_back(peer);
+    worker_->take_control_connection(UniqueFd(mine));
+    loop_.run();
+    return mine;
+  };
+  int served = session();
+  ASSERT_TRUE(ask(served, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_EQ(ctx_->load[0].awaiting.load(), 0u);
+  // Worker 1 holds the other place, with a session that has not said HELLO.
+  ctx_->load[1].awaiting = 1;
+  ctx_->stats.sessions_active += 1;
+  take();
+  EXPECT_EQ(handed, std::vector<unsigned>{1});
+  EXPECT_EQ(ctx_->stats.sessions_refused_busy.load(), 0u);
+  EXPECT_EQ(sessions().size(), 1u);
+  // Below the limit a newcomer stays where it landed.
+  ctx_->load[1].awaiting = 0;
+  ctx_->stats.sessions_active -= 1;
+  int silent = take();
+  EXPECT_EQ(handed.size(), 1u);
+  EXPECT_EQ(ctx_->load[0].awaiting.load(), 1u);
+  // At the limit with a silent session of its own, this worker makes room itself.
+  int fresh = take();
+  EXPECT_EQ(handed.size(), 1u);
+  EXPECT_EQ(ctx_->stats.sessions_evicted.load(), 1u);
+  EXPECT_EQ(loop_.take_sent(silent), "");
+  EXPECT_TRUE(ask(fresh, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_EQ(ctx_->load[0].awaiting.load(), 0u);
+  // Every place held by a session that said HELLO, here and there: busy, and nothing handed.
+  int late = take();
+  EXPECT_TRUE(loop_.take_sent(late).starts_with("ERR - busy ")) << "nobody to make room";
+  EXPECT_EQ(handed.size(), 1u);
+}
+
 TEST_F(ControlSessionTest, EveryStateEndsByItsDeadline) {
   make_receiver([](ReceiverOptions& o) {
     o.idle_timeout = 5s;

@@ -162,10 +162,11 @@ TEST_F(DataStreamTest, ConnectionsThatProveNothingAreCappedOldestFirst) {
 // go away, and refused ones, count no more.
 TEST_F(DataStreamTest, DataConnectionsGoToTheWorkerHoldingTheFewest) {
   ASSERT_EQ(worker_->index(), 0u);
-  ctx_->data_load = std::vector<std::atomic<std::size_t>>(2);
+  ctx_->load = std::vector<ReceiverContext::WorkerLoad>(2);
   std::vector<int> handed;
-  ctx_->hand_over_data = [&](unsigned i, UniqueFd fd) {
+  ctx_->hand_over = [&](unsigned i, UniqueFd fd, ReceiverContext::Handed what) {
     EXPECT_EQ(i, 1u);
+    EXPECT_EQ(what, ReceiverContext::Handed::kData);
     handed.push_back(fd.get());
     peers_.push_back(fd.release());  // closed at the end
   };
@@ -178,38 +179,111 @@ TEST_F(DataStreamTest, DataConnectionsGoToTheWorkerHoldingTheFewest) {
   };
   // Not spreading yet (the other loops are not running): everything stays.
   take();
-  EXPECT_EQ(ctx_->data_load[0].load(), 1u);
+  EXPECT_EQ(ctx_->load[0].data.load(), 1u);
   ctx_->spreading = true;
   take();  // the other worker holds none: it gets this one
   EXPECT_EQ(handed.size(), 1u);
-  EXPECT_EQ(ctx_->data_load[1].load(), 1u);
+  EXPECT_EQ(ctx_->load[1].data.load(), 1u);
   int kept = take();  // level: this worker keeps it
   EXPECT_EQ(handed.size(), 1u);
   take();  // 2 against 1
   EXPECT_EQ(handed.size(), 2u);
-  EXPECT_EQ(ctx_->data_load[0].load(), 2u);
-  EXPECT_EQ(ctx_->data_load[1].load(), 2u);
+  EXPECT_EQ(ctx_->load[0].data.load(), 2u);
+  EXPECT_EQ(ctx_->load[1].data.load(), 2u);
   EXPECT_EQ(ctx_->data_connections.load(), 2u);  // the handed ones count where they arrive
   // One of ours goes: the next one is ours again.
   loop_.peer_closes(kept);
   loop_.run();
-  EXPECT_EQ(ctx_->data_load[0].load(), 1u);
+  EXPECT_EQ(ctx_->load[0].data.load(), 1u);
   take();
   EXPECT_EQ(handed.size(), 2u);
-  EXPECT_EQ(ctx_->data_load[0].load(), 2u);
+  EXPECT_EQ(ctx_->load[0].data.load(), 2u);
   // A handed-over connection arriving here is not counted twice; a refused one not at all.
-  ctx_->data_load[0] += 1;  // as the other worker would, handing it over
+  ctx_->load[0].data += 1;  // as the other worker would, handing it over
   auto [mine, peer] = tcp_pair();
   peers_.push_back(peer);
   worker_->adopt_data_connection(UniqueFd(mine), /*handed=*/true);
   loop_.run();
-  EXPECT_EQ(ctx_->data_load[0].load(), 3u);
+  EXPECT_EQ(ctx_->load[0].data.load(), 3u);
   EXPECT_EQ(ctx_->data_connections.load(), 3u);
   ctx_->max_unproven_data_connections = 0;  // no unproven one may stay: refused
   ctx_->spreading = false;
   take();
   EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
-  EXPECT_EQ(ctx_->data_load[0].load(), ctx_->data_connections.load());
+  EXPECT_EQ(ctx_->load[0].data.load(), ctx_->data_connections.load());
+}
+
+// At the limit of data connections that have proven nothing, a newcomer that lands on a worker
+// holding none of them would find nothing to make room for it and be refused, while the other
+// worker holds them all: a peer's silent connections on one worker would keep every sender's
+// new connections on the other out. It goes to the worker holding the most such connections
+// instead; a worker that holds some keeps its newcomers and makes room itself.
+TEST_F(DataStreamTest, AtTheUnprovenLimitANewcomerGoesWhereOneCanMakeRoom) {
+  ctx_->load = std::vector<ReceiverContext::WorkerLoad>(3);
+  ctx_->max_unproven_data_connections = 3;
+  ctx_->spreading = true;
+  std::vector<std::pair<unsigned, int>> handed;
+  ctx_->hand_over = [&](unsigned i, UniqueFd fd, ReceiverContext::Handed what) {
+    EXPECT_EQ(what, ReceiverContext::Handed::kData);
+    handed.emplace_back(i, fd.get());
+    peers_.push_back(fd.release());  // closed at the end
+  };
+  auto take = [&] {
+    auto [mine, peer] = tcp_pair();
+    peers_.push_back(peer);
+    worker_->take_data_connection(UniqueFd(mine));
+    loop_.run();
+    return mine;
+  };
+  // Workers 1 and 2 hold the receiver's three unproven connections (as their loops would have
+  // counted them); this one holds a proven one, so it is the least loaded.
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  int busy = data_connection();
+  loop_.feed(busy, frame(open(s, "SEND 1 a size=5 mode=0644 mtime=1.0 chunk=65536\n"), 0, "aaaaa"));
+  EXPECT_EQ(acks(busy), std::vector<AckStatus>{AckStatus::kPublished});
+  EXPECT_EQ(ctx_->load[0].data.load(), 1u);
+  EXPECT_EQ(ctx_->load[0].unproven.load(), 0u);
+  ctx_->load[1].data = ctx_->load[1].unproven = 1;
+  ctx_->load[2].data = ctx_->load[2].unproven = 2;
+  ctx_->unproven_data_connections += 3;
+  ctx_->data_connections += 3;
+  take();
+  ASSERT_EQ(handed.size(), 1u);
+  EXPECT_EQ(handed[0].first, 2u) << "to the worker holding the most unproven connections";
+  EXPECT_EQ(ctx_->load[2].data.load(), 3u);
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 0u);
+  // Below the limit, the fewest data connections decide again: worker 1 once this one holds
+  // more than it (on a tie this one keeps the newcomer).
+  ctx_->unproven_data_connections -= 1;
+  ctx_->load[0].data += 1;
+  take();
+  ASSERT_EQ(handed.size(), 2u);
+  EXPECT_EQ(handed[1].first, 1u);
+  ctx_->load[0].data -= 1;
+  // Level again, this worker keeps the next one, which sits: the limit is reached. At the limit
+  // with an unproven connection of its own, this worker keeps the newcomer and closes its own
+  // oldest: nothing is handed over.
+  take();
+  EXPECT_EQ(ctx_->load[0].unproven.load(), 1u);
+  EXPECT_EQ(ctx_->unproven_data_connections.load(), 3u);
+  int fresh = take();
+  EXPECT_EQ(handed.size(), 2u);
+  EXPECT_EQ(ctx_->stats.data_connections_evicted.load(), 1u);
+  EXPECT_EQ(ctx_->load[0].unproven.load(), 1u);
+  EXPECT_EQ(ctx_->unproven_data_connections.load(), 3u);
+  // The newcomer proves itself; then nobody anywhere holds an unproven connection (the other
+  // workers' went the same way) while the count says the limit is reached: refused here.
+  loop_.feed(fresh,
+             frame(open(s, "SEND 2 b size=5 mode=0644 mtime=1.0 chunk=65536\n"), 0, "bbbbb"));
+  EXPECT_EQ(acks(fresh), std::vector<AckStatus>{AckStatus::kPublished});
+  EXPECT_EQ(ctx_->load[0].unproven.load(), 0u);
+  ctx_->load[1].unproven = 0;
+  ctx_->load[2].unproven = 0;
+  ctx_->unproven_data_connections = 3;
+  take();
+  EXPECT_EQ(handed.size(), 2u);
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
 }
 
 }  // namespace
