@@ -121,6 +121,11 @@ void DataStream::shutdown() {
 void DataStream::tick(std::int64_t now) {
   if (closing()) return;
   ReceiverContext& ctx = worker_.ctx();
+  // A file closed under the frame this connection is in (cancelled, its session gone): let go
+  // of it now, not when the rest of the frame comes. Its temp file's fd and its place in the
+  // open-file budget go with the last holder, and a peer that sends a byte and then sits
+  // would otherwise hold them until --idle-timeout, for as many files as it cancels.
+  if (file_ && !writing_ && file_->closed()) drop_closed_file();
   bool silent_start =
       !framed_ && now - created_ms_ > std::min(kFirstLineTimeoutMs, ctx.idle_timeout.count());
   bool idle = now - last_bytes_ms_ > ctx.idle_timeout.count();
@@ -507,10 +512,14 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
 }
 
 void DataStream::consume_payload(const std::uint8_t* data, std::size_t n) {
-  if (frame_status_ == AckStatus::kOk && !file_->begin_write(claim_))
+  if (frame_status_ == AckStatus::kOk && !file_->begin_write(claim_)) {
     // Abandoned meanwhile (drop the rest), or the claim passed to another connection after
-    // this one went quiet (then this copy is merely late: busy).
-    frame_status_ = file_->closed() ? AckStatus::kUnknownToken : AckStatus::kBusy;
+    // this one went quiet (then this copy is merely late: busy). Either way the file is not
+    // this connection's to hold any more.
+    AckStatus status = file_->closed() ? AckStatus::kUnknownToken : AckStatus::kBusy;
+    drop_closed_file();
+    frame_status_ = status;
+  }
   if (frame_status_ == AckStatus::kOk) {
     std::uint64_t off = header_.offset + (header_.length - remaining_);
     std::size_t done = file_->discarding() ? n : 0;
@@ -606,6 +615,14 @@ void DataStream::publish_single(std::size_t seq) {
                               });
                             },
                             nullptr});
+}
+
+void DataStream::drop_closed_file() {
+  release_claim();
+  frame_status_ = AckStatus::kUnknownToken;  // the rest of the frame is read and dropped
+  // The splice path has nowhere to drop the rest of the frame: end the connection (the sender
+  // reconnects if it still has work), as splice_to_file would at the next bytes.
+  if (splicing_) begin_close(fd_.get());
 }
 
 void DataStream::release_claim() {

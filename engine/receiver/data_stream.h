@@ -70,6 +70,8 @@ class DataStream final : public WorkerObject {
   void fail(const std::string& why);  // protocol violation: ack it, then close
   void proven();                      // a frame named an open file: no longer counted unproven
   void uncount_unproven();
+  // The frame's file closed under it: lets go of the file, the rest of the frame is dropped.
+  void drop_closed_file();
   // recv --legacy (receiver/legacy_uploads.h). A connection from an address with a legacy file
   // waiting whose first bytes are not the frame magic carries that file: raw bytes to EOF.
   // Returns true when `first` (the connection's first `n` bytes, n <= 4) makes it one.

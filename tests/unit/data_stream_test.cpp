@@ -91,6 +91,31 @@ TEST_F(DataStreamTest, AnUnknownTokenIsRefusedAndTheConnectionClosed) {
   EXPECT_EQ(worker_->object_count(), 1u);  // only the housekeeper: the connection is gone
 }
 
+// A peer that starts a frame, sends a byte and CANCELs the file gets its open-file place back at
+// once: the data connection must not keep the file (its temp file's fd and its place in the
+// receiver's open-file budget) until the rest of the frame comes, or the peer could hold any
+// number of files beyond its window by cancelling each and sitting on its connections.
+TEST_F(DataStreamTest, AConnectionLetsGoOfAFileCancelledUnderItsFrame) {
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  std::vector<int> sitting;
+  for (int i = 1; i <= 3; ++i) {
+    Token t = open(s, "SEND " + std::to_string(i) + " f" + std::to_string(i) +
+                          " size=100 mode=0644 mtime=1.0 chunk=65536\n");
+    int d = data_connection();
+    loop_.feed(d, header(t, 0, 100) + "x");
+    EXPECT_TRUE(ask(s, "CANCEL " + std::to_string(i) + "\n")
+                    .starts_with("ERR " + std::to_string(i) + " cancelled "));
+    sitting.push_back(d);
+  }
+  loop_.advance(1'500);  // one tick
+  EXPECT_EQ(ctx_->open_files.load(), 0u);
+  // The rest of each frame is read and dropped: the file is gone, and the connection serves on.
+  loop_.feed(sitting[0], std::string(99, 'x') + trailer(std::string(100, 'x')));
+  EXPECT_EQ(acks(sitting[0]), std::vector<AckStatus>{AckStatus::kUnknownToken});
+  EXPECT_FALSE(fs::exists(dir_ / "f1"));
+}
+
 // recv --fsync: a one-chunk file's `published` ack waits until the file is on stable storage,
 // and the acks of the frames behind it wait with it: acks stay in frame order.
 TEST_F(DataStreamTest, WithFsyncAPublishedAckWaitsForTheFlushAndKeepsItsPlace) {
