@@ -160,6 +160,7 @@ bool ControlClient::decrypt_input(std::size_t n) {
 }
 
 void ControlClient::made_progress() {
+  last_progress_ms_ = loop_.now_ms();
   backoff_.reset();
   timed_out_ = false;
 }

@@ -24,6 +24,7 @@ void ControlClient::on_ready(const ReadyReply& m) {
   f->token = m.token;
   if (++readies_ == 1) milestone("first READY");
   if (f->chunk_count() == 0) {
+    f->done_sent = true;
     send_line(DoneRequest{f->id, file_digest_from_chunks({})});
     return;
   }
@@ -31,15 +32,22 @@ void ControlClient::on_ready(const ReadyReply& m) {
 }
 
 void ControlClient::on_credit(const CreditReply& m) {
-  heard_from_receiver();
+  // Not an answer to anything we wait for: a receiver that sends only CREDIT must not hold the
+  // session past --idle-timeout.
   window_files_ = std::max(window_files_, std::min<std::size_t>(kMaxOpenFilesPerSession, m.open));
   feed();
 }
 
 void ControlClient::on_progress(const ProgressNote& m) {
   if (never_issued(m.id)) return;
-  // The receiver is checking or flushing one of our files: it is there, just busy.
-  if (open_files_.count(m.id)) heard_from_receiver();
+  // The receiver is checking or flushing one of our files: it is there, just busy. Only while
+  // the work moves: a PROGRESS that repeats itself is no answer, or a receiver could hold the
+  // session forever with one line a second. (A flush is reported as done=total: the first one
+  // counts, and the flush has --idle-timeout from there.)
+  auto it = open_files_.find(m.id);
+  if (it == open_files_.end() || m.done <= it->second->remote_progress) return;
+  it->second->remote_progress = m.done;
+  heard_from_receiver();
 }
 
 void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
@@ -63,6 +71,7 @@ void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
     return;
   }
   heard_from_receiver();  // the last ack just came: DONE's answer is owed from now
+  f->done_sent = true;
   send_line(DoneRequest{f->id, file_digest_from_chunks(f->chunk_digests)});
 }
 
@@ -112,6 +121,14 @@ void ControlClient::on_ok(const OkReply& m) {
       ctx_.scheduler->drop_file(it->second);
       open_files_.erase(it);
       made_progress();
+    } else if (!it->second->done_sent) {
+      // OK answers DONE, once the receiver has checked the whole file against its digest.
+      // Before DONE it vouches for bytes the receiver cannot have had: counting the file as
+      // delivered would report a file that never arrived, and leave its chunks queued.
+      finish_session(SendReport::Outcome::kProtocolError,
+                     "the receiver said OK for " + quote_name(it->second->wire_path) +
+                         " before this sender sent DONE for it; is it a compatible ackxfer-fast?");
+      return;
     } else {
       file_delivered(it);
     }
@@ -215,6 +232,14 @@ void ControlClient::retry_later(const std::shared_ptr<OutgoingFile>& f, const st
   r.busy_since_ms = f->busy_since_ms ? f->busy_since_ms : now;
   if (now - r.busy_since_ms > ctx_.options.idle_timeout.count()) {
     record_failure(f->source_path, reason + " (for longer than --idle-timeout)");
+    if (last_progress_ms_ <= r.busy_since_ms)
+      // Nothing delivered all that time: the receiver is busy for everything, not just this
+      // file, and waiting out each file's --idle-timeout in turn, a window at a time, would take
+      // as many times as long as the tree has windows of files.
+      finish_session(SendReport::Outcome::kTimedOut,
+                     "the receiver has answered busy for " +
+                         std::to_string(ctx_.options.idle_timeout.count() / 1000) +
+                         " s (--idle-timeout) and delivered nothing meanwhile: " + reason);
     return;
   }
   std::int64_t waited = now - r.busy_since_ms;

@@ -22,13 +22,16 @@ constexpr std::size_t kChecksumsAtOnce = 4;
 }  // namespace
 
 std::size_t ControlClient::in_window() const {
-  return open_files_.size() + checksums_.size() + open_dirs_.size() + open_links_.size();
+  // Files waiting to go again (the receiver was busy) keep their places: walking on past them
+  // would only meet the same busy receiver, with the rest of the tree piling up in resend_.
+  return open_files_.size() + checksums_.size() + open_dirs_.size() + open_links_.size() +
+         resend_.size();
 }
 
 void ControlClient::feed() {
   int opened = 0;
   const std::int64_t now = loop_.now_ms();
-  while (state_ == State::kActive && in_window() < window_files_ && !lines_.backlogged() &&
+  while (state_ == State::kActive && !lines_.backlogged() &&
          (open_bytes_ < kMaxWindowBytes || open_files_.empty())) {
     if (opened++ == kFeedSlice) {
       if (!feed_posted_) {
@@ -49,10 +52,10 @@ void ControlClient::feed() {
     if (!resend_.empty() && resend_.front().not_before_ms <= now) {
       Resend r = std::move(resend_.front());
       resend_.pop_front();
-      open_next_file(r.entry, r.attempt, r.busy_since_ms);
+      open_next_file(r.entry, r.attempt, r.busy_since_ms);  // keeps its place in the window
       continue;
     }
-    if (walk_done_) break;
+    if (in_window() >= window_files_ || walk_done_) break;
     if (ctx_.options.checksum && checksums_.size() >= kChecksumsAtOnce) break;
     auto e = walker_.next();
     collect_walk_problems();
@@ -95,7 +98,7 @@ void ControlClient::send_link(OpenLink link) {
 }
 
 bool ControlClient::open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms) {
-  if (e.synthetic) return open_synthetic(e, attempt);
+  if (e.synthetic) return open_synthetic(e, attempt, busy_since_ms);
   // Relative to its directory when the walk kept it open: one path component to resolve
   // instead of the whole path (a tenth of the sender's CPU on small files), and never through
   // a symlink swapped in since the walk saw a regular file there (O_NOFOLLOW). A PATH argument
@@ -138,7 +141,7 @@ bool ControlClient::open_next_file(const SourceEntry& e, int attempt, std::int64
   return true;
 }
 
-bool ControlClient::open_synthetic(const SourceEntry& e, int attempt) {
+bool ControlClient::open_synthetic(const SourceEntry& e, int attempt, std::int64_t busy_since_ms) {
   auto f = std::make_shared<OutgoingFile>();
   f->synthetic = true;
   f->wire_path = e.wire_path;
@@ -148,6 +151,7 @@ bool ControlClient::open_synthetic(const SourceEntry& e, int attempt) {
   f->plan = ChunkPlan(e.size, ChunkPlan::choose_chunk_bytes(e.size, preferred));
   f->mode = e.mode;
   f->mtime = e.mtime;
+  f->busy_since_ms = busy_since_ms;
   send_file(std::move(f), attempt);
   return true;
 }

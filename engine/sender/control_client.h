@@ -105,7 +105,7 @@ class ControlClient final : public LoopObject {
   // Sends `link` as a LINK with a fresh id, or fails it if the receiver cannot take links.
   void send_link(OpenLink link);
   bool open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms = 0);
-  bool open_synthetic(const SourceEntry& e, int attempt);
+  bool open_synthetic(const SourceEntry& e, int attempt, std::int64_t busy_since_ms);
   void send_file(std::shared_ptr<OutgoingFile> f, int attempt);
   // --checksum: hash the file on the work queue first; SEND follows (checksummed()).
   void start_checksum(std::shared_ptr<OutgoingFile> f, SendRequest req);
@@ -158,6 +158,7 @@ class ControlClient final : public LoopObject {
   std::int64_t phase_started_ms_ = 0;  // connect or HELLO began
   std::int64_t last_heard_ms_ = 0;     // the receiver last answered something we waited for
   bool timed_out_ = false;             // the last session was lost to a deadline
+  std::int64_t last_progress_ms_ = 0;  // a file last got its verdict (made_progress)
   bool tick_armed_ = false;
 
   Features features_;  // agreed in HELLO

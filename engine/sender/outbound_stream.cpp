@@ -534,7 +534,6 @@ bool OutboundStream::want_pipe() {
 }
 
 void OutboundStream::on_ack_bytes(std::size_t n) {
-  ctx_.last_ack_ms.store(loop_.now_ms(), std::memory_order_relaxed);
   if (!tls_) {
     ack_len_ += n;
     if (!take_acks()) return;
@@ -606,6 +605,9 @@ void OutboundStream::handle_ack(const FrameAck& a) {
                       true);
     return;
   }
+  // An ack for the frame sent next is an answer; bytes alone (a byte at a time, or TLS records
+  // with nothing in them) are not, or a receiver could hold the session past --idle-timeout.
+  ctx_.last_ack_ms.store(loop_.now_ms(), std::memory_order_relaxed);
   SentFrame frame = std::move(unacked_.front());
   unacked_.pop_front();
   unacked_bytes_ -= frame.job.file->plan.length(frame.job.index);

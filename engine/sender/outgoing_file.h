@@ -45,6 +45,10 @@ struct OutgoingFile {
   // far, for PROGRESS lines (written by data streams, read by the control client).
   std::atomic<std::uint64_t> local_hashed{0};
   std::uint64_t local_hashed_reported = 0;  // control client only: as last told in PROGRESS
+  // The most the receiver has reported done for it in PROGRESS (control client only): only a
+  // PROGRESS beyond it is an answer.
+  std::uint64_t remote_progress = 0;
+  bool done_sent = false;  // control client only: DONE is on its way (only DONE earns an OK)
 
   // scheduler
   std::vector<Digest128> chunk_digests;

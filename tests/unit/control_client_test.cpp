@@ -3,6 +3,8 @@
 // files wait before they go again, and the window follows the receiver's credit.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "fake_loop.h"
 #include "protocol/limits.h"
 #include "sender/control_client.h"
@@ -156,6 +158,116 @@ TEST_F(ControlClientTest, ABusyFileWaitsBeforeItGoesAgain) {
   loop_.advance(2'000);
   EXPECT_EQ(count(loop_.take_sent(fd), "SEND 3 tree/f0 "), 1u);
   EXPECT_TRUE(report_.failed.empty());
+}
+
+// A receiver that answers every SEND with busy (an honest one at its open-file budget does):
+// the files waiting to go again keep their places in the window, so the walk does not go on
+// past them, holding the whole tree (a path and a directory fd per file) in memory.
+TEST_F(ControlClientTest, FilesWaitingOutABusyReceiverKeepTheirPlacesInTheWindow) {
+  start(500);
+  int fd = accept();
+  loop_.feed(fd, hello_reply(64));
+  std::set<std::string> paths;
+  auto answer_busy = [&] {
+    std::string sent = loop_.take_sent(fd);
+    for (std::size_t p = sent.find("SEND "); p != std::string::npos;
+         p = sent.find("SEND ", p + 1)) {
+      std::size_t id_end = sent.find(' ', p + 5);
+      std::size_t path_end = sent.find(' ', id_end + 1);
+      paths.insert(sent.substr(id_end + 1, path_end - id_end - 1));
+      loop_.feed(fd, "ERR " + sent.substr(p + 5, id_end - p - 5) + " busy at its maximum\n");
+    }
+  };
+  for (int t = 0; t < 40; ++t) {
+    answer_busy();
+    loop_.advance(500);
+  }
+  EXPECT_LE(paths.size(), 64u) << "the walk went on past the window";
+  EXPECT_GE(paths.size(), 63u);  // the window's worth (one place is the directory's MKDIR)
+  EXPECT_TRUE(report_.failed.empty());
+}
+
+// A receiver that never answers a SEND but sends a CREDIT line, or a PROGRESS that does not
+// move, every second: neither is an answer, and the session is lost at --idle-timeout (and then
+// --retry-for ends it) instead of lasting as long as the receiver likes.
+TEST_F(ControlClientTest, CreditAndProgressThatDoesNotMoveAreNoAnswer) {
+  options_.retry_for = 2s;
+  options_.idle_timeout = 3s;
+  start(1);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  ASSERT_NE(loop_.take_sent(fd).find("SEND 2 tree/f0 "), std::string::npos);
+  loop_.feed(fd, "OK 1\n");  // the directory
+  // Fed while the session reads its connection (a later connection may get the same fd).
+  bool lost = false;
+  for (std::int64_t t = 0; t < 60'000 && !client_->done(); t += 500) {
+    lost = lost || (loop_.pending(FakeLoop::Kind::kRecv, fd) == 0 &&
+                    loop_.pending(FakeLoop::Kind::kRecvMultishot, fd) == 0);
+    if (t % 1'000 == 0 && !lost) loop_.feed(fd, "CREDIT open=64\nPROGRESS 2 done=0 total=5\n");
+    if (loop_.fd_of(FakeLoop::Kind::kConnect) >= 0) {
+      lost = true;
+      accept();
+    }
+    loop_.advance(500);
+  }
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kTimedOut) << report_.error;
+  EXPECT_NE(report_.error.find("has not answered for 3 s"), std::string::npos) << report_.error;
+}
+
+// PROGRESS that moves is an answer: the receiver is checking or flushing the file.
+TEST_F(ControlClientTest, ProgressThatMovesIsAnAnswer) {
+  options_.idle_timeout = 3s;
+  start(1, 1'000'000);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\n");
+  for (int s = 1; s <= 10; ++s) {
+    loop_.feed(fd, "PROGRESS 2 done=" + std::to_string(s * 1'000) + " total=1000000\n");
+    loop_.advance(1'000);
+  }
+  EXPECT_FALSE(client_->done()) << report_.error;
+}
+
+// A receiver that answers busy to every file (its open-file budget held by others, or by
+// nobody at all) for longer than --idle-timeout, delivering nothing meanwhile: the session ends
+// then, instead of each window of files waiting out its own --idle-timeout in turn.
+TEST_F(ControlClientTest, AReceiverBusyForEverythingEndsTheSessionAtTheIdleTimeout) {
+  options_.idle_timeout = 3s;
+  start(500);
+  int fd = accept();
+  loop_.feed(fd, hello_reply(64));
+  loop_.feed(fd, "OK 1\n");
+  const std::int64_t start = loop_.now_ms();
+  for (std::int64_t t = 0; t < 30'000 && !client_->done(); t += 500) {
+    std::string sent = loop_.take_sent(fd);
+    for (std::size_t p = sent.find("SEND "); p != std::string::npos; p = sent.find("SEND ", p + 1))
+      loop_.feed(fd, "ERR " + sent.substr(p + 5, sent.find(' ', p + 5) - p - 5) + " busy full\n");
+    loop_.advance(500);
+  }
+  ASSERT_TRUE(client_->done());
+  EXPECT_LT(loop_.now_ms() - start, 6'000);
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kTimedOut);
+  EXPECT_NE(report_.error.find("answered busy for 3 s"), std::string::npos) << report_.error;
+  EXPECT_EQ(report_.failed.size(), 64u);  // the window's files, each named
+}
+
+// OK answers DONE. A receiver that says OK for a file of several chunks before DONE (here right
+// after READY) vouches for bytes it cannot have had: a protocol error, not a delivered file.
+TEST_F(ControlClientTest, AnOkBeforeDoneIsAProtocolError) {
+  start(1, 3 * kDefaultChunkBytes);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\n");  // the directory: MKDIR's answer
+  ASSERT_NE(loop_.take_sent(fd).find("SEND 2 tree/f0 "), std::string::npos);
+  loop_.feed(fd, "READY 2 token=" + Token::random().hex() + "\n");
+  EXPECT_EQ(ctx_->scheduler->queued(), 3u);
+  loop_.feed(fd, "OK 2\n");
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
+  EXPECT_NE(report_.error.find("before this sender sent DONE"), std::string::npos) << report_.error;
+  EXPECT_EQ(report_.files, 0u);
+  EXPECT_EQ(report_.failed.size(), 1u);
 }
 
 TEST_F(ControlClientTest, TheWindowFollowsTheReceiversCredit) {

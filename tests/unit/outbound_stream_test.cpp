@@ -65,6 +65,26 @@ class OutboundStreamTest : public ::testing::Test {
   std::vector<std::string> failed_;
 };
 
+// What counts as the receiver answering on a data connection is an ack for the frame sent
+// next; bytes alone, say one every second that never makes an ack, must not keep the session
+// from its --idle-timeout.
+TEST_F(OutboundStreamTest, OnlyAWholeMatchingAckCountsAsAnAnswer) {
+  EXPECT_EQ(frames(), 1u);
+  ctx_->last_ack_ms = 0;
+  loop_.advance(1'000);
+  FrameAck a;
+  a.status = AckStatus::kOk;
+  a.token = file_->token;
+  std::uint8_t raw[kFrameAckBytes];
+  encode_frame_ack(a, raw);
+  loop_.feed(fd_, std::string(reinterpret_cast<char*>(raw), 1));  // a byte, and no more
+  EXPECT_EQ(ctx_->last_ack_ms.load(), 0);
+  loop_.advance(1'000);
+  loop_.feed(fd_, std::string(reinterpret_cast<char*>(raw) + 1, sizeof raw - 1));
+  EXPECT_EQ(ctx_->last_ack_ms.load(), loop_.now_ms());
+  EXPECT_EQ(done_, 1);
+}
+
 // `busy` used to send the chunk again at once, eight times, then fail the file for good.
 TEST_F(OutboundStreamTest, ABusyChunkBacksOffBeforeItGoesAgain) {
   EXPECT_EQ(frames(), 1u);
