@@ -494,6 +494,12 @@ int reserve_range(int fd, std::uint64_t offset, std::uint64_t length) {
   return e == EOPNOTSUPP || e == ENOSYS ? 0 : e;
 }
 
+void release_range(int fd, std::uint64_t offset, std::uint64_t length) {
+  if (length == 0) return;
+  (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(length));
+}
+
 std::variant<std::monostate, FsError> Destination::make_symlink(int parent,
                                                                 std::string_view final_name,
                                                                 const std::string& target,

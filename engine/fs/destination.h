@@ -178,6 +178,9 @@ class Destination {
 // systems without fallocate, and tmpfs (where allocating means zeroing pages the writes then
 // overwrite), count as success.
 int reserve_range(int fd, std::uint64_t offset, std::uint64_t length);
+// Frees the blocks of [offset, offset + length) of fd, keeping its size (a hole reads as
+// zeros). Best effort: file systems that cannot punch holes keep the blocks.
+void release_range(int fd, std::uint64_t offset, std::uint64_t length);
 
 // openat2(dirfd, path, flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); -1 and errno on failure.
 int open_beneath(int dirfd, const std::string& path, int flags, unsigned mode = 0);

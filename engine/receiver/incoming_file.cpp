@@ -326,6 +326,20 @@ bool IncomingFile::abandon(bool keep) {
     journaled = journaled || c.journal == JournalState::kJournaled;
   });
   if (keep && resumable_ && journaled && temp_.has_journal()) {
+    // Only what the journal vouches for keeps its space: chunks reserved ahead (the first at
+    // SEND, each later one at its frame's header) and chunks written but not journaled are
+    // given back. A peer could otherwise leave partials holding whole chunks of disk (up to
+    // 64 GiB each) for a few bytes sent, until the receiver next starts. A write still in
+    // flight may allocate its own range again: at most a chunk per data connection.
+    if (fd_ >= 0) {
+      std::uint64_t from = 0;
+      chunks_.for_each([&](std::uint32_t i, Chunk& c) {  // in index order
+        if (c.journal != JournalState::kJournaled) return;
+        release_range(fd_, from, plan_.offset(i) - from);
+        from = plan_.offset(i) + plan_.length(i);
+      });
+      release_range(fd_, from, plan_.size() - from);
+    }
     temp_.keep();
     // A later attempt may take the partial over as soon as nothing writes to it any more
     // (until then it finds it locked and uses a fresh temp file).

@@ -1,10 +1,13 @@
 // DataStream as a state machine on the loop test double: frames in, acks out in frame order,
 // a dead connection's claim passes to a live one, durable publishes keep the acks in order,
 // and connections that have proven nothing are capped, the oldest making room for new ones.
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 
+#include "fs/partial.h"
 #include "protocol/data_frame.h"
 #include "protocol/limits.h"
 #include "receiver_fixture.h"
@@ -114,6 +117,46 @@ TEST_F(DataStreamTest, AConnectionLetsGoOfAFileCancelledUnderItsFrame) {
   loop_.feed(sitting[0], std::string(99, 'x') + trailer(std::string(100, 'x')));
   EXPECT_EQ(acks(sitting[0]), std::vector<AckStatus>{AckStatus::kUnknownToken});
   EXPECT_FALSE(fs::exists(dir_ / "f1"));
+}
+
+// Space is reserved for a chunk by declaration: the first at SEND, each later one at its frame's
+// header. A peer that gets one byte journaled (so the partial is kept for resuming), declares
+// two more chunks and leaves must not leave a partial holding those chunks' space until the
+// receiver next starts: the kept partial holds what its journal vouches for, no more.
+TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
+  const std::uint64_t chunk = 1 << 20;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  Token t = open(s, "SEND 1 big size=" + std::to_string(3 * chunk + 1) +
+                        " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  int d = data_connection();
+  loop_.feed(d, frame(t, 3 * chunk, "z"));  // the last chunk, one byte
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
+  ASSERT_TRUE(loop_.run_until([&] {
+    loop_.advance(1'000);  // the session's next checkpoint journals it
+    return fs::exists(journal) && fs::file_size(journal) > 0 && [&] {
+      std::ifstream in(journal);
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      return std::count(text.begin(), text.end(), '\n') >= 2;  // header and the chunk
+    }();
+  }));
+  int d1 = data_connection(), d2 = data_connection();
+  loop_.feed(d1, header(t, chunk, chunk));
+  loop_.feed(d2, header(t, 2 * chunk, chunk));
+  auto allocated = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(part.c_str(), &st), 0);
+    return static_cast<std::uint64_t>(st.st_blocks) * 512;
+  };
+  if (allocated() < 2 * chunk) GTEST_SKIP() << "this file system reserves nothing ahead";
+  loop_.peer_closes(d1);
+  loop_.peer_closes(d2);
+  loop_.peer_closes(s);
+  loop_.advance(5'000);
+  ASSERT_TRUE(fs::exists(part)) << "kept for resuming";
+  EXPECT_LE(allocated(), 64u * 1024) << "more than the journaled byte's block";
 }
 
 // recv --fsync: a one-chunk file's `published` ack waits until the file is on stable storage,
