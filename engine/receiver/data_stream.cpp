@@ -126,6 +126,13 @@ void DataStream::tick(std::int64_t now) {
   // open-file budget go with the last holder, and a peer that sends a byte and then sits
   // would otherwise hold them until --idle-timeout, for as many files as it cancels.
   if (file_ && !writing_ && file_->closed()) drop_closed_file();
+  // Refused (a protocol error, a token it does not know): the acks that say why get
+  // kMaxClosingMs to go out, whether the peer reads them or not.
+  if (close_after_acks_ && now - close_decided_ms_ > kMaxClosingMs) {
+    release_claim();
+    begin_close(fd_.get());
+    return;
+  }
   bool silent_start =
       !framed_ && now - created_ms_ > std::min(kFirstLineTimeoutMs, ctx.idle_timeout.count());
   bool idle = now - last_bytes_ms_ > ctx.idle_timeout.count();
@@ -308,7 +315,7 @@ void DataStream::decrypt(std::size_t n) {
   }
   // The frame being received cannot be finished: its claim goes, the alert goes out.
   release_claim();
-  close_after_acks_ = true;
+  close_after_acks();
   flush_acks();
 }
 
@@ -474,7 +481,7 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
     // Unknown or finished token: nothing can be written, and a guessing peer learns nothing
     // beyond "no".
     ack(AckStatus::kUnknownToken);
-    close_after_acks_ = true;
+    close_after_acks();
     flush_acks();
     return false;
   }
@@ -482,7 +489,7 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
   IncomingFile::Claim c = file->claim(header_.offset, header_.length, id_, last_bytes_ms_);
   if (c.status == AckStatus::kBadRange || c.status == AckStatus::kUnknownToken) {
     ack(c.status);
-    close_after_acks_ = true;
+    close_after_acks();
     flush_acks();
     return false;
   }
@@ -617,6 +624,12 @@ void DataStream::publish_single(std::size_t seq) {
                             nullptr});
 }
 
+void DataStream::close_after_acks() {
+  if (close_after_acks_) return;
+  close_after_acks_ = true;
+  close_decided_ms_ = loop_.now_ms();
+}
+
 void DataStream::drop_closed_file() {
   release_claim();
   frame_status_ = AckStatus::kUnknownToken;  // the rest of the frame is read and dropped
@@ -639,7 +652,7 @@ void DataStream::fail(const std::string& why) {
   worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
   worker_.ctx().log.warn("data connection from " + peer_ + ": " + why + "; closing it");
   ack(AckStatus::kProtocol);
-  close_after_acks_ = true;
+  close_after_acks();
   flush_acks();
 }
 

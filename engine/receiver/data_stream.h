@@ -70,6 +70,8 @@ class DataStream final : public WorkerObject {
   void fail(const std::string& why);  // protocol violation: ack it, then close
   void proven();                      // a frame named an open file: no longer counted unproven
   void uncount_unproven();
+  // Reads no more; closes once the acks queued so far are out, or after kMaxClosingMs.
+  void close_after_acks();
   // The frame's file closed under it: lets go of the file, the rest of the frame is dropped.
   void drop_closed_file();
   // recv --legacy (receiver/legacy_uploads.h). A connection from an address with a legacy file
@@ -144,7 +146,8 @@ class DataStream final : public WorkerObject {
   std::deque<PendingAck> acks_;  // not yet handed to acks_out_, in frame order
   std::size_t acks_front_seq_ = 0;
   SendQueue acks_out_;
-  bool close_after_acks_ = false;
+  bool close_after_acks_ = false;  // set by close_after_acks()
+  std::int64_t close_decided_ms_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

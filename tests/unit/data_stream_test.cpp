@@ -159,6 +159,17 @@ TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
   EXPECT_LE(allocated(), 64u * 1024) << "more than the journaled byte's block";
 }
 
+// A refused connection whose peer never reads the ack that says why: gone within kMaxClosingMs
+// and a tick, not at --idle-timeout.
+TEST_F(DataStreamTest, ARefusedConnectionWhosePeerNeverReadsIsGoneByTheClosingDeadline) {
+  int d = data_connection();
+  loop_.set_reading(d, false);
+  loop_.feed(d, frame(Token::random(), 0, "hello"));
+  EXPECT_EQ(worker_->object_count(), 2u);  // the housekeeper and the connection, its ack stuck
+  loop_.advance(kMaxClosingMs + 1'500);
+  EXPECT_EQ(worker_->object_count(), 1u);
+}
+
 // recv --fsync: a one-chunk file's `published` ack waits until the file is on stable storage,
 // and the acks of the frames behind it wait with it: acks stay in frame order.
 TEST_F(DataStreamTest, WithFsyncAPublishedAckWaitsForTheFlushAndKeepsItsPlace) {
