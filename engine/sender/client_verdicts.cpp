@@ -232,10 +232,11 @@ void ControlClient::retry_later(const std::shared_ptr<OutgoingFile>& f, const st
   r.busy_since_ms = f->busy_since_ms ? f->busy_since_ms : now;
   if (now - r.busy_since_ms > ctx_.options.idle_timeout.count()) {
     record_failure(f->source_path, reason + " (for longer than --idle-timeout)");
-    if (last_progress_ms_ <= r.busy_since_ms)
-      // Nothing delivered all that time: the receiver is busy for everything, not just this
-      // file, and waiting out each file's --idle-timeout in turn, a window at a time, would take
-      // as many times as long as the tree has windows of files.
+    if (std::max(last_progress_ms_, ctx_.last_ack_ms.load(std::memory_order_relaxed)) <=
+        r.busy_since_ms)
+      // Nothing delivered, no chunk acknowledged, all that time: the receiver is busy for
+      // everything, not just this file, and waiting out each file's --idle-timeout in turn, a
+      // window at a time, would take as many times as long as the tree has windows of files.
       finish_session(SendReport::Outcome::kTimedOut,
                      "the receiver has answered busy for " +
                          std::to_string(ctx_.options.idle_timeout.count() / 1000) +

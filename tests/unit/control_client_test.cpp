@@ -252,6 +252,26 @@ TEST_F(ControlClientTest, AReceiverBusyForEverythingEndsTheSessionAtTheIdleTimeo
   EXPECT_EQ(report_.failed.size(), 64u);  // the window's files, each named
 }
 
+// But while chunks of another file are acknowledged (a large file on its way, the receiver busy
+// for new files because other sessions hold its open-file budget), the transfer goes on: only
+// the files that stayed busy fail.
+TEST_F(ControlClientTest, BusyFilesBesideAFileOnItsWayFailAloneAfterTheIdleTimeout) {
+  options_.idle_timeout = 3s;
+  start(500);
+  int fd = accept();
+  loop_.feed(fd, hello_reply(64));
+  loop_.feed(fd, "OK 1\n");
+  for (std::int64_t t = 0; t < 10'000; t += 500) {
+    std::string sent = loop_.take_sent(fd);
+    for (std::size_t p = sent.find("SEND "); p != std::string::npos; p = sent.find("SEND ", p + 1))
+      loop_.feed(fd, "ERR " + sent.substr(p + 5, sent.find(' ', p + 5) - p - 5) + " busy full\n");
+    ctx_->last_ack_ms = loop_.now_ms();  // another file's chunks are acknowledged
+    loop_.advance(500);
+  }
+  EXPECT_FALSE(client_->done()) << report_.error;
+  EXPECT_GE(report_.failed.size(), 64u);  // each busy file, after its own --idle-timeout
+}
+
 // OK answers DONE. A receiver that says OK for a file of several chunks before DONE (here right
 // after READY) vouches for bytes it cannot have had: a protocol error, not a delivered file.
 TEST_F(ControlClientTest, AnOkBeforeDoneIsAProtocolError) {
