@@ -154,7 +154,8 @@ int send_command(int argc, char** argv) {
        "keep retrying refused or reset connections for this many seconds")
       ("idle-timeout", po::value(&idle_timeout)->default_value(idle_timeout),
        "give up on a receiver that owes an answer and says nothing for this many seconds "
-       "(then --retry-for applies; exit 8 if it never answers again)")
+       "(then --retry-for applies; exit 8 if it never answers again), and on a file it "
+       "keeps answering busy")
       ("force", po::bool_switch(&opt.force),
        "send every file, even those already at the receiver with the same size and mtime")
       ("checksum,c", po::bool_switch(&opt.checksum),
