@@ -128,6 +128,17 @@ void ControlClient::process_input() {
 
 void ControlClient::handle(const ServerMessage& m) {
   if (const auto* e = std::get_if<ErrReply>(&m)) return on_err(*e);
+  if (tls_ && (plain_answer_ || !tls_->handshake_done())) {
+    // We started TLS and this came outside it: only a refusal (ERR, above) may come that way.
+    // Anything else, a HELLO above all, would let whoever is on the path speak for the
+    // receiver without the secret or its certificate.
+    finish_session(SendReport::Outcome::kAuthFailed,
+                   "the receiver at " + ctx_.control_ep.to_string() +
+                       " answered in plain text, outside the TLS this sender started (something "
+                       "on the path, or not an ackxfer-fast receiver with encryption); nothing "
+                       "was sent");
+    return;
+  }
   if (state_ == State::kHello) {
     if (const auto* h = std::get_if<HelloReply>(&m)) return on_hello(*h);
     finish_session(SendReport::Outcome::kProtocolError,

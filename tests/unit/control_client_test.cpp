@@ -28,6 +28,10 @@ class ControlClientTest : public ::testing::Test {
   void start(std::uint64_t files = 3, std::uint64_t bytes = 5) {
     options_.to = "127.0.0.1:9";
     ctx_ = std::make_unique<SenderContext>(options_);
+    if (start_with_tls_)
+      ctx_->tls = TlsContext::with_secret(
+          TlsRole::kClient,
+          std::make_shared<const SharedSecret>("0123456789abcdef0123456789abcdef"));
     ctx_->loops = {&loop_};
     ctx_->live_objects = {1};
     ctx_->control_candidates = resolve_endpoints("127.0.0.1", 9, false);
@@ -71,6 +75,7 @@ class ControlClientTest : public ::testing::Test {
   }
 
   FakeLoop loop_;
+  bool start_with_tls_ = false;  // the sender runs TLS on the control connection
   SenderOptions options_;
   std::unique_ptr<SenderContext> ctx_;
   std::unique_ptr<SyntheticTree> walker_;
@@ -270,6 +275,33 @@ TEST_F(ControlClientTest, BusyFilesBesideAFileOnItsWayFailAloneAfterTheIdleTimeo
   }
   EXPECT_FALSE(client_->done()) << report_.error;
   EXPECT_GE(report_.failed.size(), 64u);  // each busy file, after its own --idle-timeout
+}
+
+// With encryption, a HELLO (and anything but a refusal) in plain text where the TLS handshake
+// should answer is someone on the path: with --no-encryption it used to be taken, as a
+// receiver agreeing to data in clear, and the session went on without any TLS at all.
+void expect_plain_hello_refused(FakeLoop& loop, SendReport& report, ControlClient& client, int fd,
+                                bool plain_data) {
+  loop.feed(fd, "HELLO ackxfer 2 data-port=9 max-open=64 features=link,progress,credit" +
+                    std::string(plain_data ? " data=plain" : "") +
+                    "\nREADY 2 token=" + Token::random().hex() + "\n");
+  ASSERT_TRUE(client.done());
+  EXPECT_EQ(report.outcome, SendReport::Outcome::kAuthFailed) << report.error;
+  EXPECT_NE(report.error.find("plain text, outside the TLS"), std::string::npos) << report.error;
+  EXPECT_EQ(report.files, 0u);
+}
+
+TEST_F(ControlClientTest, APlainTextHelloWhereTlsShouldAnswerIsRefusedWithNoEncryption) {
+  options_.no_encryption = true;
+  start_with_tls_ = true;
+  start(2);
+  expect_plain_hello_refused(loop_, report_, *client_, accept(), true);
+}
+
+TEST_F(ControlClientTest, APlainTextHelloWhereTlsShouldAnswerIsRefused) {
+  start_with_tls_ = true;
+  start(2);
+  expect_plain_hello_refused(loop_, report_, *client_, accept(), false);
 }
 
 // OK answers DONE. A receiver that says OK for a file of several chunks before DONE (here right
