@@ -64,6 +64,10 @@ void SendQueue::flush() {
 // Plaintext into the channel while its output has room (before the handshake is done, none
 // goes in), then the channel's output onto the socket.
 void SendQueue::flush_tls() {
+  // A handshake flight larger than the output (a long certificate chain) goes out in pieces:
+  // each drained piece makes room for the next, which only the handshake itself writes. With
+  // plaintext queued, write() below drives it; without (a receiver, which speaks second), this.
+  if (queued_.empty() && !tls_->handshake_done()) tls_->handshake();
   if (!queued_.empty()) {
     std::size_t taken = 0;
     auto st =

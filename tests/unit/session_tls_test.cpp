@@ -17,6 +17,7 @@
 #include "protocol/data_frame.h"
 #include "protocol/limits.h"
 #include "receiver_fixture.h"
+#include "test_pki.h"
 #include "tls/tls_channel.h"
 
 namespace ackxfer::test {
@@ -133,6 +134,32 @@ TEST_F(SessionTlsTest, HelloIsAnsweredInsideTheHandshakesChannel) {
   for (const auto& [fd, bytes] : loop_.send_log())
     EXPECT_EQ(bytes.find("HELLO"), std::string::npos);
   EXPECT_EQ(ctx_->stats.auth_failures.load(), 0u);
+}
+
+// With certificates, the receiver's first flight (its certificate chain above all) can be
+// larger than a control session's 8 KiB of TLS output. The rest of it used to wait for input
+// that never came (the sender was waiting for the rest of the flight), and the session died at
+// its first-line deadline: a site whose chain is larger than 8 KiB could not connect at all.
+TEST_F(SessionTlsTest, ACertificateChainLargerThanTheOutputStillHandshakes) {
+  const std::filesystem::path pki_dir = dir_.string() + "-pki";
+  std::filesystem::create_directories(pki_dir);
+  test::TestPki pki(pki_dir, "site");
+  test::TestPki::Leaf leaf{"receiver", {"IP:127.0.0.1"}};
+  for (int i = 0; i < 200; ++i)  // about 12 KiB of names
+    leaf.alt_names.push_back("DNS:host-" + std::to_string(i) +
+                             ".a-rather-long-domain.example.test");
+  auto receiver = pki.issue("receiver", leaf);
+  auto sender = pki.issue("sender", {"sender", {"DNS:sender.test"}});
+  ASSERT_GT(std::filesystem::file_size(receiver.cert), 8u * 1024);
+  make_receiver();
+  ctx_->use_tls(TlsContext::with_certificates(TlsRole::kServer, receiver));
+  int fd = session();
+  TlsPeer control(loop_, fd, TlsContext::with_certificates(TlsRole::kClient, sender));
+  control.channel().expect_peer("127.0.0.1");
+  control.write("HELLO ackxfer 2\n");
+  EXPECT_TRUE(control.channel().handshake_done()) << control.channel().error();
+  EXPECT_TRUE(control.take_plaintext().starts_with("HELLO ackxfer 2 "));
+  std::filesystem::remove_all(pki_dir);
 }
 
 TEST_F(SessionTlsTest, AnotherSecretIsRefusedCountedAndClosed) {
