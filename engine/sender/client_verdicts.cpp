@@ -21,6 +21,14 @@ void ControlClient::on_ready(const ReadyReply& m) {
   std::shared_ptr<OutgoingFile> f = it->second;
   if (f->token != Token{}) return;  // a second READY for the same file: ignored
   heard_from_receiver();
+  if (f->chunk_count() == 1 && !m.have.empty()) {
+    // A one-chunk file is never kept partly (it has no partial to resume): a receiver that
+    // claims to hold its chunk would have it "delivered" with no byte sent and no verdict.
+    finish_session(SendReport::Outcome::kProtocolError,
+                   "the receiver claimed to hold the only chunk of " + quote_name(f->wire_path) +
+                       " already; is it a compatible ackxfer-fast?");
+    return;
+  }
   f->token = m.token;
   if (++readies_ == 1) milestone("first READY");
   if (f->chunk_count() == 0) {
@@ -110,6 +118,15 @@ void ControlClient::on_ok(const OkReply& m) {
     open_links_.erase(l);
   } else if (auto it = open_files_.find(m.id); it != open_files_.end()) {
     heard_from_receiver();
+    if (m.skipped && (!it->second->may_skip || it->second->token != Token{})) {
+      // Skipping answers a SEND that allowed it, instead of READY: after READY, or for a SEND
+      // that said skip=never (--force, a re-send), it would pass off whatever is there as ours.
+      finish_session(SendReport::Outcome::kProtocolError,
+                     "the receiver skipped " + quote_name(it->second->wire_path) +
+                         ", which this sender did not let it skip; is it a compatible "
+                         "ackxfer-fast?");
+      return;
+    }
     if (m.skipped) {
       // Already there and identical: nothing was sent, nothing to count as delivered.
       ++report_.unchanged;

@@ -166,6 +166,7 @@ void ControlClient::send_file(std::shared_ptr<OutgoingFile> f, int attempt) {
   // what we mean to deliver. Generated files (benchmarks) are never skipped either.
   if (!ctx_.options.force && attempt == 1 && !f->synthetic) {
     req.skip = SkipPolicy::kSizeMtime;
+    f->may_skip = true;
     if (ctx_.options.checksum) {
       start_checksum(std::move(f), std::move(req));
       return;

@@ -49,6 +49,7 @@ struct OutgoingFile {
   // PROGRESS beyond it is an answer.
   std::uint64_t remote_progress = 0;
   bool done_sent = false;  // control client only: DONE is on its way (only DONE earns an OK)
+  bool may_skip = false;   // control client only: its SEND let the receiver skip it
 
   // scheduler
   std::vector<Digest128> chunk_digests;

@@ -304,6 +304,38 @@ TEST_F(ControlClientTest, APlainTextHelloWhereTlsShouldAnswerIsRefused) {
   expect_plain_hello_refused(loop_, report_, *client_, accept(), false);
 }
 
+// A receiver that claims, in READY, to hold the only chunk of a one-chunk file (which is never
+// kept partly) would have it counted as delivered with no byte sent and no verdict.
+TEST_F(ControlClientTest, ReadyClaimingTheOnlyChunkOfAFileIsAProtocolError) {
+  start(1);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\n");
+  loop_.feed(fd, "READY 2 token=" + Token::random().hex() + " have=0\n");
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
+  EXPECT_NE(report_.error.find("claimed to hold the only chunk"), std::string::npos)
+      << report_.error;
+  EXPECT_EQ(report_.files, 0u);
+}
+
+// `OK <id> skipped=1` answers a SEND that let the receiver skip the file, instead of READY.
+// After READY, or for a SEND that said skip=never (--force, a re-send, generated files), it
+// would pass off whatever is there as the file.
+TEST_F(ControlClientTest, ASkipTheSenderDidNotAllowIsAProtocolError) {
+  options_.force = true;
+  start(1);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\n");
+  ASSERT_NE(loop_.take_sent(fd).find("SEND 2 tree/f0 "), std::string::npos);
+  loop_.feed(fd, "OK 2 skipped=1\n");
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
+  EXPECT_NE(report_.error.find("did not let it skip"), std::string::npos) << report_.error;
+  EXPECT_EQ(report_.unchanged, 0u);
+}
+
 // OK answers DONE. A receiver that says OK for a file of several chunks before DONE (here right
 // after READY) vouches for bytes it cannot have had: a protocol error, not a delivered file.
 TEST_F(ControlClientTest, AnOkBeforeDoneIsAProtocolError) {
