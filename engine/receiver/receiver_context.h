@@ -15,6 +15,7 @@
 #include "fs/destination.h"
 #include "io/work_queue.h"
 #include "log.h"
+#include "receiver/digest_cache.h"
 #include "receiver/durable_publisher.h"
 #include "receiver/file_registry.h"
 #include "receiver/legacy_uploads.h"
@@ -80,6 +81,8 @@ struct ReceiverContext {
   std::atomic<bool> pipe_refusal_logged{false};  // said once per receiver, not per connection
   // recv --fsync: verdicts wait for the publisher (null without --fsync).
   std::unique_ptr<DurablePublisher> publisher;
+  // What skip=xxh3 checks found (before `work`, whose jobs fill it: destroyed after it).
+  DigestCache digests;
   // Long local work (skip=xxh3 checks, reading kept partials back), in fair slices.
   WorkQueue work{2};
 

@@ -129,7 +129,19 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel, Ope
     reply(OkReply{m.id, true});
     return true;
   }
-  // skip=xxh3: hash the existing file on the work queue, in slices; the loop carries on.
+  // skip=xxh3: a file checked before and unchanged since is not read again.
+  const DigestCache::Key key = DigestCache::key_of(st, m.chunk);
+  if (auto known = ctx.digests.find(key)) {
+    ctx.stats.digests_remembered.fetch_add(1, std::memory_order_relaxed);
+    if (*known != m.digest) return false;  // different content: send it
+    ctx.stats.files_skipped.fetch_add(1, std::memory_order_relaxed);
+    ++skipped_;
+    reply(OkReply{m.id, true});
+    return true;
+  }
+  // Otherwise hash the existing file on the work queue, in slices; the loop carries on.
+  timespec started{};
+  clock_gettime(CLOCK_REALTIME, &started);
   auto shared_fd = std::make_shared<UniqueFd>(std::move(fd));
   auto hasher = std::make_shared<FileHasher>(shared_fd->get(), ChunkPlan(m.size, m.chunk));
   auto result = std::make_shared<std::optional<Digest128>>();
@@ -139,11 +151,13 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel, Ope
   f.slot = std::move(slot);
   f.job = start_job(
       m.id, m.size,
-      [shared_fd, hasher, result](LocalJob& j) {
+      [shared_fd, hasher, result, key, started, &cache = ctx.digests](LocalJob& j) {
         if (!hasher->step(kLocalWorkSliceBytes)) return false;  // unreadable: not the same
         j.done.store(hasher->hashed(), std::memory_order_relaxed);
         if (!hasher->done()) return true;
         *result = hasher->digest();
+        struct stat after {};
+        if (fstat(shared_fd->get(), &after) == 0) cache.remember(key, after, started, **result);
         return false;
       },
       [this, id = m.id, want = m.digest, result](LocalJob&) {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 
+#include "fs/file_digest.h"
 #include "fs/partial.h"
 #include "protocol/limits.h"
 #include "receiver_fixture.h"
@@ -280,6 +281,57 @@ TEST_F(ControlSessionTest, LongLocalWorkIsVisibleAsProgressAndKeepsTheSessionAli
   ASSERT_TRUE(ready) << replies;
   EXPECT_NE(replies.find("PROGRESS 1 done="), std::string::npos) << replies;
   EXPECT_EQ(replies.find("timeout"), std::string::npos) << replies;
+}
+
+// skip=xxh3 reads and hashes the receiver's copy; the same unchanged file is not read again.
+// A peer repeating SEND ... skip=xxh3 and CANCEL (200 bytes a round) used to make the receiver
+// read the whole file every time.
+TEST_F(ControlSessionTest, AFileCheckedOnceIsNotReadAgainWhileUnchanged) {
+  const std::string content(300'000, 'c');
+  {
+    std::ofstream out(dir_ / "f", std::ios::binary);
+    out << content;
+  }
+  // Its ctime must be over a second old before it may be remembered (a write in the same
+  // timestamp tick as the check would not show).
+  std::this_thread::sleep_for(2100ms);
+  std::string right;
+  {
+    int fd = ::open((dir_ / "f").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    auto d = file_digest_of(fd, content.size(), 65536);  // the chunk size below
+    ::close(fd);
+    ASSERT_TRUE(d);
+    right = d->hex();
+  }
+  const std::string wrong(32, '0');
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  auto check = [&](int id, const std::string& digest) {
+    loop_.feed(s, "SEND " + std::to_string(id) + " f size=300000 mode=0644 mtime=1.0 " +
+                      "chunk=65536 skip=xxh3 xxh3=" + digest + "\n");
+    std::string r;
+    EXPECT_TRUE(loop_.run_until([&] {
+      r += loop_.take_sent(s);
+      return r.find('\n') != std::string::npos;
+    }));
+    return r;
+  };
+  EXPECT_TRUE(check(1, wrong).starts_with("READY 1 ")) << "read and hashed: not the same";
+  ask(s, "CANCEL 1\n");
+  EXPECT_EQ(ctx_->stats.digests_remembered.load(), 0u);
+  EXPECT_TRUE(check(2, wrong).starts_with("READY 2 "));
+  EXPECT_EQ(ctx_->stats.digests_remembered.load(), 1u) << "answered without reading it again";
+  ask(s, "CANCEL 2\n");
+  EXPECT_EQ(check(3, right), "OK 3 skipped=1\n");
+  EXPECT_EQ(ctx_->stats.digests_remembered.load(), 2u);
+  // Changed since (ctime moves): read again.
+  {
+    std::ofstream out(dir_ / "f", std::ios::binary | std::ios::in);
+    out << 'd';
+  }
+  EXPECT_TRUE(check(4, right).starts_with("READY 4 "));
+  EXPECT_EQ(ctx_->stats.digests_remembered.load(), 2u);
 }
 
 TEST_F(ControlSessionTest, ASendNamedLikeTheReceiversTempFilesIsRefused) {

@@ -1,11 +1,12 @@
 // The receiver's pure parts: the chunk plan, feature lists, directory metadata, chunk claims of
-// one file, and names made printable.
+// one file, remembered digests, and names made printable.
 #include <gtest/gtest.h>
 
 #include "display.h"
 #include "protocol/chunk_plan.h"
 #include "protocol/features.h"
 #include "protocol/limits.h"
+#include "receiver/digest_cache.h"
 #include "receiver/directory_metadata.h"
 #include "receiver/incoming_file.h"
 
@@ -144,6 +145,40 @@ TEST(Printable, KeepsNamesReadableAndNeverLetsAControlCharacterThrough) {
   for (unsigned char c : printable(all))
     EXPECT_TRUE(c >= 0x20 && c != 0x7f) << int(c);
   EXPECT_EQ(control_free("a\nb\\x"), "a\\x0ab\\x");
+}
+
+// A digest is remembered only for a file that did not change while it was hashed and whose
+// ctime was over a second old when hashing began; the least recently used entry makes room.
+TEST(DigestCache, RemembersOnlyWhatCannotHaveChangedUnseen) {
+  DigestCache cache(2);
+  struct stat st {};
+  st.st_dev = 1;
+  st.st_ino = 10;
+  st.st_size = 100;
+  st.st_mtim = {1000, 5};
+  st.st_ctim = {1000, 7};
+  const timespec started{2000, 0};
+  Digest128 d = digest_of("x", 1);
+  auto key = DigestCache::key_of(st, 65536);
+  struct stat changed = st;
+  changed.st_ctim.tv_nsec = 8;  // written to while it was hashed
+  EXPECT_FALSE(cache.remember(key, changed, started, d));
+  EXPECT_FALSE(cache.remember(key, st, timespec{1001, 0}, d));  // ctime too recent to trust
+  EXPECT_FALSE(cache.find(key));
+  EXPECT_TRUE(cache.remember(key, st, started, d));
+  EXPECT_EQ(cache.find(key), d);
+  EXPECT_FALSE(cache.find(DigestCache::key_of(st, 131072))) << "another chunk size";
+  EXPECT_FALSE(cache.find(DigestCache::key_of(changed, 65536)));
+  // Two more files: the least recently used (not the first, which was just looked up) goes.
+  struct stat b = st, c = st;
+  b.st_ino = 11;
+  c.st_ino = 12;
+  EXPECT_TRUE(cache.remember(DigestCache::key_of(b, 65536), b, started, d));
+  EXPECT_TRUE(cache.find(key));
+  EXPECT_TRUE(cache.remember(DigestCache::key_of(c, 65536), c, started, d));
+  EXPECT_EQ(cache.size(), 2u);
+  EXPECT_TRUE(cache.find(key));
+  EXPECT_FALSE(cache.find(DigestCache::key_of(b, 65536)));
 }
 
 }  // namespace
