@@ -191,15 +191,17 @@ std::shared_ptr<ControlSession::LocalJob> ControlSession::start_job(
   auto job = std::make_shared<LocalJob>();
   job->total = total;
   Loop* loop = &loop_;
-  worker_.ctx().work.submit([this, job, loop, alive = alive_, slice = std::move(slice),
-                             done = std::move(done)]() -> bool {
-    if (job->cancelled.load(std::memory_order_relaxed)) return false;
-    if (slice(*job)) return true;
-    loop->post([this, job, alive, done] {
-      if (*alive && !job->cancelled.load(std::memory_order_relaxed)) done(*job);
-    });
-    return false;
-  });
+  worker_.ctx().work.submit(
+      [this, job, loop, alive = alive_, slice = std::move(slice),
+       done = std::move(done)]() -> bool {
+        if (job->cancelled.load(std::memory_order_relaxed)) return false;
+        if (slice(*job)) return true;
+        loop->post([this, job, alive, done] {
+          if (*alive && !job->cancelled.load(std::memory_order_relaxed)) done(*job);
+        });
+        return false;
+      },
+      this);
   return job;
 }
 

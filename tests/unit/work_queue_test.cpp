@@ -1,5 +1,5 @@
-// WorkQueue: long jobs run in slices, so a short job submitted behind one finishes first; a
-// cancelled job stops between slices.
+// WorkQueue: long jobs run in slices, so a short job submitted behind one finishes first; owners
+// take turns, however many jobs each has; a cancelled job stops between slices.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -34,6 +34,41 @@ TEST(WorkQueue, AShortJobIsNotHeldUpByALongOne) {
   ASSERT_TRUE(short_done);
   EXPECT_LT(long_slices_when_short_done.load(), 50);
   q.stop();
+}
+
+// One session with 64 checks at once used to get 64 slices for every one of another session's:
+// owners take turns now, so the other's job is done after about as many slices as it needs.
+TEST(WorkQueue, OwnersTakeTurnsWhateverTheirNumberOfJobs) {
+  WorkQueue q(1);
+  int busy_owner = 0, other_owner = 0;
+  std::atomic<int> busy_slices{0};
+  std::atomic<bool> started{false};
+  for (int i = 0; i < 64; ++i)
+    q.submit(
+        [&] {
+          started = true;
+          std::this_thread::sleep_for(1ms);
+          return ++busy_slices < 64 * 20;
+        },
+        &busy_owner);
+  while (!started)
+    std::this_thread::sleep_for(1ms);
+  std::atomic<int> other_slices{0};
+  std::atomic<int> busy_when_done{-1};
+  q.submit(
+      [&] {
+        if (++other_slices < 10) return true;
+        busy_when_done = busy_slices.load();
+        return false;
+      },
+      &other_owner);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (busy_when_done < 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  int before = busy_slices.load();
+  q.stop();
+  ASSERT_GE(busy_when_done.load(), 0) << "after " << before << " slices of the busy owner";
+  EXPECT_LT(busy_when_done.load(), 40) << "turn by turn: about ten of each";
 }
 
 TEST(WorkQueue, ACancelledJobStopsBetweenSlices) {
