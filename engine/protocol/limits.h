@@ -51,9 +51,10 @@ inline constexpr std::size_t kMaxUnhandledInputBytes = 128 * 1024;
 // Replies queued for a peer that does not read them: its lines wait and reading pauses beyond
 // it (a few thousand replies: plenty of pipelining for a sender that reads them).
 inline constexpr std::size_t kMaxQueuedReplyBytes = 256 * 1024;
-// Directory metadata kept for BYE (each distinct MKDIR path once): beyond these bytes of paths,
-// the rest is not kept (a warning in the receiver's log).
-inline constexpr std::size_t kMaxDirMetadataBytes = 16 << 20;
+// Directory metadata kept for BYE (each distinct MKDIR path once): beyond this much memory
+// (DirectoryMetadata::cost, about 230 bytes for a 30-byte path: some 145,000 directories), the
+// rest is not kept (a warning in the receiver's log).
+inline constexpr std::size_t kMaxDirMetadataBytes = 32 << 20;
 
 // ---- Receiver: in total ----
 // Control sessions' buffers (unhandled input and queued replies) across the receiver: once
@@ -66,6 +67,11 @@ inline constexpr std::size_t kSessionBufferFloor = 64 * 1024;
 // record-size buffer it handshook with (one record at a time: slower, never stuck). Without it
 // one sender with the key could make the receiver hold 16,384 x 256 KiB.
 inline constexpr std::size_t kMaxTlsDataBuffersTotal = 256 << 20;
+// Directory metadata of all sessions together (kMaxDirMetadataBytes each), and what they
+// remember of the directories they created: beyond it, new paths' modes and mtimes are not
+// kept (warned, as beyond a session's own budget). Without it, many sessions each naming
+// their share of directories could hold gigabytes between them.
+inline constexpr std::size_t kMaxDirMetadataBytesTotal = 256 << 20;
 // Temp files open across all sessions, as a share of the process's fd limit: beyond it, SEND
 // gets `busy` (the sender backs off and tries again).
 inline constexpr unsigned kOpenFilesShareOfFdLimit = 2;  // 1/2 of RLIMIT_NOFILE

@@ -34,6 +34,7 @@ ControlSession::~ControlSession() {
   *alive_ = false;
   if (!data_key_identity_.empty()) worker_.ctx().data_keys.remove(data_key_identity_);
   worker_.ctx().session_buffers.fetch_sub(accounted_, std::memory_order_relaxed);
+  worker_.ctx().dir_metadata_bytes.fetch_sub(dir_budget_taken_, std::memory_order_relaxed);
   // Gone before its READY: the next legacy client from this address may have its turn.
   if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
   abandon_files(true);

@@ -236,6 +236,9 @@ class ControlSession final : public WorkerObject {
   std::vector<DirectoryMetadata::Entry> dirs_to_apply_;  // after BYE, deepest first
   std::size_t dirs_applied_ = 0;
   std::unordered_set<std::uint64_t> fresh_dirs_;  // hashes of directories this session created
+  // What dirs_ and fresh_dirs_ took of ReceiverContext::dir_metadata_bytes (given back at the
+  // end).
+  std::size_t dir_budget_taken_ = 0;
 
   // The parent directory of the last file: trees arrive directory by directory, so one entry
   // saves an openat2 per file.

@@ -7,16 +7,16 @@ namespace ackxfer {
 
 DirectoryMetadata::DirectoryMetadata(std::size_t max_bytes) : max_bytes_(max_bytes) {}
 
-DirectoryMetadata::Added DirectoryMetadata::add(const std::string& path, std::uint32_t mode,
-                                                const Mtime& mtime) {
+DirectoryMetadata::Added DirectoryMetadata::add(
+    const std::string& path, std::uint32_t mode, const Mtime& mtime,
+    const std::function<bool(std::size_t)>& take_budget) {
   if (auto it = index_.find(path); it != index_.end()) {
     entries_[it->second].mode = mode;
     entries_[it->second].mtime = mtime;
     return Added::kUpdated;
   }
-  // The path is held twice (entry and index), plus bookkeeping.
-  std::size_t cost = 2 * path.size() + 64;
-  if (bytes_ + cost > max_bytes_) {
+  const std::size_t cost = DirectoryMetadata::cost(path);
+  if (bytes_ + cost > max_bytes_ || (take_budget && !take_budget(cost))) {
     ++dropped_;
     return Added::kOverLimit;
   }

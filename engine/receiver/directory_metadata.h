@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -24,8 +25,13 @@ class DirectoryMetadata {
   explicit DirectoryMetadata(std::size_t max_bytes);
 
   enum class Added { kNew, kUpdated, kOverLimit };
-  // Records (or updates) a directory's metadata. kOverLimit: not kept, the budget is spent.
-  Added add(const std::string& path, std::uint32_t mode, const Mtime& mtime);
+  // What keeping `path` costs in memory: the path twice (entry and index), each with its
+  // allocation, the entry, the index node and its bucket.
+  static std::size_t cost(const std::string& path) { return 2 * (path.size() + 17) + 160; }
+  // Records (or updates) a directory's metadata. kOverLimit: not kept, the budget is spent
+  // (this one's, or the one `take_budget` is asked for the cost of a new path).
+  Added add(const std::string& path, std::uint32_t mode, const Mtime& mtime,
+            const std::function<bool(std::size_t)>& take_budget = {});
   // Everything kept, deepest first (so that setting a directory's mtime is not undone by work
   // in a child), and forgets it.
   std::vector<Entry> take_deepest_first();

@@ -94,6 +94,18 @@ struct ReceiverContext {
   // kMaxUnprovenDataConnections; lowered by tests.
   std::size_t max_unproven_data_connections = kMaxUnprovenDataConnections;
   std::atomic<std::size_t> tls_data_buffers{0};  // full-size buffers of encrypted data conns
+  // kMaxDirMetadataBytesTotal; lowered by tests.
+  std::size_t max_dir_metadata_bytes = kMaxDirMetadataBytesTotal;
+  std::atomic<std::size_t> dir_metadata_bytes{0};  // every session's directory bookkeeping
+  // Takes `bytes` of the directory bookkeeping budget; false (nothing taken) if it is spent.
+  bool take_dir_budget(std::size_t bytes) {
+    std::size_t now = dir_metadata_bytes.load(std::memory_order_relaxed);
+    do {
+      if (now + bytes > max_dir_metadata_bytes) return false;
+    } while (
+        !dir_metadata_bytes.compare_exchange_weak(now, now + bytes, std::memory_order_relaxed));
+    return true;
+  }
   std::atomic<std::size_t> data_connections{0};
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet
   std::atomic<std::uint64_t> next_connection_id{1};       // names claims (IncomingFile)

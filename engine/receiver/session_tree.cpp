@@ -14,6 +14,7 @@ namespace {
 constexpr std::size_t kDirsPerSlice = 512;
 // Hashes of directories this session created (their files need no "already there?" check).
 constexpr std::size_t kMaxFreshDirs = 1 << 18;
+constexpr std::size_t kFreshDirBytes = 48;  // a set node with its hash, and its bucket
 
 }  // namespace
 
@@ -41,12 +42,22 @@ void ControlSession::handle(const MkdirRequest& m) {
   // A directory this session just created held nothing: its files need no "already there?"
   // check (one failed lookup per file, 5-10% of the small-file rate). Only hashes are kept; a
   // collision merely costs a file being sent again instead of skipped.
-  if (created && fresh_dirs_.size() < kMaxFreshDirs) fresh_dirs_.insert(directory_hash(m.path));
-  if (dirs_.add(m.path, m.mode, m.mtime) == DirectoryMetadata::Added::kOverLimit &&
+  // Both within the receiver-wide budget for this bookkeeping, charged to the session until
+  // it ends.
+  auto take_budget = [&](std::size_t bytes) {
+    if (!ctx.take_dir_budget(bytes)) return false;
+    dir_budget_taken_ += bytes;
+    return true;
+  };
+  if (created && fresh_dirs_.size() < kMaxFreshDirs && take_budget(kFreshDirBytes))
+    fresh_dirs_.insert(directory_hash(m.path));
+  if (dirs_.add(m.path, m.mode, m.mtime, take_budget) == DirectoryMetadata::Added::kOverLimit &&
       dirs_.dropped() == 1)
     ctx.log.warn("session from " + peer_ + ": more than " + std::to_string(dirs_.size()) +
-                 " directories; the mode and mtime of " + quote_name(m.path) +
-                 " and later new ones are not applied (kMaxDirMetadataBytes)");
+                 " directories (or every session's together beyond " +
+                 std::to_string(ctx.max_dir_metadata_bytes >> 20) +
+                 " MiB); the mode and mtime of " + quote_name(m.path) +
+                 " and later new ones are not applied");
   if (created)
     reply_when_durable(nullptr, OkReply{m.id, false});
   else

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <thread>
 
@@ -187,6 +188,47 @@ TEST_F(ControlSessionTest, RepeatedMkdirIsKeptOnce) {
   ASSERT_EQ(stat((dir_ / "same").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0750u);
   EXPECT_EQ(st.st_mtim.tv_sec, 20'000);  // the last one sent wins
+}
+
+// Each session keeps its directories' metadata (for BYE) within its own budget, and all of
+// them together within the receiver's: many sessions each naming their 16 MiB of directories
+// used to hold gigabytes between them. Beyond it, a new directory's mode and mtime are not
+// kept (warned); the budget comes back when a session ends.
+TEST_F(ControlSessionTest, DirectoryMetadataOfAllSessionsStaysWithinTheReceiversBudget) {
+  ctx_->max_dir_metadata_bytes = 2'000;  // about eight short directories, with what they cost
+  auto mkdirs = [&](int s, const std::string& prefix, int n) {
+    std::string lines;
+    for (int i = 1; i <= n; ++i)
+      lines += "MKDIR " + std::to_string(i) + " " + prefix + std::to_string(i) +
+               " mode=0750 mtime=7.0\n";
+    return ask(s, lines);
+  };
+  int a = session();
+  ask(a, "HELLO ackxfer 2\n");
+  EXPECT_EQ(count(mkdirs(a, "a", 20), "OK "), 20u);  // every directory is made
+  ASSERT_EQ(sessions().size(), 1u);
+  const std::size_t kept_a = sessions()[0]->directories_kept();
+  EXPECT_GE(kept_a, 5u);
+  EXPECT_LT(kept_a, 20u);
+  EXPECT_LE(ctx_->dir_metadata_bytes.load(), 2'000u);
+  int b = session();
+  ask(b, "HELLO ackxfer 2\n");
+  EXPECT_EQ(count(mkdirs(b, "b", 3), "OK "), 3u);
+  ASSERT_EQ(sessions().size(), 2u);
+  EXPECT_EQ(sessions()[0]->directories_kept() + sessions()[1]->directories_kept(), kept_a)
+      << "the receiver's budget is spent";
+  EXPECT_TRUE(std::any_of(log_.begin(), log_.end(), [](const std::string& l) {
+    return l.find("the mode and mtime of") != std::string::npos;
+  }));
+  // The first session ends: what it held comes back, and the second keeps its next ones.
+  loop_.peer_closes(a);
+  loop_.advance(kMaxClosingMs + 1'500);
+  ASSERT_EQ(sessions().size(), 1u);
+  EXPECT_EQ(count(ask(b, "MKDIR 9 b9 mode=0750 mtime=7.0\n"), "OK "), 1u);
+  EXPECT_EQ(sessions()[0]->directories_kept(), 1u);
+  loop_.peer_closes(b);
+  loop_.advance(kMaxClosingMs + 1'500);
+  EXPECT_EQ(ctx_->dir_metadata_bytes.load(), 0u);
 }
 
 // Directory metadata is applied after BYE in slices: another session is served in between
