@@ -68,6 +68,26 @@ class ControlClientTest : public ::testing::Test {
       loop_.advance(500);
     }
   }
+  // A session past HELLO, its tree's directory made, sending `files` files; returns its fd.
+  int established(std::uint64_t files) {
+    start(files);
+    int fd = accept();
+    loop_.feed(fd, hello_reply(64));
+    loop_.feed(fd, "OK 1\n");  // MKDIR's answer
+    return fd;
+  }
+  // Answers every SEND sent on `fd` since the last call with `busy`; returns their paths.
+  std::vector<std::string> answer_sends_busy(int fd) {
+    std::vector<std::string> paths;
+    std::string sent = loop_.take_sent(fd);
+    for (std::size_t p = sent.find("SEND "); p != std::string::npos;
+         p = sent.find("SEND ", p + 1)) {
+      std::size_t id_end = sent.find(' ', p + 5);
+      paths.push_back(sent.substr(id_end + 1, sent.find(' ', id_end + 1) - id_end - 1));
+      loop_.feed(fd, "ERR " + sent.substr(p + 5, id_end - p - 5) + " busy at its maximum\n");
+    }
+    return paths;
+  }
   std::string hello_reply(std::uint32_t max_open = 64,
                           const std::string& features = "link,progress,credit") {
     return "HELLO ackxfer 2 data-port=9 max-open=" + std::to_string(max_open) +
@@ -173,18 +193,9 @@ TEST_F(ControlClientTest, FilesWaitingOutABusyReceiverKeepTheirPlacesInTheWindow
   int fd = accept();
   loop_.feed(fd, hello_reply(64));
   std::set<std::string> paths;
-  auto answer_busy = [&] {
-    std::string sent = loop_.take_sent(fd);
-    for (std::size_t p = sent.find("SEND "); p != std::string::npos;
-         p = sent.find("SEND ", p + 1)) {
-      std::size_t id_end = sent.find(' ', p + 5);
-      std::size_t path_end = sent.find(' ', id_end + 1);
-      paths.insert(sent.substr(id_end + 1, path_end - id_end - 1));
-      loop_.feed(fd, "ERR " + sent.substr(p + 5, id_end - p - 5) + " busy at its maximum\n");
-    }
-  };
   for (int t = 0; t < 40; ++t) {
-    answer_busy();
+    for (auto& p : answer_sends_busy(fd))
+      paths.insert(p);
     loop_.advance(500);
   }
   EXPECT_LE(paths.size(), 64u) << "the walk went on past the window";
@@ -239,15 +250,10 @@ TEST_F(ControlClientTest, ProgressThatMovesIsAnAnswer) {
 // then, instead of each window of files waiting out its own --idle-timeout in turn.
 TEST_F(ControlClientTest, AReceiverBusyForEverythingEndsTheSessionAtTheIdleTimeout) {
   options_.idle_timeout = 3s;
-  start(500);
-  int fd = accept();
-  loop_.feed(fd, hello_reply(64));
-  loop_.feed(fd, "OK 1\n");
+  int fd = established(500);
   const std::int64_t start = loop_.now_ms();
   for (std::int64_t t = 0; t < 30'000 && !client_->done(); t += 500) {
-    std::string sent = loop_.take_sent(fd);
-    for (std::size_t p = sent.find("SEND "); p != std::string::npos; p = sent.find("SEND ", p + 1))
-      loop_.feed(fd, "ERR " + sent.substr(p + 5, sent.find(' ', p + 5) - p - 5) + " busy full\n");
+    answer_sends_busy(fd);
     loop_.advance(500);
   }
   ASSERT_TRUE(client_->done());
@@ -262,14 +268,9 @@ TEST_F(ControlClientTest, AReceiverBusyForEverythingEndsTheSessionAtTheIdleTimeo
 // the files that stayed busy fail.
 TEST_F(ControlClientTest, BusyFilesBesideAFileOnItsWayFailAloneAfterTheIdleTimeout) {
   options_.idle_timeout = 3s;
-  start(500);
-  int fd = accept();
-  loop_.feed(fd, hello_reply(64));
-  loop_.feed(fd, "OK 1\n");
+  int fd = established(500);
   for (std::int64_t t = 0; t < 10'000; t += 500) {
-    std::string sent = loop_.take_sent(fd);
-    for (std::size_t p = sent.find("SEND "); p != std::string::npos; p = sent.find("SEND ", p + 1))
-      loop_.feed(fd, "ERR " + sent.substr(p + 5, sent.find(' ', p + 5) - p - 5) + " busy full\n");
+    answer_sends_busy(fd);
     ctx_->last_ack_ms = loop_.now_ms();  // another file's chunks are acknowledged
     loop_.advance(500);
   }

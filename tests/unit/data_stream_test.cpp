@@ -51,6 +51,15 @@ class DataStreamTest : public ReceiverFixture {
     }
     return out;
   }
+  // A data connection accepted by this worker (Worker::take_data_connection, which may hand
+  // it over to another); returns its fd.
+  int take_connection() {
+    auto [mine, peer] = tcp_pair();
+    peers_.push_back(peer);
+    worker_->take_data_connection(UniqueFd(mine));
+    loop_.run();
+    return mine;
+  }
   std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -249,23 +258,16 @@ TEST_F(DataStreamTest, DataConnectionsGoToTheWorkerHoldingTheFewest) {
     handed.push_back(fd.get());
     peers_.push_back(fd.release());  // closed at the end
   };
-  auto take = [&] {
-    auto [mine, peer] = tcp_pair();
-    peers_.push_back(peer);
-    worker_->take_data_connection(UniqueFd(mine));
-    loop_.run();
-    return mine;
-  };
   // Not spreading yet (the other loops are not running): everything stays.
-  take();
+  take_connection();
   EXPECT_EQ(ctx_->load[0].data.load(), 1u);
   ctx_->spreading = true;
-  take();  // the other worker holds none: it gets this one
+  take_connection();  // the other worker holds none: it gets this one
   EXPECT_EQ(handed.size(), 1u);
   EXPECT_EQ(ctx_->load[1].data.load(), 1u);
-  int kept = take();  // level: this worker keeps it
+  int kept = take_connection();  // level: this worker keeps it
   EXPECT_EQ(handed.size(), 1u);
-  take();  // 2 against 1
+  take_connection();  // 2 against 1
   EXPECT_EQ(handed.size(), 2u);
   EXPECT_EQ(ctx_->load[0].data.load(), 2u);
   EXPECT_EQ(ctx_->load[1].data.load(), 2u);
@@ -274,7 +276,7 @@ TEST_F(DataStreamTest, DataConnectionsGoToTheWorkerHoldingTheFewest) {
   loop_.peer_closes(kept);
   loop_.run();
   EXPECT_EQ(ctx_->load[0].data.load(), 1u);
-  take();
+  take_connection();
   EXPECT_EQ(handed.size(), 2u);
   EXPECT_EQ(ctx_->load[0].data.load(), 2u);
   // A handed-over connection arriving here is not counted twice; a refused one not at all.
@@ -287,7 +289,7 @@ TEST_F(DataStreamTest, DataConnectionsGoToTheWorkerHoldingTheFewest) {
   EXPECT_EQ(ctx_->data_connections.load(), 3u);
   ctx_->max_unproven_data_connections = 0;  // no unproven one may stay: refused
   ctx_->spreading = false;
-  take();
+  take_connection();
   EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
   EXPECT_EQ(ctx_->load[0].data.load(), ctx_->data_connections.load());
 }
@@ -307,13 +309,6 @@ TEST_F(DataStreamTest, AtTheUnprovenLimitANewcomerGoesWhereOneCanMakeRoom) {
     handed.emplace_back(i, fd.get());
     peers_.push_back(fd.release());  // closed at the end
   };
-  auto take = [&] {
-    auto [mine, peer] = tcp_pair();
-    peers_.push_back(peer);
-    worker_->take_data_connection(UniqueFd(mine));
-    loop_.run();
-    return mine;
-  };
   // Workers 1 and 2 hold the receiver's three unproven connections (as their loops would have
   // counted them); this one holds a proven one, so it is the least loaded.
   int s = session();
@@ -327,7 +322,7 @@ TEST_F(DataStreamTest, AtTheUnprovenLimitANewcomerGoesWhereOneCanMakeRoom) {
   ctx_->load[2].data = ctx_->load[2].unproven = 2;
   ctx_->unproven_data_connections += 3;
   ctx_->data_connections += 3;
-  take();
+  take_connection();
   ASSERT_EQ(handed.size(), 1u);
   EXPECT_EQ(handed[0].first, 2u) << "to the worker holding the most unproven connections";
   EXPECT_EQ(ctx_->load[2].data.load(), 3u);
@@ -336,17 +331,17 @@ TEST_F(DataStreamTest, AtTheUnprovenLimitANewcomerGoesWhereOneCanMakeRoom) {
   // more than it (on a tie this one keeps the newcomer).
   ctx_->unproven_data_connections -= 1;
   ctx_->load[0].data += 1;
-  take();
+  take_connection();
   ASSERT_EQ(handed.size(), 2u);
   EXPECT_EQ(handed[1].first, 1u);
   ctx_->load[0].data -= 1;
   // Level again, this worker keeps the next one, which sits: the limit is reached. At the limit
   // with an unproven connection of its own, this worker keeps the newcomer and closes its own
   // oldest: nothing is handed over.
-  take();
+  take_connection();
   EXPECT_EQ(ctx_->load[0].unproven.load(), 1u);
   EXPECT_EQ(ctx_->unproven_data_connections.load(), 3u);
-  int fresh = take();
+  int fresh = take_connection();
   EXPECT_EQ(handed.size(), 2u);
   EXPECT_EQ(ctx_->stats.data_connections_evicted.load(), 1u);
   EXPECT_EQ(ctx_->load[0].unproven.load(), 1u);
@@ -360,7 +355,7 @@ TEST_F(DataStreamTest, AtTheUnprovenLimitANewcomerGoesWhereOneCanMakeRoom) {
   ctx_->load[1].unproven = 0;
   ctx_->load[2].unproven = 0;
   ctx_->unproven_data_connections = 3;
-  take();
+  take_connection();
   EXPECT_EQ(handed.size(), 2u);
   EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
 }
