@@ -137,6 +137,12 @@ void TreeWalker::push_dir(int parent_fd, const char* name, const struct stat& st
     return;
   }
   auto held = std::make_shared<const UniqueFd>(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!held->valid()) {
+    // Its files must be opened relative to it (never by path, through symlinks): without a
+    // descriptor to hold, the directory is not walked.
+    problems_.push_back({source, "cannot read directory: " + errno_text(errno)});
+    return;
+  }
   DIR* d = fdopendir(fd.get());
   if (!d) {
     problems_.push_back({source, "cannot read directory: " + errno_text(errno)});
@@ -205,7 +211,7 @@ std::optional<SourceEntry> TreeWalker::next() {
     std::string source = top.source_prefix + de->d_name;
     std::string wire = top.wire_prefix + de->d_name;
     if (reserved(name, source)) continue;
-    if (de->d_type == DT_REG) {
+    if (de->d_type == DT_REG && !ignore_types_) {
       // Saves a stat per file: the sender learns size, mode and mtime from the fd it opens.
       if (wire.size() > kMaxPathBytes) {
         problems_.push_back({source, "its path is longer than the protocol's " +
@@ -236,6 +242,13 @@ std::optional<SourceEntry> TreeWalker::next() {
     }
     auto e = from_stat(st, std::move(source), std::move(wire));
     if (!e) continue;
+    // Opened relative to the directory held open, without following a symlink, like a file
+    // readdir typed (above); without it the file would be opened by its whole path, through
+    // any symlink swapped in for it or a parent since.
+    if (e->kind == SourceEntry::Kind::kFile && top.fd && top.fd->valid()) {
+      e->dir = top.fd;
+      e->name = de->d_name;
+    }
     // push_dir may reallocate stack_: `top` is not used after this.
     if (e->kind == SourceEntry::Kind::kDirectory)
       push_dir(dirfd(top.dir), de->d_name, st, e->source_path, e->wire_path);

@@ -71,6 +71,9 @@ class TreeWalker final : public EntrySource {
 
   // The name a PATH argument has on the receiver, or nullopt if it has none ("/").
   static std::optional<std::string> wire_name_of(const std::string& arg);
+  // Walks as on a file system whose readdir gives no types (DT_UNKNOWN: NFSv3 without
+  // READDIRPLUS, XFS without ftype, some FUSE ones): every entry is stat'ed. For tests.
+  void ignore_entry_types() { ignore_types_ = true; }
 
  private:
   struct OpenDir {
@@ -94,6 +97,7 @@ class TreeWalker final : public EntrySource {
 
   std::vector<std::string> roots_;
   std::size_t next_root_ = 0;
+  bool ignore_types_ = false;
   std::vector<OpenDir> stack_;
   std::vector<WalkProblem> problems_;
 };

@@ -148,6 +148,26 @@ TEST_F(TreeWalkerTest, MissingArgumentIsAFailureNamingIt) {
   EXPECT_NE(problems[0].path.find("nope"), std::string::npos);
 }
 
+// On file systems whose readdir gives no types (DT_UNKNOWN), every entry is stat'ed. Its files
+// must still be opened relative to the directory the walk holds, without following symlinks:
+// they used to be opened by their whole path, through any symlink swapped in for the file or
+// a parent directory since (a file outside the tree sent under the tree's name).
+TEST_F(TreeWalkerTest, WithoutEntryTypesFilesAreStillOpenedRelativeToTheirDirectory) {
+  write(base_ / "t" / "a", "1");
+  write(base_ / "t" / "sub" / "b", "2");
+  TreeWalker w({(base_ / "t").string()});
+  w.ignore_entry_types();
+  int files = 0;
+  while (auto e = w.next()) {
+    if (e->kind != SourceEntry::Kind::kFile) continue;
+    ++files;
+    ASSERT_TRUE(e->dir) << e->wire_path << ": would be opened by its path";
+    EXPECT_EQ(e->name, fs::path(e->wire_path).filename().string());
+  }
+  EXPECT_EQ(files, 2);
+  EXPECT_TRUE(w.take_problems().empty());
+}
+
 TEST_F(TreeWalkerTest, WireNames) {
   EXPECT_EQ(TreeWalker::wire_name_of("a/b/c"), "c");
   EXPECT_EQ(TreeWalker::wire_name_of("a/b/c///"), "c");
