@@ -146,6 +146,8 @@ class ControlSession final : public WorkerObject {
   // SEND continues in checked().
   bool try_skip(const SendRequest& m, const RelativePath& rel, OpenFileSlot& slot);
   void checked(std::uint64_t id, bool same);
+  // File `id` is already there and identical: counted, and OK skipped=1.
+  void reply_skipped(std::uint64_t id);
   // SEND, after the checks: creates the temp (or resumable partial) file and replies READY,
   // or reads a kept partial back first (kResuming, then resume_checked()).
   void open_file(const SendRequest& m, const RelativePath& rel, OpenFileSlot slot);

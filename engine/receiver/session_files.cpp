@@ -124,9 +124,7 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel, Ope
       return false;
     // Same content as far as size and mtime tell; bring the mode in line if it differs.
     if ((st.st_mode & 0777) != (m.mode & 0777)) fchmod(fd.get(), m.mode & 0777);
-    ctx.stats.files_skipped.fetch_add(1, std::memory_order_relaxed);
-    ++skipped_;
-    reply(OkReply{m.id, true});
+    reply_skipped(m.id);
     return true;
   }
   // skip=xxh3: a file checked before and unchanged since is not read again.
@@ -134,9 +132,7 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel, Ope
   if (auto known = ctx.digests.find(key)) {
     ctx.stats.digests_remembered.fetch_add(1, std::memory_order_relaxed);
     if (*known != m.digest) return false;  // different content: send it
-    ctx.stats.files_skipped.fetch_add(1, std::memory_order_relaxed);
-    ++skipped_;
-    reply(OkReply{m.id, true});
+    reply_skipped(m.id);
     return true;
   }
   // Otherwise hash the existing file on the work queue, in slices; the loop carries on.
@@ -167,6 +163,12 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel, Ope
   return true;
 }
 
+void ControlSession::reply_skipped(std::uint64_t id) {
+  worker_.ctx().stats.files_skipped.fetch_add(1, std::memory_order_relaxed);
+  ++skipped_;
+  reply(OkReply{id, true});
+}
+
 void ControlSession::checked(std::uint64_t id, bool same) {
   auto it = files_.find(id);
   if (it == files_.end() || it->second.stage != SessionFile::Stage::kChecking ||
@@ -175,9 +177,7 @@ void ControlSession::checked(std::uint64_t id, bool same) {
   SessionFile f = std::move(it->second);
   files_.erase(it);
   if (same) {
-    worker_.ctx().stats.files_skipped.fetch_add(1, std::memory_order_relaxed);
-    ++skipped_;
-    reply(OkReply{id, true});
+    reply_skipped(id);
     return;
   }
   auto valid = validate_relative_path(f.request.path);

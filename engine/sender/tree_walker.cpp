@@ -223,10 +223,8 @@ std::optional<SourceEntry> TreeWalker::next() {
       e.source_path = std::move(source);
       e.wire_path = std::move(wire);
       e.stat_known = false;
-      if (top.fd && top.fd->valid()) {
-        e.dir = top.fd;
-        e.name = de->d_name;
-      }
+      e.dir = top.fd;  // valid: push_dir walks no directory it cannot hold
+      e.name = de->d_name;
       return e;
     }
     struct stat st;
@@ -245,7 +243,7 @@ std::optional<SourceEntry> TreeWalker::next() {
     // Opened relative to the directory held open, without following a symlink, like a file
     // readdir typed (above); without it the file would be opened by its whole path, through
     // any symlink swapped in for it or a parent since.
-    if (e->kind == SourceEntry::Kind::kFile && top.fd && top.fd->valid()) {
+    if (e->kind == SourceEntry::Kind::kFile) {
       e->dir = top.fd;
       e->name = de->d_name;
     }
