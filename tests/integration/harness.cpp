@@ -19,6 +19,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <regex>
 #include <set>
@@ -210,15 +211,21 @@ ProcessResult send(const std::vector<std::string>& args, std::chrono::millisecon
 }
 
 std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  static std::mutex m;
+  static std::set<std::uint16_t> given;
+  std::lock_guard<std::mutex> lock(m);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    bool ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+              getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+    if (fd >= 0) ::close(fd);
+    if (ok && given.insert(ntohs(a.sin_port)).second) return ntohs(a.sin_port);
+  }
+  throw std::runtime_error("no free loopback port found in 64 attempts");
 }
 
 int listen_on_loopback(std::uint16_t& port) {

@@ -118,7 +118,8 @@ std::size_t journaled_chunks_under(const fs::path& p);
 // Runs `ackxfer-fast send` with `args` (e.g. {"--to", r.to(), path}).
 ProcessResult send(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 120s);
 
-// A port that was free a moment ago.
+// A port that was free a moment ago and that no earlier call in this process returned, so two
+// calls in a row (a control and a data port) never give the same one.
 std::uint16_t free_port();
 
 // A listening socket on 127.0.0.1 at a port the kernel picks, for stand-in servers; sets
