@@ -208,7 +208,7 @@ void ControlClient::session_lost(const std::string& why) {
   checksums_.clear();
   open_bytes_ = 0;
   for (auto& [id, d] : open_dirs_)
-    resend_dirs_.push_back(d.request);
+    resend_dirs_.push_back(d);
   open_dirs_.clear();
   std::deque<OpenLink> links;
   for (auto& [id, l] : open_links_)
@@ -359,12 +359,12 @@ void ControlClient::on_hello(const HelloReply& m) {
     });
   }
   while (!resend_dirs_.empty()) {
-    MkdirRequest d = std::move(resend_dirs_.front());
+    OpenDir d = std::move(resend_dirs_.front());
     resend_dirs_.pop_front();
-    d.id = next_id_++;
+    d.request.id = next_id_++;
     expect_reply();
-    open_dirs_.emplace(d.id, OpenDir{d.path, d});
-    send_line(d);
+    send_line(d.request);
+    open_dirs_.emplace(d.request.id, std::move(d));
   }
   feed();
 }

@@ -251,7 +251,7 @@ void ControlClient::finish_session(SendReport::Outcome outcome, const std::strin
     for (auto& [id, d] : open_dirs_)
       record_failure(d.source_path, "not created: " + why);
     for (auto& d : resend_dirs_)
-      record_failure(d.path, "not created: " + why);
+      record_failure(d.source_path, "not created: " + why);
     for (auto& [id, l] : open_links_)
       record_failure(l.source_path, "not created: " + why);
     for (auto& l : resend_links_)

@@ -179,7 +179,7 @@ class ControlClient final : public LoopObject {
     MkdirRequest request;
   };
   std::unordered_map<std::uint64_t, OpenDir> open_dirs_;
-  std::deque<MkdirRequest> resend_dirs_;  // MKDIRs without a verdict when a session was lost
+  std::deque<OpenDir> resend_dirs_;  // MKDIRs without a verdict when a session was lost
   std::unordered_map<std::uint64_t, OpenLink> open_links_;
   std::deque<OpenLink> resend_links_;  // lost with a session, or refused with a retryable error
   std::size_t candidate_ = 0;          // index of ctx_.control_ep in ctx_.control_candidates

@@ -23,6 +23,30 @@ std::size_t count(const std::string& text, const std::string& what) {
   return n;
 }
 
+// Entries from a list, with source paths unlike their wire paths, as a real walk's are.
+class ListedEntries final : public EntrySource {
+ public:
+  explicit ListedEntries(std::vector<SourceEntry> entries) : entries_(std::move(entries)) {}
+  std::optional<SourceEntry> next() override {
+    if (next_ == entries_.size()) return std::nullopt;
+    return entries_[next_++];
+  }
+  std::vector<WalkProblem> take_problems() override { return {}; }
+
+ private:
+  std::vector<SourceEntry> entries_;
+  std::size_t next_ = 0;
+};
+
+SourceEntry directory_entry(const std::string& source, const std::string& wire) {
+  SourceEntry e;
+  e.kind = SourceEntry::Kind::kDirectory;
+  e.source_path = source;
+  e.wire_path = wire;
+  e.mode = 0755;
+  return e;
+}
+
 class ControlClientTest : public ::testing::Test {
  protected:
   void start(std::uint64_t files = 3, std::uint64_t bytes = 5) {
@@ -45,7 +69,8 @@ class ControlClientTest : public ::testing::Test {
     };
     ctx_->scheduler = std::make_unique<ChunkScheduler>(std::move(cb));
     walker_ = std::make_unique<SyntheticTree>("tree", files, bytes);
-    client_ = std::make_unique<ControlClient>(*ctx_, *walker_, report_);
+    EntrySource& entries = listed_ ? static_cast<EntrySource&>(*listed_) : *walker_;
+    client_ = std::make_unique<ControlClient>(*ctx_, entries, report_);
     ctx_->control = client_.get();
     client_->start();
     loop_.run();
@@ -99,6 +124,7 @@ class ControlClientTest : public ::testing::Test {
   SenderOptions options_;
   std::unique_ptr<SenderContext> ctx_;
   std::unique_ptr<SyntheticTree> walker_;
+  std::unique_ptr<ListedEntries> listed_;  // set before start(): used instead of walker_
   SendReport report_;
   std::unique_ptr<ControlClient> client_;
 };
@@ -168,6 +194,42 @@ TEST_F(ControlClientTest, PeerStringsFromTheReceiverAreMadePrintable) {
   for (char c : why)
     EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f) << why;
   EXPECT_NE(why.find("\\x1b[31mred\\x07"), std::string::npos) << why;
+}
+
+// A directory whose MKDIR was lost with a session goes again on the next one; what the sender
+// reports about it afterwards names it by its source path, as it did the first time (it used
+// to name the re-sent one by its wire path).
+TEST_F(ControlClientTest, ADirectoryLostWithItsSessionIsStillReportedByItsSourcePath) {
+  options_.retry_for = 30s;
+  listed_ = std::make_unique<ListedEntries>(std::vector<SourceEntry>{
+      directory_entry("/data/src/a", "a"), directory_entry("/data/src/b", "b")});
+  start();
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  EXPECT_EQ(count(loop_.take_sent(fd), "MKDIR "), 2u);
+  loop_.peer_closes(fd);  // lost before either was answered
+  int again = -1;
+  for (int i = 0; i < 100 && again < 0; ++i) {
+    loop_.advance(500);
+    again = loop_.fd_of(FakeLoop::Kind::kConnect);
+  }
+  ASSERT_GE(again, 0);
+  loop_.complete(FakeLoop::Kind::kConnect, again, 0);
+  loop_.feed(again, hello_reply());
+  std::string sent = loop_.take_sent(again);
+  ASSERT_EQ(count(sent, "MKDIR "), 2u) << sent;
+  // The first re-sent MKDIR is refused; the session is then lost for good with the second.
+  std::size_t id_at = sent.find("MKDIR ") + 6;
+  std::string id = sent.substr(id_at, sent.find(' ', id_at) - id_at);
+  loop_.feed(again, "ERR " + id + " permission-denied no\n");
+  loop_.peer_closes(again);
+  for (std::int64_t t = 0; t < 120'000 && !client_->done(); t += 500)
+    loop_.advance(500);  // and nothing accepts any more: --retry-for runs out
+  ASSERT_TRUE(client_->done());
+  std::set<std::string> named;
+  for (const auto& f : report_.failed)
+    named.insert(f.path);
+  EXPECT_EQ(named, (std::set<std::string>{"/data/src/a", "/data/src/b"}));
 }
 
 // `busy` (the receiver is out of room for open files just now): the file goes again after a
