@@ -197,7 +197,9 @@ void ControlClient::session_lost(const std::string& why) {
   std::deque<Resend> again;
   for (auto& [id, f] : open_files_) {
     ctx_.scheduler->drop_file(f);  // its queued chunks carry a token that died with the session
-    again.push_back(Resend{entry_of(*f), f->attempt});
+    Resend r{entry_of(*f), f->attempt};
+    r.readied_before = f->readied_before || f->token != Token{};
+    again.push_back(std::move(r));
   }
   for (auto& [id, c] : checksums_) {
     c.cancelled->store(true);

@@ -127,7 +127,12 @@ void ControlClient::on_ok(const OkReply& m) {
                          "ackxfer-fast?");
       return;
     }
-    if (m.skipped) {
+    if (m.skipped && it->second->readied_before) {
+      // Not there when a lost session said READY for it, and there now with its size and
+      // mtime: what that session sent was published before its verdict could come back.
+      ctx_.scheduler->drop_file(it->second);
+      file_delivered(it);
+    } else if (m.skipped) {
       // Already there and identical: nothing was sent, nothing to count as delivered.
       ++report_.unchanged;
       report_.unchanged_bytes += it->second->size();
@@ -247,6 +252,7 @@ void ControlClient::retry_later(const std::shared_ptr<OutgoingFile>& f, const st
   Resend r{entry_of(*f), f->attempt};
   // How long this file has been refused as busy, across its re-sends.
   r.busy_since_ms = f->busy_since_ms ? f->busy_since_ms : now;
+  r.readied_before = f->readied_before;
   if (now - r.busy_since_ms > ctx_.options.idle_timeout.count()) {
     record_failure(f->source_path, reason + " (for longer than --idle-timeout)");
     if (std::max(last_progress_ms_, ctx_.last_ack_ms.load(std::memory_order_relaxed)) <=

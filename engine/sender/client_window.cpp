@@ -52,7 +52,8 @@ void ControlClient::feed() {
     if (!resend_.empty() && resend_.front().not_before_ms <= now) {
       Resend r = std::move(resend_.front());
       resend_.pop_front();
-      open_next_file(r.entry, r.attempt, r.busy_since_ms);  // keeps its place in the window
+      // Keeps its place in the window.
+      open_next_file(r.entry, r.attempt, r.busy_since_ms, r.readied_before);
       continue;
     }
     if (in_window() >= window_files_ || walk_done_) break;
@@ -97,7 +98,8 @@ void ControlClient::send_link(OpenLink link) {
   open_links_.emplace(link.request.id, std::move(link));
 }
 
-bool ControlClient::open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms) {
+bool ControlClient::open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms,
+                                   bool readied_before) {
   if (e.synthetic) return open_synthetic(e, attempt, busy_since_ms);
   // Relative to its directory when the walk kept it open: one path component to resolve
   // instead of the whole path (a tenth of the sender's CPU on small files), and never through
@@ -137,6 +139,7 @@ bool ControlClient::open_next_file(const SourceEntry& e, int attempt, std::int64
   f->mtime = Mtime{st.st_mtim.tv_sec, static_cast<std::uint32_t>(st.st_mtim.tv_nsec)};
   f->ctime = st.st_ctim;
   f->busy_since_ms = busy_since_ms;
+  f->readied_before = readied_before;
   send_file(std::move(f), attempt);
   return true;
 }

@@ -104,7 +104,9 @@ class ControlClient final : public LoopObject {
   };
   // Sends `link` as a LINK with a fresh id, or fails it if the receiver cannot take links.
   void send_link(OpenLink link);
-  bool open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms = 0);
+  // `readied_before`: a session lost since had said READY for it (see OutgoingFile).
+  bool open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms = 0,
+                      bool readied_before = false);
   bool open_synthetic(const SourceEntry& e, int attempt, std::int64_t busy_since_ms);
   void send_file(std::shared_ptr<OutgoingFile> f, int attempt);
   // --checksum: hash the file on the work queue first; SEND follows (checksummed()).
@@ -191,6 +193,7 @@ class ControlClient final : public LoopObject {
     int attempt = 1;
     std::int64_t not_before_ms = 0;  // busy: not before then
     std::int64_t busy_since_ms = 0;  // busy: since when (0: not busy)
+    bool readied_before = false;     // lost with a session that had said READY for it
   };
   std::deque<Resend> resend_;
   bool walk_done_ = false;

@@ -50,6 +50,10 @@ struct OutgoingFile {
   std::uint64_t remote_progress = 0;
   bool done_sent = false;  // control client only: DONE is on its way (only DONE earns an OK)
   bool may_skip = false;   // control client only: its SEND let the receiver skip it
+  // Control client only: a session lost since had said READY for it, so its bytes may have
+  // arrived and been published before the verdict could come back (a file of one chunk is
+  // published as soon as its frame verifies).
+  bool readied_before = false;
 
   // scheduler
   std::vector<Digest128> chunk_digests;

@@ -3,6 +3,8 @@
 // files wait before they go again, and the window follows the receiver's credit.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "fake_loop.h"
@@ -230,6 +232,50 @@ TEST_F(ControlClientTest, ADirectoryLostWithItsSessionIsStillReportedByItsSource
   for (const auto& f : report_.failed)
     named.insert(f.path);
   EXPECT_EQ(named, (std::set<std::string>{"/data/src/a", "/data/src/b"}));
+}
+
+// A file READY'd in a session lost before its verdict, and found there, identical, when the
+// next session offers it again: the lost session's bytes were published (a one-chunk file is
+// as soon as its frame verifies), so it counts as delivered. It used to count as "unchanged",
+// as if it had been there before the run. A file that was never READY'd still counts so.
+TEST_F(ControlClientTest, AFileReadiedBeforeALostSessionAndSkippedAfterItCountsAsDelivered) {
+  options_.retry_for = 30s;
+  char tmpl[] = "/tmp/ackxfer-client-XXXXXX";
+  ASSERT_TRUE(mkdtemp(tmpl));
+  const std::filesystem::path dir = tmpl;
+  std::vector<SourceEntry> files;
+  for (const char* name : {"readied", "unanswered"}) {
+    std::ofstream(dir / name) << "some bytes";
+    SourceEntry e;
+    e.source_path = (dir / name).string();
+    e.wire_path = name;
+    files.push_back(e);
+  }
+  listed_ = std::make_unique<ListedEntries>(files);
+  start();
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  std::string sent = loop_.take_sent(fd);
+  EXPECT_EQ(count(sent, "SEND "), 2u) << sent;
+  loop_.feed(fd, "READY 1 token=" + Token::random().hex() + "\n");
+  loop_.peer_closes(fd);  // lost: the READY'd file's ack never comes
+  int again = -1;
+  for (int i = 0; i < 100 && again < 0; ++i) {
+    loop_.advance(500);
+    again = loop_.fd_of(FakeLoop::Kind::kConnect);
+  }
+  ASSERT_GE(again, 0);
+  loop_.complete(FakeLoop::Kind::kConnect, again, 0);
+  loop_.feed(again, hello_reply());
+  sent = loop_.take_sent(again);
+  ASSERT_EQ(count(sent, "SEND "), 2u) << sent;
+  EXPECT_EQ(count(sent, "skip=never"), 0u) << sent;  // still first attempts: may be skipped
+  loop_.feed(again, "OK 3 skipped=1\nOK 4 skipped=1\n");
+  loop_.run();
+  EXPECT_EQ(report_.files, 1u);
+  EXPECT_EQ(report_.unchanged, 1u);
+  EXPECT_TRUE(report_.failed.empty());
+  std::filesystem::remove_all(dir);
 }
 
 // `busy` (the receiver is out of room for open files just now): the file goes again after a
