@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "error.h"
+#include "hex.h"
 #include "unique_fd.h"
 
 namespace ackxfer {

@@ -2,6 +2,7 @@
 #include "digest/digest.h"
 
 #include "digest/xxh3_kernel.h"
+#include "hex.h"
 
 namespace ackxfer {
 namespace {
@@ -29,25 +30,12 @@ const Kernel& kernel() {
   return k;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 }  // namespace
 
 static_assert(sizeof(StreamingDigest) >= kXxh3StateBytes);
 
 std::string Digest128::hex() const {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s(32, '0');
-  for (std::size_t i = 0; i < 16; ++i) {
-    s[2 * i] = kHex[bytes[i] >> 4];
-    s[2 * i + 1] = kHex[bytes[i] & 15];
-  }
-  return s;
+  return to_hex(bytes.data(), bytes.size());
 }
 
 std::optional<Digest128> Digest128::from_hex(std::string_view hex) {

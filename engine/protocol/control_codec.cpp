@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "display.h"
+#include "hex.h"
 #include "protocol/chunk_plan.h"
 #include "protocol/limits.h"
 

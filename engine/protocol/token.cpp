@@ -43,16 +43,6 @@ thread_local RandomPool t_pool;
 
 }  // namespace
 
-std::string to_hex(const std::uint8_t* p, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(2 * n, '0');
-  for (std::size_t i = 0; i < n; ++i) {
-    out[2 * i] = kHex[p[i] >> 4];
-    out[2 * i + 1] = kHex[p[i] & 15];
-  }
-  return out;
-}
-
 Token Token::random() {
   Token t;
   t_pool.take(t.bytes.data(), t.bytes.size());

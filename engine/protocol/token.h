@@ -19,9 +19,6 @@ struct Token {
   friend bool operator==(const Token&, const Token&) = default;
 };
 
-// Lower-case hex of `n` bytes (tokens, key fingerprints).
-std::string to_hex(const std::uint8_t* p, std::size_t n);
-
 struct TokenHash {
   std::size_t operator()(const Token& t) const noexcept {
     // Tokens are uniformly random: any 8 bytes are a good hash.

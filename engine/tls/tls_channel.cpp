@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "error.h"
+#include "hex.h"
 #include "protocol/token.h"
 
 namespace ackxfer {

@@ -9,6 +9,7 @@
 
 #include "auth/shared_secret.h"
 #include "error.h"
+#include "hex.h"
 
 namespace ackxfer {
 namespace {
