@@ -287,7 +287,7 @@ int bench_command(int argc, char** argv) {
   std::vector<Dataset> selected;
   SendPath path = SendPath::kAuto;
   try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    parse_options_only(argc, argv, desc, vm, "--dataset");
     po::notify(vm);
     if (vm.count("help")) {
       std::cout << "Usage: ackxfer-fast bench [--json] [--dataset NAME]... [--runs N] [--mem] "

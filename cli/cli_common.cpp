@@ -100,6 +100,19 @@ sigset_t block_termination_signals() {
   return set;
 }
 
+void parse_options_only(int argc, char** argv,
+                        const boost::program_options::options_description& desc,
+                        boost::program_options::variables_map& vm, const std::string& option) {
+  namespace po = boost::program_options;
+  po::parsed_options parsed = po::command_line_parser(argc, argv).options(desc).run();
+  for (const po::option& o : parsed.options)
+    if (o.position_key >= 0 && !o.value.empty())
+      throw Failure("unexpected argument '" + printable(o.value.front()) +
+                    "': this command takes only options (did you mean " + option + " " +
+                    printable(o.value.front()) + "?)");
+  po::store(parsed, vm);
+}
+
 std::string version_text() {
   return std::string("ackxfer-fast ") + ACKXFER_VERSION + " (git " + ACKXFER_GIT_REVISION +
          "), protocol " + std::to_string(kProtocolVersion) + ", XXH3 kernel " +

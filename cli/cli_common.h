@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include <boost/program_options.hpp>
+
 #include "log.h"
 #include "tls/tls_channel.h"
 
@@ -45,6 +47,13 @@ std::shared_ptr<const SharedSecret> load_secret(const std::string& path, const L
 // --tls-cert, --tls-key, --tls-ca: all three or none (throws Failure naming what is missing).
 std::optional<TlsCertificates> certificate_options(const std::string& cert, const std::string& key,
                                                    const std::string& ca);
+
+// Parses argv into `vm` for a subcommand that takes only options. A word that is not one
+// (`recv /data`, meaning `recv --dir /data`) is a usage error (throws) that suggests `option`,
+// never silently dropped.
+void parse_options_only(int argc, char** argv,
+                        const boost::program_options::options_description& desc,
+                        boost::program_options::variables_map& vm, const std::string& option);
 
 int recv_command(int argc, char** argv);
 int send_command(int argc, char** argv);

@@ -120,7 +120,7 @@ int recv_command(int argc, char** argv) {
   // clang-format on
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    parse_options_only(argc, argv, desc, vm, "--dir");
     po::notify(vm);
     if (vm.count("help")) {
       std::cout

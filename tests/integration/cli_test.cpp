@@ -86,6 +86,22 @@ TEST(Cli, UsageErrorsExitWithTwo) {
   EXPECT_EQ(run({binary_path(), "send", "--to", "h:99999", "p"}, 10s).exit_code, 2);
 }
 
+// `recv /data` for `recv --dir /data` used to be taken as `recv`: a receiver listening on every
+// address, unauthenticated, writing into the current directory. `bench large` ran every data set.
+TEST(Cli, AWordWhereOnlyOptionsBelongIsAUsageError) {
+  TempDir dst("dst");
+  auto recv = run({binary_path(), "recv", dst.path().string(), "--port", "0", "--data-port", "0",
+                   "--listen", "127.0.0.1"},
+                  10s);
+  EXPECT_EQ(recv.exit_code, 2) << recv.err;
+  EXPECT_EQ(recv.out, "") << "it must not have started listening";
+  EXPECT_NE(recv.err.find("did you mean --dir " + dst.path().string()), std::string::npos)
+      << recv.err;
+  auto bench = run({binary_path(), "bench", "large"}, 10s);
+  EXPECT_EQ(bench.exit_code, 2) << bench.err;
+  EXPECT_NE(bench.err.find("did you mean --dataset large"), std::string::npos) << bench.err;
+}
+
 // Errors that name the cause and the fix.
 TEST(Cli, AnUnknownHostIsNamedWithWhatToCheck) {
   TempDir src("src");
