@@ -160,9 +160,15 @@ void TempFile::set_journal(std::string name) {
 int TempFile::append_journal(std::string_view lines) {
   if (journal_name_.empty() || !linked_) return EINVAL;
   if (!journal_fd_) {
-    journal_fd_.reset(
-        openat(dir_->get(), journal_name_.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC));
+    // O_NONBLOCK: a FIFO swapped in under the name must not block the worker's thread.
+    journal_fd_.reset(openat(dir_->get(), journal_name_.c_str(),
+                             O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!journal_fd_) return errno;
+    struct stat st {};
+    if (fstat(journal_fd_.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+      journal_fd_.reset();
+      return EINVAL;  // not the journal we wrote: it no longer vouches for anything
+    }
   }
   // One write: O_APPEND keeps lines whole against our own earlier writes, and a crash in the
   // middle leaves a torn last line, which the parser ignores.
@@ -423,16 +429,18 @@ std::variant<Destination::Partial, FsError> Destination::open_partial(
       return FsError{errno, describe("create temp file for", final_name, errno)};
     return fallback();  // a symlink or something else odd has the name: leave it alone
   }
-  // In use by another transfer of the same file, or not a plain file of ours: do not touch.
+  // In use by another transfer of the same file, or not a plain file of ours (another user's
+  // file of that name, made to be published as ours, or a hard link): do not touch.
   struct stat st {};
   if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0 || fstat(fd.get(), &st) != 0 ||
-      !S_ISREG(st.st_mode) || st.st_nlink != 1)
+      !S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != geteuid())
     return fallback();
 
   ChunkPlan plan(size, chunk);
   std::string header = journal_header(final_name, size, mtime, chunk);
   std::vector<JournalEntry> have;
-  UniqueFd jfd(openat(dir, journal_name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  // O_NONBLOCK here and below: a FIFO of that name must not block the worker's thread.
+  UniqueFd jfd(openat(dir, journal_name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   struct stat jst {};
   if (jfd && fstat(jfd.get(), &jst) == 0 && S_ISREG(jst.st_mode) && jst.st_nlink == 1 &&
       jst.st_size <= kMaxJournalBytes) {
@@ -448,19 +456,34 @@ std::variant<Destination::Partial, FsError> Destination::open_partial(
   jfd.reset();
   if (have.empty() && ftruncate(fd.get(), 0) != 0)
     return FsError{errno, describe("truncate temp file for", final_name, errno)};
+  int raw = fd.get();
+  TempFile tf(parent, std::move(part_name), std::string(final_name), std::move(fd));
+  tf.set_journal(journal_name);
+  // Room first, before the journal is touched: a partial that cannot be finished for want of
+  // space now keeps its verified chunks for an attempt when there is room (it used to be
+  // removed with them).
+  auto r = check_and_reserve(raw, final_name, size, reserve_now);
+  if (auto* e = std::get_if<FsError>(&r)) {
+    if (!have.empty()) tf.keep();
+    return *e;
+  }
   // The journal is (re)written now, header first: it is what proves to a later sweep that the
   // partial is ours, and it carries the chunks we keep, so a crash right now loses nothing.
   UniqueFd wfd(openat(dir, journal_name.c_str(),
-                      O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!wfd) {
-    int e = errno;
-    if (e == ENOSPC || e == EDQUOT || e == EACCES || e == EROFS)
+                      O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                      0600));
+  struct stat wst {};
+  if (!wfd || fstat(wfd.get(), &wst) != 0 || !S_ISREG(wst.st_mode) || wst.st_nlink != 1) {
+    int e = wfd ? EINVAL : errno;
+    if (e == ENOSPC || e == EDQUOT || e == EACCES || e == EROFS) {
+      if (!have.empty()) tf.keep();  // the journal is as it was: the partial stays resumable
       return FsError{e, describe("create journal for", final_name, e)};
+    }
+    // Not a journal of ours under that name (a FIFO, a hard link): this transfer is not
+    // resumable. The partial goes with `tf`; the thing at the journal's name is left alone.
+    tf.set_journal("");
     return fallback();
   }
-  int raw = fd.get();
-  TempFile tf(std::move(parent), std::move(part_name), std::string(final_name), std::move(fd));
-  tf.set_journal(std::move(journal_name));
   std::string lines = header;
   for (const JournalEntry& e : have)
     lines += journal_line(e);
@@ -474,8 +497,6 @@ std::variant<Destination::Partial, FsError> Destination::open_partial(
     done += static_cast<std::size_t>(n);
   }
   wfd.reset();
-  auto r = check_and_reserve(raw, final_name, size, reserve_now);
-  if (auto* e = std::get_if<FsError>(&r)) return *e;
   return Partial{std::move(tf), std::move(have), true};
 }
 

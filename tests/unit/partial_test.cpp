@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include "fs/destination.h"
 #include "fs/file_digest.h"
@@ -188,6 +191,66 @@ TEST_F(PartialTest, ASymlinkAtThePartialNameIsNeitherFollowedNorRemoved) {
   EXPECT_EQ(s, "precious");
   EXPECT_TRUE(fs::is_symlink(root_ / (partial_base_name("big") + ".part")));
   fs::remove(outside);
+}
+
+// Another user's file at the partial's name (a shared directory): it used to be truncated,
+// filled and published as the verified file, owned by that user, who could rewrite it at will.
+TEST_F(PartialTest, AnotherUsersFileAtThePartialNameIsLeftAlone) {
+  const fs::path part = root_ / (partial_base_name("big") + ".part");
+  std::ofstream(part) << "theirs";
+  ASSERT_EQ(chown(part.c_str(), 65534, 65534), 0) << "tests run as root";
+  ASSERT_EQ(chmod(part.c_str(), 0666), 0);
+  auto p = open();
+  EXPECT_FALSE(p.resumable);
+  fill(p.temp.fd(), 0, 'a');
+  p.temp.discard();
+  std::ifstream in(part);
+  std::string s;
+  in >> s;
+  EXPECT_EQ(s, "theirs");
+}
+
+// A FIFO at the journal's name used to block the receiver's worker thread in open().
+TEST_F(PartialTest, AFifoAtTheJournalNameDoesNotBlock) {
+  const fs::path journal = root_ / (partial_base_name("big") + ".journal");
+  ASSERT_EQ(mkfifo(journal.c_str(), 0666), 0);
+  auto done = std::async(std::launch::async, [this] { return open().resumable; });
+  if (done.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    // Let the blocked open go (a writer unblocks a reader, a reader a writer) before failing.
+    int r = ::open(journal.c_str(), O_RDWR | O_NONBLOCK);
+    done.wait();
+    if (r >= 0) ::close(r);
+    FAIL() << "open_partial blocked on a FIFO";
+  }
+  EXPECT_FALSE(done.get());
+  EXPECT_TRUE(fs::is_fifo(fs::symlink_status(journal)));
+}
+
+// Resuming a kept partial when the file system cannot hold the rest: the file is refused for
+// want of space, and its verified chunks stay for a later attempt (they used to be removed).
+TEST_F(PartialTest, AKeptPartialSurvivesARefusalForWantOfSpace) {
+  struct statvfs sv {};
+  ASSERT_EQ(statvfs(root_.c_str(), &sv), 0);
+  const std::uint64_t huge = std::uint64_t{sv.f_bavail} * sv.f_frsize + (std::uint64_t{1} << 30);
+  {
+    auto p = dest_->open_partial(dir_, "big", huge, Mtime{100, 0}, kChunk, 0);
+    ASSERT_TRUE(std::holds_alternative<Destination::Partial>(p));
+    auto& part = std::get<Destination::Partial>(p);
+    fill(part.temp.fd(), 0, 'a');
+    auto da = chunk_digest_of(part.temp.fd(), 0, kChunk);
+    ASSERT_TRUE(da);
+    ASSERT_EQ(part.temp.append_journal(journal_line({0, *da})), 0);
+    part.temp.keep();
+  }
+  const auto kept = names();
+  ASSERT_EQ(kept.size(), 2u);
+  auto refused = dest_->open_partial(dir_, "big", huge, Mtime{100, 0}, kChunk, kChunk);
+  ASSERT_TRUE(std::holds_alternative<FsError>(refused));
+  EXPECT_EQ(std::get<FsError>(refused).err, ENOSPC);
+  EXPECT_EQ(names(), kept);
+  auto again = dest_->open_partial(dir_, "big", huge, Mtime{100, 0}, kChunk, 0);
+  ASSERT_TRUE(std::holds_alternative<Destination::Partial>(again));
+  EXPECT_EQ(std::get<Destination::Partial>(again).have.size(), 1u);
 }
 
 void age(const fs::path& root, int seconds) {
