@@ -248,10 +248,13 @@ void ControlSession::on_complete(unsigned op, const Completion& c) {
       fsync_armed_ = false;
       Checkpoint cp = std::move(checkpoints_.front());
       checkpoints_.pop_front();
-      if (c.res < 0)
+      if (c.res < 0 && c.res != -ECANCELED) {
+        // What it wrote may never reach the disk (the error is reported only once): it fails
+        // at publish instead of being published, and the sender sends it again.
         worker_.ctx().log.warn("fdatasync of the partial file of " + quote_name(cp.file->path()) +
-                               " failed: " + errno_text(-c.res) +
-                               "; its progress is not journaled");
+                               " failed: " + errno_text(-c.res) + "; it will not be published");
+        cp.file->flush_failed(-c.res);
+      }
       cp.file->journal_written(cp.entries, c.res == 0);
       next_checkpoint();
       return;

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "display.h"
+#include "error.h"
 #include "protocol/limits.h"
 
 namespace ackxfer {
@@ -255,13 +256,30 @@ IncomingFile::Verdict IncomingFile::verify(const Digest128& digest) {
   return v;
 }
 
+void IncomingFile::flush_failed(int err) {
+  std::lock_guard lock(mu_);
+  if (!flush_error_) flush_error_ = err;
+}
+
+std::optional<FsError> IncomingFile::flush_failure() {
+  if (!flush_error_) return std::nullopt;
+  state_ = State::kFailed;
+  temp_.discard();
+  return FsError{flush_error_, "not publishing " + quote_name(path_) +
+                                   ": flushing its data to disk failed earlier (" +
+                                   errno_text(flush_error_) + "), so it may not be on disk"};
+}
+
 std::variant<std::monostate, FsError> IncomingFile::publish(bool durable) {
   std::variant<std::monostate, FsError> r;
   {
     std::lock_guard lock(mu_);
     if (state_ != State::kPublishing)
       return FsError{ENOENT, "publish " + quote_name(path_) + ": the file was abandoned"};
-    if (fd_ >= 0) r = temp_.publish(mode_, mtime_, durable);
+    if (auto e = flush_failure())
+      r = *e;
+    else if (fd_ >= 0)
+      r = temp_.publish(mode_, mtime_, durable);
     state_ = std::holds_alternative<FsError>(r) ? State::kFailed : State::kPublished;
   }
   count_verdict(std::holds_alternative<std::monostate>(r));
@@ -274,9 +292,13 @@ std::variant<std::monostate, FsError> IncomingFile::prepare_publish() {
     std::lock_guard lock(mu_);
     if (state_ != State::kPublishing)
       return FsError{ENOENT, "publish " + quote_name(path_) + ": the file was abandoned"};
-    if (fd_ < 0) return r;
-    r = temp_.prepare(mode_, mtime_);
-    if (std::holds_alternative<std::monostate>(r)) return r;
+    if (auto e = flush_failure()) {
+      r = *e;
+    } else {
+      if (fd_ < 0) return r;
+      r = temp_.prepare(mode_, mtime_);
+      if (std::holds_alternative<std::monostate>(r)) return r;
+    }
     state_ = State::kFailed;
   }
   count_verdict(false);

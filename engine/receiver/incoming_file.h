@@ -155,6 +155,10 @@ class IncomingFile {
   // durable (fdatasync), journal_written() records them (`durable` false: try again later).
   std::vector<JournalEntry> take_unjournaled();
   void journal_written(const std::vector<JournalEntry>& entries, bool durable);
+  // A flush of its data failed (a checkpoint's fdatasync: EIO, or ENOSPC and EDQUOT from
+  // delayed allocation). The error is reported once, so a later fsync would pass and what was
+  // written may never reach the disk: the file is not published; publish() says why.
+  void flush_failed(int err);
 
  private:
   enum class ChunkState : std::uint8_t { kReceiving, kVerified };
@@ -212,6 +216,10 @@ class IncomingFile {
   std::uint64_t next_generation_ = 1;  // guarded by mu_
   int writers_ = 0;                    // guarded by mu_
   bool unlock_when_idle_ = false;      // guarded by mu_: kept; unlock after the last write
+  int flush_error_ = 0;                // guarded by mu_: see flush_failed()
+
+  // Under mu_: fails a file whose data could not be flushed (state kFailed, temp discarded).
+  std::optional<FsError> flush_failure();
 };
 
 }  // namespace ackxfer

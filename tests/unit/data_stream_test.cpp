@@ -168,6 +168,38 @@ TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
   EXPECT_LE(allocated(), 64u * 1024) << "more than the journaled byte's block";
 }
 
+// A checkpoint's fdatasync fails (a disk error while writing back). The error is reported once:
+// a later fsync passes, and the bytes may never reach the disk. The file used to be published
+// anyway (and, with --fsync, called durable); it now fails at DONE and leaves nothing.
+TEST_F(DataStreamTest, AFileWhoseDataCouldNotBeFlushedIsNotPublished) {
+  const std::uint64_t chunk = 65536;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  Token t = open(s, "SEND 1 f size=" + std::to_string(2 * chunk) +
+                        " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  const std::string a(chunk, 'a'), b(chunk, 'b');
+  int d = data_connection();
+  loop_.feed(d, frame(t, 0, a));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  loop_.fsync_result = -EIO;
+  ASSERT_TRUE(loop_.run_until([&] {
+    loop_.advance(1'000);  // the session's next checkpoint
+    for (const auto& line : log_)
+      if (line.find("fdatasync") != std::string::npos) return true;
+    return false;
+  }));
+  loop_.fsync_result = 0;
+  loop_.feed(d, frame(t, chunk, b));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  const Digest128 chunks[] = {digest_of(a.data(), a.size()), digest_of(b.data(), b.size())};
+  std::string r = ask(s, "DONE 1 xxh3=" + file_digest_from_chunks(chunks).hex() + "\n");
+  EXPECT_TRUE(r.starts_with("ERR 1 ")) << r;
+  EXPECT_NE(r.find("flushing its data to disk failed"), std::string::npos) << r;
+  EXPECT_FALSE(fs::exists(dir_ / "f"));
+  for (const auto& e : fs::directory_iterator(dir_))
+    ADD_FAILURE() << "left behind: " << e.path();
+}
+
 // A refused connection whose peer never reads the ack that says why: gone within kMaxClosingMs
 // and a tick, not at --idle-timeout.
 TEST_F(DataStreamTest, ARefusedConnectionWhosePeerNeverReadsIsGoneByTheClosingDeadline) {

@@ -68,8 +68,10 @@ bool FakeLoop::deliver_ready() {
     }
     switch (o.kind) {
       case Kind::kNop:
-      case Kind::kFsync:
         deliver(i, 0, false);
+        return true;
+      case Kind::kFsync:
+        deliver(i, fsync_result, false);
         return true;
       case Kind::kTimeout:
         if (o.due_ms <= now_ms_) {

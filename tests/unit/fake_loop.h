@@ -84,6 +84,8 @@ class FakeLoop final : public Loop {
   void defer(std::function<void()> task) override { deferred_.push_back(std::move(task)); }
   void stop() override { stopped_ = true; }
   bool stopping() const override { return stopped_; }
+  // What fdatasync operations complete with (0, or -EIO for a disk that failed a write).
+  int fsync_result = 0;
   std::int64_t now_ms() const override { return now_ms_; }
 
   // ---- the test's side ----
