@@ -186,6 +186,10 @@ void DataStream::on_complete(unsigned op, const Completion& c) {
     writing_ = false;
     file_->end_write(claim_, loop_.now_ms());
   }
+  if (op == kSpliceOut && c.res <= 0 && c.res != -ECANCELED && !closing()) {
+    splice_out_failed(c.res < 0 ? -c.res : EIO);
+    return;
+  }
   if (c.res <= 0) {
     ended(c.res);
     return;
@@ -409,6 +413,29 @@ void DataStream::spliced_out(std::size_t n) {
     phase_ = Phase::kTrailer;
     splicing_ = false;
   }
+}
+
+void DataStream::splice_out_failed(int err) {
+  // It used to end the connection without a word: the sender sent the chunk again on new
+  // connections, into the same full disk, and then reported a lost connection.
+  frame_status_ = AckStatus::kWriteFailed;
+  write_errno_ = err;
+  // What the pipe holds of the frame is dropped like the rest (it is there: no wait).
+  while (pipe_pending_ > 0) {
+    ssize_t r = ::read(pipe_.read_end(), scratch_.data(),
+                       std::min<std::size_t>(pipe_pending_, scratch_.size()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {  // cannot happen; if it does, the connection cannot go on
+      release_claim();
+      begin_close(fd_.get());
+      return;
+    }
+    pipe_pending_ -= static_cast<unsigned>(r);
+    remaining_ -= static_cast<std::uint64_t>(r);
+  }
+  splicing_ = false;
+  if (remaining_ == 0) phase_ = Phase::kTrailer;
+  if (!close_after_acks_) arm_read_exact();
 }
 
 bool DataStream::consume(const std::uint8_t* p, std::size_t n) {

@@ -92,6 +92,9 @@ class DataStream final : public WorkerObject {
   // connection copies through scratch_).
   bool want_pipe();
   void spliced_out(std::size_t n);
+  // The file would not take the pipe's bytes (`err`: ENOSPC, EIO): the rest of the frame is
+  // read and dropped, and its ack says why, as when a pwrite fails.
+  void splice_out_failed(int err);
 
   UniqueFd fd_;
   std::string peer_;
