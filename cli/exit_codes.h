@@ -1,27 +1,31 @@
-// Process exit codes: documented in --help, the README and docs/PROTOCOL.md. Scripts depend on
-// them; never renumber.
+// Process exit codes: documented in --help, the README and the man page (docs/ackxfer-fast.1),
+// which say the same. Scripts depend on them; never renumber.
 #pragma once
 
 namespace ackxfer::cli {
 
 // X(name, value, meaning)
-#define ACKXFER_EXIT_CODES(X)                                                                \
-  X(kOk, 0, "success: every file was delivered and verified")                                \
-  X(kFilesFailed, 1, "some files failed (each is named on stderr)")                          \
-  X(kUsage, 2, "usage error: bad option or argument")                                        \
-  X(kCannotConnect, 3, "cannot connect: no receiver reachable within --retry-for")           \
-  X(kInterrupted, 4, "interrupted: the receiver went away or a signal stopped us")           \
-  X(kProtocol, 5, "protocol error: the peer is not a compatible ackxfer-fast")               \
-  X(kSetup, 6, "local setup failed: io_uring unavailable, cannot bind, cannot create --dir") \
-  X(kAuth, 7,                                                                                \
-    "authentication failed: --secret-file missing or different, a certificate refused, "     \
-    "one side unencrypted, data in clear refused, or 4 handshakes in a row damaged in "      \
-    "transit")                                                                               \
-  X(kTimedOut, 8,                                                                            \
-    "timed out: the receiver stopped answering (--idle-timeout) and did not "                \
-    "come back within --retry-for")                                                          \
-  X(kInternal, 9,                                                                            \
-    "internal error: an engine loop failed while running (a bug, or the kernel "             \
+#define ACKXFER_EXIT_CODES(X)                                                               \
+  X(kOk, 0,                                                                                 \
+    "success: every file was delivered and verified (special files and names shaped like "  \
+    "the receiver's temp files are skipped, each with a warning)")                          \
+  X(kFilesFailed, 1, "some files failed (each is named on stderr)")                         \
+  X(kUsage, 2, "usage error: bad option or argument")                                       \
+  X(kCannotConnect, 3, "cannot connect: no receiver reachable within --retry-for")          \
+  X(kInterrupted, 4, "interrupted: the receiver went away or a signal stopped us")          \
+  X(kProtocol, 5, "protocol error: the peer is not a compatible ackxfer-fast")              \
+  X(kSetup, 6,                                                                              \
+    "local setup failed: io_uring unavailable, port in use, cannot create --dir, "          \
+    "unreadable --secret-file or certificate")                                              \
+  X(kAuth, 7,                                                                               \
+    "authentication failed: --secret-file missing or different, a certificate refused, "    \
+    "one side unencrypted, data in clear refused, or 4 handshakes in a row damaged in "     \
+    "transit")                                                                              \
+  X(kTimedOut, 8,                                                                           \
+    "timed out: the receiver stopped answering (no connect, no answer to HELLO, or silent " \
+    "for --idle-timeout while it owed an answer) and did not come back within --retry-for") \
+  X(kInternal, 9,                                                                           \
+    "internal error: an engine loop failed while running (a bug, or the kernel "            \
     "refused io_uring); the message says which")
 
 enum ExitCode {

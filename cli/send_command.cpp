@@ -282,6 +282,7 @@ int send_command(int argc, char** argv) {
     if (report.symlinks) extra += ", " + std::to_string(report.symlinks) + " symlinks";
     if (report.unchanged)
       extra += ", " + std::to_string(report.unchanged) + " unchanged (not sent)";
+    if (report.skipped) extra += ", " + std::to_string(report.skipped) + " skipped (named above)";
     if (report.resumed_bytes)
       extra += ", " + human_bytes(static_cast<double>(report.resumed_bytes)) + " resumed";
     // With a secret or certificates, "none" only means no session got that far.

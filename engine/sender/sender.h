@@ -90,8 +90,10 @@ struct SendReport {
   std::uint64_t symlinks = 0;     // symlinks made (or replaced) on the receiver
   std::uint64_t bytes = 0;        // payload bytes of the delivered files
   std::uint64_t retries = 0;      // chunk re-sends + file re-sends + reconnects
-  std::uint64_t skipped = 0;      // special files (FIFOs, sockets, devices) not sent
-  std::uint64_t unchanged = 0;    // files already at the receiver, identical: not sent
+  // Not sent, each with a warning: special files (FIFOs, sockets, devices) and names shaped
+  // like the receiver's temp files (.ackxfer-*.part, .journal).
+  std::uint64_t skipped = 0;
+  std::uint64_t unchanged = 0;  // files already at the receiver, identical: not sent
   std::uint64_t unchanged_bytes = 0;
   std::uint64_t resumed_bytes = 0;  // verified bytes a kept partial already held: not sent
   // The receiver runs with --fsync: every verdict meant "on stable storage there".

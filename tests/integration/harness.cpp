@@ -475,6 +475,11 @@ std::optional<std::string> json_field(const std::string& json, const std::string
   return json.substr(pos, end - pos);
 }
 
+std::uint64_t json_u64(const std::string& json, const std::string& key) {
+  auto v = json_field(json, key);
+  return v ? std::stoull(*v) : ~0ull;
+}
+
 }  // namespace ackxfer::test
 
 namespace ackxfer::test {

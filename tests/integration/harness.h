@@ -142,6 +142,8 @@ std::vector<std::string> temp_files_under(const fs::path& p);
 
 // A value from the single JSON object printed by --json (numbers and simple strings only).
 std::optional<std::string> json_field(const std::string& json, const std::string& key);
+// A number field of the --json object; ~0 when it is missing.
+std::uint64_t json_u64(const std::string& json, const std::string& key);
 
 // Whether this (and so the binary under test) is a sanitizer build: their allocators keep
 // freed memory in quarantine and add shadow memory, so RSS says nothing about ours there.

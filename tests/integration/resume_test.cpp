@@ -17,11 +17,6 @@ namespace {
 
 constexpr std::uint64_t kChunk = 8 << 20;  // the protocol's default chunk size
 
-std::uint64_t json_u64(const std::string& json, const std::string& key) {
-  auto v = json_field(json, key);
-  return v ? std::stoull(*v) : ~0ull;
-}
-
 // Starts a send of `file` through a proxy that stalls its data connection after `stall_at`
 // bytes, and waits until the receiver's journal records at least `chunks` verified chunks.
 // Returns the running sender.

@@ -19,11 +19,6 @@
 namespace ackxfer::test {
 namespace {
 
-std::uint64_t json_u64(const std::string& json, const std::string& key) {
-  auto v = json_field(json, key);
-  return v ? std::stoull(*v) : ~0ull;
-}
-
 void set_link_mtime(const fs::path& p, long sec, long nsec) {
   timespec t[2] = {{0, UTIME_OMIT}, {sec, nsec}};
   ASSERT_EQ(utimensat(AT_FDCWD, p.c_str(), t, AT_SYMLINK_NOFOLLOW), 0) << p;

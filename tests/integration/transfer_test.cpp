@@ -64,6 +64,29 @@ TEST(Transfer, FileArrivesAsBasenameAndDirectoryAsItsName) {
   EXPECT_EQ(count_entries(dst.path()), 3u);
 }
 
+// What a tree holds that is not sent: special files, and names shaped like the receiver's
+// temp files (it would refuse them). Each is named in a warning, counted, and the summary says
+// how many (it used to say nothing, beside an exit 0).
+TEST(Transfer, SkippedEntriesAreNamedCountedAndSummarized) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "tree/kept.txt", "k");
+  write_text(src / "tree/.ackxfer-0123456789abcdef.part", "someone's");
+  ASSERT_EQ(mkfifo((src / "tree/fifo").c_str(), 0644), 0);
+  ReceiverProcess r(dst.path());
+  auto res = send({"--to", r.to(), (src / "tree").string()});
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_NE(res.err.find((src / "tree/fifo").string() + "': skipped: a FIFO"), std::string::npos)
+      << res.err;
+  EXPECT_NE(res.err.find(".ackxfer-0123456789abcdef.part': skipped: the name has the shape"),
+            std::string::npos)
+      << res.err;
+  EXPECT_NE(res.err.find(", 2 skipped (named above)"), std::string::npos) << res.err;
+  EXPECT_EQ(read_text(dst / "tree/kept.txt"), "k");
+  EXPECT_EQ(count_entries(dst.path()), 2u);  // tree/ and kept.txt
+  auto json = send({"--to", r.to(), "--json", (src / "tree").string()});
+  EXPECT_EQ(json_u64(json.out, "skipped"), 2u) << json.out;
+}
+
 TEST(Transfer, OneGibibyteFileIsByteIdentical) {
   TempDir src("src"), dst("dst");
   std::uint64_t size = env_bytes("ACKXFER_TEST_BIG_BYTES", 1ull << 30);
