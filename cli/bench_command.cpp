@@ -433,6 +433,7 @@ int bench_command(int argc, char** argv) {
     const bool same_before = row > 0 && rows[row - 1].first.name == d.name;
     fs::path src = root / "src", dst = root / "dst";
     std::string failure;
+    ExitCode failure_code = kFilesFailed;  // with `failure`: what bench exits with for it
     std::vector<RunResult> results;
     const double payload = static_cast<double>(d.files * d.file_bytes);
     try {
@@ -509,6 +510,7 @@ int bench_command(int argc, char** argv) {
           }
         }
         if (rep.outcome != SendReport::Outcome::kOk) {
+          failure_code = exit_code_for(rep);
           failure = rep.error.empty() && !rep.failed.empty()
                         ? rep.failed.front().path + ": " + rep.failed.front().reason
                         : rep.error;
@@ -529,6 +531,7 @@ int bench_command(int argc, char** argv) {
         if (r >= warmup) results.push_back(res);
       }
     } catch (const std::exception& e) {
+      failure_code = exit_code_for(e);
       failure = e.what();
     }
     if (g_interrupted && failure.empty()) failure = "interrupted";
@@ -603,7 +606,8 @@ int bench_command(int argc, char** argv) {
     }
     if (!failure.empty()) {
       std::fprintf(stderr, "ackxfer-fast bench: %s: %s\n", row_name.c_str(), failure.c_str());
-      code = g_interrupted ? kInterrupted : kFilesFailed;
+      // The first data set that failed decides, as send's outcome would.
+      if (code == kOk) code = g_interrupted ? kInterrupted : failure_code;
     }
     std::error_code ec;
     if (!keep) {

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "exit_codes.h"
 #include "protocol/limits.h"
+#include "sender/sender.h"
 
 #ifndef ACKXFER_VERSION
 #define ACKXFER_VERSION "0.0.0"
@@ -98,6 +99,42 @@ sigset_t block_termination_signals() {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
+}
+
+ExitCode exit_code_for(const SendReport& r) {
+  switch (r.outcome) {
+    case SendReport::Outcome::kOk:
+      return kOk;
+    case SendReport::Outcome::kSomeFailed:
+      return kFilesFailed;
+    case SendReport::Outcome::kCannotConnect:
+      return kCannotConnect;
+    case SendReport::Outcome::kInterrupted:
+      return kInterrupted;
+    case SendReport::Outcome::kProtocolError:
+      return kProtocol;
+    case SendReport::Outcome::kAuthFailed:
+      return kAuth;
+    case SendReport::Outcome::kTimedOut:
+      return kTimedOut;
+  }
+  return kFilesFailed;
+}
+
+ExitCode exit_code_for(const std::exception& e) {
+  const auto* f = dynamic_cast<const Failure*>(&e);
+  if (!f) return kInternal;
+  switch (f->kind()) {
+    case FailureKind::kUsage:
+      return kUsage;
+    case FailureKind::kCannotConnect:
+      return kCannotConnect;
+    case FailureKind::kSetup:
+      return kSetup;
+    case FailureKind::kInternal:
+      return kInternal;
+  }
+  return kInternal;
 }
 
 void parse_options_only(int argc, char** argv,

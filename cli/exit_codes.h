@@ -2,6 +2,12 @@
 // which say the same. Scripts depend on them; never renumber.
 #pragma once
 
+#include <exception>
+
+namespace ackxfer {
+struct SendReport;
+}
+
 namespace ackxfer::cli {
 
 // X(name, value, meaning)
@@ -36,5 +42,10 @@ enum ExitCode {
 
 // "Exit status:" section for --help.
 const char* exit_code_help();
+
+// The exit code for a transfer's outcome (send, and bench's runs).
+ExitCode exit_code_for(const SendReport& r);
+// A failure before or around the transfer, by its kind (never by its text).
+ExitCode exit_code_for(const std::exception& e);
 
 }  // namespace ackxfer::cli

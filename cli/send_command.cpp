@@ -21,43 +21,6 @@ namespace po = boost::program_options;
 namespace ackxfer::cli {
 namespace {
 
-ExitCode exit_code_for(const SendReport& r) {
-  switch (r.outcome) {
-    case SendReport::Outcome::kOk:
-      return kOk;
-    case SendReport::Outcome::kSomeFailed:
-      return kFilesFailed;
-    case SendReport::Outcome::kCannotConnect:
-      return kCannotConnect;
-    case SendReport::Outcome::kInterrupted:
-      return kInterrupted;
-    case SendReport::Outcome::kProtocolError:
-      return kProtocol;
-    case SendReport::Outcome::kAuthFailed:
-      return kAuth;
-    case SendReport::Outcome::kTimedOut:
-      return kTimedOut;
-  }
-  return kFilesFailed;
-}
-
-// A failure before or around the transfer, by its kind (never by its text).
-ExitCode exit_code_for(const std::exception& e) {
-  const auto* f = dynamic_cast<const Failure*>(&e);
-  if (!f) return kInternal;
-  switch (f->kind()) {
-    case FailureKind::kUsage:
-      return kUsage;
-    case FailureKind::kCannotConnect:
-      return kCannotConnect;
-    case FailureKind::kSetup:
-      return kSetup;
-    case FailureKind::kInternal:
-      return kInternal;
-  }
-  return kInternal;
-}
-
 const char* outcome_name(SendReport::Outcome o) {
   switch (o) {
     case SendReport::Outcome::kOk:

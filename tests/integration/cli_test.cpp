@@ -195,6 +195,22 @@ TEST(Bench, InProcessRunIsVerifiedAndReported) {
   EXPECT_EQ(count_entries(work.path()), 0u) << "bench leaves nothing behind without --keep";
 }
 
+// bench exits with the code send would have for the same failure: here 7 for a receiver that
+// holds another secret (it used to exit 1 for everything, against its own --help).
+TEST(Bench, AFailedRunExitsWithSendsCodeForIt) {
+  TempDir work("bench"), dst("dst"), keys("keys");
+  write_text(keys / "recv", "k7Q2mYbVt0x3JrLp9sWfZ1eHcN5uGdA8\n");
+  write_text(keys / "bench", "mA9vC3tL0pQ7xR2sK8dF1gH5jB6nW4zE\n");
+  chmod((keys / "recv").c_str(), 0600);
+  chmod((keys / "bench").c_str(), 0600);
+  ReceiverProcess r(dst.path(), 2, {"--secret-file", (keys / "recv").string()});
+  auto res = run({binary_path(), "bench", "--to", r.to(), "--secret-file",
+                  (keys / "bench").string(), "--dataset", "small", "--files", "10", "--runs", "1",
+                  "--warmup", "0", "--warm-gib", "0", "--work-dir", work.path().string()},
+                 60s);
+  EXPECT_EQ(res.exit_code, 7) << res.err;
+}
+
 // Against a running receiver the previous run's copies are still there: every run must send
 // the whole data set again, not skip it as unchanged (which once failed every run after the
 // first with "sent 0 files").
