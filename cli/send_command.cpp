@@ -104,7 +104,7 @@ int send_command(int argc, char** argv) {
       ("help,h", "show this help")
       ("to", po::value(&opt.to), "receiver as HOST[:PORT] (port default 36258; [v6addr]:PORT)")
       ("streams", po::value(&opt.streams)->default_value(0, "auto"),
-       "parallel data connections (auto: 1 to a loopback address, 4 otherwise)")
+       "parallel data connections, 1 to 256 (auto: 1 to a loopback address, 4 otherwise)")
       ("threads", po::value(&opt.threads)->default_value(0),
        "sender threads, each with its own io_uring (0: min(streams, online CPUs))")
       ("json", po::bool_switch(&json), "print one JSON object with the results on stdout")
@@ -140,7 +140,8 @@ int send_command(int argc, char** argv) {
        "--allow-unencrypted")
       ("send-path", po::value(&send_path)->default_value(send_path),
        "how large chunks leave: copy (read, hash, send), mmap (hash and send from a mapping) or "
-       "splice (zero-copy); auto: copy to loopback, splice elsewhere")
+       "splice (zero-copy); auto: copy to loopback, splice elsewhere. Encrypted data always "
+       "takes copy")
       ("log-level", po::value(&log_level)->default_value(log_level),
        "error, warning, info or debug");
   // clang-format on

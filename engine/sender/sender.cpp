@@ -121,7 +121,13 @@ SendReport Sender::run() {
   // Encrypted data is read into the buffer it is encrypted from: a mapping could be cut
   // short under the cipher (SIGBUS), and nothing can be spliced through TLS in user space.
   // Data in clear (--no-encryption) keeps every path.
-  if (ctx.tls && !options_.no_encryption) ctx.send_path = SendPath::kCopy;
+  if (ctx.tls && !options_.no_encryption) {
+    if (ctx.send_path != SendPath::kCopy && options_.send_path != SendPath::kAuto)
+      ctx.log.warn(std::string("--send-path ") + send_path_name(ctx.send_path) +
+                   " does not apply to encrypted data, which is read, hashed and encrypted from "
+                   "one buffer (copy); --no-encryption keeps it for the file data");
+    ctx.send_path = SendPath::kCopy;
+  }
 
   unsigned threads = options_.threads ? options_.threads : online_cpus();
   unsigned streams = options_.streams ? options_.streams : loopback ? 1 : kDefaultRemoteStreams;

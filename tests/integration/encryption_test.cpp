@@ -49,6 +49,17 @@ std::string read_all_recordings(const fs::path& dir) {
   return all;
 }
 
+// An explicit --send-path that cannot apply to encrypted data is replaced by copy, and said so
+// (it used to be replaced silently; only --json's send_path showed it).
+TEST_F(Encryption, ASendPathThatCannotApplyIsReplacedByCopyWithAWarning) {
+  ReceiverProcess r(dst_.path(), 2, secret_args(secret_));
+  auto res = send_tree(r.to(), {"--secret-file", secret_.string(), "--send-path", "splice"});
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(json_field(res.out, "send_path"), "copy") << res.out;
+  EXPECT_NE(res.err.find("--send-path splice does not apply to encrypted data"), std::string::npos)
+      << res.err;
+}
+
 TEST_F(Encryption, SameSecretOnBothSidesTransfersEverythingEncrypted) {
   for (int i = 0; i < 4; ++i)  // more than the socket buffers hold: sends are cut short
     write_file(src_ / "tree" / ("big-" + std::to_string(i)), 24 << 20, 93 + i);
