@@ -48,6 +48,9 @@ inline constexpr std::size_t kInitialOpenFiles = 64;
 inline constexpr std::size_t kMaxOpenFilesPerSession = 2048;
 // Bytes received and not yet handled (a flood of pipelined lines): reading pauses beyond it.
 inline constexpr std::size_t kMaxUnhandledInputBytes = 128 * 1024;
+// recv --fsync: replies (MKDIR, LINK) waiting for a flush, each holding a job and for a new
+// directory an fd until its batch is durable; a session's further lines wait beyond it.
+inline constexpr std::size_t kMaxDurableRepliesPerSession = 256;
 // Replies queued for a peer that does not read them: its lines wait and reading pauses beyond
 // it (a few thousand replies: plenty of pipelining for a sender that reads them).
 inline constexpr std::size_t kMaxQueuedReplyBytes = 256 * 1024;

@@ -191,8 +191,12 @@ void ControlSession::pause_read() {
   loop_.cancel(this, kRecv);
 }
 
+bool ControlSession::replies_held() const {
+  return replies_.backlogged() || durable_replies_ >= kMaxDurableRepliesPerSession;
+}
+
 bool ControlSession::may_read() const {
-  if (in_.size() - in_start_ > kMaxUnhandledInputBytes || replies_.backlogged()) return false;
+  if (in_.size() - in_start_ > kMaxUnhandledInputBytes || replies_held()) return false;
   return buffered_ <= kSessionBufferFloor ||
          worker_.ctx().session_buffers.load(std::memory_order_relaxed) <= kMaxSessionBuffersTotal;
 }
@@ -215,7 +219,7 @@ void ControlSession::resume_read_if_clear() {
   // Only a session that handles lines reads (kFinishing and kClosing read nothing more, a
   // legacy client is read only to be ignored).
   if (state_ != State::kActive && state_ != State::kAwaitHello) return;
-  if (replies_.backlogged() || processing_) return;
+  if (replies_held() || processing_) return;
   // Lines left over from before the pause come first; process_input() re-arms the receive
   // once the backlog of input is below its limit.
   process_input();
@@ -337,7 +341,7 @@ void ControlSession::process_input() {
     if (!nl) break;
     // A peer that asks faster than it reads the answers waits for them: its replies stay
     // bounded (the rest of its lines wait, and reading it pauses below).
-    if (replies_.backlogged()) {
+    if (replies_held()) {
       more = true;
       break;
     }

@@ -94,6 +94,8 @@ class ControlSession final : public WorkerObject {
   // Whether this session may read more: within its own input and reply limits, and not one of
   // the big buffer holders while the receiver's total is over kMaxSessionBuffersTotal.
   bool may_read() const;
+  // Replies the peer has yet to take before it may ask more: queued, or waiting for a flush.
+  bool replies_held() const;
   // Keeps ReceiverContext::session_buffers up to date with what this session holds.
   void account_buffers();
   void on_bytes(const Completion& c);
@@ -241,6 +243,7 @@ class ControlSession final : public WorkerObject {
   // What dirs_ and fresh_dirs_ took of ReceiverContext::dir_metadata_bytes (given back at the
   // end).
   std::size_t dir_budget_taken_ = 0;
+  std::size_t durable_replies_ = 0;  // reply_when_durable()'s, not yet answered
 
   // The parent directory of the last file: trees arrive directory by directory, so one entry
   // saves an openat2 per file.

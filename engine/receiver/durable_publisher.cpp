@@ -34,12 +34,20 @@ void DurablePublisher::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void DurablePublisher::hold(bool held) {
+  {
+    std::lock_guard lock(mu_);
+    held_ = held;
+  }
+  cv_.notify_all();
+}
+
 void DurablePublisher::run() {
   while (true) {
     std::vector<Job> batch;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+      cv_.wait(lock, [&] { return stop_ || (!held_ && !jobs_.empty()); });
       if (jobs_.empty()) return;  // stopping, and nothing left
       batch.swap(jobs_);
     }

@@ -41,6 +41,8 @@ class DurablePublisher {
   void submit(Job job);
   // Finishes what was submitted, then stops the thread.
   void stop();
+  // Tests: while held, submitted jobs wait, as behind a flush that takes long.
+  void hold(bool held);
 
   // At or above this many files, a batch is flushed with syncfs instead of one fsync each.
   static constexpr std::size_t kSyncfsMinFiles = 4;
@@ -54,6 +56,7 @@ class DurablePublisher {
   std::condition_variable cv_;
   std::vector<Job> jobs_;  // guarded by mu_
   bool stop_ = false;      // guarded by mu_
+  bool held_ = false;      // guarded by mu_
   std::thread thread_;
 };
 

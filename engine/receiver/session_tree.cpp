@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "display.h"
+#include "protocol/limits.h"
 #include "receiver/control_session.h"
 
 namespace ackxfer {
@@ -97,18 +98,24 @@ void ControlSession::reply_when_durable(std::shared_ptr<const UniqueFd> dir, Ser
     return;
   }
   Loop* loop = &loop_;
+  // Counted until answered: a peer pipelining MKDIRs cannot pile up jobs (and their directory
+  // fds) behind a slow flush; its lines wait at kMaxDurableRepliesPerSession.
+  ++durable_replies_;
   ctx.publisher->submit(DurablePublisher::Job{
       nullptr, std::move(dir), false,
       [this, loop, alive = alive_, m = std::move(m)](DurablePublisher::Result r) {
         loop->post([this, alive, m, r = std::move(r)] {
-          if (!*alive || state_ == State::kClosing) return;
+          if (!*alive) return;
+          const bool was_held = durable_replies_-- == kMaxDurableRepliesPerSession;
+          if (state_ == State::kClosing) return;
           if (auto* e = std::get_if<FsError>(&r)) {
             const auto* ok = std::get_if<OkReply>(&m);
             reply_error(ok ? std::optional<std::uint64_t>(ok->id) : std::nullopt,
                         error_code_from_errno(e->err), e->what);
-            return;
+          } else {
+            reply(m);
           }
-          reply(m);
+          if (was_held) resume_read_if_clear();
         });
       },
       nullptr});

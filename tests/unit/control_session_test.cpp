@@ -190,6 +190,38 @@ TEST_F(ControlSessionTest, RepeatedMkdirIsKeptOnce) {
   EXPECT_EQ(st.st_mtim.tv_sec, 20'000);  // the last one sent wins
 }
 
+// recv --fsync: each new directory's OK waits for its flush, holding a job and a directory fd.
+// Those replies bypassed the reply backlog, so a peer pipelining MKDIRs behind a slow flush
+// made the receiver hold one fd per directory, without limit. Its lines now wait at
+// kMaxDurableRepliesPerSession, and every MKDIR is still answered once the flushes come.
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd"))
+    ++n;
+  return n;
+}
+
+TEST_F(ControlSessionTest, WithFsyncMkdirsWaitingForTheirFlushAreBounded) {
+  make_receiver([](ReceiverOptions& o) { o.fsync = true; });
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  ctx_->publisher->hold(true);
+  const std::size_t before = open_fds();
+  constexpr int kDirs = 2'000;
+  std::string lines;
+  for (int i = 1; i <= kDirs; ++i)
+    lines += "MKDIR " + std::to_string(i) + " d" + std::to_string(i) + " mode=0755 mtime=1.0\n";
+  std::string replies = ask(s, lines);
+  EXPECT_EQ(count(replies, "OK "), 0u) << "nothing is flushed yet";
+  EXPECT_LE(open_fds(), before + kMaxDurableRepliesPerSession + 8);
+  ctx_->publisher->hold(false);
+  ASSERT_TRUE(loop_.run_until([&] {
+    replies += loop_.take_sent(s);
+    return count(replies, "OK ") == static_cast<std::size_t>(kDirs);
+  })) << count(replies, "OK ");
+  EXPECT_TRUE(fs::is_directory(dir_ / ("d" + std::to_string(kDirs))));
+}
+
 // Each session keeps its directories' metadata (for BYE) within its own budget, and all of
 // them together within the receiver's: many sessions each naming their 16 MiB of directories
 // used to hold gigabytes between them. Beyond it, a new directory's mode and mtime are not
