@@ -246,9 +246,12 @@ class ControlSession final : public WorkerObject {
   std::size_t durable_replies_ = 0;  // reply_when_durable()'s, not yet answered
 
   // The parent directory of the last file: trees arrive directory by directory, so one entry
-  // saves an openat2 per file.
+  // saves an openat2 per file. Resolved again after kDirCacheMs: a directory renamed out of
+  // --dir, or removed, meanwhile is not written into for longer than that.
+  static constexpr std::int64_t kDirCacheMs = 1'000;
   std::string cached_dir_key_;
   std::shared_ptr<const UniqueFd> cached_dir_;
+  std::int64_t cached_dir_ms_ = 0;
 
   // Shared with the session's files: one-chunk files are published by data streams.
   std::shared_ptr<SessionTotals> totals_ = std::make_shared<SessionTotals>();

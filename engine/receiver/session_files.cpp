@@ -48,7 +48,8 @@ std::optional<RelativePath> ControlSession::checked_path(std::uint64_t id,
 bool ControlSession::enter_parent(std::uint64_t id, std::string_view path,
                                   const RelativePath& rel) {
   std::string key = dir_key_of(path);
-  if (cached_dir_ && key == cached_dir_key_) return true;
+  const std::int64_t now = loop_.now_ms();
+  if (cached_dir_ && key == cached_dir_key_ && now - cached_dir_ms_ < kDirCacheMs) return true;
   auto r = worker_.ctx().destination.open_parent(rel);
   if (auto* e = std::get_if<FsError>(&r)) {
     cached_dir_.reset();
@@ -57,6 +58,7 @@ bool ControlSession::enter_parent(std::uint64_t id, std::string_view path,
   }
   cached_dir_ = std::make_shared<const UniqueFd>(std::move(std::get<UniqueFd>(r)));
   cached_dir_key_ = std::move(key);
+  cached_dir_ms_ = now;
   return true;
 }
 

@@ -408,6 +408,23 @@ TEST_F(ControlSessionTest, AFileCheckedOnceIsNotReadAgainWhileUnchanged) {
   EXPECT_EQ(ctx_->stats.digests_remembered.load(), 2u);
 }
 
+// A session keeps its last parent directory open, for speed. A local user moving that
+// directory out of --dir (or removing it) mid-session used to have every later file of the
+// session written into it, wherever it went, or fail into the removed one on every retry. The
+// directory is resolved again within a second.
+TEST_F(ControlSessionTest, AParentDirectoryMovedAwayIsResolvedAgainWithinASecond) {
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  EXPECT_TRUE(ask(s, "LINK 1 a/one target=x mtime=1.0\n").starts_with("OK 1")) << "made";
+  const fs::path away = dir_.string() + "-away";
+  fs::rename(dir_ / "a", away);
+  loop_.advance(1'500);
+  EXPECT_TRUE(ask(s, "LINK 2 a/two target=x mtime=1.0\n").starts_with("OK 2"));
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dir_ / "a/two")));
+  EXPECT_FALSE(fs::exists(fs::symlink_status(away / "two")));
+  fs::remove_all(away);
+}
+
 TEST_F(ControlSessionTest, ASendNamedLikeTheReceiversTempFilesIsRefused) {
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
