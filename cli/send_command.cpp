@@ -21,6 +21,15 @@ namespace po = boost::program_options;
 namespace ackxfer::cli {
 namespace {
 
+// No receiver reached, or none that would talk to us, and nothing made there: the error says
+// it all, and a summary of zeros would only bury it.
+bool nothing_happened(const SendReport& r) {
+  const bool refused = r.outcome == SendReport::Outcome::kCannotConnect ||
+                       r.outcome == SendReport::Outcome::kAuthFailed ||
+                       r.outcome == SendReport::Outcome::kProtocolError;
+  return refused && r.files == 0 && r.unchanged == 0 && r.directories == 0 && r.symlinks == 0;
+}
+
 const char* outcome_name(SendReport::Outcome o) {
   switch (o) {
     case SendReport::Outcome::kOk:
@@ -240,7 +249,7 @@ int send_command(int argc, char** argv) {
   if (!report.error.empty()) write_stderr_line("ackxfer-fast: " + control_free(report.error));
   if (json) {
     std::fputs(report_json(report).c_str(), stdout);
-  } else if (!quiet) {
+  } else if (!quiet && !nothing_happened(report)) {
     double rate = report.seconds > 0 ? static_cast<double>(report.bytes) / report.seconds : 0;
     std::string extra;
     if (report.symlinks) extra += ", " + std::to_string(report.symlinks) + " symlinks";

@@ -259,6 +259,12 @@ void ControlClient::connect_failed(int err, const std::string& detail) {
     ctx_.log.debug("connect to " + ctx_.control_ep.to_string() + ": " +
                    (detail.empty() ? errno_text(err) : detail) + "; retrying in " +
                    std::to_string(delay->count()) + " ms");
+    // Once, so that a sender waiting for its receiver says why instead of sitting silent (a
+    // lost session says so itself, in session_lost).
+    if (!reconnecting_ && !std::exchange(said_waiting_, true))
+      ctx_.log.warn("cannot reach the receiver at " + tried + " yet (" +
+                    (detail.empty() ? errno_text(err) : detail) + "); retrying for up to " +
+                    seconds_text(ctx_.options.retry_for) + " (--retry-for)");
     ctx_.reconnects.fetch_add(1, std::memory_order_relaxed);
     state_ = State::kBackoff;
     arm_timer(static_cast<std::uint64_t>(delay->count()) * 1'000'000, kTimer);

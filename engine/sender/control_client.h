@@ -186,6 +186,7 @@ class ControlClient final : public LoopObject {
   std::deque<OpenLink> resend_links_;  // lost with a session, or refused with a retryable error
   std::size_t candidate_ = 0;          // index of ctx_.control_ep in ctx_.control_candidates
   bool reconnecting_ = false;          // the session was lost; trying to re-establish it
+  bool said_waiting_ = false;          // warned that the first connect is being retried
   std::string lost_why_;               // why, for the final message if that fails
   std::uint64_t open_bytes_ = 0;
   struct Resend {

@@ -62,6 +62,11 @@ TEST(Faults, NoReceiverIsACleanErrorAfterRetryFor) {
   EXPECT_EQ(res.exit_code, 3) << res.err;
   EXPECT_NE(res.err.find("no receiver listening"), std::string::npos) << res.err;
   EXPECT_NE(res.err.find("is `ackxfer-fast recv` running there"), std::string::npos) << res.err;
+  // While it waits it says why (it used to sit silent), and no summary of zeros follows.
+  EXPECT_NE(res.err.find("warning: cannot reach the receiver at 127.0.0.1:"), std::string::npos)
+      << res.err;
+  EXPECT_NE(res.err.find("retrying for up to 1 s (--retry-for)"), std::string::npos) << res.err;
+  EXPECT_EQ(res.err.find("sent 0 files"), std::string::npos) << res.err;
   EXPECT_GE(took, 900ms);
   EXPECT_LT(took, 10s);
 }
