@@ -31,6 +31,15 @@ const char* exit_code_help() {
           ;
 }
 
+const char* recv_exit_code_help() {
+  return "Exit status:\n"
+         "  0  stopped by SIGINT or SIGTERM (files not yet verified are not published)\n"
+         "  2  usage error: bad option or argument\n"
+         "  6  local setup failed: io_uring unavailable, port in use, cannot create --dir,\n"
+         "     unreadable --secret-file or certificate\n"
+         "  9  internal error: a worker's loop failed while running; the message says which\n";
+}
+
 namespace {
 
 // stderr is shared by log lines (any thread) and the status line: one lock for both.

@@ -40,8 +40,10 @@ enum ExitCode {
 #undef ACKXFER_EXIT_ENUM
 };
 
-// "Exit status:" section for --help.
+// "Exit status:" section for send's and bench's --help.
 const char* exit_code_help();
+// The same for recv, which serves until stopped.
+const char* recv_exit_code_help();
 
 // The exit code for a transfer's outcome (send, and bench's runs).
 ExitCode exit_code_for(const SendReport& r);

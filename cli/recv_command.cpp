@@ -143,7 +143,7 @@ int recv_command(int argc, char** argv) {
              "  ackxfer-fast recv --dir /data --secret-file secret   # senders need it too\n\n"
              "Without --secret-file or --tls-cert nothing is encrypted: file names and\n"
              "contents cross the network in clear.\n\n"
-          << exit_code_help();
+          << recv_exit_code_help();
       return kOk;
     }
     if (control_port > 65535 || data_port > 65535) throw Failure("ports are 0 to 65535");

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <regex>
 #include <thread>
 
@@ -54,6 +55,17 @@ TEST(Cli, JsonIsExactlyOneObjectOnStdout) {
   EXPECT_EQ(json_field(res.out, "failed"), "0");
   EXPECT_TRUE(json_field(res.out, "seconds"));
   EXPECT_EQ(json_field(res.out, "retries"), "0");
+  // Every field is documented (the man page's JSON OUTPUT section), so scripts know what it is.
+  std::ifstream in(ACKXFER_MAN_PAGE);
+  const std::string page((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string section = page.substr(page.find(".SH \"JSON OUTPUT\""));
+  const std::regex key(R"re("([a-z_]+)":)re");
+  std::size_t keys = 0;
+  for (auto it = std::sregex_iterator(res.out.begin(), res.out.end(), key);
+       it != std::sregex_iterator(); ++it, ++keys)
+    EXPECT_NE(section.find(".BR " + (*it)[1].str() + " \""), std::string::npos)
+        << (*it)[1] << " is not in the man page's JSON OUTPUT section";
+  EXPECT_GE(keys, 15u);
 }
 
 TEST(Cli, EverySubcommandHasHelpWithExamples) {
