@@ -17,9 +17,7 @@
 #ifndef ACKXFER_VERSION
 #define ACKXFER_VERSION "0.0.0"
 #endif
-#ifndef ACKXFER_GIT_REVISION
-#define ACKXFER_GIT_REVISION "unknown"
-#endif
+#include "git_revision.h"  // generated at build time (cmake/git_revision.cmake)
 
 namespace ackxfer::cli {
 
