@@ -13,7 +13,14 @@ for p in "${PACKAGES[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null; then
+    echo "setup-bench: missing ${missing[*]}; installing them needs root, and sudo is not" \
+      "installed: run this script as root, or apt-get install them" >&2
+    exit 1
+  fi
+  SUDO="sudo"
+fi
 echo "setup-bench: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq

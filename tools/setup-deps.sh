@@ -24,6 +24,12 @@ fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null; then
+    echo "setup-deps: these packages are missing: ${missing[*]}" >&2
+    echo "setup-deps: installing them needs root, and sudo is not installed; run this script" \
+      "as root, or install them with: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
   SUDO="sudo"
 fi
 echo "setup-deps: installing ${missing[*]}" >&2
