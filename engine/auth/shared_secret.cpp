@@ -86,11 +86,15 @@ std::shared_ptr<const SharedSecret> load_secret_file(const std::string& path,
   } catch (const Failure& e) {
     throw Failure("--secret-file " + path + ": " + e.what());
   }
+  // Both problems when both hold: fixing the one named would leave the other unsaid.
+  std::string problems;
   if (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH))
-    warning = "--secret-file " + path + " can be read or written by other users; chmod 600 it";
-  else if (secret->size() < kWeakSecretBytes)
-    warning = "--secret-file " + path + " holds only " + std::to_string(secret->size()) +
-              " bytes; use a long random secret (head -c 32 /dev/urandom | base64 > FILE)";
+    problems = "can be read or written by other users (chmod 600 it)";
+  if (secret->size() < kWeakSecretBytes)
+    problems += (problems.empty() ? "" : ", and ") + std::string("holds only ") +
+                std::to_string(secret->size()) +
+                " bytes (use a long random secret: head -c 32 /dev/urandom | base64 > FILE)";
+  if (!problems.empty()) warning = "--secret-file " + path + " " + problems;
   return secret;
 }
 

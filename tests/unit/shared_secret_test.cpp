@@ -78,6 +78,15 @@ TEST_F(SecretFile, AShortSecretLoadsWithAWarning) {
   EXPECT_NE(warning->find("only 7 bytes"), std::string::npos) << *warning;
 }
 
+// Both at once: both are said (only the permissions were, and chmod left a weak secret).
+TEST_F(SecretFile, AShortSecretOthersCanReadGetsBothWarnings) {
+  std::optional<std::string> warning;
+  load_secret_file(write("s", "hunter2", 0644), warning);
+  ASSERT_TRUE(warning);
+  EXPECT_NE(warning->find("chmod 600"), std::string::npos) << *warning;
+  EXPECT_NE(warning->find("only 7 bytes"), std::string::npos) << *warning;
+}
+
 TEST_F(SecretFile, MissingEmptyHugeAndNonRegularFilesFailNamingTheFile) {
   std::optional<std::string> warning;
   auto fails_with = [&](const std::string& path, const std::string& why) {
