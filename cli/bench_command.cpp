@@ -280,7 +280,8 @@ int bench_command(int argc, char** argv) {
        "none, tls or both (a TLS row after each plain one, same data). In-process runs make a "
        "random secret unless --secret-file gives one; --to needs --secret-file")
       ("work-dir", po::value(&work_dir),
-       "where to generate and receive (default: /dev/shm if it has room)")
+       "where to generate and receive (default: /dev/shm if it has room, else $TMPDIR or "
+       "/var/tmp)")
       ("keep", po::bool_switch(&keep), "keep the generated and received files");
   // clang-format on
   po::variables_map vm;
@@ -377,7 +378,9 @@ int bench_command(int argc, char** argv) {
   std::uint64_t largest = 0;
   for (const Dataset& d : selected)
     largest = std::max(largest, d.files * d.file_bytes);
-  fs::path base = work_dir.empty() ? default_work_dir(mem ? 0 : 2 * largest) : fs::path(work_dir);
+  // The source, and unless a remote receiver has it, the copy.
+  const std::uint64_t needed = mem ? 0 : (remote ? 1 : 2) * largest;
+  fs::path base = work_dir.empty() ? default_work_dir(needed) : fs::path(work_dir);
   std::string tmpl = (base / "ackxfer-bench-XXXXXX").string();
   if (!mkdtemp(tmpl.data())) {
     std::fprintf(stderr, "ackxfer-fast bench: cannot create a directory in %s: %s\n", base.c_str(),
@@ -385,6 +388,19 @@ int bench_command(int argc, char** argv) {
     return kSetup;
   }
   fs::path root = tmpl;
+  struct statvfs room {};
+  if (statvfs(root.c_str(), &room) == 0 && room.f_bavail * room.f_frsize < needed) {
+    // The largest data set must fit: say so now, not after a long generation and a failed run.
+    std::fprintf(stderr,
+                 "ackxfer-fast bench: %s has %s free; the data sets asked for need %s there. "
+                 "Give --work-dir elsewhere, fewer --files, or --mem\n",
+                 base.c_str(),
+                 human_bytes(static_cast<double>(room.f_bavail * room.f_frsize)).c_str(),
+                 human_bytes(static_cast<double>(needed)).c_str());
+    std::error_code ec;
+    fs::remove(root, ec);
+    return kSetup;
+  }
 
   // SIGINT/SIGTERM: stop the current run and still clean up.
   sigset_t signals = block_termination_signals();

@@ -107,6 +107,17 @@ class FaultsDiskFull : public ::testing::Test {
   std::unique_ptr<TestMount> mount_;  // declared last: unmounted first
 };
 
+// bench in a directory without room for its data used to generate it until the disk was full,
+// then fail the run: it now says so before it starts, and leaves nothing.
+TEST_F(FaultsDiskFull, BenchWithoutRoomForItsDataSaysSoBeforeItStarts) {
+  auto res = run({binary_path(), "bench", "--dataset", "large", "--runs", "1", "--warm-gib", "0",
+                  "--work-dir", dst_.path().string()},
+                 30s);
+  EXPECT_EQ(res.exit_code, 6) << res.err;
+  EXPECT_NE(res.err.find("free; the data sets asked for need"), std::string::npos) << res.err;
+  EXPECT_EQ(std::distance(fs::directory_iterator(dst_.path()), fs::directory_iterator()), 0);
+}
+
 TEST_F(FaultsDiskFull, AFileLargerThanTheFreeSpaceIsRefusedByNameAndTheRestArrives) {
   fs::create_directories(src_ / "tree/sub");
   write_file(src_ / "tree/big.bin", 96 << 20, 80);  // more than the whole file system
