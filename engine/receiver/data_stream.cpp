@@ -470,7 +470,10 @@ bool DataStream::consume(const std::uint8_t* p, std::size_t n) {
           std::memcpy(staged_.data() + staged_len_, p + pos, take);
           staged_len_ += take;
           pos += take;
-          if (staged_len_ < want) return true;  // the rest comes in the next buffer
+          if (staged_len_ < want) {
+            if (answered_as_wrong_port(staged_.data(), staged_len_)) return false;
+            return true;  // the rest comes in the next buffer
+          }
           whole = staged_.data();
           staged_len_ = 0;
         }
@@ -497,6 +500,7 @@ bool DataStream::begin_frame(const std::uint8_t* raw) {
   auto r = decode_frame_header(
       std::span<const std::uint8_t, kFrameHeaderBytes>(raw, kFrameHeaderBytes), header_);
   if (r != DecodeResult::kOk) {
+    if (answered_as_wrong_port(raw, kFrameHeaderBytes)) return false;
     fail(r == DecodeResult::kBadMagic   ? "not a data frame (bad magic)"
          : r == DecodeResult::kBadFlags ? "frame header has unknown flags (incompatible sender)"
                                         : "frame header check failed (corrupted header)");
@@ -673,6 +677,23 @@ void DataStream::release_claim() {
   }
   file_->finish_chunk(claim_, false, Digest128{});
   file_.reset();
+}
+
+bool DataStream::answered_as_wrong_port(const std::uint8_t* p, std::size_t n) {
+  static constexpr std::string_view kHello = "HELLO ";
+  if (proven_ || tls_ || close_after_acks_ || n < kHello.size() ||
+      std::memcmp(p, kHello.data(), kHello.size()) != 0)
+    return false;
+  worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+  worker_.ctx().log.warn("data connection from " + peer_ +
+                         " says HELLO: a sender was given the data port instead of the control "
+                         "port; told it so");
+  acks_out_.write(
+      "ERR - unknown-verb this is the data port of an ackxfer-fast receiver; send --to its "
+      "control port instead\n");
+  close_after_acks();
+  flush_acks();
+  return true;
 }
 
 void DataStream::fail(const std::string& why) {

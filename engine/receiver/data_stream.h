@@ -68,7 +68,12 @@ class DataStream final : public WorkerObject {
   void flush_acks();
   void on_acks_sent(int res);
   void fail(const std::string& why);  // protocol violation: ack it, then close
-  void proven();                      // a frame named an open file: no longer counted unproven
+  // The first bytes of an unproven connection in clear are a control line (`HELLO ...`): a
+  // sender given this port instead of the control port. Returns true if so, after telling it
+  // in a line it can read and closing; it would otherwise wait for an answer until its
+  // deadline, and then report the receiver as not responding.
+  bool answered_as_wrong_port(const std::uint8_t* p, std::size_t n);
+  void proven();  // a frame named an open file: no longer counted unproven
   void uncount_unproven();
   // Reads no more; closes once the acks queued so far are out, or after kMaxClosingMs.
   void close_after_acks();

@@ -114,6 +114,22 @@ TEST(Cli, AWordWhereOnlyOptionsBelongIsAUsageError) {
   EXPECT_NE(bench.err.find("did you mean --dataset large"), std::string::npos) << bench.err;
 }
 
+// `--to` naming the data port (it is printed beside the control port): the receiver answers
+// the HELLO with a line that says so. The sender used to wait 10 s for an answer and report the
+// receiver as not responding (exit 8).
+TEST(Cli, SendingToTheDataPortIsToldSoAtOnce) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "f", "x");
+  ReceiverProcess r(dst.path());
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = send({"--to", "127.0.0.1:" + std::to_string(r.data_port()), (src / "f").string()});
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_EQ(res.exit_code, 5) << res.err;
+  EXPECT_NE(res.err.find("this is the data port of an ackxfer-fast receiver"), std::string::npos)
+      << res.err;
+  EXPECT_FALSE(fs::exists(dst / "f"));
+}
+
 // Errors that name the cause and the fix.
 TEST(Cli, AnUnknownHostIsNamedWithWhatToCheck) {
   TempDir src("src");
