@@ -336,6 +336,16 @@ std::variant<UniqueFd, FsError> Destination::open_parent(const RelativePath& pat
   return UniqueFd(fd);
 }
 
+bool Destination::make_writable(const RelativePath& path) const {
+  UniqueFd fd(
+      open_beneath(root_.get(), join(path, path.components.size()), O_RDONLY | O_DIRECTORY));
+  struct stat st {};
+  if (!fd || fstat(fd.get(), &st) != 0 || st.st_uid != geteuid() ||
+      (st.st_mode & (S_IWUSR | S_IXUSR)) == (S_IWUSR | S_IXUSR))
+    return false;
+  return fchmod(fd.get(), (st.st_mode & 07777) | S_IWUSR | S_IXUSR) == 0;
+}
+
 std::variant<std::monostate, FsError> Destination::make_directory(const RelativePath& path,
                                                                   bool* created) const {
   int cur_fd = root_.get();

@@ -52,8 +52,14 @@ void ControlSession::handle(const MkdirRequest& m) {
   };
   if (created && fresh_dirs_.size() < kMaxFreshDirs && take_budget(kFreshDirBytes))
     fresh_dirs_.insert(directory_hash(m.path));
-  if (dirs_.add(m.path, m.mode, m.mtime, take_budget) == DirectoryMetadata::Added::kOverLimit &&
-      dirs_.dropped() == 1)
+  const auto added = dirs_.add(m.path, m.mode, m.mtime, take_budget);
+  // A read-only directory from an earlier run cannot take new files for a receiver without
+  // CAP_DAC_OVERRIDE: writable for this session, its mode (kept above) set back at BYE. Not
+  // when its mode could not be kept: it would stay writable.
+  if (!created && added != DirectoryMetadata::Added::kOverLimit &&
+      ctx.destination.make_writable(*valid))
+    ctx.log.debug("made " + quote_name(m.path) + " writable for this session (read-only now)");
+  if (added == DirectoryMetadata::Added::kOverLimit && dirs_.dropped() == 1)
     ctx.log.warn("session from " + peer_ + ": more than " + std::to_string(dirs_.size()) +
                  " directories (or every session's together beyond " +
                  std::to_string(ctx.max_dir_metadata_bytes >> 20) +

@@ -280,6 +280,36 @@ TEST(FaultsPermission, AnUnreadableSourceFileOrDirectoryIsNamedAndTheRestIsStill
   EXPECT_TRUE(temp_files_under(dst.path()).empty());
 }
 
+// A receiver without CAP_DAC_OVERRIDE (the packaged service runs as its own user) sets a
+// read-only directory's mode at the end of the first run; the second run could then put no
+// file in it. The directory is writable while a session needs it, and read-only again after.
+TEST(FaultsPermission, AReadOnlyDirectoryStillTakesChangedFilesOnTheNextRun) {
+  TempDir src("src"), dst("dst");
+  std::string why;
+  auto prefix = bound_by_permission_bits(dst.path(), why);
+  if (!why.empty()) GTEST_SKIP() << why;
+  write_text(src / "tree/ro/a.txt", "first");
+  ::chmod((src / "tree/ro").c_str(), 0555);
+  ReceiverProcess r(dst.path(), 2, {}, 0, 0, "127.0.0.1", prefix);
+  auto first = send({"--to", r.to(), (src / "tree").string()});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  struct stat st {};
+  ASSERT_EQ(::stat((dst / "tree/ro").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0555u);
+  ::chmod((src / "tree/ro").c_str(), 0755);
+  write_text(src / "tree/ro/a.txt", "second, longer");
+  write_text(src / "tree/ro/b.txt", "new");
+  ::chmod((src / "tree/ro").c_str(), 0555);
+  auto second = send({"--to", r.to(), (src / "tree").string()});
+  EXPECT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(read_text(dst / "tree/ro/a.txt"), "second, longer");
+  EXPECT_EQ(read_text(dst / "tree/ro/b.txt"), "new");
+  ASSERT_EQ(::stat((dst / "tree/ro").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0555u);
+  ::chmod((src / "tree/ro").c_str(), 0755);  // so that the temp dirs can be removed
+  ::chmod((dst / "tree/ro").c_str(), 0755);
+}
+
 TEST(FaultsPermission, AFileWhereTheTreeNeedsADirectoryFailsThoseFilesAndTheRestArrives) {
   TempDir src("src"), dst("dst");
   fs::create_directories(src / "tree/sub");
