@@ -645,14 +645,12 @@ void DataStream::publish_single(std::size_t seq) {
   }
   // Durably: this ack, and those behind it, wait for the publisher.
   Loop* loop = &loop_;
-  ctx.publisher->submit(
-      DurablePublisher::Job{file, nullptr, false,
-                            [loop, alive = alive_, verdict](DurablePublisher::Result r) {
-                              loop->post([alive, verdict, r = std::move(r)] {
-                                if (*alive) verdict(r);
-                              });
-                            },
-                            nullptr});
+  ctx.publisher->submit(DurablePublisher::Job::publishing(
+      file, [loop, alive = alive_, verdict](DurablePublisher::Result r) {
+        loop->post([alive, verdict, r = std::move(r)] {
+          if (*alive) verdict(r);
+        });
+      }));
 }
 
 void DataStream::close_after_acks() {

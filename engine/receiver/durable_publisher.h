@@ -31,6 +31,26 @@ class DurablePublisher {
     // Instead of `file`: a file that publishes itself with its own fsync (recv --legacy's
     // uploads), whatever the batch's way of flushing. Put its directory in `dir`.
     std::function<Result()> publish_self;
+
+    // The usual jobs, by what they do.
+    static Job publishing(std::shared_ptr<IncomingFile> f, std::function<void(Result)> done) {
+      Job j;
+      j.file = std::move(f);
+      j.done = std::move(done);
+      return j;
+    }
+    static Job flushing(std::shared_ptr<const UniqueFd> dir, std::function<void(Result)> done) {
+      Job j;
+      j.dir = std::move(dir);
+      j.done = std::move(done);
+      return j;
+    }
+    static Job flushing_everything(std::function<void(Result)> done) {
+      Job j;
+      j.whole_fs = true;
+      j.done = std::move(done);
+      return j;
+    }
   };
 
   explicit DurablePublisher(const Destination& destination);

@@ -406,14 +406,12 @@ void ControlSession::publish(std::uint64_t id) {
   // Durably, on the publisher's thread; the verdict waits for it.
   f.stage = SessionFile::Stage::kPublishing;
   Loop* loop = &loop_;
-  ctx.publisher->submit(
-      DurablePublisher::Job{f.file, nullptr, false,
-                            [this, loop, alive = alive_, id](DurablePublisher::Result r) {
-                              loop->post([this, alive, id, r = std::move(r)] {
-                                if (*alive) published(id, r);
-                              });
-                            },
-                            nullptr});
+  ctx.publisher->submit(DurablePublisher::Job::publishing(
+      f.file, [this, loop, alive = alive_, id](DurablePublisher::Result r) {
+        loop->post([this, alive, id, r = std::move(r)] {
+          if (*alive) published(id, r);
+        });
+      }));
 }
 
 void ControlSession::published(std::uint64_t id, const std::variant<std::monostate, FsError>& r) {

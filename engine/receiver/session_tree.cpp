@@ -107,9 +107,8 @@ void ControlSession::reply_when_durable(std::shared_ptr<const UniqueFd> dir, Ser
   // Counted until answered: a peer pipelining MKDIRs cannot pile up jobs (and their directory
   // fds) behind a slow flush; its lines wait at kMaxDurableRepliesPerSession.
   ++durable_replies_;
-  ctx.publisher->submit(DurablePublisher::Job{
-      nullptr, std::move(dir), false,
-      [this, loop, alive = alive_, m = std::move(m)](DurablePublisher::Result r) {
+  ctx.publisher->submit(DurablePublisher::Job::flushing(
+      std::move(dir), [this, loop, alive = alive_, m = std::move(m)](DurablePublisher::Result r) {
         loop->post([this, alive, m, r = std::move(r)] {
           if (!*alive) return;
           const bool was_held = durable_replies_-- == kMaxDurableRepliesPerSession;
@@ -123,8 +122,7 @@ void ControlSession::reply_when_durable(std::shared_ptr<const UniqueFd> dir, Ser
           }
           if (was_held) resume_read_if_clear();
         });
-      },
-      nullptr});
+      }));
 }
 
 void ControlSession::handle(const ByeRequest&) {
@@ -158,14 +156,12 @@ void ControlSession::apply_dirs_slice() {
     return;
   }
   Loop* loop = &loop_;
-  ctx.publisher->submit(
-      DurablePublisher::Job{nullptr, nullptr, true,
-                            [this, loop, alive = alive_](DurablePublisher::Result) {
-                              loop->post([this, alive] {
-                                if (*alive && state_ == State::kFinishing) finish_bye();
-                              });
-                            },
-                            nullptr});
+  ctx.publisher->submit(DurablePublisher::Job::flushing_everything(
+      [this, loop, alive = alive_](DurablePublisher::Result) {
+        loop->post([this, alive] {
+          if (*alive && state_ == State::kFinishing) finish_bye();
+        });
+      }));
 }
 
 void ControlSession::finish_bye() {
