@@ -43,6 +43,15 @@ class OutboundStream final : public LoopObject, public ChunkWaiter {
   unsigned loop_index() const { return loop_index_; }
 
  private:
+  // One send's worth of frames. 1 MiB: on the AMD host of 2026-12-02 a 2 GiB file moved in
+  // 1 MiB reads and sends took half the wall time of 256 KiB ones (the size ../shared/DESIGN.md
+  // had measured best on an Intel host), for the engine and for tools/least_work.cpp alike
+  // (docs/PERFORMANCE.md, "Cycles per byte").
+  static constexpr std::size_t kSendBufferBytes = 1024 * 1024;
+  // With TLS, the input side of a data connection only ever holds acks: room for one whole
+  // record is enough.
+  static constexpr std::size_t kAckTlsBufferBytes = 17 * 1024 + 512;
+
   enum Op : unsigned {
     kConnect = 1,
     kSend = 2,        // from out_
