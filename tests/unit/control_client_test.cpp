@@ -95,6 +95,19 @@ class ControlClientTest : public ::testing::Test {
       loop_.advance(500);
     }
   }
+  // After a lost session: waits out the backoff until the sender connects again, accepts and
+  // answers HELLO. Returns the new connection's fd, or -1 if it never came.
+  int reconnected() {
+    int fd = -1;
+    for (int i = 0; i < 100 && fd < 0; ++i) {
+      loop_.advance(500);
+      fd = loop_.fd_of(FakeLoop::Kind::kConnect);
+    }
+    if (fd < 0) return -1;
+    loop_.complete(FakeLoop::Kind::kConnect, fd, 0);
+    loop_.feed(fd, hello_reply());
+    return fd;
+  }
   // A session past HELLO, its tree's directory made, sending `files` files; returns its fd.
   int established(std::uint64_t files) {
     start(files);
@@ -210,14 +223,8 @@ TEST_F(ControlClientTest, ADirectoryLostWithItsSessionIsStillReportedByItsSource
   loop_.feed(fd, hello_reply());
   EXPECT_EQ(count(loop_.take_sent(fd), "MKDIR "), 2u);
   loop_.peer_closes(fd);  // lost before either was answered
-  int again = -1;
-  for (int i = 0; i < 100 && again < 0; ++i) {
-    loop_.advance(500);
-    again = loop_.fd_of(FakeLoop::Kind::kConnect);
-  }
+  int again = reconnected();
   ASSERT_GE(again, 0);
-  loop_.complete(FakeLoop::Kind::kConnect, again, 0);
-  loop_.feed(again, hello_reply());
   std::string sent = loop_.take_sent(again);
   ASSERT_EQ(count(sent, "MKDIR "), 2u) << sent;
   // The first re-sent MKDIR is refused; the session is then lost for good with the second.
@@ -259,14 +266,8 @@ TEST_F(ControlClientTest, AFileReadiedBeforeALostSessionAndSkippedAfterItCountsA
   EXPECT_EQ(count(sent, "SEND "), 2u) << sent;
   loop_.feed(fd, "READY 1 token=" + Token::random().hex() + "\n");
   loop_.peer_closes(fd);  // lost: the READY'd file's ack never comes
-  int again = -1;
-  for (int i = 0; i < 100 && again < 0; ++i) {
-    loop_.advance(500);
-    again = loop_.fd_of(FakeLoop::Kind::kConnect);
-  }
+  int again = reconnected();
   ASSERT_GE(again, 0);
-  loop_.complete(FakeLoop::Kind::kConnect, again, 0);
-  loop_.feed(again, hello_reply());
   sent = loop_.take_sent(again);
   ASSERT_EQ(count(sent, "SEND "), 2u) << sent;
   EXPECT_EQ(count(sent, "skip=never"), 0u) << sent;  // still first attempts: may be skipped
