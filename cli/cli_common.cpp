@@ -35,7 +35,8 @@ const char* recv_exit_code_help() {
          "  2  usage error: bad option or argument\n"
          "  6  local setup failed: io_uring unavailable, port in use, cannot create --dir,\n"
          "     unreadable --secret-file or certificate\n"
-         "  9  internal error: a worker's loop failed while running; the message says which\n";
+         "  9  a worker's loop failed while running, or --dir was replaced under it (renamed,\n"
+         "     removed and made again, or a file system mounted over it); the message says which\n";
 }
 
 namespace {

@@ -264,6 +264,19 @@ std::variant<std::monostate, FsError> TempFile::place() {
   return std::monostate{};
 }
 
+std::optional<std::string> Destination::root_replaced() const {
+  struct stat opened {
+  }, now{};
+  if (fstat(root_.get(), &opened) != 0) return std::nullopt;  // cannot tell
+  if (::stat(root_path_.c_str(), &now) != 0)
+    return "'" + root_path_.string() + "' is gone (" + errno_text(errno) + ")";
+  if (now.st_dev != opened.st_dev || now.st_ino != opened.st_ino)
+    return "'" + root_path_.string() +
+           "' now names another directory than the one opened at start (renamed or removed "
+           "and made again, or a file system mounted over it)";
+  return std::nullopt;
+}
+
 Destination::Destination(const std::filesystem::path& root, bool discard) : root_path_(root) {
   mode_t old = umask(0);
   umask(old);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -100,6 +101,10 @@ class Destination {
 
   int root_fd() const { return root_.get(); }
   const std::filesystem::path& root_path() const { return root_path_; }
+  // Why the path given as --dir no longer names the directory opened at start (removed,
+  // renamed, or a file system mounted over it), or nullopt while it still does. Files would
+  // otherwise go on landing in the old directory, out of sight.
+  std::optional<std::string> root_replaced() const;
 
   // Opens the directory that contains `path`'s last component, creating missing directories
   // (mode 0755 less the umask) on the way. Returns an O_PATH directory fd.

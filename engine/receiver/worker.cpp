@@ -168,6 +168,14 @@ void Worker::tick_all() {
       ctx_.log.warn("legacy client " + u->peer + " got READY for " + quote_name(u->path) +
                     " but no data connection came from its address within " +
                     std::to_string(kLegacyConnectTimeoutMs / 1000) + " s; dropped it");
+  if (index_ == 0 && !ctx_.discard && !ctx_.failure()) {
+    // Files go where --dir was at start; if that path now names something else, they would go
+    // on landing out of sight. Stop (a service manager starts it again on the new one).
+    if (auto why = ctx_.destination.root_replaced())
+      ctx_.fail("--dir " + *why +
+                "; stopping so that no file goes to the old directory: start "
+                "the receiver again");
+  }
   if (index_ == 0) {
     // What the limits refused or closed since the last tick: one line a second, not one each
     // (the text is built only then).

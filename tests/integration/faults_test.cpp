@@ -52,6 +52,27 @@ TEST(Faults, DataConnectionCutMidFileIsResumedOnANewConnection) {
   EXPECT_TRUE(temp_files_under(dst.path()).empty());
 }
 
+// --dir replaced under a running receiver (renamed or removed and made again, or a volume
+// mounted over it after the receiver started): its files used to go on landing in the old
+// directory, out of sight. It stops within a second or two and says why; a service manager
+// (Restart=on-failure) starts it again on the new one.
+TEST(Faults, ADirReplacedUnderTheReceiverStopsItWithTheReason) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "f", "x");
+  const fs::path dir = dst / "in";
+  ReceiverProcess r(dir);
+  ASSERT_EQ(send({"--to", r.to(), (src / "f").string()}).exit_code, 0);
+  fs::rename(dir, dst / "old");
+  fs::create_directory(dir);
+  auto res = r.process().wait(10s);
+  EXPECT_FALSE(res.timed_out) << "still running with its --dir replaced";
+  EXPECT_EQ(res.exit_code, 9) << res.err;
+  EXPECT_NE(res.err.find("now names another directory than the one opened at start"),
+            std::string::npos)
+      << res.err;
+  EXPECT_TRUE(fs::exists(dst / "old/f"));
+}
+
 TEST(Faults, NoReceiverIsACleanErrorAfterRetryFor) {
   TempDir src("src");
   write_text(src / "f", "x");
