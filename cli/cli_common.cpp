@@ -29,12 +29,19 @@ const char* exit_code_help() {
           ;
 }
 
-const char* recv_exit_code_help() {
-  return "Exit status:\n"
-         "  0  stopped by SIGINT or SIGTERM (files not yet verified are not published)\n"
-         "  2  usage error: bad option or argument\n"
-         "  6  local setup failed: io_uring unavailable, port in use, cannot create --dir,\n"
-         "     unreadable --secret-file or certificate\n"
+namespace {
+// The table's text of each code, for the commands whose list differs from send's.
+#define ACKXFER_EXIT_TEXT(name, value, text) \
+  [[maybe_unused]] constexpr const char* name##Text = text;
+ACKXFER_EXIT_CODES(ACKXFER_EXIT_TEXT)
+#undef ACKXFER_EXIT_TEXT
+}  // namespace
+
+std::string recv_exit_code_help() {
+  // 2 and 6 as for every command; 0 and 9 mean what they mean for a receiver.
+  return std::string("Exit status:\n") +
+         "  0  stopped by SIGINT or SIGTERM (files not yet verified are not published)\n" +
+         "  2  " + kUsageText + "\n  6  " + kSetupText + "\n" +
          "  9  a worker's loop failed while running, or --dir was replaced under it (renamed,\n"
          "     removed and made again, or a file system mounted over it); the message says which\n";
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <exception>
+#include <string>
 
 namespace ackxfer {
 struct SendReport;
@@ -43,7 +44,7 @@ enum ExitCode {
 // "Exit status:" section for send's and bench's --help.
 const char* exit_code_help();
 // The same for recv, which serves until stopped.
-const char* recv_exit_code_help();
+std::string recv_exit_code_help();
 
 // The exit code for a transfer's outcome (send, and bench's runs).
 ExitCode exit_code_for(const SendReport& r);
