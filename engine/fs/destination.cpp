@@ -349,14 +349,9 @@ std::variant<UniqueFd, FsError> Destination::open_parent(const RelativePath& pat
   return UniqueFd(fd);
 }
 
-bool Destination::make_writable(const RelativePath& path) const {
-  UniqueFd fd(
-      open_beneath(root_.get(), join(path, path.components.size()), O_RDONLY | O_DIRECTORY));
-  struct stat st {};
-  if (!fd || fstat(fd.get(), &st) != 0 || st.st_uid != geteuid() ||
-      (st.st_mode & (S_IWUSR | S_IXUSR)) == (S_IWUSR | S_IXUSR))
-    return false;
-  return fchmod(fd.get(), (st.st_mode & 07777) | S_IWUSR | S_IXUSR) == 0;
+UniqueFd Destination::open_directory(const RelativePath& path) const {
+  return UniqueFd(open_beneath(root_.get(), join(path, path.components.size()),
+                               O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
 }
 
 std::variant<std::monostate, FsError> Destination::make_directory(const RelativePath& path,
@@ -571,14 +566,14 @@ std::variant<std::monostate, FsError> Destination::make_symlink(int parent,
   return std::monostate{};
 }
 
-std::variant<std::monostate, FsError> Destination::set_directory_metadata(const RelativePath& path,
-                                                                          std::uint32_t mode,
-                                                                          const Mtime& mtime,
-                                                                          bool durable) const {
+std::variant<std::monostate, FsError> Destination::set_directory_metadata(
+    const RelativePath& path, std::optional<std::uint32_t> mode, const Mtime& mtime,
+    bool durable) const {
   std::string p = join(path, path.components.size());
   UniqueFd fd(open_beneath(root_.get(), p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
   if (!fd) return FsError{errno, describe("open directory", p, errno)};
-  if (fchmod(fd.get(), mode & 0777) != 0) return FsError{errno, describe("chmod", p, errno)};
+  if (mode && fchmod(fd.get(), *mode & 0777) != 0)
+    return FsError{errno, describe("chmod", p, errno)};
   timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime)};
   if (futimens(fd.get(), times) != 0) return FsError{errno, describe("set mtime of", p, errno)};
   if (durable && fsync(fd.get()) != 0) return FsError{errno, describe("flush", p, errno)};

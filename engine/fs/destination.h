@@ -143,11 +143,9 @@ class Destination {
   // `created`, if given, tells whether `path` itself was created by this call (so it was empty).
   std::variant<std::monostate, FsError> make_directory(const RelativePath& path,
                                                        bool* created = nullptr) const;
-  // An existing directory at `path` that the receiver's user owns but may not add entries to
-  // (a read-only directory of the tree, its mode set at the end of an earlier session) gets
-  // u+wx, so that files can be put in it again; as rsync does. Returns true if it changed it:
-  // the caller sees to it that its mode is set back (a session does at BYE).
-  bool make_writable(const RelativePath& path) const;
+  // The existing directory at `path`, opened O_RDONLY beneath the root, never through a
+  // symlink at its last component; an invalid fd (errno set) if there is none.
+  UniqueFd open_directory(const RelativePath& path) const;
   // Makes `final_name` in `parent` a symlink to `target` with modification time `mtime`: created
   // under a temp name, its own mtime set (never its target's), then renamed over the final name,
   // which atomically replaces a file or symlink already there. An existing directory is left
@@ -156,10 +154,10 @@ class Destination {
   std::variant<std::monostate, FsError> make_symlink(int parent, std::string_view final_name,
                                                      const std::string& target,
                                                      const Mtime& mtime) const;
-  // Applies mode and mtime to an existing directory beneath the root; with `durable`, flushes
-  // it.
+  // Applies mode (unless none is given) and mtime to an existing directory beneath the root;
+  // with `durable`, flushes it.
   std::variant<std::monostate, FsError> set_directory_metadata(const RelativePath& path,
-                                                               std::uint32_t mode,
+                                                               std::optional<std::uint32_t> mode,
                                                                const Mtime& mtime,
                                                                bool durable = false) const;
 

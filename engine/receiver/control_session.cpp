@@ -38,6 +38,7 @@ ControlSession::~ControlSession() {
   // Gone before its READY: the next legacy client from this address may have its turn.
   if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
   abandon_files(true);
+  release_writable_dirs();
   stop_awaiting();
   if (counted_active_) worker_.ctx().stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
 }

@@ -22,8 +22,13 @@ DirectoryMetadata::Added DirectoryMetadata::add(
   }
   bytes_ += cost;
   index_.emplace(path, entries_.size());
-  entries_.push_back(Entry{path, mode, mtime});
+  entries_.push_back(Entry{path, mode, mtime, std::nullopt});
   return Added::kNew;
+}
+
+DirectoryMetadata::Entry* DirectoryMetadata::find(const std::string& path) {
+  auto it = index_.find(path);
+  return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
 std::vector<DirectoryMetadata::Entry> DirectoryMetadata::take_deepest_first() {

@@ -7,11 +7,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "protocol/control_codec.h"
+#include "receiver/writable_dirs.h"
 
 namespace ackxfer {
 
@@ -21,6 +23,7 @@ class DirectoryMetadata {
     std::string path;
     std::uint32_t mode = 0;
     Mtime mtime;
+    std::optional<DirKey> held;  // made writable for the session (WritableDirs), to let go
   };
   explicit DirectoryMetadata(std::size_t max_bytes);
 
@@ -35,6 +38,8 @@ class DirectoryMetadata {
   // Everything kept, deepest first (so that setting a directory's mtime is not undone by work
   // in a child), and forgets it.
   std::vector<Entry> take_deepest_first();
+  Entry* find(const std::string& path);
+  const std::vector<Entry>& entries() const { return entries_; }
   std::size_t size() const { return entries_.size(); }
   std::size_t bytes() const { return bytes_; }
   std::size_t dropped() const { return dropped_; }  // paths not kept for lack of budget

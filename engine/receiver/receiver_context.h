@@ -20,6 +20,7 @@
 #include "receiver/file_registry.h"
 #include "receiver/legacy_uploads.h"
 #include "receiver/receiver.h"
+#include "receiver/writable_dirs.h"
 #include "tls/tls_channel.h"
 #include "unique_fd.h"
 
@@ -106,6 +107,11 @@ struct ReceiverContext {
         !dir_metadata_bytes.compare_exchange_weak(now, now + bytes, std::memory_order_relaxed));
     return true;
   }
+  // Read-only directories made writable for the sessions writing in them (charged to the
+  // budget above).
+  WritableDirs writable_dirs{
+      [this](std::size_t b) { return take_dir_budget(b); },
+      [this](std::size_t b) { dir_metadata_bytes.fetch_sub(b, std::memory_order_relaxed); }};
   std::atomic<std::size_t> data_connections{0};
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet
   std::atomic<std::uint64_t> next_connection_id{1};       // names claims (IncomingFile)

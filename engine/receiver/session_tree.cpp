@@ -54,11 +54,10 @@ void ControlSession::handle(const MkdirRequest& m) {
     fresh_dirs_.insert(directory_hash(m.path));
   const auto added = dirs_.add(m.path, m.mode, m.mtime, take_budget);
   // A read-only directory from an earlier run cannot take new files for a receiver without
-  // CAP_DAC_OVERRIDE: writable for this session, its mode (kept above) set back at BYE. Not
-  // when its mode could not be kept: it would stay writable.
-  if (!created && added != DirectoryMetadata::Added::kOverLimit &&
-      ctx.destination.make_writable(*valid))
-    ctx.log.debug("made " + quote_name(m.path) + " writable for this session (read-only now)");
+  // CAP_DAC_OVERRIDE: writable while this session (and any other) writes in it, its mode set
+  // back by the last to end (WritableDirs). Not when its mode could not be kept: it would stay
+  // writable.
+  if (!created && added != DirectoryMetadata::Added::kOverLimit) hold_writable(*valid, m.path);
   if (added == DirectoryMetadata::Added::kOverLimit && dirs_.dropped() == 1)
     ctx.log.warn("session from " + peer_ + ": more than " + std::to_string(dirs_.size()) +
                  " directories (or every session's together beyond " +
@@ -69,6 +68,27 @@ void ControlSession::handle(const MkdirRequest& m) {
     reply_when_durable(nullptr, OkReply{m.id, false});
   else
     reply(OkReply{m.id, false});
+}
+
+void ControlSession::hold_writable(const RelativePath& rel, const std::string& path) {
+  DirectoryMetadata::Entry* e = dirs_.find(path);
+  if (!e || e->held) return;  // held already (a MKDIR sent twice)
+  ReceiverContext& ctx = worker_.ctx();
+  UniqueFd dir = ctx.destination.open_directory(rel);
+  if (!dir) return;
+  auto hold = ctx.writable_dirs.hold(dir.get(), path);
+  if (!hold) return;
+  if (hold->tracked) e->held = hold->key;
+  ctx.log.debug("holding " + quote_name(path) + " writable for this session (read-only)");
+}
+
+void ControlSession::release_writable_dirs() {
+  ReceiverContext& ctx = worker_.ctx();
+  for (const auto& e : dirs_.entries())
+    if (e.held) ctx.writable_dirs.release_lost(*e.held, ctx.destination);
+  for (std::size_t i = dirs_applied_; i < dirs_to_apply_.size(); ++i)
+    if (dirs_to_apply_[i].held)
+      ctx.writable_dirs.release_lost(*dirs_to_apply_[i].held, ctx.destination);
 }
 
 void ControlSession::handle(const LinkRequest& m) {
@@ -140,9 +160,12 @@ void ControlSession::apply_dirs_slice() {
   std::size_t end = std::min(dirs_to_apply_.size(), dirs_applied_ + kDirsPerSlice);
   for (; dirs_applied_ < end; ++dirs_applied_) {
     const DirectoryMetadata::Entry& d = dirs_to_apply_[dirs_applied_];
+    // Held writable by another session too: its mode is left to the last of them.
+    const bool mine = !d.held || ctx.writable_dirs.release_at_bye(*d.held, d.mode);
     auto valid = validate_relative_path(d.path);
     if (!std::holds_alternative<RelativePath>(valid)) continue;
-    auto r = ctx.destination.set_directory_metadata(std::get<RelativePath>(valid), d.mode, d.mtime);
+    auto r = ctx.destination.set_directory_metadata(
+        std::get<RelativePath>(valid), mine ? std::optional(d.mode) : std::nullopt, d.mtime);
     if (auto* e = std::get_if<FsError>(&r)) ctx.log.warn("session from " + peer_ + ": " + e->what);
   }
   local_activity_ms_ = loop_.now_ms();

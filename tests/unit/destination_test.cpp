@@ -191,7 +191,7 @@ TEST_F(DestinationTest, FileOverADirectoryFails) {
 
 TEST_F(DestinationTest, DirectoryMetadataIsApplied) {
   ASSERT_EQ(dest_->make_directory(rel("m/n")).index(), 0u);
-  ASSERT_EQ(dest_->set_directory_metadata(rel("m/n"), 0700, Mtime{12345, 6}).index(), 0u);
+  ASSERT_EQ(dest_->set_directory_metadata(rel("m/n"), 0700u, Mtime{12345, 6}).index(), 0u);
   struct stat st;
   ASSERT_EQ(stat((root_ / "m/n").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
