@@ -85,9 +85,11 @@ void ChunkScheduler::pass_wake() {
   if (!queue_.empty()) wake(lock, 1);
 }
 
-void ChunkScheduler::fail(const ChunkJob& job, const std::string& why, bool retryable) {
+void ChunkScheduler::fail(const ChunkJob& job, const std::string& why, bool retryable,
+                          std::int64_t busy_since_ms) {
   std::unique_lock lock(mu_);
   if (job.file->failed) return;
+  job.file->chunk_busy_since_ms = busy_since_ms;
   fail_locked(job.file, why, retryable, lock);
 }
 

@@ -65,8 +65,10 @@ class ChunkScheduler {
   // The chunk must be sent again (digest mismatch, busy, connection lost). Counts as a retry;
   // fails the file after kMaxChunkAttempts.
   void retry(const ChunkJob& job, const std::string& why);
-  // The chunk cannot be delivered: fail its file.
-  void fail(const ChunkJob& job, const std::string& why, bool retryable);
+  // The chunk cannot be delivered: fail its file. `busy_since_ms`: it failed because the
+  // receiver has called it busy since then (kept in the file for the control client).
+  void fail(const ChunkJob& job, const std::string& why, bool retryable,
+            std::int64_t busy_since_ms = 0);
   // A chunk a stream took but will not send after all (a busy chunk whose wait is over, a
   // second local-only chunk): back to the front, not counted as a retry.
   void put_back(const ChunkJob& job);

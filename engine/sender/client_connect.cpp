@@ -197,13 +197,20 @@ void ControlClient::session_lost(const std::string& why) {
   std::deque<Resend> again;
   for (auto& [id, f] : open_files_) {
     ctx_.scheduler->drop_file(f);  // its queued chunks carry a token that died with the session
-    Resend r{entry_of(*f), f->attempt};
-    r.readied_before = f->readied_before || f->token != Token{};
-    again.push_back(std::move(r));
+    FileHistory h = f->history;
+    h.readied_before = h.readied_before || f->readied;
+    if (f->done_sent && ++h.dones_unanswered >= kMaxFileAttempts) {
+      record_failure(f->source_path,
+                     "the receiver never gave its verdict: " + std::to_string(h.dones_unanswered) +
+                         " sessions ended while it had every chunk and the "
+                         "file's digest (DONE) and had not answered");
+      continue;
+    }
+    again.push_back(Resend{entry_of(*f), h, 0});
   }
   for (auto& [id, c] : checksums_) {
     c.cancelled->store(true);
-    again.push_back(Resend{entry_of(*c.file), c.file->attempt});
+    again.push_back(Resend{entry_of(*c.file), c.file->history, 0});
   }
   resend_.insert(resend_.begin(), again.begin(), again.end());
   open_files_.clear();

@@ -19,7 +19,7 @@ void ControlClient::on_ready(const ReadyReply& m) {
   auto it = open_files_.find(m.id);
   if (it == open_files_.end()) return;  // cancelled meanwhile: not an answer we wait for
   std::shared_ptr<OutgoingFile> f = it->second;
-  if (f->token != Token{}) return;  // a second READY for the same file: ignored
+  if (f->readied) return;  // a second READY for the same file: ignored
   heard_from_receiver();
   if (f->chunk_count() == 1 && !m.have.empty()) {
     // A one-chunk file is never kept partly (it has no partial to resume): a receiver that
@@ -30,6 +30,8 @@ void ControlClient::on_ready(const ReadyReply& m) {
     return;
   }
   f->token = m.token;
+  f->readied = true;
+  f->remote_progress = 0;  // a check before READY counted to its size; a flush counts anew
   if (++readies_ == 1) milestone("first READY");
   if (f->chunk_count() == 0) {
     f->done_sent = true;
@@ -53,8 +55,22 @@ void ControlClient::on_progress(const ProgressNote& m) {
   // session forever with one line a second. (A flush is reported as done=total: the first one
   // counts, and the flush has --idle-timeout from there.)
   auto it = open_files_.find(m.id);
-  if (it == open_files_.end() || m.done <= it->second->remote_progress) return;
-  it->second->remote_progress = m.done;
+  if (it == open_files_.end()) return;
+  OutgoingFile& f = *it->second;
+  if (m.done > m.total || m.total > f.size()) {
+    finish_session(SendReport::Outcome::kProtocolError,
+                   "the receiver reported progress of " + std::to_string(m.done) + " of " +
+                       std::to_string(m.total) + " bytes on " + quote_name(f.wire_path) +
+                       ", a file of " + std::to_string(f.size()) +
+                       "; is it a compatible ackxfer-fast?");
+    return;
+  }
+  // Only where a receiver works on a file alone: checking it or reading its partial back
+  // (before READY), flushing it (after DONE). Between the two its bytes are on their way, and
+  // the acks tell how that goes: PROGRESS there would hold the session while no byte moves.
+  if (f.readied && !f.done_sent) return;
+  if (m.done <= f.remote_progress) return;
+  f.remote_progress = m.done;
   heard_from_receiver();
 }
 
@@ -102,8 +118,25 @@ void ControlClient::file_failed(const std::shared_ptr<OutgoingFile>& f, const st
   if (state_ == State::kActive) send_line(CancelRequest{f->id});
   open_files_.erase(it);
   open_bytes_ -= f->size();
+  if (busy_for_everything(f->chunk_busy_since_ms)) {
+    // As for files refused busy (retry_later): waiting out each file's --idle-timeout in turn
+    // would take as long as the tree has windows of files.
+    record_failure(f->source_path, reason);
+    finish_session(SendReport::Outcome::kTimedOut,
+                   "the receiver has answered busy to the data for " +
+                       std::to_string(ctx_.options.idle_timeout.count() / 1000) +
+                       " s (--idle-timeout) and delivered nothing meanwhile: " + reason);
+    return;
+  }
   retry_or_fail(f, reason, retryable);
   feed();
+}
+
+bool ControlClient::busy_for_everything(std::int64_t busy_since_ms) const {
+  // Nothing delivered, no chunk acknowledged but as busy, since then.
+  return busy_since_ms > 0 &&
+         std::max(last_progress_ms_, ctx_.last_ack_ms.load(std::memory_order_relaxed)) <=
+             busy_since_ms;
 }
 
 void ControlClient::on_ok(const OkReply& m) {
@@ -118,7 +151,7 @@ void ControlClient::on_ok(const OkReply& m) {
     open_links_.erase(l);
   } else if (auto it = open_files_.find(m.id); it != open_files_.end()) {
     heard_from_receiver();
-    if (m.skipped && (!it->second->may_skip || it->second->token != Token{})) {
+    if (m.skipped && (!it->second->may_skip || it->second->readied)) {
       // Skipping answers a SEND that allowed it, instead of READY: after READY, or for a SEND
       // that said skip=never (--force, a re-send), it would pass off whatever is there as ours.
       finish_session(SendReport::Outcome::kProtocolError,
@@ -127,7 +160,7 @@ void ControlClient::on_ok(const OkReply& m) {
                          "ackxfer-fast?");
       return;
     }
-    if (m.skipped && it->second->readied_before) {
+    if (m.skipped && it->second->history.readied_before) {
       // Not there when a lost session said READY for it, and there now with its size and
       // mtime: what that session sent was published before its verdict could come back.
       ctx_.scheduler->drop_file(it->second);
@@ -236,12 +269,15 @@ void ControlClient::on_err(const ErrReply& m) {
 
 void ControlClient::retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
                                   bool retryable) {
-  if (retryable && f->attempt < kMaxFileAttempts) {
+  if (retryable && f->history.attempt < kMaxFileAttempts) {
     ++file_resends_;
     ctx_.file_resends.fetch_add(1, std::memory_order_relaxed);
     ctx_.log.warn(quote_name(f->source_path) + ": " + reason + "; sending it again (attempt " +
-                  std::to_string(f->attempt + 1) + " of " + std::to_string(kMaxFileAttempts) + ")");
-    resend_.push_back(Resend{entry_of(*f), f->attempt + 1});
+                  std::to_string(f->history.attempt + 1) + " of " +
+                  std::to_string(kMaxFileAttempts) + ")");
+    resend_.push_back(
+        Resend{entry_of(*f),
+               FileHistory{f->history.attempt + 1, 0, false, f->history.dones_unanswered}, 0});
     return;
   }
   record_failure(f->source_path, reason);
@@ -249,14 +285,13 @@ void ControlClient::retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const 
 
 void ControlClient::retry_later(const std::shared_ptr<OutgoingFile>& f, const std::string& reason) {
   const std::int64_t now = loop_.now_ms();
-  Resend r{entry_of(*f), f->attempt};
+  Resend r{entry_of(*f), f->history, 0};
   // How long this file has been refused as busy, across its re-sends.
-  r.busy_since_ms = f->busy_since_ms ? f->busy_since_ms : now;
-  r.readied_before = f->readied_before;
-  if (now - r.busy_since_ms > ctx_.options.idle_timeout.count()) {
+  FileHistory& h = r.history;
+  if (!h.busy_since_ms) h.busy_since_ms = now;
+  if (now - h.busy_since_ms > ctx_.options.idle_timeout.count()) {
     record_failure(f->source_path, reason + " (for longer than --idle-timeout)");
-    if (std::max(last_progress_ms_, ctx_.last_ack_ms.load(std::memory_order_relaxed)) <=
-        r.busy_since_ms)
+    if (busy_for_everything(h.busy_since_ms))
       // Nothing delivered, no chunk acknowledged, all that time: the receiver is busy for
       // everything, not just this file, and waiting out each file's --idle-timeout in turn, a
       // window at a time, would take as many times as long as the tree has windows of files.
@@ -266,7 +301,7 @@ void ControlClient::retry_later(const std::shared_ptr<OutgoingFile>& f, const st
                          " s (--idle-timeout) and delivered nothing meanwhile: " + reason);
     return;
   }
-  std::int64_t waited = now - r.busy_since_ms;
+  std::int64_t waited = now - h.busy_since_ms;
   std::int64_t delay = std::clamp(waited, kBusyFirstDelayMs, kBusyMaxDelayMs);  // doubles
   r.not_before_ms = now + delay;
   ++file_resends_;

@@ -53,7 +53,7 @@ void ControlClient::feed() {
       Resend r = std::move(resend_.front());
       resend_.pop_front();
       // Keeps its place in the window.
-      open_next_file(r.entry, r.attempt, r.busy_since_ms, r.readied_before);
+      open_next_file(r.entry, r.history);
       continue;
     }
     if (in_window() >= window_files_ || walk_done_) break;
@@ -73,7 +73,7 @@ void ControlClient::feed() {
     } else if (e->kind == SourceEntry::Kind::kSymlink) {
       send_link(OpenLink{e->source_path, LinkRequest{0, e->wire_path, e->link_target, e->mtime}});
     } else {
-      open_next_file(*e, 1);
+      open_next_file(*e);
     }
   }
   if (state_ == State::kActive && walk_done_ && resend_.empty() && in_window() == 0 &&
@@ -98,9 +98,8 @@ void ControlClient::send_link(OpenLink link) {
   open_links_.emplace(link.request.id, std::move(link));
 }
 
-bool ControlClient::open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms,
-                                   bool readied_before) {
-  if (e.synthetic) return open_synthetic(e, attempt, busy_since_ms);
+bool ControlClient::open_next_file(const SourceEntry& e, const FileHistory& history) {
+  if (e.synthetic) return open_synthetic(e, history);
   // Relative to its directory when the walk kept it open: one path component to resolve
   // instead of the whole path (a tenth of the sender's CPU on small files), and never through
   // a symlink swapped in since the walk saw a regular file there (O_NOFOLLOW). A PATH argument
@@ -138,13 +137,11 @@ bool ControlClient::open_next_file(const SourceEntry& e, int attempt, std::int64
   f->mode = st.st_mode & 07777;
   f->mtime = Mtime{st.st_mtim.tv_sec, static_cast<std::uint32_t>(st.st_mtim.tv_nsec)};
   f->ctime = st.st_ctim;
-  f->busy_since_ms = busy_since_ms;
-  f->readied_before = readied_before;
-  send_file(std::move(f), attempt);
+  send_file(std::move(f), history);
   return true;
 }
 
-bool ControlClient::open_synthetic(const SourceEntry& e, int attempt, std::int64_t busy_since_ms) {
+bool ControlClient::open_synthetic(const SourceEntry& e, const FileHistory& history) {
   auto f = std::make_shared<OutgoingFile>();
   f->synthetic = true;
   f->wire_path = e.wire_path;
@@ -154,15 +151,15 @@ bool ControlClient::open_synthetic(const SourceEntry& e, int attempt, std::int64
   f->plan = ChunkPlan(e.size, ChunkPlan::choose_chunk_bytes(e.size, preferred));
   f->mode = e.mode;
   f->mtime = e.mtime;
-  f->busy_since_ms = busy_since_ms;
-  send_file(std::move(f), attempt);
+  send_file(std::move(f), history);
   return true;
 }
 
 // Names the file and sends its SEND (after hashing it, with --checksum).
-void ControlClient::send_file(std::shared_ptr<OutgoingFile> f, int attempt) {
+void ControlClient::send_file(std::shared_ptr<OutgoingFile> f, const FileHistory& history) {
   f->id = next_id_++;
-  f->attempt = attempt;
+  f->history = history;
+  const int attempt = history.attempt;
   SendRequest req{f->id,    f->wire_path,          f->size(),          f->mode,
                   f->mtime, f->plan.chunk_bytes(), SkipPolicy::kNever, Digest128{}};
   // A re-sent file (its first attempt failed) is never skipped: whatever is there now is not

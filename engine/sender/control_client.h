@@ -104,11 +104,10 @@ class ControlClient final : public LoopObject {
   };
   // Sends `link` as a LINK with a fresh id, or fails it if the receiver cannot take links.
   void send_link(OpenLink link);
-  // `readied_before`: a session lost since had said READY for it (see OutgoingFile).
-  bool open_next_file(const SourceEntry& e, int attempt, std::int64_t busy_since_ms = 0,
-                      bool readied_before = false);
-  bool open_synthetic(const SourceEntry& e, int attempt, std::int64_t busy_since_ms);
-  void send_file(std::shared_ptr<OutgoingFile> f, int attempt);
+  // `history`: what its earlier tries left (none for a file the walk just found).
+  bool open_next_file(const SourceEntry& e, const FileHistory& history = {});
+  bool open_synthetic(const SourceEntry& e, const FileHistory& history);
+  void send_file(std::shared_ptr<OutgoingFile> f, const FileHistory& history);
   // --checksum: hash the file on the work queue first; SEND follows (checksummed()).
   void start_checksum(std::shared_ptr<OutgoingFile> f, SendRequest req);
   void checksummed(std::uint64_t id, std::optional<Digest128> d, int err);
@@ -126,6 +125,9 @@ class ControlClient final : public LoopObject {
   bool never_issued(std::uint64_t id);
   void file_delivered(
       std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it);
+  // True when nothing was delivered and no chunk acknowledged (but as busy) since
+  // `busy_since_ms` (0: false).
+  bool busy_for_everything(std::int64_t busy_since_ms) const;
   void retry_or_fail(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
                      bool retryable);
   // The receiver is out of room for files just now (busy): try the file again after a delay,
@@ -191,10 +193,8 @@ class ControlClient final : public LoopObject {
   std::uint64_t open_bytes_ = 0;
   struct Resend {
     SourceEntry entry;
-    int attempt = 1;
+    FileHistory history;
     std::int64_t not_before_ms = 0;  // busy: not before then
-    std::int64_t busy_since_ms = 0;  // busy: since when (0: not busy)
-    bool readied_before = false;     // lost with a session that had said READY for it
   };
   std::deque<Resend> resend_;
   bool walk_done_ = false;

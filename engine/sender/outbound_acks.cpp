@@ -84,7 +84,10 @@ void OutboundStream::handle_ack(const FrameAck& a) {
   }
   // An ack for the frame sent next is an answer; bytes alone (a byte at a time, or TLS records
   // with nothing in them) are not, or a receiver could hold the session past --idle-timeout.
-  ctx_.last_ack_ms.store(loop_.now_ms(), std::memory_order_relaxed);
+  // Nor is `busy`: a receiver answering every frame so would otherwise hold the sender for as
+  // many --idle-timeouts as the tree has windows of files (each chunk gives up after one).
+  if (a.status != AckStatus::kBusy)
+    ctx_.last_ack_ms.store(loop_.now_ms(), std::memory_order_relaxed);
   SentFrame frame = std::move(unacked_.front());
   unacked_.pop_front();
   unacked_bytes_ -= frame.job.file->plan.length(frame.job.index);
@@ -98,6 +101,18 @@ void OutboundStream::resolve(ChunkJob job, const Digest128& digest, const FrameA
   switch (a.status) {
     case AckStatus::kOk:
     case AckStatus::kPublished:  // a one-chunk file: verified and published already
+      // A one-chunk file gets no DONE and no verdict but this ack: only `published` says it
+      // is there. `ok` (verified, nothing more) for it, or `published` for one chunk of many
+      // (before DONE proved the whole), would count a file delivered that is not.
+      if ((a.status == AckStatus::kPublished) != (job.file->chunk_count() == 1)) {
+        s.fail(job,
+               std::string("the receiver acknowledged ") +
+                   (a.status == AckStatus::kOk ? "the only chunk of a file as verified only"
+                                               : "a chunk of a larger file as published") +
+                   "; is it a compatible ackxfer-fast?",
+               false);
+        return;
+      }
       s.acked(job, digest);
       return;
     case AckStatus::kPublishFailed:

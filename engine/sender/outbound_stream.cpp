@@ -355,8 +355,8 @@ void OutboundStream::busy(ChunkJob job) {
   // is dead and the receiver hands the chunk over once it has been quiet long enough
   // (kStaleClaimMs). Either way, hammering it helps nobody.
   if (now - job.busy_since_ms > ctx_.options.idle_timeout.count()) {
-    ctx_.scheduler->fail(job, "the receiver kept a chunk busy for longer than --idle-timeout",
-                         true);
+    ctx_.scheduler->fail(job, "the receiver kept a chunk busy for longer than --idle-timeout", true,
+                         job.busy_since_ms);
     return;
   }
   std::int64_t delay =

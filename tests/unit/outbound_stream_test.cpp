@@ -73,7 +73,7 @@ TEST_F(OutboundStreamTest, OnlyAWholeMatchingAckCountsAsAnAnswer) {
   ctx_->last_ack_ms = 0;
   loop_.advance(1'000);
   FrameAck a;
-  a.status = AckStatus::kOk;
+  a.status = AckStatus::kPublished;  // the verdict on a file of one chunk
   a.token = file_->token;
   std::uint8_t raw[kFrameAckBytes];
   encode_frame_ack(a, raw);
@@ -97,19 +97,52 @@ TEST_F(OutboundStreamTest, ABusyChunkBacksOffBeforeItGoesAgain) {
   EXPECT_EQ(frames(), 0u);  // the second wait is twice as long
   loop_.advance(kBusyFirstDelayMs);
   EXPECT_EQ(frames(), 1u);
-  ack(AckStatus::kOk);
+  ack(AckStatus::kPublished);
   EXPECT_EQ(done_, 1);
   EXPECT_TRUE(failed_.empty());
   EXPECT_EQ(ctx_->scheduler->retries(), 0u);  // waiting is not an attempt
 }
 
 TEST_F(OutboundStreamTest, AChunkBusyForLongerThanTheIdleTimeoutFailsItsFile) {
+  const std::int64_t first = loop_.now_ms();
+  ctx_->last_ack_ms = 0;
   for (int i = 0; i < 100 && failed_.empty(); ++i) {
     if (frames() == 1) ack(AckStatus::kBusy);
     loop_.advance(kBusyMaxDelayMs);
   }
   ASSERT_EQ(failed_.size(), 1u);
   EXPECT_NE(failed_[0].find("busy"), std::string::npos) << failed_[0];
+  // Busy is no answer (the control client's --idle-timeout runs on), and the file says since
+  // when it was busy, for the control client to tell a receiver busy for everything.
+  EXPECT_EQ(ctx_->last_ack_ms.load(), 0);
+  EXPECT_EQ(file_->chunk_busy_since_ms, first);
+}
+
+// A file of one chunk gets no DONE: only `published` says it is there. `ok` for it (verified,
+// not published) was counted as delivered; so would `published` for one chunk of many.
+TEST_F(OutboundStreamTest, AnOkForTheOnlyChunkOfAFileIsNoDelivery) {
+  ASSERT_EQ(frames(), 1u);
+  ack(AckStatus::kOk);
+  EXPECT_EQ(done_, 0);
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_NE(failed_[0].find("as verified only"), std::string::npos) << failed_[0];
+}
+
+TEST_F(OutboundStreamTest, PublishedForOneChunkOfManyIsNoDelivery) {
+  ASSERT_EQ(frames(), 1u);
+  ack(AckStatus::kPublished);
+  auto big = std::make_shared<OutgoingFile>();
+  big->synthetic = true;
+  big->plan = ChunkPlan(2 * kMinChunkBytes, kMinChunkBytes);
+  big->token = Token::random();
+  ctx_->scheduler->add_file(big);
+  loop_.run();
+  ASSERT_EQ(frames(), 2u);
+  ack(AckStatus::kPublished, big.get());
+  EXPECT_EQ(done_, 1);  // the first file only
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_NE(failed_[0].find("a chunk of a larger file as published"), std::string::npos)
+      << failed_[0];
 }
 
 // A receiver that no longer knows a token (the file was published before its ack was lost)
@@ -119,7 +152,7 @@ TEST_F(OutboundStreamTest, AChunkBusyForLongerThanTheIdleTimeoutFailsItsFile) {
 // reported failed.
 TEST_F(OutboundStreamTest, ARefusalAtTheHeaderOfAFrameStillBeingSentIsThatFramesVerdict) {
   ASSERT_EQ(frames(), 1u);
-  ack(AckStatus::kOk);
+  ack(AckStatus::kPublished);
   ASSERT_EQ(done_, 1);
   loop_.set_reading(fd_, false);  // the frame below stays half sent
   auto big = std::make_shared<OutgoingFile>();

@@ -1,0 +1,229 @@
+// ControlClient against receivers that break their promises: answers that look right but are
+// not (a READY with a token of zeros, PROGRESS while no byte moves, DONE never answered, every
+// frame busy). Each must end in a verdict within the sender's deadlines, and never in a file
+// counted delivered that the receiver did not prove it holds.
+#include "control_client_fixture.h"
+
+namespace ackxfer::test {
+namespace {
+
+class ClientHostileTest : public ControlClientTest {
+ protected:
+  // A session on `fd` past HELLO whose tree's directory is made: the SEND's id, or "" if none.
+  std::string next_send_id(int fd) {
+    std::string sent = loop_.take_sent(fd);
+    auto p = sent.find("SEND ");
+    if (p == std::string::npos) return "";
+    return sent.substr(p + 5, sent.find(' ', p + 5) - p - 5);
+  }
+  // Acknowledges every queued chunk as a receiver would (as if the streams had sent them).
+  void ack_every_chunk() {
+    while (auto job = ctx_->scheduler->next(nullptr))
+      ctx_->scheduler->acked(*job, Digest128{});
+    loop_.run();
+  }
+};
+
+// The sender told "READY for the first time" by the token not being all zeros, and a receiver
+// may send any token: a READY of zeros, repeated, queued every chunk of the file again each
+// time (one 50-byte line: up to 16,384 queued jobs), and its file was re-sent without end.
+TEST_F(ClientHostileTest, AReadyWithATokenOfZerosIsStillTakenOnce) {
+  options_.chunk_bytes = kMinChunkBytes;
+  start(1, 3 * kMinChunkBytes);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\n");
+  const std::string id = next_send_id(fd);
+  ASSERT_FALSE(id.empty());
+  const std::string zeros(Token::random().hex().size(), '0');
+  std::string lines;
+  for (int i = 0; i < 100; ++i)
+    lines += "READY " + id + " token=" + zeros + "\n";
+  loop_.feed(fd, lines);
+  EXPECT_EQ(ctx_->scheduler->queued(), 3u);
+  EXPECT_FALSE(client_->done()) << report_.error;
+}
+
+// Every chunk acknowledged counts as progress (and a receiver holding them all answers READY
+// with have= for the whole file, costing it nothing). One that then never answers DONE kept
+// the sender going round for ever: a session lost at each --idle-timeout, a new one, the
+// retry budget reset by the acks. After kMaxFileAttempts such sessions the file fails.
+TEST_F(ClientHostileTest, AReceiverThatNeverAnswersDoneFailsTheFileAfterSoManySessions) {
+  options_.chunk_bytes = kMinChunkBytes;
+  options_.idle_timeout = 2s;
+  options_.retry_for = 60s;
+  start(1, 2 * kMinChunkBytes);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\n");
+  int dones = 0;
+  for (int session = 0; session < 10 && report_.failed.empty(); ++session) {
+    const std::string id = next_send_id(fd);
+    ASSERT_FALSE(id.empty()) << "session " << session;
+    loop_.feed(fd, "READY " + id + " token=" + Token::random().hex() + "\n");
+    ack_every_chunk();
+    ASSERT_NE(loop_.take_sent(fd).find("DONE " + id + " "), std::string::npos);
+    ++dones;
+    loop_.advance(2'500);  // no verdict: lost at --idle-timeout
+    if (!report_.failed.empty()) break;
+    fd = reconnected();
+    ASSERT_GE(fd, 0);
+  }
+  EXPECT_EQ(dones, kMaxFileAttempts);
+  ASSERT_EQ(report_.failed.size(), 1u);
+  EXPECT_NE(report_.failed[0].reason.find("never gave its verdict"), std::string::npos)
+      << report_.failed[0].reason;
+  EXPECT_EQ(report_.files, 0u);
+}
+
+// But a session lost once while DONE waits (a cut connection) costs the file nothing: it goes
+// again, may be skipped, and counts as delivered.
+TEST_F(ClientHostileTest, ADoneLostWithItsSessionOnceIsNoFailure) {
+  options_.chunk_bytes = kMinChunkBytes;
+  options_.retry_for = 30s;
+  char tmpl[] = "/tmp/ackxfer-client-XXXXXX";
+  ASSERT_TRUE(mkdtemp(tmpl));
+  const std::filesystem::path dir = tmpl;
+  std::ofstream(dir / "f") << std::string(2 * kMinChunkBytes, 'x');
+  SourceEntry e;
+  e.source_path = (dir / "f").string();
+  e.wire_path = "f";
+  listed_ = std::make_unique<ListedEntries>(std::vector<SourceEntry>{e});
+  start();
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  std::string id = next_send_id(fd);
+  ASSERT_FALSE(id.empty());
+  loop_.feed(fd, "READY " + id + " token=" + Token::random().hex() + "\n");
+  ack_every_chunk();
+  loop_.peer_closes(fd);
+  fd = reconnected();
+  ASSERT_GE(fd, 0);
+  std::string sent = loop_.take_sent(fd);
+  ASSERT_NE(sent.find("SEND "), std::string::npos) << sent;
+  EXPECT_EQ(sent.find("skip=never"), std::string::npos) << sent;
+  const auto p = sent.find("SEND ") + 5;
+  id = sent.substr(p, sent.find(' ', p) - p);
+  loop_.feed(fd, "OK " + id + " skipped=1\n");
+  EXPECT_EQ(report_.files, 1u);
+  EXPECT_TRUE(report_.failed.empty()) << report_.failed[0].reason;
+  std::filesystem::remove_all(dir);
+}
+
+// PROGRESS is the receiver saying it works on a file alone (checking it, reading back its
+// partial, flushing it). Between READY and DONE the file's bytes are on their way: PROGRESS
+// there, rising each second while the receiver reads no data, held the sender for ever.
+TEST_F(ClientHostileTest, ProgressBetweenReadyAndDoneIsNoAnswer) {
+  options_.chunk_bytes = kMinChunkBytes;
+  options_.idle_timeout = 3s;
+  options_.retry_for = 1s;
+  start(1, 2 * kMinChunkBytes);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\n");
+  const std::string id = next_send_id(fd);
+  loop_.feed(fd, "READY " + id + " token=" + Token::random().hex() + "\n");
+  bool lost = false;
+  for (int s = 1; s <= 60 && !client_->done(); ++s) {
+    lost = lost || (loop_.pending(FakeLoop::Kind::kRecv, fd) == 0 &&
+                    loop_.pending(FakeLoop::Kind::kRecvMultishot, fd) == 0);
+    if (!lost) loop_.feed(fd, "PROGRESS " + id + " done=" + std::to_string(s) + " total=131072\n");
+    if (loop_.fd_of(FakeLoop::Kind::kConnect) >= 0) {
+      lost = true;
+      accept();
+    }
+    loop_.advance(1'000);
+  }
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kTimedOut) << report_.error;
+}
+
+TEST_F(ClientHostileTest, ProgressBeyondItsTotalIsAProtocolError) {
+  start(1, 5);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\nPROGRESS 2 done=6 total=5\n");
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
+  EXPECT_NE(report_.error.find("progress of 6 of 5 bytes"), std::string::npos) << report_.error;
+}
+
+TEST_F(ClientHostileTest, ProgressOnMoreBytesThanTheFileHasIsAProtocolError) {
+  start(1, 5);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\nPROGRESS 2 done=1 total=6\n");
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
+  EXPECT_NE(report_.error.find("a file of 5"), std::string::npos) << report_.error;
+}
+
+// A flush (--fsync) after DONE is reported as done=total each second: the first counts, even
+// when a check before READY had reported the same figures.
+TEST_F(ClientHostileTest, AFlushAfterACheckStillCountsOnce) {
+  options_.chunk_bytes = kMinChunkBytes;
+  options_.idle_timeout = 3s;
+  start(1, 2 * kMinChunkBytes);
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  loop_.feed(fd, "OK 1\n");
+  const std::string id = next_send_id(fd);
+  const std::string whole = " done=131072 total=131072\n";
+  loop_.feed(fd, "PROGRESS " + id + whole);  // checked: not the same
+  loop_.feed(fd, "READY " + id + " token=" + Token::random().hex() + "\n");
+  ack_every_chunk();  // DONE goes: its answer is owed from now
+  loop_.advance(2'500);
+  loop_.feed(fd, "PROGRESS " + id + whole);  // flushing: an answer
+  loop_.advance(2'500);
+  EXPECT_EQ(ctx_->reconnects.load(), 0u) << "the flush's first report counted";
+  loop_.feed(fd, "PROGRESS " + id + whole);  // the same again: no answer
+  loop_.advance(1'000);
+  EXPECT_EQ(ctx_->reconnects.load(), 1u) << "lost at --idle-timeout after the first report";
+}
+
+// A receiver that READYs every file and answers each of its frames busy: each chunk gave up
+// after --idle-timeout and its file went again, READY came again (an answer), so the sender
+// took as many --idle-timeouts as the tree has windows of files, times three. Busy acks are
+// no answer now, and the first file given up that way with nothing delivered ends it.
+TEST_F(ClientHostileTest, AReceiverBusyForEveryFrameEndsTheSessionAtTheIdleTimeout) {
+  options_.idle_timeout = 3s;
+  int fd = established(500);
+  std::string sent = loop_.take_sent(fd);
+  std::string lines;
+  for (std::size_t p = sent.find("SEND "); p != std::string::npos; p = sent.find("SEND ", p + 1))
+    lines += "READY " + sent.substr(p + 5, sent.find(' ', p + 5) - p - 5) +
+             " token=" + Token::random().hex() + "\n";
+  loop_.feed(fd, lines);
+  const std::int64_t since = loop_.now_ms();
+  auto job = ctx_->scheduler->next(nullptr);
+  ASSERT_TRUE(job);
+  loop_.advance(3'100);
+  ctx_->scheduler->fail(*job, "the receiver kept a chunk busy for longer than --idle-timeout", true,
+                        since);
+  loop_.run();
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kTimedOut) << report_.error;
+  EXPECT_NE(report_.error.find("answered busy to the data"), std::string::npos) << report_.error;
+}
+
+// While another file's chunks are acknowledged, a file whose chunk stayed busy only goes again.
+TEST_F(ClientHostileTest, ABusyChunkBesideAcknowledgedOnesFailsOnlyItsFile) {
+  options_.idle_timeout = 3s;
+  int fd = established(2);
+  std::string id = next_send_id(fd);
+  loop_.feed(fd, "READY " + id + " token=" + Token::random().hex() + "\n");
+  const std::int64_t since = loop_.now_ms();
+  auto job = ctx_->scheduler->next(nullptr);
+  ASSERT_TRUE(job);
+  loop_.advance(1'000);
+  ctx_->last_ack_ms = loop_.now_ms();  // another file's chunk acknowledged
+  loop_.advance(2'100);
+  ctx_->scheduler->fail(*job, "the receiver kept a chunk busy for longer than --idle-timeout", true,
+                        since);
+  loop_.run();
+  EXPECT_FALSE(client_->done()) << report_.error;
+  EXPECT_NE(loop_.take_sent(fd).find("SEND "), std::string::npos) << "it goes again";
+}
+
+}  // namespace
+}  // namespace ackxfer::test
