@@ -67,7 +67,6 @@ void OutboundStream::abort_current(const std::string& why) {
     ctx_.scheduler->fail(*cur_, why, false);
     cur_.reset();
   }
-  map_.unmap();
   connection_failed("reset after a read error", true);
 }
 
@@ -92,7 +91,7 @@ void OutboundStream::connection_failed(const std::string& why, bool retryable) {
     local_.reset();
     local_hasher_.reset();
   }
-  map_.unmap();
+  // The mapping stays until after_drain: a send of it may still be in flight.
   send_armed_ = recv_armed_ = window_armed_ = false;
   state_ = State::kDraining;
   retryable_ = retryable;
@@ -106,6 +105,7 @@ void OutboundStream::connection_failed(const std::string& why, bool retryable) {
 void OutboundStream::after_drain() {
   fd_.reset();
   tls_.reset();  // no op reads its buffers any more
+  map_.unmap();  // nor any send the mapped window
   tls_taken_ = 0;
   // A splice cut short may leave bytes in the pipe: start the next connection with a clean one.
   pipe_.reset();

@@ -62,7 +62,7 @@ void FakeLoop::deliver(std::size_t i, int res, bool more, std::span<const std::u
 bool FakeLoop::deliver_ready() {
   for (std::size_t i = 0; i < ops_.size(); ++i) {
     Op& o = ops_[i];
-    if (o.cancelled) {
+    if (o.cancelled && !slow_cancel) {
       deliver(i, -ECANCELED, false);
       return true;
     }

@@ -86,6 +86,9 @@ class FakeLoop final : public Loop {
   bool stopping() const override { return stopped_; }
   // What fdatasync operations complete with (0, or -EIO for a disk that failed a write).
   int fsync_result = 0;
+  // Cancelled ops complete only as their kind would (a send once its fd is read) or by
+  // complete(): a real kernel may go on with an op it was asked to cancel for a while.
+  bool slow_cancel = false;
   std::int64_t now_ms() const override { return now_ms_; }
 
   // ---- the test's side ----
@@ -117,6 +120,14 @@ class FakeLoop final : public Loop {
   // Ops still in flight of `kind` (on `fd`, if given).
   std::size_t pending(Kind kind, int fd = -2) const;
   std::size_t in_flight() const { return ops_.size(); }
+  // The buffers of sends still in flight on `fd`, cancelled ones included (a real kernel may
+  // still be reading them until their completion comes).
+  std::vector<std::pair<const void*, std::size_t>> send_buffers(int fd) const {
+    std::vector<std::pair<const void*, std::size_t>> out;
+    for (const Op& o : ops_)
+      if (o.kind == Kind::kSend && o.fd == fd) out.emplace_back(o.data, o.len);
+    return out;
+  }
   // The fd of the first pending op of `kind`, or -1.
   int fd_of(Kind kind) const {
     for (const Op& o : ops_)

@@ -1,6 +1,7 @@
 // OutboundStream (one sender data connection) on the loop test double: a chunk the receiver
 // calls busy backs off before it goes again, and gives up after the idle timeout.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "fake_loop.h"
 #include "protocol/data_frame.h"
@@ -168,6 +169,46 @@ TEST_F(OutboundStreamTest, ARefusalAtTheHeaderOfAFrameStillBeingSentIsThatFrames
   EXPECT_EQ(ctx_->scheduler->retries(), 0u);  // the verdict is the receiver's, not a retry
   // The rest of the frame has nowhere to go: the connection starts again.
   loop_.advance(1000);
+  EXPECT_EQ(loop_.pending(FakeLoop::Kind::kConnect), 1u);
+}
+
+// --send-path mmap: a connection failing while a send of the mapped window was in flight
+// unmapped the window at once, under the kernel still reading it (a fault at best; at worst a
+// new mapping at that address sent in its place). The mapping now lasts until the ring has
+// returned every op of the connection.
+TEST_F(OutboundStreamTest, AMappedWindowOutlivesTheSendsStillReadingIt) {
+  ASSERT_EQ(frames(), 1u);
+  ack(AckStatus::kPublished);
+  char tmpl[] = "/tmp/ackxfer-mapped-XXXXXX";
+  int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  const std::string content(2 << 20, 'm');  // streamed from the mapping: 1 MiB and more
+  ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  ::unlink(tmpl);
+  auto mapped = std::make_shared<OutgoingFile>();
+  mapped->fd = UniqueFd(fd);
+  mapped->plan = ChunkPlan(content.size(), content.size());
+  mapped->token = Token::random();
+  ctx_->send_path = SendPath::kMmap;
+  loop_.set_reading(fd_, false);  // the window's send stays in flight
+  loop_.slow_cancel = true;       // and is still reading the window after the cancel
+  ctx_->scheduler->add_file(mapped);
+  loop_.run();
+  // The frame's header goes out; the window's send stays in flight.
+  ASSERT_TRUE(loop_.complete(FakeLoop::Kind::kSend, fd_, static_cast<int>(kFrameHeaderBytes)));
+  loop_.run();
+  loop_.feed(fd_, std::string(kFrameAckBytes, 'x'));  // a malformed ack: the connection fails
+  bool window_seen = false;
+  for (const auto& [data, len] : loop_.send_buffers(fd_)) {
+    if (len != 1u << 20) continue;  // the header's send, not the window's
+    window_seen = true;
+    // Read it, as the kernel would: a fault here is the bug.
+    EXPECT_EQ(std::string(static_cast<const char*>(data), len), content.substr(0, len));
+  }
+  EXPECT_TRUE(window_seen);
+  // Once the ring has returned it, the stream starts again on a new connection.
+  ASSERT_TRUE(loop_.complete(FakeLoop::Kind::kSend, fd_, -ECANCELED));
+  loop_.advance(2'000);
   EXPECT_EQ(loop_.pending(FakeLoop::Kind::kConnect), 1u);
 }
 
