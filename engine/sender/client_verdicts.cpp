@@ -335,8 +335,9 @@ void ControlClient::stream_recovered() {
 void ControlClient::stream_gave_up(const std::string& why) {
   if (state_ == State::kDone) return;
   if (++streams_given_up_ < ctx_.streams.size()) return;
-  // Re-establishing the session retargets the streams; no verdict on them meanwhile.
-  if (state_ != State::kActive && state_ != State::kBye) return;
+  // Re-establishing the session retargets the streams; no verdict on them meanwhile. After BYE
+  // every file has its verdict: the data connections have nothing left to carry.
+  if (state_ != State::kActive) return;
   // Every data connection is gone. The control connection usually says why a moment later
   // (the receiver is shutting down, say): the tick gives it that moment before concluding.
   streams_lost_reason_ = "lost every data connection to " + ctx_.data_ep.to_string() + ": " + why;

@@ -195,7 +195,8 @@ void ControlClient::tick() {
       return;
     case State::kActive:
     case State::kBye: {
-      if (!streams_lost_reason_.empty() && now - streams_lost_ms_ >= kStreamsLostGraceMs) {
+      if (state_ == State::kActive && !streams_lost_reason_.empty() &&
+          now - streams_lost_ms_ >= kStreamsLostGraceMs) {
         finish_session(SendReport::Outcome::kInterrupted, streams_lost_reason_);
         return;
       }

@@ -225,5 +225,24 @@ TEST_F(ClientHostileTest, ABusyChunkBesideAcknowledgedOnesFailsOnlyItsFile) {
   EXPECT_NE(loop_.take_sent(fd).find("SEND "), std::string::npos) << "it goes again";
 }
 
+// After BYE every file has its verdict. A receiver that then closes its data port (every
+// stream gives up) used to turn a whole, verified transfer into exit 8 "interrupted".
+TEST_F(ClientHostileTest, DataConnectionsLostAfterByeAreNoFailure) {
+  int fd = established(1);
+  const std::string id = next_send_id(fd);
+  loop_.feed(fd, "READY " + id + " token=" + Token::random().hex() + "\n");
+  while (auto job = ctx_->scheduler->next(nullptr))
+    ctx_->scheduler->acked(*job, Digest128{});  // `published`: a one-chunk file
+  loop_.run();
+  ASSERT_NE(loop_.take_sent(fd).find("BYE"), std::string::npos);
+  client_->stream_gave_up("connection refused");
+  loop_.advance(3'000);  // well past the grace the control connection has to say why
+  EXPECT_FALSE(client_->done()) << report_.error;
+  loop_.feed(fd, "BYE files=1 bytes=5\n");
+  ASSERT_TRUE(client_->done());
+  EXPECT_EQ(report_.outcome, SendReport::Outcome::kOk) << report_.error;
+  EXPECT_EQ(report_.files, 1u);
+}
+
 }  // namespace
 }  // namespace ackxfer::test
