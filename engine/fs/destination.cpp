@@ -361,7 +361,9 @@ std::variant<std::monostate, FsError> Destination::make_directory(const Relative
   if (created) *created = false;
   for (std::size_t i = 0; i < path.components.size(); ++i) {
     std::string name(path.components[i]);
-    int fd = open_beneath(cur_fd, name, O_PATH | O_DIRECTORY);
+    // Resolved beneath the root, not beneath the previous component: a symlink in the tree
+    // may lead up and across it (a/link -> ../b), as it may for a file's parents.
+    int fd = open_beneath(root_.get(), join(path, i + 1), O_PATH | O_DIRECTORY);
     if (fd < 0 && errno == ENOENT) {
       // 0755 less the umask, like mkdir -p; a MKDIR's own mode is applied at BYE.
       bool made = mkdirat(cur_fd, name.c_str(), 0755) == 0;
@@ -369,7 +371,7 @@ std::variant<std::monostate, FsError> Destination::make_directory(const Relative
         return FsError{errno, describe("create directory", join(path, i + 1), errno)};
       if (made) created_in(cur_fd);
       if (created && i + 1 == path.components.size()) *created = made;
-      fd = open_beneath(cur_fd, name, O_PATH | O_DIRECTORY);
+      fd = open_beneath(root_.get(), join(path, i + 1), O_PATH | O_DIRECTORY);
     }
     if (fd < 0) return FsError{errno, describe("open directory", join(path, i + 1), errno)};
     cur.reset(fd);

@@ -163,6 +163,27 @@ TEST_F(DestinationTest, ASymlinkInsideTheRootStaysInside) {
   EXPECT_EQ(read(root_ / "real/f"), "ok");
 }
 
+// A link to another directory of the tree, through "..", leads nowhere outside: a file below
+// it arrived, but creating a directory below it (MKDIR, or a file's missing parents) resolved
+// each component beneath the one before and refused it as "leading outside --dir".
+TEST_F(DestinationTest, ALinkUpAndAcrossTheTreeStaysInsideForNewDirectoriesToo) {
+  fs::create_directories(root_ / "a");
+  fs::create_directories(root_ / "b");
+  fs::create_directory_symlink("../b", root_ / "a/link");
+  auto made = dest_->make_directory(rel("a/link/new/deeper"));
+  ASSERT_EQ(made.index(), 0u) << std::get<FsError>(made).what;
+  EXPECT_TRUE(fs::is_directory(root_ / "b/new/deeper"));
+  ASSERT_FALSE(receive("a/link/other/f", "ok"));
+  EXPECT_EQ(read(root_ / "b/other/f"), "ok");
+  // One more ".." is outside: refused, by name.
+  fs::create_directory_symlink("../../..", root_ / "a/out");
+  auto out = dest_->make_directory(rel("a/out/pwned"));
+  ASSERT_EQ(out.index(), 1u);
+  EXPECT_NE(std::get<FsError>(out).what.find("leads outside"), std::string::npos)
+      << std::get<FsError>(out).what;
+  EXPECT_EQ(entries(outside_), 0u);
+}
+
 TEST_F(DestinationTest, PublishingOverASymlinkReplacesTheLinkNotItsTarget) {
   fs::create_directories(root_);
   std::ofstream(outside_ / "target") << "precious";
