@@ -12,7 +12,13 @@ void SendQueue::write(std::string_view bytes) {
 }
 
 bool SendQueue::idle() const {
-  return !in_flight_ && queued_.empty() && (!tls_ || tls_->output_pending() == 0);
+  return !in_flight_ && queued_.empty() && !closing_tls_ && (!tls_ || tls_->output_pending() == 0);
+}
+
+void SendQueue::close_tls() {
+  if (!tls_ || failed_) return;
+  closing_tls_ = true;
+  flush();
 }
 
 std::size_t SendQueue::pending_bytes() const {
@@ -23,6 +29,7 @@ bool SendQueue::on_sent(int res) {
   in_flight_ = false;
   if (res < 0 || failed_) {
     failed_ = true;
+    closing_tls_ = false;
     queued_.clear();
     current_.clear();
     sent_ = 0;
@@ -42,6 +49,7 @@ void SendQueue::reset() {
   sent_ = 0;
   failed_ = false;
   in_flight_ = false;
+  closing_tls_ = false;
 }
 
 void SendQueue::flush() {
@@ -77,6 +85,8 @@ void SendQueue::flush_tls() {
     if (st == TlsChannel::Status::kFailed) queued_.clear();
     if (queued_.empty() && queued_.capacity() > 64 * 1024) std::string().swap(queued_);
   }
+  // The last reply is in the channel: close_notify follows it (or waits for room).
+  if (closing_tls_ && queued_.empty() && tls_->close()) closing_tls_ = false;
   auto out = tls_->output();
   if (out.empty()) return;
   in_flight_ = true;

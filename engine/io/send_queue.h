@@ -31,6 +31,10 @@ class SendQueue {
   void flush();
   // Queues `bytes` and starts sending if nothing is in flight.
   void write(std::string_view bytes);
+  // With a TlsChannel: close_notify after everything queued so far (OpenSSL writes nothing
+  // after it, so a reply queued behind a send in flight was lost). The queue is not idle() until
+  // it is out.
+  void close_tls();
   // The result of the send op. Returns true while the connection is usable (false: it failed,
   // and nothing more will be sent).
   bool on_sent(int res);
@@ -56,6 +60,7 @@ class SendQueue {
   std::size_t sent_ = 0;
   bool in_flight_ = false;
   bool failed_ = false;
+  bool closing_tls_ = false;  // close_tls(): close_notify still to be written
 };
 
 }  // namespace ackxfer

@@ -463,10 +463,9 @@ void ControlSession::close_after_flush() {
   stop_awaiting();
   closing_since_ms_ = loop_.now_ms();
   close_when_flushed_ = true;
-  if (tls_ && tls_->handshake_done()) {
-    tls_->close();  // close_notify: the sender can tell our end from a cut connection
-    replies_.flush();
-  }
+  // close_notify, after every reply already queued: the sender can tell our end from a cut
+  // connection, and still reads why we end it.
+  if (tls_ && tls_->handshake_done()) replies_.close_tls();
   if (replies_.idle()) linger();
 }
 

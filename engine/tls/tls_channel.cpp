@@ -403,6 +403,10 @@ void TlsChannel::received(std::size_t n) {
     n = t.in.size() - t.in_end;
   }
   t.in_end += n;
+  // Before OpenSSL reads a message header and reserves what it claims (HandshakeGuard).
+  if (!handshake_done_ && !guard_.standing_down() && error_.empty())
+    if (auto why = guard_.feed({t.in.data() + t.in_end - n, n}))
+      error_ = "TLS handshake refused: " + *why;
 }
 
 std::span<const std::uint8_t> TlsChannel::output() {
@@ -533,8 +537,13 @@ TlsChannel::Status TlsChannel::write(std::span<const std::uint8_t> data, std::si
   return Status::kOk;
 }
 
-void TlsChannel::close() {
-  if (error_.empty() && handshake_done_) SSL_shutdown(ssl_);
+bool TlsChannel::close() {
+  if (!error_.empty() || !handshake_done_) return true;
+  const int r = SSL_shutdown(ssl_);
+  if (r >= 0) return true;
+  const int e = SSL_get_error(ssl_, r);
+  ERR_clear_error();
+  return e != SSL_ERROR_WANT_WRITE;
 }
 
 std::optional<TlsPsk> TlsChannel::session_data_key() const {

@@ -31,6 +31,7 @@
 #include <string>
 
 #include "auth/shared_secret.h"
+#include "tls/handshake_guard.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
@@ -175,8 +176,9 @@ class TlsChannel {
   // Encrypts up to data.size() bytes; `taken` says how many were taken (all, unless the output
   // ring filled up: send output() and call again with the rest).
   Status write(std::span<const std::uint8_t> data, std::size_t& taken);
-  // Sends close_notify (into output()).
-  void close();
+  // Sends close_notify (into output()). False: the output is full, call again once some of it
+  // is sent. True also when there is nothing to close (no handshake, or a failed session).
+  bool close();
 
   const std::string& error() const { return error_; }
   // After kFailed: whether the failure says bytes were damaged on the way (a record that
@@ -197,6 +199,7 @@ class TlsChannel {
 
   std::shared_ptr<TlsContext> ctx_;
   std::unique_ptr<TlsBuffers> buf_;  // what the BIO reads and writes
+  HandshakeGuard guard_;             // every byte received before the handshake is done
   SSL* ssl_ = nullptr;
   bool handshake_done_ = false;
   bool foreign_identity_ = false;  // server: the client offered a key from another secret

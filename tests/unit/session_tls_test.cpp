@@ -140,6 +140,25 @@ TEST_F(SessionTlsTest, HelloIsAnsweredInsideTheHandshakesChannel) {
 // larger than a control session's 8 KiB of TLS output. The rest of it used to wait for input
 // that never came (the sender was waiting for the rest of the flight), and the session died at
 // its first-line deadline: a site whose chain is larger than 8 KiB could not connect at all.
+// The receiver's reason for closing is its last reply. With TLS, close_notify went into the
+// channel at once, and OpenSSL writes nothing after it: a reply still queued behind a send in
+// flight was dropped, and the sender saw the connection end without a word.
+TEST_F(SessionTlsTest, TheLastReplyBeforeClosingStillReachesTheSender) {
+  int s = session();
+  TlsPeer c(loop_, s, secret_);
+  c.write("HELLO ackxfer 2\n");
+  ASSERT_TRUE(c.take_plaintext().starts_with("HELLO ackxfer 2 "));
+  loop_.set_reading(s, false);  // the next reply's send stays in flight
+  c.write("MKDIR 1 d mode=0755 mtime=1.0\n");
+  c.write(std::string(kMaxLineBytes + 10, 'x'));  // a line that never ends: refused, then closed
+  loop_.set_reading(s, true);
+  loop_.run();
+  c.pump();
+  const std::string got = c.take_plaintext();
+  EXPECT_NE(got.find("OK 1\n"), std::string::npos) << got;
+  EXPECT_NE(got.find("ERR - line-too-long"), std::string::npos) << got;
+}
+
 TEST_F(SessionTlsTest, ACertificateChainLargerThanTheOutputStillHandshakes) {
   const std::filesystem::path pki_dir = dir_.string() + "-pki";
   std::filesystem::create_directories(pki_dir);

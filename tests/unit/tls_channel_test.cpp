@@ -483,6 +483,72 @@ TEST(TlsChannel, TheReceiverNeverDoesFiniteFieldKeyExchange) {
   }
 }
 
+// Nine bytes from anyone: a record holding only a ClientHello's header, claiming 131,392 bytes.
+// OpenSSL reserved (and zeroed) that much at once and held it until the handshake deadline:
+// about three times what the receiver's budgets count per connection. Refused now, before
+// OpenSSL sees the header, however the peer splits it.
+TEST(TlsChannel, AHandshakeMessageClaimingMoreThanAnyHelloNeedsIsRefusedBeforeOpenSslSeesIt) {
+  const std::vector<std::uint8_t> hello_header = {0x16, 0x03, 0x01, 0x00, 0x04,
+                                                  0x01, 0x02, 0x01, 0x40};
+  // The same header over two records, its length split between them.
+  const std::vector<std::uint8_t> split = {0x16, 0x03, 0x01, 0x00, 0x02, 0x01, 0x02,
+                                           0x16, 0x03, 0x01, 0x00, 0x02, 0x01, 0x40};
+  for (const auto* bytes : {&hello_header, &split}) {
+    for (std::size_t piece : {bytes->size(), std::size_t{1}}) {
+      TlsChannel server(
+          TlsContext::with_secret(TlsRole::kServer, secret("correct horse battery staple 42")));
+      server.handshake();
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+      const std::size_t before = mallinfo2().uordblks;
+#endif
+      for (std::size_t off = 0; off < bytes->size(); off += piece) {
+        auto space = server.input_space();
+        const std::size_t n = std::min(piece, bytes->size() - off);
+        std::memcpy(space.data(), bytes->data() + off, n);
+        server.received(n);
+        server.handshake();
+      }
+      EXPECT_EQ(server.handshake(), TlsChannel::Status::kFailed);
+      EXPECT_NE(server.error().find("claims 131392 bytes"), std::string::npos) << server.error();
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+      EXPECT_LT(mallinfo2().uordblks - before, 8u * 1024) << "piece " << piece;
+#endif
+    }
+  }
+}
+
+TEST(HandshakeGuard, FollowsRecordsAndMessagesHoweverTheyAreSplit) {
+  // A 3-byte alert, a ClientHello of 6 000 bytes over two records, a change_cipher_spec: within
+  // bounds, byte by byte or whole.
+  std::vector<std::uint8_t> wire = {0x15, 0x03, 0x03, 0x00, 0x03, 0x01, 0xff, 0xff};
+  std::vector<std::uint8_t> body = {0x01, 0x00, 0x17, 0x70};  // 6 000
+  body.resize(4 + 6000, 0xee);
+  for (std::size_t at : {std::size_t{0}, std::size_t{3000}}) {
+    const std::size_t len = at == 0 ? 3000 : body.size() - 3000;
+    wire.insert(wire.end(), {0x16, 0x03, 0x03, static_cast<std::uint8_t>(len >> 8),
+                             static_cast<std::uint8_t>(len & 0xff)});
+    wire.insert(wire.end(), body.begin() + static_cast<std::ptrdiff_t>(at),
+                body.begin() + static_cast<std::ptrdiff_t>(at + len));
+  }
+  wire.insert(wire.end(), {0x14, 0x03, 0x03, 0x00, 0x01, 0x01});
+  for (std::size_t piece : {wire.size(), std::size_t{1}, std::size_t{7}}) {
+    HandshakeGuard g;
+    for (std::size_t off = 0; off < wire.size(); off += piece)
+      EXPECT_FALSE(g.feed({wire.data() + off, std::min(piece, wire.size() - off)}));
+    EXPECT_FALSE(g.standing_down());
+    // The next message claims 8 KiB + 1: refused.
+    const std::uint8_t big[] = {0x16, 0x03, 0x03, 0x00, 0x04, 0x02, 0x00, 0x20, 0x01};
+    auto why = g.feed(big);
+    ASSERT_TRUE(why);
+    EXPECT_NE(why->find("claims 8193 bytes"), std::string::npos) << *why;
+  }
+  // An encrypted record: the plaintext phase is over, and what follows is not ours to parse.
+  HandshakeGuard g;
+  const std::uint8_t encrypted[] = {0x17, 0x03, 0x03, 0x00, 0x04, 0x16, 0xff, 0xff, 0xff};
+  EXPECT_FALSE(g.feed(encrypted));
+  EXPECT_TRUE(g.standing_down());
+}
+
 // ---- X.509 (--tls-cert, --tls-key, --tls-ca) ----
 
 // The receiver counts every encrypted session's memory (TlsChannel::held_bytes) against its
