@@ -173,8 +173,11 @@ struct TlsCallbacks {
     }
     std::size_t k = std::min(n, have);
     std::memcpy(out, t.in.data() + t.in_start, k);
+    // Not reset to the front when all is read: a receive may be outstanding into the space
+    // after in_end (OpenSSL also reads while the loop drives a handshake from a send's
+    // completion), and its bytes would then be taken from the wrong place. input_space()
+    // compacts, when no receive is outstanding.
     t.in_start += k;
-    if (t.in_start == t.in_end) t.in_start = t.in_end = 0;  // nothing lent out on this side
     *got = k;
     return 1;
   }

@@ -483,6 +483,29 @@ TEST(TlsChannel, TheReceiverNeverDoesFiniteFieldKeyExchange) {
   }
 }
 
+// The loop receives into input_space() while OpenSSL may read what is already there (a
+// handshake driven from a send's completion). Once OpenSSL had read everything, the channel
+// moved its input back to the front, and the receive then outstanding landed where the channel
+// no longer looked: the peer's next bytes were read as whatever was there before.
+TEST(TlsChannel, BytesReceivedWhileOpenSslReadsTheEarlierOnesStayInOrder) {
+  Pair p;
+  ASSERT_EQ(p.client.handshake(), TlsChannel::Status::kWantInput);
+  auto hello = p.client.output();
+  const std::vector<std::uint8_t> bytes(hello.begin(), hello.end());
+  p.client.sent(hello.size());
+  ASSERT_GT(bytes.size(), 100u);
+  auto first = p.server.input_space();
+  std::memcpy(first.data(), bytes.data(), 100);
+  p.server.received(100);
+  auto outstanding = p.server.input_space();                        // the next receive, armed
+  EXPECT_EQ(p.server.handshake(), TlsChannel::Status::kWantInput);  // OpenSSL reads all 100
+  std::memcpy(outstanding.data(), bytes.data() + 100, bytes.size() - 100);  // it completes
+  p.server.received(bytes.size() - 100);
+  handshake(p.client, p.server);
+  EXPECT_TRUE(p.server.handshake_done()) << p.server.error();
+  EXPECT_TRUE(p.client.handshake_done()) << p.client.error();
+}
+
 // Nine bytes from anyone: a record holding only a ClientHello's header, claiming 131,392 bytes.
 // OpenSSL reserved (and zeroed) that much at once and held it until the handshake deadline:
 // about three times what the receiver's budgets count per connection. Refused now, before
