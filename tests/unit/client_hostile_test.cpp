@@ -16,6 +16,27 @@ class ClientHostileTest : public ControlClientTest {
     if (p == std::string::npos) return "";
     return sent.substr(p + 5, sent.find(' ', p + 5) - p - 5);
   }
+  // A session past HELLO, its tree's directory made, sending one file of `chunks` chunks of
+  // kMinChunkBytes; returns its fd. Options other than the chunk size are set before.
+  int one_file_session(std::uint64_t chunks) {
+    options_.chunk_bytes = kMinChunkBytes;
+    start(1, chunks * kMinChunkBytes);
+    int fd = accept();
+    loop_.feed(fd, hello_reply());
+    loop_.feed(fd, "OK 1\n");
+    return fd;
+  }
+  // A session sending one 5-byte file, its directory made, gets `line`: a protocol error
+  // whose message says `why`.
+  void expect_refused_after(const std::string& line, const std::string& why) {
+    start(1, 5);
+    int fd = accept();
+    loop_.feed(fd, hello_reply());
+    loop_.feed(fd, "OK 1\n" + line);
+    ASSERT_TRUE(client_->done());
+    EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
+    EXPECT_NE(report_.error.find(why), std::string::npos) << report_.error;
+  }
   // Acknowledges every queued chunk as a receiver would (as if the streams had sent them).
   void ack_every_chunk() {
     while (auto job = ctx_->scheduler->next(nullptr))
@@ -28,11 +49,7 @@ class ClientHostileTest : public ControlClientTest {
 // may send any token: a READY of zeros, repeated, queued every chunk of the file again each
 // time (one 50-byte line: up to 16,384 queued jobs), and its file was re-sent without end.
 TEST_F(ClientHostileTest, AReadyWithATokenOfZerosIsStillTakenOnce) {
-  options_.chunk_bytes = kMinChunkBytes;
-  start(1, 3 * kMinChunkBytes);
-  int fd = accept();
-  loop_.feed(fd, hello_reply());
-  loop_.feed(fd, "OK 1\n");
+  int fd = one_file_session(3);
   const std::string id = next_send_id(fd);
   ASSERT_FALSE(id.empty());
   const std::string zeros(Token::random().hex().size(), '0');
@@ -49,13 +66,9 @@ TEST_F(ClientHostileTest, AReadyWithATokenOfZerosIsStillTakenOnce) {
 // the sender going round for ever: a session lost at each --idle-timeout, a new one, the
 // retry budget reset by the acks. After kMaxFileAttempts such sessions the file fails.
 TEST_F(ClientHostileTest, AReceiverThatNeverAnswersDoneFailsTheFileAfterSoManySessions) {
-  options_.chunk_bytes = kMinChunkBytes;
   options_.idle_timeout = 2s;
   options_.retry_for = 60s;
-  start(1, 2 * kMinChunkBytes);
-  int fd = accept();
-  loop_.feed(fd, hello_reply());
-  loop_.feed(fd, "OK 1\n");
+  int fd = one_file_session(2);
   int dones = 0;
   for (int session = 0; session < 10 && report_.failed.empty(); ++session) {
     const std::string id = next_send_id(fd);
@@ -114,13 +127,9 @@ TEST_F(ClientHostileTest, ADoneLostWithItsSessionOnceIsNoFailure) {
 // partial, flushing it). Between READY and DONE the file's bytes are on their way: PROGRESS
 // there, rising each second while the receiver reads no data, held the sender for ever.
 TEST_F(ClientHostileTest, ProgressBetweenReadyAndDoneIsNoAnswer) {
-  options_.chunk_bytes = kMinChunkBytes;
   options_.idle_timeout = 3s;
   options_.retry_for = 1s;
-  start(1, 2 * kMinChunkBytes);
-  int fd = accept();
-  loop_.feed(fd, hello_reply());
-  loop_.feed(fd, "OK 1\n");
+  int fd = one_file_session(2);
   const std::string id = next_send_id(fd);
   loop_.feed(fd, "READY " + id + " token=" + Token::random().hex() + "\n");
   bool lost = false;
@@ -139,34 +148,18 @@ TEST_F(ClientHostileTest, ProgressBetweenReadyAndDoneIsNoAnswer) {
 }
 
 TEST_F(ClientHostileTest, ProgressBeyondItsTotalIsAProtocolError) {
-  start(1, 5);
-  int fd = accept();
-  loop_.feed(fd, hello_reply());
-  loop_.feed(fd, "OK 1\nPROGRESS 2 done=6 total=5\n");
-  ASSERT_TRUE(client_->done());
-  EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
-  EXPECT_NE(report_.error.find("progress of 6 of 5 bytes"), std::string::npos) << report_.error;
+  expect_refused_after("PROGRESS 2 done=6 total=5\n", "progress of 6 of 5 bytes");
 }
 
 TEST_F(ClientHostileTest, ProgressOnMoreBytesThanTheFileHasIsAProtocolError) {
-  start(1, 5);
-  int fd = accept();
-  loop_.feed(fd, hello_reply());
-  loop_.feed(fd, "OK 1\nPROGRESS 2 done=1 total=6\n");
-  ASSERT_TRUE(client_->done());
-  EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
-  EXPECT_NE(report_.error.find("a file of 5"), std::string::npos) << report_.error;
+  expect_refused_after("PROGRESS 2 done=1 total=6\n", "a file of 5");
 }
 
 // A flush (--fsync) after DONE is reported as done=total each second: the first counts, even
 // when a check before READY had reported the same figures.
 TEST_F(ClientHostileTest, AFlushAfterACheckStillCountsOnce) {
-  options_.chunk_bytes = kMinChunkBytes;
   options_.idle_timeout = 3s;
-  start(1, 2 * kMinChunkBytes);
-  int fd = accept();
-  loop_.feed(fd, hello_reply());
-  loop_.feed(fd, "OK 1\n");
+  int fd = one_file_session(2);
   const std::string id = next_send_id(fd);
   const std::string whole = " done=131072 total=131072\n";
   loop_.feed(fd, "PROGRESS " + id + whole);  // checked: not the same
