@@ -60,9 +60,11 @@ inline constexpr std::size_t kMaxQueuedReplyBytes = 256 * 1024;
 inline constexpr std::size_t kMaxDirMetadataBytes = 32 << 20;
 
 // ---- Receiver: in total ----
-// Control sessions' buffers (unhandled input and queued replies) across the receiver: once
-// they hold this much, a session holding more than kSessionBufferFloor is not read from until
-// the total is below it again. Sessions that buffer little are never held up.
+// Buffers (unhandled input, queued replies, TLS channels) of the control sessions that have
+// said HELLO, across the receiver: once they hold this much, a session holding more than
+// kSessionBufferFloor is not read from until the total is below it again. Sessions that buffer
+// little are never held up. Connections that have not said HELLO are counted apart, so that
+// connecting and sitting (within --max-sessions) stops nobody else reading.
 inline constexpr std::size_t kMaxSessionBuffersTotal = 256 << 20;
 inline constexpr std::size_t kSessionBufferFloor = 64 * 1024;
 // Encrypted data connections' full-size ciphertext buffers (256 KiB a connection, granted once

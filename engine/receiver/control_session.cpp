@@ -34,6 +34,7 @@ ControlSession::~ControlSession() {
   *alive_ = false;
   if (!data_key_identity_.empty()) worker_.ctx().data_keys.remove(data_key_identity_);
   worker_.ctx().session_buffers.fetch_sub(accounted_, std::memory_order_relaxed);
+  worker_.ctx().handshake_buffers.fetch_sub(accounted_unproven_, std::memory_order_relaxed);
   worker_.ctx().dir_metadata_bytes.fetch_sub(dir_budget_taken_, std::memory_order_relaxed);
   // Gone before its READY: the next legacy client from this address may have its turn.
   if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
@@ -199,21 +200,26 @@ bool ControlSession::replies_held() const {
 bool ControlSession::may_read() const {
   if (in_.size() - in_start_ > kMaxUnhandledInputBytes || replies_held()) return false;
   return buffered_ <= kSessionBufferFloor ||
-         worker_.ctx().session_buffers.load(std::memory_order_relaxed) <= kMaxSessionBuffersTotal;
+         worker_.ctx().session_buffers.load(std::memory_order_relaxed) <=
+             worker_.ctx().max_session_buffers;
 }
 
 void ControlSession::account_buffers() {
   // What it buffers for its peer, and, counted in the total but not held against it, what
-  // every encrypted session holds (its channel).
+  // every encrypted session holds (its channel). Until its HELLO is accepted, all of it goes
+  // to the handshakes' own count instead.
   buffered_ = in_.capacity() + replies_.pending_bytes();
-  const std::size_t now = buffered_ + (tls_ ? tls_->held_bytes() : 0);
-  if (now == accounted_) return;
-  auto& total = worker_.ctx().session_buffers;
-  if (now > accounted_)
-    total.fetch_add(now - accounted_, std::memory_order_relaxed);
-  else
-    total.fetch_sub(accounted_ - now, std::memory_order_relaxed);
-  accounted_ = now;
+  const std::size_t held = buffered_ + (tls_ ? tls_->held_bytes() : 0);
+  auto move_to = [](std::atomic<std::size_t>& total, std::size_t& mine, std::size_t now) {
+    if (now > mine)
+      total.fetch_add(now - mine, std::memory_order_relaxed);
+    else if (now < mine)
+      total.fetch_sub(mine - now, std::memory_order_relaxed);
+    mine = now;
+  };
+  ReceiverContext& ctx = worker_.ctx();
+  move_to(ctx.session_buffers, accounted_, said_hello_ ? held : 0);
+  move_to(ctx.handshake_buffers, accounted_unproven_, said_hello_ ? 0 : held);
 }
 
 void ControlSession::resume_read_if_clear() {

@@ -92,11 +92,12 @@ class ControlSession final : public WorkerObject {
   void pause_read();
   void resume_read_if_clear();
   // Whether this session may read more: within its own input and reply limits, and not one of
-  // the big buffer holders while the receiver's total is over kMaxSessionBuffersTotal.
+  // the big buffer holders while the receiver's total is over its limit.
   bool may_read() const;
   // Replies the peer has yet to take before it may ask more: queued, or waiting for a flush.
   bool replies_held() const;
-  // Keeps ReceiverContext::session_buffers up to date with what this session holds.
+  // Keeps ReceiverContext::session_buffers (or, before HELLO, handshake_buffers) up to date
+  // with what this session holds.
   void account_buffers();
   void on_bytes(const Completion& c);
   void process_input();
@@ -233,8 +234,10 @@ class ControlSession final : public WorkerObject {
   bool yield_armed_ = false;  // more complete lines wait; process_input() runs next turn
   SendQueue replies_;
   bool close_when_flushed_ = false;
-  std::size_t accounted_ = 0;  // this session's share of ReceiverContext::session_buffers
-  std::size_t buffered_ = 0;   // of which input and replies (what kSessionBufferFloor limits)
+  std::size_t accounted_ = 0;           // this session's share of ReceiverContext::session_buffers
+  std::size_t accounted_unproven_ = 0;  // or of ReceiverContext::handshake_buffers
+  bool said_hello_ = false;             // its HELLO was accepted: counted in session_buffers
+  std::size_t buffered_ = 0;  // of which input and replies (what kSessionBufferFloor limits)
 
   std::unordered_map<std::uint64_t, SessionFile> files_;
   std::size_t credit_ = kInitialOpenFiles;  // files that may be open at once

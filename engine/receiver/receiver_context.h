@@ -89,8 +89,17 @@ struct ReceiverContext {
 
   // Receiver-wide limits (protocol/limits.h) and what is in use.
   std::size_t max_open_files = kMaxOpenFilesTotal;
-  std::atomic<std::size_t> open_files{0};       // temp files open (OpenFileSlot)
-  std::atomic<std::size_t> session_buffers{0};  // bytes control sessions buffer (all of them)
+  std::atomic<std::size_t> open_files{0};  // temp files open (OpenFileSlot)
+  // Bytes the control sessions that said HELLO buffer (all of them), and the limit beyond
+  // which the big holders among them are not read from (kMaxSessionBuffersTotal; lowered by
+  // tests).
+  std::atomic<std::size_t> session_buffers{0};
+  std::size_t max_session_buffers = kMaxSessionBuffersTotal;
+  // What sessions that have not said HELLO hold (a TLS channel mid-handshake, a first line),
+  // apart: bounded by --max-sessions, never held against the sessions that have. Anyone can
+  // open connections; counted in session_buffers, a few thousand bare TLS handshakes would
+  // stop the receiver reading from every sender that pipelines much.
+  std::atomic<std::size_t> handshake_buffers{0};
   std::size_t max_tls_data_buffers = kMaxTlsDataBuffersTotal;
   // kMaxUnprovenDataConnections; lowered by tests.
   std::size_t max_unproven_data_connections = kMaxUnprovenDataConnections;

@@ -108,6 +108,8 @@ void ControlSession::handle(const HelloRequest& m) {
   }
   state_ = State::kActive;
   stop_awaiting();
+  said_hello_ = true;
+  account_buffers();  // from the handshakes' count to the sessions'
   r.version = kProtocolVersion;
   r.data_port = ctx.data_port;
   // A sender starts with the initial credit; with `credit` it hears of every raise.

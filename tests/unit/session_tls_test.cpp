@@ -277,22 +277,67 @@ TEST_F(SessionTlsTest, DataConnectionsNeedALiveSessionsKeyNotTheSecret) {
   EXPECT_EQ(ctx_->stats.auth_failures.load(), 2u);
 }
 
-// Every encrypted session's channel is counted in the receiver's session memory, from its
-// first byte to its end.
+// Every encrypted session's channel is counted, from its first byte to its end: among the
+// handshakes in progress until its HELLO is accepted, then in the receiver's session memory.
 TEST_F(SessionTlsTest, AnEncryptedSessionsChannelIsCountedInTheSessionBudget) {
   EXPECT_EQ(ctx_->session_buffers.load(), 0u);
   int s = session();
-  EXPECT_GE(ctx_->session_buffers.load(), kOpenSslChannelBytes);
+  EXPECT_EQ(ctx_->session_buffers.load(), 0u);
+  EXPECT_GE(ctx_->handshake_buffers.load(), kOpenSslChannelBytes);
   TlsPeer control(loop_, s, secret_);
   control.write("HELLO ackxfer 2\n");
   ASSERT_TRUE(control.channel().handshake_done());
   ASSERT_EQ(sessions().size(), 1u);
+  EXPECT_EQ(ctx_->handshake_buffers.load(), 0u);
   EXPECT_GE(ctx_->session_buffers.load(), kOpenSslChannelBytes + 17 * 1024);
   EXPECT_LT(ctx_->session_buffers.load(), kSessionBufferFloor + 2 * kOpenSslChannelBytes);
   loop_.peer_closes(s);
   loop_.run();
   EXPECT_TRUE(sessions().empty());
   EXPECT_EQ(ctx_->session_buffers.load(), 0u);
+  EXPECT_EQ(ctx_->handshake_buffers.load(), 0u);
+}
+
+// A sender that pipelines much (its replies pile up past the floor) is read from as long as
+// the sessions that said HELLO hold less than the limit together, however many connections
+// sit in their handshake beside it: anyone can open those, and counted with the sessions, a
+// few thousand of them (the default limit is 256 MiB, a bare handshake about 62 KiB) would
+// stop the receiver reading from every such sender. Those with HELLO still count: past the
+// limit, the big holder waits.
+TEST_F(SessionTlsTest, HandshakesInProgressDoNotStopSessionsThatSaidHelloFromBeingRead) {
+  ctx_->max_session_buffers = 256 * 1024;
+  int s = session();
+  TlsPeer peer(loop_, s, secret_);
+  peer.write("HELLO ackxfer 2\n");
+  ASSERT_TRUE(peer.take_plaintext().starts_with("HELLO ackxfer 2 "));
+  std::vector<int> bare;
+  for (int i = 0; i < 8; ++i)
+    bare.push_back(session());
+  ASSERT_EQ(sessions().size(), 9u);
+  ASSERT_GT(ctx_->handshake_buffers.load(), ctx_->max_session_buffers);
+  // Replies the peer does not take yet: more than the floor, within the reply queue's limit.
+  loop_.set_reading(s, false);
+  std::string burst;
+  while (burst.size() < 24 * 1024)
+    burst += "CANCEL 1\n";
+  peer.write(burst);
+  loop_.run();
+  ASSERT_GT(ctx_->session_buffers.load(), kSessionBufferFloor + kOpenSslChannelBytes);
+  EXPECT_LT(ctx_->session_buffers.load(), ctx_->max_session_buffers);
+  EXPECT_EQ(loop_.pending(FakeLoop::Kind::kRecv, s), 1u) << "still read";
+  // The sessions' own total over the limit: the big holder waits, the bare ones are not
+  // affected (they buffer less than the floor).
+  ctx_->max_session_buffers = kSessionBufferFloor;
+  peer.write("CANCEL 1\n");
+  loop_.run();
+  EXPECT_EQ(loop_.pending(FakeLoop::Kind::kRecv, s), 0u) << "paused over the limit";
+  for (int b : bare)
+    EXPECT_EQ(loop_.pending(FakeLoop::Kind::kRecv, b), 1u);
+  // Once the peer reads its replies, the session holds little again and is read.
+  loop_.set_reading(s, true);
+  loop_.run();
+  peer.take_plaintext();
+  EXPECT_EQ(loop_.pending(FakeLoop::Kind::kRecv, s), 1u) << "read again";
 }
 
 // Full-size buffers for encrypted data connections are for connections that carried a frame,
