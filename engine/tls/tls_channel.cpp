@@ -289,6 +289,11 @@ std::shared_ptr<TlsContext> TlsContext::with_certificates(TlsRole role,
     throw Failure("--tls-ca " + files.ca + ": " + openssl_reason());
   // Mutual: each side checks the other's certificate against its CA.
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  // The peer's chain arrives before anything about the peer is proven, and OpenSSL reserves
+  // (and zeroes) the size its message header claims at once, until the handshake ends or the
+  // first-line deadline: its default of 100 KiB let anyone make a receiver hold almost three
+  // times what a handshake's budget counts.
+  SSL_CTX_set_max_cert_list(ctx, static_cast<long>(kMaxPeerCertificateChainBytes));
   return c;
 }
 

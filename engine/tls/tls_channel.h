@@ -58,6 +58,9 @@ inline constexpr std::size_t kOpenSslChannelBytes = 36 * 1024;
 
 // Below this, a buffer would take several calls per record.
 inline constexpr std::size_t kMinTlsBufferBytes = 4096;
+// What a peer's certificate chain (its Certificate message) may weigh: a few certificates of
+// 1-3 KiB each are usual; beyond it the handshake fails (`excessive message size`).
+inline constexpr std::size_t kMaxPeerCertificateChainBytes = 32 * 1024;
 
 // A TLS 1.3 external pre-shared key and the identity that names it.
 using TlsKey = std::array<std::uint8_t, 32>;

@@ -677,6 +677,27 @@ TEST_F(TlsCertTest, ASenderCertificateFromAnotherCaIsRefusedByTheReceiver) {
   EXPECT_NE(server_->error().find("certificate"), std::string::npos) << server_->error();
 }
 
+// OpenSSL reserves what a Certificate message claims as soon as it reads its header, before
+// the chain is checked: a chain beyond kMaxPeerCertificateChainBytes is refused, whoever it
+// claims to be, on either side (OpenSSL's default let anyone make a receiver hold 100 KiB).
+TEST_F(TlsCertTest, ACertificateChainHeavierThanTheLimitIsRefused) {
+  std::vector<std::string> names;
+  while (names.size() < 2000)
+    names.push_back("DNS:host-" + std::to_string(names.size()) + ".sender.test");
+  auto heavy = pki_->issue("heavy-sender", {"sender", names});
+  const auto bytes = std::filesystem::file_size(heavy.cert);  // PEM: 4/3 of the DER
+  ASSERT_GT(bytes * 3 / 4, kMaxPeerCertificateChainBytes + 4096);
+  ASSERT_LT(bytes * 3 / 4, std::size_t{100 * 1024} - 4096) << "within OpenSSL's default";
+  EXPECT_FALSE(connect(heavy, receiver_, "receiver.test"));
+  EXPECT_FALSE(server_->handshake_done());
+  EXPECT_NE(server_->error().find("excessive message size"), std::string::npos) << server_->error();
+  auto heavy_receiver = pki_->issue("heavy-receiver", {"receiver", names});
+  EXPECT_FALSE(connect(sender_, heavy_receiver, "receiver.test"));
+  EXPECT_NE(client_->error().find("excessive message size"), std::string::npos) << client_->error();
+  // A usual chain still connects.
+  EXPECT_TRUE(connect(sender_, receiver_, "receiver.test")) << server_->error();
+}
+
 TEST_F(TlsCertTest, AnExpiredCertificateIsRefused) {
   auto expired = pki_->issue("expired", {"receiver", {"IP:127.0.0.1"}, -30, -1});
   EXPECT_FALSE(connect(sender_, expired, "127.0.0.1"));
