@@ -174,8 +174,9 @@ class ControlSession final : public WorkerObject {
   // `keep`: resumable partials with journaled chunks stay for a later attempt (the session was
   // lost or the receiver is stopping), rather than being removed (BYE, CANCEL).
   void abandon_files(bool keep);
-  // MKDIR of an existing directory: held writable while this session may write in it.
-  void hold_writable(const RelativePath& rel, const std::string& path);
+  // MKDIR of an existing directory (`dir`, open on it): held writable while this session may
+  // write in it.
+  void hold_writable(int dir, const std::string& path);
   // Ended without BYE (or before every directory was applied): lets go of what it held.
   void release_writable_dirs();
   // Journal checkpoints for resumable files: fdatasync each, then record its newly verified

@@ -1,6 +1,7 @@
 // ControlSession, the tree: MKDIR, LINK, and the directory metadata applied after BYE.
 #include <fcntl.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "display.h"
@@ -40,6 +41,21 @@ void ControlSession::handle(const MkdirRequest& m) {
     refuse(m.id, error_code_from_errno(e->err), e->what);
     return;
   }
+  UniqueFd existing;
+  if (!created) {
+    existing = ctx.destination.open_directory(*valid);  // not through a link at its end
+    if (!existing && (errno == ENOTDIR || errno == ELOOP)) {
+      // A symlink to a directory inside --dir (the receiver's own arrangement, or a LINK of
+      // this sender's): its files go through it, as a file's parents may, but the mode and
+      // mtime are not the link's to give to whatever it leads to (a link to "." would have
+      // --dir itself made 0777).
+      ctx.log.debug("session from " + peer_ + ": " + quote_name(m.path) +
+                    " is a link to a directory here: its files go through it, its mode and "
+                    "mtime are left alone");
+      reply(OkReply{m.id, false});
+      return;
+    }
+  }
   // A directory this session just created held nothing: its files need no "already there?"
   // check (one failed lookup per file, 5-10% of the small-file rate). Only hashes are kept; a
   // collision merely costs a file being sent again instead of skipped.
@@ -57,7 +73,8 @@ void ControlSession::handle(const MkdirRequest& m) {
   // CAP_DAC_OVERRIDE: writable while this session (and any other) writes in it, its mode set
   // back by the last to end (WritableDirs). Not when its mode could not be kept: it would stay
   // writable.
-  if (!created && added != DirectoryMetadata::Added::kOverLimit) hold_writable(*valid, m.path);
+  if (existing && added != DirectoryMetadata::Added::kOverLimit)
+    hold_writable(existing.get(), m.path);
   if (added == DirectoryMetadata::Added::kOverLimit && dirs_.dropped() == 1)
     ctx.log.warn("session from " + peer_ + ": more than " + std::to_string(dirs_.size()) +
                  " directories (or every session's together beyond " +
@@ -70,13 +87,11 @@ void ControlSession::handle(const MkdirRequest& m) {
     reply(OkReply{m.id, false});
 }
 
-void ControlSession::hold_writable(const RelativePath& rel, const std::string& path) {
+void ControlSession::hold_writable(int dir, const std::string& path) {
   DirectoryMetadata::Entry* e = dirs_.find(path);
   if (!e || e->held) return;  // held already (a MKDIR sent twice)
   ReceiverContext& ctx = worker_.ctx();
-  UniqueFd dir = ctx.destination.open_directory(rel);
-  if (!dir) return;
-  auto hold = ctx.writable_dirs.hold(dir.get(), path);
+  auto hold = ctx.writable_dirs.hold(dir, path);
   if (!hold) return;
   if (hold->tracked) e->held = hold->key;
   ctx.log.debug("holding " + quote_name(path) + " writable for this session (read-only)");

@@ -38,7 +38,12 @@ void ReceiverFixture::make_receiver(const std::function<void(ReceiverOptions&)>&
   ctx_.reset();
   ReceiverOptions o;
   o.dir = dir_;
-  o.log = Logger([this](LogLevel, std::string_view m) { log_.emplace_back(m); }, LogLevel::kDebug);
+  o.log = Logger(
+      [this](LogLevel level, std::string_view m) {
+        log_.emplace_back(m);
+        if (level <= LogLevel::kWarn) warnings_.emplace_back(m);
+      },
+      LogLevel::kDebug);
   if (adjust) adjust(o);
   ctx_ = std::make_unique<ReceiverContext>(o);
   ctx_->data_port = 36250;

@@ -43,6 +43,7 @@ class ReceiverFixture : public ::testing::Test {
   std::unique_ptr<Worker> worker_;
   std::vector<int> peers_;  // the far ends, closed at the end
   std::vector<std::string> log_;
+  std::vector<std::string> warnings_;  // of log_, those at warning level or above
 };
 
 }  // namespace ackxfer::test

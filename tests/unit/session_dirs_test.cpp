@@ -132,5 +132,35 @@ TEST_F(SessionDirsTest, OnlyReadOnlyDirectoriesThatExistedAreHeld) {
   EXPECT_EQ(mode_of(dir_ / "open"), 0755u) << "a lost session applies no MKDIR's mode";
 }
 
+// A directory of the sender's tree that is a symlink to another directory of the receiver's
+// tree (the receiver's own arrangement, or a LINK the sender made): its files go through the
+// link, as a file's parents may, but the sender's mode and mtime for it are not applied to
+// whatever the link leads to (a link to "." would have had --dir itself chmod'ed), not even
+// opened up writable, and BYE has no warning about it.
+TEST_F(SessionDirsTest, AMkdirOfALinkToADirectoryGoesThroughItAndLeavesItsTargetAlone) {
+  fs::create_directory(dir_ / "real");
+  ::chmod((dir_ / "real").c_str(), 0750);
+  fs::create_directory_symlink("real", dir_ / "alias");
+  fs::create_directory_symlink(".", dir_ / "top");
+  struct stat before {};
+  ASSERT_EQ(::stat(dir_.c_str(), &before), 0);
+  int s = said_hello();
+  EXPECT_EQ(ask(s, "MKDIR 1 alias mode=0777 mtime=1.0\n"), "OK 1\n");
+  EXPECT_EQ(ask(s, "MKDIR 2 top mode=0777 mtime=1.0\n"), "OK 2\n");
+  EXPECT_EQ(ask(s, "MKDIR 3 alias/sub mode=0700 mtime=2.0\n"), "OK 3\n");
+  EXPECT_TRUE(fs::is_directory(dir_ / "real" / "sub")) << "made through the link";
+  EXPECT_TRUE(ask(s, "BYE\n").starts_with("BYE "));
+  EXPECT_EQ(mode_of(dir_ / "real"), 0750u);
+  EXPECT_EQ(mode_of(dir_ / "real" / "sub"), 0700u) << "a real directory beyond the link";
+  struct stat after {};
+  ASSERT_EQ(::stat(dir_.c_str(), &after), 0);
+  EXPECT_EQ(after.st_mode, before.st_mode) << "--dir itself, through top -> .";
+  EXPECT_EQ(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+  EXPECT_TRUE(fs::is_symlink(dir_ / "alias"));
+  for (const std::string& w : warnings_)
+    ADD_FAILURE() << w;
+  EXPECT_EQ(ctx_->writable_dirs.size(), 0u);
+}
+
 }  // namespace
 }  // namespace ackxfer::test
