@@ -34,7 +34,7 @@ ControlSession::~ControlSession() {
   *alive_ = false;
   if (!data_key_identity_.empty()) worker_.ctx().data_keys.remove(data_key_identity_);
   worker_.ctx().session_buffers.fetch_sub(accounted_, std::memory_order_relaxed);
-  worker_.ctx().handshake_buffers.fetch_sub(accounted_unproven_, std::memory_order_relaxed);
+  worker_.ctx().handshake_buffers.fetch_sub(accounted_handshake_, std::memory_order_relaxed);
   worker_.ctx().dir_metadata_bytes.fetch_sub(dir_budget_taken_, std::memory_order_relaxed);
   // Gone before its READY: the next legacy client from this address may have its turn.
   if (legacy_) worker_.ctx().legacy.withdraw(peer_host_, legacy_.get(), loop_.now_ms());
@@ -219,7 +219,7 @@ void ControlSession::account_buffers() {
   };
   ReceiverContext& ctx = worker_.ctx();
   move_to(ctx.session_buffers, accounted_, said_hello_ ? held : 0);
-  move_to(ctx.handshake_buffers, accounted_unproven_, said_hello_ ? 0 : held);
+  move_to(ctx.handshake_buffers, accounted_handshake_, said_hello_ ? 0 : held);
 }
 
 void ControlSession::resume_read_if_clear() {

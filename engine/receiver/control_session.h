@@ -235,9 +235,9 @@ class ControlSession final : public WorkerObject {
   bool yield_armed_ = false;  // more complete lines wait; process_input() runs next turn
   SendQueue replies_;
   bool close_when_flushed_ = false;
-  std::size_t accounted_ = 0;           // this session's share of ReceiverContext::session_buffers
-  std::size_t accounted_unproven_ = 0;  // or of ReceiverContext::handshake_buffers
-  bool said_hello_ = false;             // its HELLO was accepted: counted in session_buffers
+  std::size_t accounted_ = 0;            // this session's share of ReceiverContext::session_buffers
+  std::size_t accounted_handshake_ = 0;  // or of ReceiverContext::handshake_buffers
+  bool said_hello_ = false;              // its HELLO was accepted: counted in session_buffers
   std::size_t buffered_ = 0;  // of which input and replies (what kSessionBufferFloor limits)
 
   std::unordered_map<std::uint64_t, SessionFile> files_;
