@@ -61,7 +61,8 @@ void ControlSession::evict() {
   ctx.stats.sessions_evicted.fetch_add(1, std::memory_order_relaxed);
   ctx.log.debug("closing session from " + peer_ +
                 ": no HELLO yet, and a newer session needs its place (--max-sessions " +
-                std::to_string(ctx.max_sessions) + ")");
+                std::to_string(ctx.max_sessions) + ", at most " +
+                std::to_string(ctx.max_sessions_awaiting_hello) + " without HELLO)");
   close_now();
 }
 
@@ -72,24 +73,32 @@ void ControlSession::start() {
   ctx.stats.sessions.fetch_add(1, std::memory_order_relaxed);
   counted_active_ = true;
   std::uint64_t active = ctx.stats.sessions_active.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (active > ctx.max_sessions) {
+  // With this one, which has not said HELLO either.
+  std::size_t awaiting = ctx.sessions_awaiting_hello.load(std::memory_order_relaxed) + 1;
+  if (active > ctx.max_sessions || awaiting > ctx.max_sessions_awaiting_hello) {
     // The oldest session on this worker that has not said HELLO makes room: a sender says it
     // within a round trip or two, so only peers that connect and sit lose their place (they
-    // could otherwise keep every sender out, renewing their connections as they time out).
+    // could otherwise keep every sender out, renewing their connections as they time out, or,
+    // with a TLS handshake begun on each, make the receiver hold 73 KiB apiece).
     // Every session in that list holds a place: it leaves the list as it starts closing.
     if (ControlSession* oldest = worker_.oldest_awaiting()) {
       oldest->evict();
       --active;
+      --awaiting;
     }
   }
-  if (active > ctx.max_sessions) {
+  if (active > ctx.max_sessions || awaiting > ctx.max_sessions_awaiting_hello) {
     // Refused sessions do not hold a place while their reply lingers.
     ctx.stats.sessions_active.fetch_sub(1, std::memory_order_relaxed);
     counted_active_ = false;
     ctx.stats.sessions_refused_busy.fetch_add(1, std::memory_order_relaxed);
     reply_error(std::nullopt, ErrorCode::kBusy,
-                "the receiver is serving its maximum of " + std::to_string(ctx.max_sessions) +
-                    " sessions; try again later");
+                active > ctx.max_sessions
+                    ? "the receiver is serving its maximum of " + std::to_string(ctx.max_sessions) +
+                          " sessions; try again later"
+                    : "the receiver holds its maximum of " +
+                          std::to_string(ctx.max_sessions_awaiting_hello) +
+                          " connections that have not said HELLO; try again later");
     close_after_flush();
     return;
   }

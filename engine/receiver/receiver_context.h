@@ -96,9 +96,9 @@ struct ReceiverContext {
   std::atomic<std::size_t> session_buffers{0};
   std::size_t max_session_buffers = kMaxSessionBuffersTotal;
   // What sessions that have not said HELLO hold (a TLS channel mid-handshake, a first line),
-  // apart: bounded by --max-sessions, never held against the sessions that have. Anyone can
-  // open connections; counted in session_buffers, a few thousand bare TLS handshakes would
-  // stop the receiver reading from every sender that pipelines much.
+  // apart: bounded by max_sessions_awaiting_hello, never held against the sessions that have.
+  // Anyone can open connections; counted in session_buffers, a few thousand bare TLS handshakes
+  // would stop the receiver reading from every sender that pipelines much.
   std::atomic<std::size_t> handshake_buffers{0};
   std::size_t max_tls_data_buffers = kMaxTlsDataBuffersTotal;
   // kMaxUnprovenDataConnections; lowered by tests.
@@ -123,7 +123,11 @@ struct ReceiverContext {
       [this](std::size_t b) { dir_metadata_bytes.fetch_sub(b, std::memory_order_relaxed); }};
   std::atomic<std::size_t> data_connections{0};
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet
-  std::atomic<std::uint64_t> next_connection_id{1};       // names claims (IncomingFile)
+  // Control sessions that have not said HELLO, on every worker (Worker::track_awaiting), and
+  // how many may be at once (kMaxSessionsAwaitingHello; lowered by tests).
+  std::atomic<std::size_t> sessions_awaiting_hello{0};
+  std::size_t max_sessions_awaiting_hello = kMaxSessionsAwaitingHello;
+  std::atomic<std::uint64_t> next_connection_id{1};  // names claims (IncomingFile)
 
   // Spreading connections over the workers (Worker::take_data_connection and
   // take_control_connection). SO_REUSEPORT places a connection by a hash of its addresses, so

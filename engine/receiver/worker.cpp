@@ -96,8 +96,7 @@ unsigned Worker::pick(LoadCounter which, bool most) const {
 void Worker::take_control_connection(UniqueFd fd) {
   // At the limit with nobody here to make room, but somebody elsewhere: the newcomer goes
   // there, so that silent peers on one worker cannot keep senders out on the other.
-  if (spreading() && awaiting_.empty() &&
-      ctx_.stats.sessions_active.load(std::memory_order_relaxed) >= ctx_.max_sessions) {
+  if (spreading() && awaiting_.empty() && sessions_at_limit()) {
     unsigned target = pick(&ReceiverContext::WorkerLoad::awaiting, /*most=*/true);
     if (target != index_) {
       ctx_.hand_over(target, std::move(fd), ReceiverContext::Handed::kControl);
@@ -199,7 +198,8 @@ void Worker::tick_all() {
     report(ctx_.stats.sessions_evicted, sessions_evicted_logged_, "closed", [this] {
       return " control connections in the last second that had not said HELLO, oldest first, "
              "to make room for newer ones (--max-sessions " +
-             std::to_string(ctx_.max_sessions) + ")";
+             std::to_string(ctx_.max_sessions) + ", and at most " +
+             std::to_string(ctx_.max_sessions_awaiting_hello) + " without HELLO at once)";
     });
   }
   // tick() may close an object, but closing only defers its release: iterating is safe.

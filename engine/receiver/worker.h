@@ -104,15 +104,25 @@ class Worker {
     unproven_.erase(it);
   }
   // This worker's control sessions that have not said HELLO yet, oldest first: at
-  // --max-sessions the oldest of them makes room for a new session.
+  // --max-sessions, or at the receiver's limit of such sessions, the oldest of them makes room
+  // for a new session.
   using AwaitingList = std::list<ControlSession*>;
   AwaitingList::iterator track_awaiting(ControlSession* s) {
     count(&ReceiverContext::WorkerLoad::awaiting, +1);
+    ctx_.sessions_awaiting_hello.fetch_add(1, std::memory_order_relaxed);
     return awaiting_.insert(awaiting_.end(), s);
   }
   void untrack_awaiting(AwaitingList::iterator it) {
     count(&ReceiverContext::WorkerLoad::awaiting, -1);
+    ctx_.sessions_awaiting_hello.fetch_sub(1, std::memory_order_relaxed);
     awaiting_.erase(it);
+  }
+  // Whether a newcomer finds the receiver at one of its limits on sessions (--max-sessions, or
+  // the sessions that have not said HELLO): one must make room for it, or it is refused.
+  bool sessions_at_limit() const {
+    return ctx_.stats.sessions_active.load(std::memory_order_relaxed) >= ctx_.max_sessions ||
+           ctx_.sessions_awaiting_hello.load(std::memory_order_relaxed) >=
+               ctx_.max_sessions_awaiting_hello;
   }
   ControlSession* oldest_awaiting() { return awaiting_.empty() ? nullptr : awaiting_.front(); }
   void tick_all();

@@ -97,6 +97,44 @@ TEST_F(ControlSessionTest, AtMaxSessionsTheOldestSilentSessionMakesRoom) {
   EXPECT_TRUE(ask(served, "MKDIR 1 d mode=0755 mtime=1.0\n").starts_with("OK 1")) << "served";
 }
 
+// Below --max-sessions, sessions that have not said HELLO are bounded apart: anyone can open
+// connections, and with encryption each that begins a handshake and sits holds up to 73 KiB
+// (16,384 of them, the default --max-sessions, 1.2 GiB). Beyond the bound the oldest of them
+// makes room; sessions that said HELLO are never counted, nor pushed out.
+TEST_F(ControlSessionTest, SessionsThatHaveNotSaidHelloAreBoundedApartOldestFirst) {
+  make_receiver([](ReceiverOptions& o) { o.max_sessions = 100; });
+  ctx_->max_sessions_awaiting_hello = 2;
+  int served = session();
+  ASSERT_TRUE(ask(served, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_EQ(ctx_->sessions_awaiting_hello.load(), 0u);
+  int silent1 = session();
+  int silent2 = session();
+  EXPECT_EQ(ctx_->sessions_awaiting_hello.load(), 2u);
+  int fresh = session();  // the oldest silent one goes, with no reply: it never spoke
+  EXPECT_EQ(ctx_->stats.sessions_evicted.load(), 1u);
+  EXPECT_EQ(ctx_->stats.sessions_refused_busy.load(), 0u);
+  EXPECT_EQ(ctx_->sessions_awaiting_hello.load(), 2u);
+  EXPECT_EQ(ctx_->stats.sessions_active.load(), 3u);
+  EXPECT_EQ(loop_.take_sent(silent1), "");
+  EXPECT_TRUE(ask(silent2, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_TRUE(ask(fresh, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_EQ(ctx_->sessions_awaiting_hello.load(), 0u);
+  // Sessions that said HELLO hold no such place: two more newcomers wait beside them.
+  int next1 = session();
+  int next2 = session();
+  EXPECT_EQ(ctx_->stats.sessions_evicted.load(), 1u);
+  EXPECT_EQ(sessions().size(), 5u);
+  EXPECT_TRUE(ask(next1, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_TRUE(ask(next2, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
+  EXPECT_TRUE(ask(served, "MKDIR 1 d mode=0755 mtime=1.0\n").starts_with("OK 1")) << "served";
+  // A session closed before HELLO gives its place back.
+  int gone = session();
+  EXPECT_EQ(ctx_->sessions_awaiting_hello.load(), 1u);
+  loop_.peer_closes(gone);
+  loop_.run();
+  EXPECT_EQ(ctx_->sessions_awaiting_hello.load(), 0u);
+}
+
 // recv --threads N: SO_REUSEPORT places control connections by a hash, so at --max-sessions a
 // newcomer may land on a worker with no session awaiting HELLO while the other worker holds
 // all of them. It goes to the worker holding the most such sessions, to make room there; a
@@ -145,6 +183,44 @@ TEST_F(ControlSessionTest, AtMaxSessionsANewcomerGoesWhereASilentSessionCanMakeR
   int late = take();
   EXPECT_TRUE(loop_.take_sent(late).starts_with("ERR - busy ")) << "nobody to make room";
   EXPECT_EQ(handed.size(), 1u);
+}
+
+// The same for the limit on sessions that have not said HELLO: a newcomer that finds it on a
+// worker holding none of them goes where one can make room.
+TEST_F(ControlSessionTest, AtTheLimitWithoutHelloANewcomerGoesWhereASilentSessionCanMakeRoom) {
+  make_receiver([](ReceiverOptions& o) { o.max_sessions = 100; });
+  ctx_->max_sessions_awaiting_hello = 1;
+  ctx_->load = std::vector<ReceiverContext::WorkerLoad>(2);
+  ctx_->spreading = true;
+  std::vector<unsigned> handed;
+  ctx_->hand_over = [&](unsigned i, UniqueFd fd, ReceiverContext::Handed) {
+    handed.push_back(i);
+    peers_.push_back(fd.release());  // closed at the end
+  };
+  auto take = [&] {
+    auto [mine, peer] = tcp_pair();
+    peers_.push_back(peer);
+    worker_->take_control_connection(UniqueFd(mine));
+    loop_.run();
+    return mine;
+  };
+  ctx_->load[1].awaiting = 1;  // worker 1 holds the one allowed
+  ctx_->sessions_awaiting_hello += 1;
+  ctx_->stats.sessions_active += 1;
+  take();
+  EXPECT_EQ(handed, std::vector<unsigned>{1});
+  EXPECT_TRUE(sessions().empty());
+  EXPECT_EQ(ctx_->stats.sessions_refused_busy.load(), 0u);
+  // Nobody anywhere to make room (a race: the other worker's went meanwhile, or this one's
+  // count is stale): the newcomer is told busy, and why.
+  ctx_->load[1].awaiting = 0;
+  int late = take();
+  EXPECT_EQ(handed.size(), 1u);
+  EXPECT_TRUE(
+      loop_.take_sent(late).starts_with("ERR - busy the receiver holds its maximum of 1 "
+                                        "connections that have not said HELLO"));
+  EXPECT_EQ(ctx_->stats.sessions_refused_busy.load(), 1u);
+  EXPECT_EQ(ctx_->sessions_awaiting_hello.load(), 1u) << "a refused session takes no place";
 }
 
 TEST_F(ControlSessionTest, EveryStateEndsByItsDeadline) {
