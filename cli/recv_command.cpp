@@ -87,7 +87,7 @@ int recv_command(int argc, char** argv) {
        "control sessions served at once; beyond it the oldest that has not said HELLO makes "
        "room, or, if every one has, the newcomer gets a 'busy' reply. At most 4096 that have not "
        "said HELLO are held at once (the oldest makes room); with encryption, each handshake in "
-       "progress holds up to about 73 KiB")
+       "progress holds up to about 60 KiB")
       ("discard", po::bool_switch(&opt.discard),
        "receive and verify every byte but write nothing: for measuring a link with "
        "`ackxfer-fast bench --mem --to`")

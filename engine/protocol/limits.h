@@ -87,9 +87,9 @@ inline constexpr std::size_t kMaxOpenFilesTotal = 1 << 20;
 inline constexpr std::size_t kMaxDataConnections = 16384;
 inline constexpr std::size_t kMaxUnprovenDataConnections = 1024;
 // Control sessions that have not said HELLO (a TLS handshake in progress holds up to about
-// 73 KiB), in all: beyond this (or --max-sessions, if lower) the oldest of them makes room for
+// 60 KiB), in all: beyond this (or --max-sessions, if lower) the oldest of them makes room for
 // a newcomer. Anyone can open connections; under --max-sessions alone, 16,384 of them could make
-// the receiver hold 1.2 GiB. A sender says HELLO within its first round trips, so only a flood
+// the receiver hold 1.1 GiB. A sender says HELLO within its first round trips, so only a flood
 // of this many new connections within one handshake's time could push a sender out (it tries
 // again within --retry-for).
 inline constexpr std::size_t kMaxSessionsAwaitingHello = 4096;

@@ -79,7 +79,7 @@ void ControlSession::start() {
     // The oldest session on this worker that has not said HELLO makes room: a sender says it
     // within a round trip or two, so only peers that connect and sit lose their place (they
     // could otherwise keep every sender out, renewing their connections as they time out, or,
-    // with a TLS handshake begun on each, make the receiver hold 73 KiB apiece).
+    // with a TLS handshake begun on each, make the receiver hold 60 KiB apiece).
     // Every session in that list holds a place: it leaves the list as it starts closing.
     if (ControlSession* oldest = worker_.oldest_awaiting()) {
       oldest->evict();
@@ -105,7 +105,7 @@ void ControlSession::start() {
   ctx.log.debug("control connection from " + peer_);
   awaiting_pos_ = worker_.track_awaiting(this);
   if (ctx.tls) {
-    tls_ = std::make_unique<TlsChannel>(ctx.tls, kTlsInputBytes, kRecordsPerKey,
+    tls_ = std::make_unique<TlsChannel>(ctx.tls, kTlsHandshakeInputBytes, kRecordsPerKey,
                                         kControlTlsOutputBytes);
     replies_.set_tls(tls_.get());
     account_buffers();

@@ -41,8 +41,11 @@ class ControlSession final : public WorkerObject {
   void evict();
 
   // A control connection's TLS: input room for one whole record (16 KiB of plaintext and its
-  // overhead), so that a session costs little while it waits.
+  // overhead), so that a session costs little while it waits. Until the handshake is done,
+  // less (a sender's ClientHello is a few hundred bytes; larger messages come in pieces): a
+  // connection from anyone that starts a handshake and sits holds 13 KiB less.
   static constexpr std::size_t kTlsInputBytes = 17 * 1024 + 512;
+  static constexpr std::size_t kTlsHandshakeInputBytes = 4 * 1024;
 
   // For tests: what the session holds.
   std::size_t open_file_count() const { return files_.size(); }

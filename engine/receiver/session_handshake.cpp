@@ -48,6 +48,9 @@ bool ControlSession::decrypt_input(std::size_t n) {
   replies_.flush();  // handshake messages, alerts
   if (!was_done && tls_->handshake_done()) {
     encryption_ = tls_->cipher();
+    // Proven: room for a whole record (no receive is outstanding while a completion is
+    // handled, so the buffer may move).
+    tls_->grow_input(kTlsInputBytes);
     // Its data connections prove they belong to this session with a key only its two ends
     // can compute.
     if (auto key = tls_->session_data_key()) {

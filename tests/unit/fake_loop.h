@@ -128,6 +128,12 @@ class FakeLoop final : public Loop {
       if (o.kind == Kind::kSend && o.fd == fd) out.emplace_back(o.data, o.len);
     return out;
   }
+  // The room of the single-shot receive armed on `fd` (0 if there is none).
+  std::size_t recv_room(int fd) const {
+    for (const Op& o : ops_)
+      if (o.kind == Kind::kRecv && o.fd == fd && !o.cancelled) return o.len;
+    return 0;
+  }
   // The fd of the first pending op of `kind`, or -1.
   int fd_of(Kind kind) const {
     for (const Op& o : ops_)

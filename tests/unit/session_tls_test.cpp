@@ -284,11 +284,18 @@ TEST_F(SessionTlsTest, AnEncryptedSessionsChannelIsCountedInTheSessionBudget) {
   int s = session();
   EXPECT_EQ(ctx_->session_buffers.load(), 0u);
   EXPECT_GE(ctx_->handshake_buffers.load(), kOpenSslChannelBytes);
+  // Until the handshake is done, a connection anyone can open holds a small input buffer.
+  EXPECT_EQ(loop_.recv_room(s), ControlSession::kTlsHandshakeInputBytes);
+  EXPECT_LE(ctx_->handshake_buffers.load(),
+            kOpenSslChannelBytes + ControlSession::kTlsHandshakeInputBytes + 8 * 1024 + 64)
+      << "its channel, and an empty line buffer";
   TlsPeer control(loop_, s, secret_);
   control.write("HELLO ackxfer 2\n");
   ASSERT_TRUE(control.channel().handshake_done());
   ASSERT_EQ(sessions().size(), 1u);
   EXPECT_EQ(ctx_->handshake_buffers.load(), 0u);
+  // Once it is, room for a whole record in one receive.
+  EXPECT_EQ(loop_.recv_room(s), ControlSession::kTlsInputBytes);
   EXPECT_GE(ctx_->session_buffers.load(), kOpenSslChannelBytes + 17 * 1024);
   EXPECT_LT(ctx_->session_buffers.load(), kSessionBufferFloor + 2 * kOpenSslChannelBytes);
   loop_.peer_closes(s);
