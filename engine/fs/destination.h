@@ -143,6 +143,9 @@ class Destination {
   // `created`, if given, tells whether `path` itself was created by this call (so it was empty).
   std::variant<std::monostate, FsError> make_directory(const RelativePath& path,
                                                        bool* created = nullptr) const;
+  // Path components make_directory has had the kernel resolve on the calling thread (its cost
+  // grows with them: a peer's deep path must not cost the square of its depth). For tests.
+  static std::uint64_t components_resolved_on_this_thread();
   // The existing directory at `path`, opened O_RDONLY beneath the root, never through a
   // symlink at its last component; an invalid fd (errno set) if there is none.
   UniqueFd open_directory(const RelativePath& path) const;
