@@ -1,4 +1,4 @@
-// Reading files back to hash them, one 1 MiB buffer at a time.
+// Reading files back to hash them, through one 1 MiB buffer per thread.
 #include "fs/file_digest.h"
 
 #include <fcntl.h>
@@ -11,27 +11,49 @@ namespace ackxfer {
 namespace {
 constexpr std::size_t kReadBytes = 1 << 20;
 constexpr std::uint64_t kBlockingStep = 64 << 20;
+
+std::atomic<std::size_t> g_read_buffers{0};
+
+// This thread's read buffer, made at its first use and freed when the thread ends.
+std::uint8_t* read_buffer() {
+  struct Buffer {
+    std::unique_ptr<std::uint8_t[]> bytes;
+    ~Buffer() {
+      if (bytes) g_read_buffers.fetch_sub(1, std::memory_order_relaxed);
+    }
+  };
+  thread_local Buffer buf;
+  if (!buf.bytes) {
+    buf.bytes = std::make_unique_for_overwrite<std::uint8_t[]>(kReadBytes);
+    g_read_buffers.fetch_add(1, std::memory_order_relaxed);
+  }
+  return buf.bytes.get();
+}
 }  // namespace
+
+std::size_t RangeHasher::read_buffers() {
+  return g_read_buffers.load(std::memory_order_relaxed);
+}
 
 RangeHasher::RangeHasher(int fd, std::uint64_t offset, std::uint64_t length)
     : fd_(fd), offset_(offset), length_(length) {}
 
 bool RangeHasher::step(std::uint64_t budget) {
-  if (!buf_ && done_ < length_) buf_ = std::make_unique_for_overwrite<std::uint8_t[]>(kReadBytes);
+  if (done_ == length_) return true;
+  std::uint8_t* buf = read_buffer();
   std::uint64_t stop = std::min(length_, done_ + std::max<std::uint64_t>(budget, 1));
   while (done_ < stop) {
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kReadBytes, stop - done_));
-    ssize_t n = ::pread(fd_, buf_.get(), want, static_cast<off_t>(offset_ + done_));
+    ssize_t n = ::pread(fd_, buf, want, static_cast<off_t>(offset_ + done_));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return false;
     if (n == 0) {
       errno = ENODATA;
       return false;
     }
-    digest_.update(buf_.get(), static_cast<std::size_t>(n));
+    digest_.update(buf, static_cast<std::size_t>(n));
     done_ += static_cast<std::uint64_t>(n);
   }
-  if (done_ == length_) buf_.reset();
   return true;
 }
 

@@ -24,12 +24,15 @@ class RangeHasher {
   bool done() const { return done_ == length_; }
   std::uint64_t hashed() const { return done_; }
   Digest128 finish() { return digest_.finish(); }
+  // Read buffers (1 MiB each) that exist, in all threads: one per thread that has stepped a
+  // hasher. A hasher keeps only its digest state between steps, so hashers waiting for their
+  // next step (a session may start 64) hold none. For tests.
+  static std::size_t read_buffers();
 
  private:
   int fd_;
   std::uint64_t offset_, length_, done_ = 0;
   StreamingDigest digest_;
-  std::unique_ptr<std::uint8_t[]> buf_;
 };
 
 // The file digest (docs/PROTOCOL.md, "Digests") of `fd` under `plan`, a step at a time.

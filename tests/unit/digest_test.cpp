@@ -1,13 +1,17 @@
 // Our XXH3-128 kernels against Debian's libxxhash, and the file digest definition.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <xxhash.h>
+
+#include <cstdio>
 #include <cstring>
 
 #include <random>
 #include <vector>
 
 #include "digest/digest.h"
+#include "fs/file_digest.h"
 
 namespace ackxfer {
 namespace {
@@ -73,6 +77,32 @@ TEST(Digest, HexRoundTrips) {
   EXPECT_EQ(Digest128::from_hex(d.hex()), d);
   EXPECT_FALSE(Digest128::from_hex("abc"));
   EXPECT_FALSE(Digest128::from_hex(std::string(31, '0') + "g"));
+}
+
+// A session may start 64 checks of files the sender asks about (`skip=xxh3`), each a hasher
+// stepped a slice at a time on the work queue, every one given its first slice before any its
+// second. Each kept its own 1 MiB read buffer from its first step to its last: 64 MiB a session
+// that declared them, 1 GiB for 16 sessions. Hashers waiting between steps hold none.
+TEST(Digest, HashersBetweenStepsHoldNoReadBuffer) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  auto bytes = random_bytes(3 << 20, 7);
+  ASSERT_EQ(std::fwrite(bytes.data(), 1, bytes.size(), f), bytes.size());
+  std::fflush(f);
+  const int fd = fileno(f);
+  std::size_t before = RangeHasher::read_buffers();
+  std::vector<RangeHasher> hashers;
+  for (int i = 0; i < 64; ++i)
+    hashers.emplace_back(fd, 0, bytes.size());
+  for (auto& h : hashers)
+    ASSERT_TRUE(h.step(1 << 20));
+  EXPECT_LE(RangeHasher::read_buffers(), before + 1) << "one for this thread at most";
+  for (auto& h : hashers) {
+    while (!h.done())
+      ASSERT_TRUE(h.step(1 << 20));
+    EXPECT_EQ(h.finish(), reference(bytes.data(), bytes.size())) << "the same digest as before";
+  }
+  std::fclose(f);
 }
 
 }  // namespace
