@@ -1,6 +1,8 @@
 // Chunk bookkeeping, claims and the verify-then-publish step.
 #include "receiver/incoming_file.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 #include "display.h"
@@ -170,19 +172,21 @@ void IncomingFile::touch(const Claim& c, std::int64_t now_ms) {
 }
 
 int IncomingFile::reserve_chunk(const Claim& c) {
+  if (fd_ < 0) return 0;
   {
     std::lock_guard lock(mu_);
     Chunk* ch = held(c);
     if (!ch || ch->reserved || state_ != State::kReceiving) return 0;
+    // Counted as a writer: a partial given up meanwhile stays locked until the fallocate is
+    // done, so the next transfer of the file cannot truncate it first and have it grown again.
+    ++writers_;
   }
   // The caller holds the claim on this chunk, so nobody else reserves it meanwhile; the
   // fallocate runs without the lock.
-  if (fd_ < 0) return 0;
   int e = reserve_range(fd_, plan_.offset(c.index), plan_.length(c.index));
-  if (e == 0) {
-    std::lock_guard lock(mu_);
-    if (Chunk* ch = held(c)) ch->reserved = true;
-  }
+  std::lock_guard lock(mu_);
+  if (Chunk* ch = held(c); ch && e == 0) ch->reserved = true;
+  writer_done();
   return e;
 }
 
@@ -202,6 +206,10 @@ void IncomingFile::end_write(const Claim& c, std::int64_t now_ms) {
     ch->writing = false;
     ch->touched_ms = std::max(ch->touched_ms, now_ms);
   }
+  writer_done();
+}
+
+void IncomingFile::writer_done() {
   if (--writers_ == 0 && unlock_when_idle_) {
     unlock_when_idle_ = false;
     temp_.unlock();
@@ -261,13 +269,26 @@ void IncomingFile::flush_failed(int err) {
   if (!flush_error_) flush_error_ = err;
 }
 
-std::optional<FsError> IncomingFile::flush_failure() {
-  if (!flush_error_) return std::nullopt;
+std::optional<FsError> IncomingFile::unpublishable() {
+  std::optional<FsError> why;
+  struct stat st {};
+  if (flush_error_) {
+    why = FsError{flush_error_, "not publishing " + quote_name(path_) +
+                                    ": flushing its data to disk failed earlier (" +
+                                    errno_text(flush_error_) + "), so it may not be on disk"};
+  } else if (fd_ >= 0 && fstat(fd_, &st) != 0) {
+    why = FsError{errno, "not publishing " + quote_name(path_) + ": " + errno_text(errno)};
+  } else if (fd_ >= 0 && static_cast<std::uint64_t>(st.st_size) != plan_.size()) {
+    // Its chunks were verified, but something grew (or cut) the file besides them: what is
+    // beyond or missing was never checked.
+    why = FsError{EIO, "not publishing " + quote_name(path_) + ": its temp file holds " +
+                           std::to_string(st.st_size) + " bytes, not the " +
+                           std::to_string(plan_.size()) + " declared"};
+  }
+  if (!why) return std::nullopt;
   state_ = State::kFailed;
   temp_.discard();
-  return FsError{flush_error_, "not publishing " + quote_name(path_) +
-                                   ": flushing its data to disk failed earlier (" +
-                                   errno_text(flush_error_) + "), so it may not be on disk"};
+  return why;
 }
 
 std::variant<std::monostate, FsError> IncomingFile::publish(bool durable) {
@@ -276,7 +297,7 @@ std::variant<std::monostate, FsError> IncomingFile::publish(bool durable) {
     std::lock_guard lock(mu_);
     if (state_ != State::kPublishing)
       return FsError{ENOENT, "publish " + quote_name(path_) + ": the file was abandoned"};
-    if (auto e = flush_failure())
+    if (auto e = unpublishable())
       r = *e;
     else if (fd_ >= 0)
       r = temp_.publish(mode_, mtime_, durable);
@@ -292,7 +313,7 @@ std::variant<std::monostate, FsError> IncomingFile::prepare_publish() {
     std::lock_guard lock(mu_);
     if (state_ != State::kPublishing)
       return FsError{ENOENT, "publish " + quote_name(path_) + ": the file was abandoned"};
-    if (auto e = flush_failure()) {
+    if (auto e = unpublishable()) {
       r = *e;
     } else {
       if (fd_ < 0) return r;

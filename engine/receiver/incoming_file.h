@@ -214,12 +214,15 @@ class IncomingFile {
   State state_ = State::kReceiving;    // guarded by mu_
   ChunkTable chunks_;                  // guarded by mu_: chunks that started to arrive
   std::uint64_t next_generation_ = 1;  // guarded by mu_
-  int writers_ = 0;                    // guarded by mu_
+  int writers_ = 0;                    // guarded by mu_: writes and reservations under way
   bool unlock_when_idle_ = false;      // guarded by mu_: kept; unlock after the last write
   int flush_error_ = 0;                // guarded by mu_: see flush_failed()
 
-  // Under mu_: fails a file whose data could not be flushed (state kFailed, temp discarded).
-  std::optional<FsError> flush_failure();
+  // Under mu_: fails a file that must not be published (state kFailed, temp discarded): its
+  // data could not be flushed, or its temp file is not the size declared.
+  std::optional<FsError> unpublishable();
+  // Under mu_: a write or reservation has ended; the last one unlocks a kept partial.
+  void writer_done();
 };
 
 }  // namespace ackxfer

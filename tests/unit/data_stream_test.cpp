@@ -168,6 +168,40 @@ TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
   EXPECT_LE(allocated(), 64u * 1024) << "more than the journaled byte's block";
 }
 
+// Every chunk of a file verified, but its temp file grown beyond them (a reservation from an
+// earlier transfer of the same name, given up as this one took the partial over and truncated
+// it, landing after): what lies beyond the declared size was never checked. The file was
+// published with it; it now fails at DONE and leaves nothing.
+TEST_F(DataStreamTest, ATempFileLongerThanDeclaredIsNotPublished) {
+  const std::uint64_t chunk = 1 << 20;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  Token t = open(s, "SEND 1 big size=" + std::to_string(2 * chunk) +
+                        " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  const std::string a(chunk, 'a'), b(chunk, 'b');
+  int d = data_connection();
+  loop_.feed(d, frame(t, 0, a) + frame(t, chunk, b));
+  EXPECT_EQ(acks(d), (std::vector<AckStatus>{AckStatus::kOk, AckStatus::kOk}));
+  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  ASSERT_TRUE(fs::exists(part));
+  fs::resize_file(part, 3 * chunk);
+  const Digest128 chunks[] = {digest_of(a.data(), a.size()), digest_of(b.data(), b.size())};
+  std::string r = ask(s, "DONE 1 xxh3=" + file_digest_from_chunks(chunks).hex() + "\n");
+  EXPECT_TRUE(r.starts_with("ERR 1 ")) << r;
+  EXPECT_NE(r.find("its temp file holds 3145728 bytes, not the 2097152 declared"),
+            std::string::npos)
+      << r;
+  EXPECT_FALSE(fs::exists(dir_ / "big"));
+  EXPECT_FALSE(fs::exists(part));
+  // Sent again, it is published whole.
+  t = open(s, "SEND 2 big size=" + std::to_string(2 * chunk) +
+                  " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  loop_.feed(d, frame(t, 0, a) + frame(t, chunk, b));
+  EXPECT_EQ(acks(d), (std::vector<AckStatus>{AckStatus::kOk, AckStatus::kOk}));
+  EXPECT_EQ(ask(s, "DONE 2 xxh3=" + file_digest_from_chunks(chunks).hex() + "\n"), "OK 2\n");
+  EXPECT_EQ(read_file(dir_ / "big"), a + b);
+}
+
 // A checkpoint's fdatasync fails (a disk error while writing back). The error is reported once:
 // a later fsync passes, and the bytes may never reach the disk. The file used to be published
 // anyway (and, with --fsync, called durable); it now fails at DONE and leaves nothing.
