@@ -272,13 +272,17 @@ void IncomingFile::flush_failed(int err) {
 std::optional<FsError> IncomingFile::unpublishable() {
   std::optional<FsError> why;
   struct stat st {};
+  // Only a partial can be written by more than this file's transfer (one given up before it, on
+  // the same name): a temp file of its own, anonymous or randomly named, is checked for nothing
+  // (a syscall per small file).
+  const bool shared = resumable_ && fd_ >= 0;
   if (flush_error_) {
     why = FsError{flush_error_, "not publishing " + quote_name(path_) +
                                     ": flushing its data to disk failed earlier (" +
                                     errno_text(flush_error_) + "), so it may not be on disk"};
-  } else if (fd_ >= 0 && fstat(fd_, &st) != 0) {
+  } else if (shared && fstat(fd_, &st) != 0) {
     why = FsError{errno, "not publishing " + quote_name(path_) + ": " + errno_text(errno)};
-  } else if (fd_ >= 0 && static_cast<std::uint64_t>(st.st_size) != plan_.size()) {
+  } else if (shared && static_cast<std::uint64_t>(st.st_size) != plan_.size()) {
     // Its chunks were verified, but something grew (or cut) the file besides them: what is
     // beyond or missing was never checked.
     why = FsError{EIO, "not publishing " + quote_name(path_) + ": its temp file holds " +

@@ -219,7 +219,7 @@ class IncomingFile {
   int flush_error_ = 0;                // guarded by mu_: see flush_failed()
 
   // Under mu_: fails a file that must not be published (state kFailed, temp discarded): its
-  // data could not be flushed, or its temp file is not the size declared.
+  // data could not be flushed, or its partial file is not the size declared.
   std::optional<FsError> unpublishable();
   // Under mu_: a write or reservation has ended; the last one unlocks a kept partial.
   void writer_done();
