@@ -281,7 +281,8 @@ std::optional<FsError> IncomingFile::unpublishable() {
                                     ": flushing its data to disk failed earlier (" +
                                     errno_text(flush_error_) + "), so it may not be on disk"};
   } else if (shared && fstat(fd_, &st) != 0) {
-    why = FsError{errno, "not publishing " + quote_name(path_) + ": " + errno_text(errno)};
+    const int e = errno;
+    why = FsError{e, "not publishing " + quote_name(path_) + ": " + errno_text(e)};
   } else if (shared && static_cast<std::uint64_t>(st.st_size) != plan_.size()) {
     // Its chunks were verified, but something grew (or cut) the file besides them: what is
     // beyond or missing was never checked.
