@@ -19,7 +19,30 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class ControlSessionTest : public ReceiverFixture {};
+class ControlSessionTest : public ReceiverFixture {
+ protected:
+  // recv --threads 2 as worker 0 sees it: what it hands to another worker is recorded in
+  // handed_ (the connection is closed at the end).
+  void spread_over_two_workers() {
+    ctx_->load = std::vector<ReceiverContext::WorkerLoad>(2);
+    ctx_->spreading = true;
+    ctx_->hand_over = [this](unsigned i, UniqueFd fd, ReceiverContext::Handed what) {
+      EXPECT_EQ(what, ReceiverContext::Handed::kControl);
+      handed_.push_back(i);
+      peers_.push_back(fd.release());
+    };
+  }
+  // A control connection accepted by worker 0 (Worker::take_control_connection, which may hand
+  // it over); returns its fd.
+  int take() {
+    auto [mine, peer] = tcp_pair();
+    peers_.push_back(peer);
+    worker_->take_control_connection(UniqueFd(mine));
+    loop_.run();
+    return mine;
+  }
+  std::vector<unsigned> handed_;
+};
 
 std::size_t count(const std::string& text, const std::string& what) {
   std::size_t n = 0;
@@ -141,21 +164,7 @@ TEST_F(ControlSessionTest, SessionsThatHaveNotSaidHelloAreBoundedApartOldestFirs
 // worker that holds one keeps its newcomers and makes room itself.
 TEST_F(ControlSessionTest, AtMaxSessionsANewcomerGoesWhereASilentSessionCanMakeRoom) {
   make_receiver([](ReceiverOptions& o) { o.max_sessions = 2; });
-  ctx_->load = std::vector<ReceiverContext::WorkerLoad>(2);
-  ctx_->spreading = true;
-  std::vector<unsigned> handed;
-  ctx_->hand_over = [&](unsigned i, UniqueFd fd, ReceiverContext::Handed what) {
-    EXPECT_EQ(what, ReceiverContext::Handed::kControl);
-    handed.push_back(i);
-    peers_.push_back(fd.release());  // closed at the end
-  };
-  auto take = [&] {
-    auto [mine, peer] = tcp_pair();
-    peers_.push_back(peer);
-    worker_->take_control_connection(UniqueFd(mine));
-    loop_.run();
-    return mine;
-  };
+  spread_over_two_workers();
   int served = session();
   ASSERT_TRUE(ask(served, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
   EXPECT_EQ(ctx_->load[0].awaiting.load(), 0u);
@@ -163,18 +172,18 @@ TEST_F(ControlSessionTest, AtMaxSessionsANewcomerGoesWhereASilentSessionCanMakeR
   ctx_->load[1].awaiting = 1;
   ctx_->stats.sessions_active += 1;
   take();
-  EXPECT_EQ(handed, std::vector<unsigned>{1});
+  EXPECT_EQ(handed_, std::vector<unsigned>{1});
   EXPECT_EQ(ctx_->stats.sessions_refused_busy.load(), 0u);
   EXPECT_EQ(sessions().size(), 1u);
   // Below the limit a newcomer stays where it landed.
   ctx_->load[1].awaiting = 0;
   ctx_->stats.sessions_active -= 1;
   int silent = take();
-  EXPECT_EQ(handed.size(), 1u);
+  EXPECT_EQ(handed_.size(), 1u);
   EXPECT_EQ(ctx_->load[0].awaiting.load(), 1u);
   // At the limit with a silent session of its own, this worker makes room itself.
   int fresh = take();
-  EXPECT_EQ(handed.size(), 1u);
+  EXPECT_EQ(handed_.size(), 1u);
   EXPECT_EQ(ctx_->stats.sessions_evicted.load(), 1u);
   EXPECT_EQ(loop_.take_sent(silent), "");
   EXPECT_TRUE(ask(fresh, "HELLO ackxfer 2\n").starts_with("HELLO ackxfer 2 "));
@@ -182,7 +191,7 @@ TEST_F(ControlSessionTest, AtMaxSessionsANewcomerGoesWhereASilentSessionCanMakeR
   // Every place held by a session that said HELLO, here and there: busy, and nothing handed.
   int late = take();
   EXPECT_TRUE(loop_.take_sent(late).starts_with("ERR - busy ")) << "nobody to make room";
-  EXPECT_EQ(handed.size(), 1u);
+  EXPECT_EQ(handed_.size(), 1u);
 }
 
 // The same for the limit on sessions that have not said HELLO: a newcomer that finds it on a
@@ -190,32 +199,19 @@ TEST_F(ControlSessionTest, AtMaxSessionsANewcomerGoesWhereASilentSessionCanMakeR
 TEST_F(ControlSessionTest, AtTheLimitWithoutHelloANewcomerGoesWhereASilentSessionCanMakeRoom) {
   make_receiver([](ReceiverOptions& o) { o.max_sessions = 100; });
   ctx_->max_sessions_awaiting_hello = 1;
-  ctx_->load = std::vector<ReceiverContext::WorkerLoad>(2);
-  ctx_->spreading = true;
-  std::vector<unsigned> handed;
-  ctx_->hand_over = [&](unsigned i, UniqueFd fd, ReceiverContext::Handed) {
-    handed.push_back(i);
-    peers_.push_back(fd.release());  // closed at the end
-  };
-  auto take = [&] {
-    auto [mine, peer] = tcp_pair();
-    peers_.push_back(peer);
-    worker_->take_control_connection(UniqueFd(mine));
-    loop_.run();
-    return mine;
-  };
+  spread_over_two_workers();
   ctx_->load[1].awaiting = 1;  // worker 1 holds the one allowed
   ctx_->sessions_awaiting_hello += 1;
   ctx_->stats.sessions_active += 1;
   take();
-  EXPECT_EQ(handed, std::vector<unsigned>{1});
+  EXPECT_EQ(handed_, std::vector<unsigned>{1});
   EXPECT_TRUE(sessions().empty());
   EXPECT_EQ(ctx_->stats.sessions_refused_busy.load(), 0u);
   // Nobody anywhere to make room (a race: the other worker's went meanwhile, or this one's
   // count is stale): the newcomer is told busy, and why.
   ctx_->load[1].awaiting = 0;
   int late = take();
-  EXPECT_EQ(handed.size(), 1u);
+  EXPECT_EQ(handed_.size(), 1u);
   EXPECT_TRUE(
       loop_.take_sent(late).starts_with("ERR - busy the receiver holds its maximum of 1 "
                                         "connections that have not said HELLO"));
