@@ -250,6 +250,27 @@ TEST_F(Encryption, AFlippedByteOnTheControlConnectionCostsAReconnect) {
   EXPECT_NE(res.err.find("lost the session"), std::string::npos) << res.err;
 }
 
+// A receiver at --max-sessions answers a newcomer `busy` before any handshake, in plain text:
+// an encrypted sender reads that as busy and waits within --retry-for, not as a receiver that
+// cannot encrypt (exit 7). The place is held by another encrypted sender, slowed to about 3 s.
+TEST_F(Encryption, Sender_WaitsForABusyEncryptedReceiverWithinRetryFor) {
+  TempDir slow_src("slow");
+  write_file(slow_src / "slow.bin", 12 << 20, 5);
+  ReceiverProcess r(dst_.path(), 2, {"--secret-file", secret_.string(), "--max-sessions", "1"});
+  FaultProxy proxy(r, {"--throttle", std::to_string(r.data_port()) + ":4000:every"});
+  Process holder({binary_path(), "send", "--to", proxy.to(), "--secret-file", secret_.string(),
+                  "--streams", "1", (slow_src / "slow.bin").string()});
+  std::this_thread::sleep_for(1s);  // its session holds the one place
+  auto res = send({"--to", r.to(), "--secret-file", secret_.string(), "--retry-for", "30",
+                   "--log-level", "info", (src_ / "tree/sub/c.txt").string()},
+                  60s);
+  EXPECT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(read_text(dst_ / "c.txt"), "c");
+  EXPECT_NE(res.err.find("the receiver is busy"), std::string::npos) << res.err;
+  auto held = holder.wait(60s);
+  EXPECT_EQ(held.exit_code, 0) << held.err;
+}
+
 // A byte damaged on the way during a handshake, in the ClientHello or in the receiver's
 // answer, is not a refusal: the sender connects again (on the control connection it used to
 // exit 7, "both sides need the same --secret-file"). A path that damages every control
