@@ -85,9 +85,12 @@ int recv_command(int argc, char** argv) {
        "close sessions and data connections idle for this many seconds")
       ("max-sessions", po::value(&opt.max_sessions)->default_value(opt.max_sessions),
        "control sessions served at once; beyond it the oldest that has not said HELLO makes "
-       "room, or, if every one has, the newcomer gets a 'busy' reply. At most 4096 that have not "
-       "said HELLO are held at once (the oldest makes room); with encryption, each handshake in "
-       "progress holds up to about 60 KiB")
+       "room, or, if every one has, the newcomer gets a 'busy' reply")
+      ("max-handshakes", po::value(&opt.max_handshakes)->default_value(opt.max_handshakes),
+       "connections that have not said HELLO yet (nor finished their TLS handshake) held at "
+       "once, within --max-sessions; beyond it the oldest of them is closed to make room. With "
+       "encryption each holds up to about 60 KiB. Raise it only if more senders than this "
+       "connect within one handshake's time")
       ("discard", po::bool_switch(&opt.discard),
        "receive and verify every byte but write nothing: for measuring a link with "
        "`ackxfer-fast bench --mem --to`")
@@ -155,6 +158,8 @@ int recv_command(int argc, char** argv) {
     if (idle_seconds == 0) throw Failure("--idle-timeout must be at least 1 second");
     opt.idle_timeout = std::chrono::seconds(idle_seconds);
     if (opt.max_sessions == 0) throw Failure("--max-sessions must be at least 1");
+    if (opt.max_handshakes == 0 || opt.max_handshakes > kMaxHandshakesOption)
+      throw Failure("--max-handshakes must be 1 to " + std::to_string(kMaxHandshakesOption));
     if (!(keep_partials_hours >= 0) || keep_partials_hours > 24 * 365 * 100)
       throw Failure("--keep-partials must be 0 or more hours");
     opt.keep_partials = std::chrono::seconds(std::llround(keep_partials_hours * 3600));

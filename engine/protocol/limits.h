@@ -91,8 +91,9 @@ inline constexpr std::size_t kMaxUnprovenDataConnections = 1024;
 // a newcomer. Anyone can open connections; under --max-sessions alone, 16,384 of them could make
 // the receiver hold 1.1 GiB. A sender says HELLO within its first round trips, so only a flood
 // of this many new connections within one handshake's time could push a sender out (it tries
-// again within --retry-for).
+// again within --retry-for). `recv --max-handshakes` sets it, up to kMaxHandshakesOption.
 inline constexpr std::size_t kMaxSessionsAwaitingHello = 4096;
+inline constexpr std::size_t kMaxHandshakesOption = 1 << 20;
 // recv --legacy: files waiting for their turn (READY) per client address, and in all.
 inline constexpr std::size_t kMaxLegacyQueuedPerAddress = 64;
 inline constexpr std::size_t kMaxLegacyUploads = 4096;

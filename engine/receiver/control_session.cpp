@@ -61,8 +61,8 @@ void ControlSession::evict() {
   ctx.stats.sessions_evicted.fetch_add(1, std::memory_order_relaxed);
   ctx.log.debug("closing session from " + peer_ +
                 ": no HELLO yet, and a newer session needs its place (--max-sessions " +
-                std::to_string(ctx.max_sessions) + ", at most " +
-                std::to_string(ctx.max_sessions_awaiting_hello) + " without HELLO)");
+                std::to_string(ctx.max_sessions) + ", --max-handshakes " +
+                std::to_string(ctx.max_sessions_awaiting_hello) + ")");
   close_now();
 }
 

@@ -119,6 +119,7 @@ void Receiver::start() {
   ctx_->discard = options_.discard;
   ctx_->idle_timeout = options_.idle_timeout;
   ctx_->max_sessions = options_.max_sessions;
+  ctx_->max_sessions_awaiting_hello = options_.max_handshakes;
   ctx_->keep_partials_s = options_.keep_partials.count();
   ctx_->use_tls(std::move(tls));
   ctx_->allow_plain_data = options_.allow_unencrypted;

@@ -16,6 +16,7 @@
 #include "io/loop.h"
 #include "io/socket.h"
 #include "log.h"
+#include "protocol/limits.h"
 #include "tls/tls_channel.h"
 
 namespace ackxfer {
@@ -45,6 +46,9 @@ struct ReceiverOptions {
   std::chrono::seconds idle_timeout{300};
   // Control sessions beyond this get `ERR - busy` and are closed.
   unsigned max_sessions = 16384;
+  // Of those, how many may be connections that have not said HELLO yet (nor finished their TLS
+  // handshake): beyond it the oldest of them makes room (kMaxSessionsAwaitingHello).
+  std::size_t max_handshakes = kMaxSessionsAwaitingHello;
   // How long a partial file kept for resuming (docs/RELIABILITY.md) survives: partials older
   // than this are removed when the receiver starts. 0: never keep partial files.
   std::chrono::seconds keep_partials{86400};

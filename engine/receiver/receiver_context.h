@@ -124,7 +124,7 @@ struct ReceiverContext {
   std::atomic<std::size_t> data_connections{0};
   std::atomic<std::size_t> unproven_data_connections{0};  // no frame for a known token yet
   // Control sessions that have not said HELLO, on every worker (Worker::track_awaiting), and
-  // how many may be at once (kMaxSessionsAwaitingHello; lowered by tests).
+  // how many may be at once (recv --max-handshakes, kMaxSessionsAwaitingHello by default).
   std::atomic<std::size_t> sessions_awaiting_hello{0};
   std::size_t max_sessions_awaiting_hello = kMaxSessionsAwaitingHello;
   std::atomic<std::uint64_t> next_connection_id{1};  // names claims (IncomingFile)

@@ -198,8 +198,8 @@ void Worker::tick_all() {
     report(ctx_.stats.sessions_evicted, sessions_evicted_logged_, "closed", [this] {
       return " control connections in the last second that had not said HELLO, oldest first, "
              "to make room for newer ones (--max-sessions " +
-             std::to_string(ctx_.max_sessions) + ", and at most " +
-             std::to_string(ctx_.max_sessions_awaiting_hello) + " without HELLO at once)";
+             std::to_string(ctx_.max_sessions) + ", --max-handshakes " +
+             std::to_string(ctx_.max_sessions_awaiting_hello) + ")";
     });
   }
   // tick() may close an object, but closing only defers its release: iterating is safe.

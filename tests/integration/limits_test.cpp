@@ -114,6 +114,49 @@ TEST(Limits, Receiver_SilentConnectionsCannotKeepSendersOut) {
   EXPECT_NE(rs.err.find("that had not said HELLO"), std::string::npos) << rs.err;
 }
 
+// --max-handshakes bounds the connections that have not said HELLO apart from --max-sessions:
+// the fourth silent connection closes the first (one worker: the oldest is the first), while
+// sessions that said HELLO are neither counted nor closed, and a sender still gets in.
+TEST(Limits, Receiver_MaxHandshakesClosesTheOldestSilentConnection) {
+  TempDir src("src"), dst("dst");
+  write_text(src / "f.txt", "through");
+  ReceiverProcess r(dst.path(), 1, {"--max-handshakes", "3", "--log-level", "debug"});
+  std::vector<std::unique_ptr<RawClient>> said_hello;
+  for (int i = 0; i < 5; ++i) {
+    said_hello.push_back(std::make_unique<RawClient>(r.port()));
+    ASSERT_TRUE(said_hello.back()->send_bytes("HELLO ackxfer 2\n"));
+    ASSERT_TRUE(said_hello.back()->read_line());
+  }
+  std::vector<std::unique_ptr<RawClient>> silent;
+  for (int i = 0; i < 3; ++i) {
+    silent.push_back(std::make_unique<RawClient>(r.port()));
+    std::this_thread::sleep_for(50ms);
+  }
+  for (auto& c : silent)
+    EXPECT_FALSE(c->closed_by_peer(300ms));
+  silent.push_back(std::make_unique<RawClient>(r.port()));
+  EXPECT_TRUE(silent[0]->closed_by_peer(2s));
+  for (std::size_t i = 1; i < silent.size(); ++i)
+    EXPECT_FALSE(silent[i]->closed_by_peer(300ms)) << "silent connection " << i;
+  for (auto& c : said_hello)
+    EXPECT_FALSE(c->closed_by_peer(100ms));
+  auto res = send({"--to", r.to(), "--retry-for", "5", (src / "f.txt").string()}, 30s);
+  EXPECT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(read_text(dst / "f.txt"), "through");
+  auto rs = r.stop();
+  EXPECT_NE(rs.err.find("--max-handshakes 3"), std::string::npos) << rs.err;
+}
+
+TEST(Limits, Receiver_MaxHandshakesOutOfRangeIsAUsageError) {
+  TempDir dst("dst");
+  for (const char* bad : {"0", "1048577", "-1", "many"}) {
+    auto res = run({binary_path(), "recv", "--dir", dst.path().string(), "--port", "0",
+                    "--data-port", "0", "--max-handshakes", bad});
+    EXPECT_EQ(res.exit_code, 2) << bad << ": " << res.err;
+    EXPECT_NE(res.err.find("max-handshakes"), std::string::npos) << bad << ": " << res.err;
+  }
+}
+
 // Two workers: at --max-sessions, a newcomer that SO_REUSEPORT's hash puts on the worker with
 // no silent session used to be told busy while the other worker's silent session sat on its
 // place. Now it goes to that worker, which makes room. Twenty newcomers in a row, each landing
