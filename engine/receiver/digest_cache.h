@@ -8,6 +8,14 @@
 // only if the file did not change while it was hashed, and its ctime was already a second old
 // when hashing began: timestamps advance in coarse ticks, so a write in the same tick as our
 // look at the file would not show (git's "racy" rule).
+//
+// The key still leaves a peer ways to miss: a different chunk size each time, or a chmod (by
+// `skip=size-mtime`) that moves the ctime. So the reading itself is counted, by what a peer
+// cannot change without delivering data: a version of a file (inode, size, mtime) of
+// kReadsCountedFromBytes or more is read at most kReadsPerVersion times while counted. Beyond
+// that a check is answered "send it" without reading: the peer then pays for every byte it
+// makes the receiver write, and an honest sender (one chunk size per file, so its checks hit
+// the digests above) never gets there.
 #pragma once
 
 #include <sys/stat.h>
@@ -43,11 +51,23 @@ class DigestCache {
                 const Digest128& d);
   std::size_t size() const;
 
+  // For a check find() could not answer: whether this version of the file may be read and
+  // hashed once more, counting the reading if so (above). Thread-safe.
+  static constexpr unsigned kReadsPerVersion = 2;
+  static constexpr std::uint64_t kReadsCountedFromBytes = 1 << 20;
+  bool may_read(const struct stat& st);
+
  private:
+  using Version = std::tuple<dev_t, ino_t, std::uint64_t, std::int64_t, long>;
+
   const std::size_t max_;
   mutable std::mutex mu_;
   std::list<Key> order_;  // least recently used first
   std::map<Key, std::pair<Digest128, std::list<Key>::iterator>> entries_;
+  // Readings per version, at most max_ versions, the least recently read first out. Pushing
+  // one out takes max_ other files of at least kReadsCountedFromBytes read.
+  std::list<Version> read_order_;
+  std::map<Version, std::pair<unsigned, std::list<Version>::iterator>> reads_;
 };
 
 }  // namespace ackxfer

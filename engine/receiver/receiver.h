@@ -82,9 +82,12 @@ struct ReceiverStats {
   std::atomic<std::uint64_t> files_failed{0};
   std::atomic<std::uint64_t> files_skipped{0};       // already there and identical
   std::atomic<std::uint64_t> digests_remembered{0};  // skip=xxh3 checks answered without reading
-  std::atomic<std::uint64_t> files_resumed{0};       // continued from a kept partial
-  std::atomic<std::uint64_t> bytes_resumed{0};       // verified bytes not received again
-  std::atomic<std::uint64_t> partials_kept{0};       // left for a later attempt to resume
+  // skip=xxh3 checks answered "send it" without reading: that version of the file was read
+  // DigestCache::kReadsPerVersion times already.
+  std::atomic<std::uint64_t> digest_reads_declined{0};
+  std::atomic<std::uint64_t> files_resumed{0};  // continued from a kept partial
+  std::atomic<std::uint64_t> bytes_resumed{0};  // verified bytes not received again
+  std::atomic<std::uint64_t> partials_kept{0};  // left for a later attempt to resume
   std::atomic<std::uint64_t> payload_bytes_received{0};
   std::atomic<std::uint64_t> chunk_digest_mismatches{0};
   std::atomic<std::uint64_t> protocol_errors{0};

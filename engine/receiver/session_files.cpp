@@ -137,6 +137,12 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel, Ope
     reply_skipped(m.id);
     return true;
   }
+  // Read this version of the file enough times already (another chunk size, a moved ctime):
+  // the peer sends the data instead (digest_cache.h).
+  if (!ctx.digests.may_read(st)) {
+    ctx.stats.digest_reads_declined.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
   // Otherwise hash the existing file on the work queue, in slices; the loop carries on.
   timespec started{};
   clock_gettime(CLOCK_REALTIME, &started);

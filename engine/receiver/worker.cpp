@@ -195,6 +195,13 @@ void Worker::tick_all() {
              "oldest first, to make room for newer ones (at most " +
              std::to_string(ctx_.max_unproven_data_connections) + " such at once)";
     });
+    report(ctx_.stats.digest_reads_declined, reads_declined_logged_, "answered", [] {
+      return " skip=xxh3 checks in the last second with 'send the data', without reading the "
+             "file again: each had been read " +
+             std::to_string(DigestCache::kReadsPerVersion) +
+             " times already with the same size and mtime (checks with another chunk size, or "
+             "after a mode change)";
+    });
     report(ctx_.stats.sessions_evicted, sessions_evicted_logged_, "closed", [this] {
       return " control connections in the last second that had not said HELLO, oldest first, "
              "to make room for newer ones (--max-sessions " +

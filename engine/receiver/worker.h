@@ -168,6 +168,7 @@ class Worker {
   bool shutting_down_ = false;
   std::uint64_t refused_logged_ = 0;  // data connections refused, as of the last warning
   std::uint64_t evicted_logged_ = 0;
+  std::uint64_t reads_declined_logged_ = 0;    // skip=xxh3 checks not read again, likewise
   std::uint64_t sessions_evicted_logged_ = 0;  // unproven ones closed for newer ones, likewise
   std::vector<std::uint8_t> tls_plain_;        // sized on first use
   bool tls_plain_taken_ = false;

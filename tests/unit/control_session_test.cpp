@@ -480,6 +480,62 @@ TEST_F(ControlSessionTest, AFileCheckedOnceIsNotReadAgainWhileUnchanged) {
   EXPECT_EQ(ctx_->stats.digests_remembered.load(), 2u);
 }
 
+// The remembered digest is keyed by chunk size and ctime, so a peer varying `chunk=` (or
+// moving the ctime with a skip=size-mtime chmod) missed it every round and made the receiver
+// read the whole file again each time. Each version of a file (inode, size, mtime) is now read
+// at most twice; then a check is answered READY (send the data) without reading, even when the
+// digest it names is right.
+TEST_F(ControlSessionTest, AFileIsReadForChecksAtMostTwiceWhateverTheChunkSizeOrMode) {
+  const std::uint64_t size = 2 << 20;
+  const std::string content(size, 'e');
+  {
+    std::ofstream out(dir_ / "f", std::ios::binary);
+    out << content;
+  }
+  struct timespec times[2] = {{0, UTIME_OMIT}, {1, 0}};  // the mtime the SENDs below name
+  ASSERT_EQ(::utimensat(AT_FDCWD, (dir_ / "f").c_str(), times, 0), 0);
+  auto digest = [&](std::uint64_t chunk) {
+    int fd = ::open((dir_ / "f").c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0);
+    auto d = file_digest_of(fd, size, chunk);
+    ::close(fd);
+    return d ? d->hex() : std::string();
+  };
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  auto check = [&](int id, std::uint64_t chunk, const std::string& how, const char* mode = "0644") {
+    loop_.feed(s, "SEND " + std::to_string(id) + " f size=" + std::to_string(size) + " mode=" +
+                      mode + " mtime=1.0 chunk=" + std::to_string(chunk) + " " + how + "\n");
+    std::string r;
+    EXPECT_TRUE(loop_.run_until([&] {
+      r += loop_.take_sent(s);
+      return r.find('\n') != std::string::npos;
+    }));
+    return r;
+  };
+  const std::string wrong = "skip=xxh3 xxh3=" + std::string(32, '0');
+  EXPECT_TRUE(check(1, 65536, wrong).starts_with("READY 1 "));
+  ask(s, "CANCEL 1\n");
+  // The mode differs: skip=size-mtime brings it in line, and the ctime moves.
+  EXPECT_EQ(check(2, 65536, "skip=size-mtime", "0600"), "OK 2 skipped=1\n");
+  EXPECT_EQ(check(3, 65536, "skip=xxh3 xxh3=" + digest(65536)), "OK 3 skipped=1\n")
+      << "read a second time";
+  EXPECT_EQ(ctx_->stats.digest_reads_declined.load(), 0u);
+  EXPECT_TRUE(check(4, 131072, "skip=xxh3 xxh3=" + digest(131072)).starts_with("READY 4 "))
+      << "not read a third time, though the digest is right";
+  ask(s, "CANCEL 4\n");
+  EXPECT_EQ(ctx_->stats.digest_reads_declined.load(), 1u);
+  // A new version (the mtime moves with a write) may be read again.
+  {
+    std::ofstream out(dir_ / "f", std::ios::binary | std::ios::in);
+    out << 'e';
+  }
+  times[1] = {12345, 0};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (dir_ / "f").c_str(), times, 0), 0);
+  EXPECT_EQ(check(5, 131072, "skip=xxh3 xxh3=" + digest(131072)), "OK 5 skipped=1\n");
+  EXPECT_EQ(ctx_->stats.digest_reads_declined.load(), 1u);
+}
+
 // A session keeps its last parent directory open, for speed. A local user moving that
 // directory out of --dir (or removing it) mid-session used to have every later file of the
 // session written into it, wherever it went, or fail into the removed one on every retry. The

@@ -181,5 +181,38 @@ TEST(DigestCache, RemembersOnlyWhatCannotHaveChangedUnseen) {
   EXPECT_FALSE(cache.find(DigestCache::key_of(b, 65536)));
 }
 
+// Each version of a file (inode, size, mtime) of 1 MiB or more may be read for checks twice;
+// smaller files always; a new mtime or size is a new version; the least recently read version
+// makes room for a new one.
+TEST(DigestCache, ReadsEachVersionOfALargeFileAtMostTwice) {
+  DigestCache cache(2);
+  struct stat st {};
+  st.st_dev = 1;
+  st.st_ino = 10;
+  st.st_size = DigestCache::kReadsCountedFromBytes;
+  st.st_mtim = {1000, 5};
+  st.st_ctim = {1000, 7};
+  EXPECT_TRUE(cache.may_read(st));
+  st.st_ctim.tv_sec = 2000;  // a chmod: the same version
+  EXPECT_TRUE(cache.may_read(st));
+  EXPECT_FALSE(cache.may_read(st));
+  EXPECT_FALSE(cache.may_read(st));
+  struct stat small = st;
+  small.st_size = DigestCache::kReadsCountedFromBytes - 1;
+  for (int i = 0; i < 5; ++i)
+    EXPECT_TRUE(cache.may_read(small));
+  struct stat newer = st;
+  newer.st_mtim.tv_nsec = 6;
+  EXPECT_TRUE(cache.may_read(newer));
+  EXPECT_TRUE(cache.may_read(newer));
+  EXPECT_FALSE(cache.may_read(newer));
+  EXPECT_FALSE(cache.may_read(st)) << "still counted: two versions fit";
+  struct stat other = st;
+  other.st_ino = 11;
+  EXPECT_TRUE(cache.may_read(other));  // pushes out `newer`, the least recently read
+  EXPECT_FALSE(cache.may_read(st));
+  EXPECT_TRUE(cache.may_read(newer)) << "forgotten, counted afresh";
+}
+
 }  // namespace
 }  // namespace ackxfer
