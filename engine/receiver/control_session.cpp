@@ -13,8 +13,11 @@
 namespace ackxfer {
 namespace {
 
-// Lines handled per turn of the loop (see process_input).
+// Lines handled per turn of the loop, and the time they may take (see process_input): a line
+// usually takes microseconds, but one through deep paths and in-tree links can take a few ms
+// of lookups, and 64 of those stalled every other session on the worker for a quarter second.
 constexpr int kLinesPerTurn = 64;
+constexpr std::int64_t kTurnMs = 2;
 constexpr std::size_t kControlTlsOutputBytes = 8 * 1024;  // replies go out in pieces
 
 }  // namespace
@@ -351,6 +354,7 @@ void ControlSession::process_input() {
   processing_ = true;
   int handled = 0;
   bool more = false;  // complete lines are left for a later turn
+  const std::int64_t turn_started_ms = loop_.now_ms();
   while (!closing() && (state_ == State::kAwaitHello || state_ == State::kActive)) {
     const char* begin = in_.data() + in_start_;
     const char* nl = static_cast<const char*>(std::memchr(begin, '\n', in_.size() - in_start_));
@@ -361,7 +365,8 @@ void ControlSession::process_input() {
       more = true;
       break;
     }
-    if (handled == kLinesPerTurn) {
+    const std::int64_t now = loop_.now_ms();
+    if (handled == kLinesPerTurn || (handled > 0 && now - turn_started_ms >= kTurnMs)) {
       // Let the replies so far go out, and other sessions run, before the next batch.
       more = true;
       if (!yield_armed_) {
@@ -372,7 +377,7 @@ void ControlSession::process_input() {
     }
     std::string_view line(begin, static_cast<std::size_t>(nl - begin));
     in_start_ = static_cast<std::size_t>(nl - in_.data()) + 1;
-    last_line_ms_ = loop_.now_ms();
+    last_line_ms_ = now;
     ++handled;
     handle_line(line);
   }

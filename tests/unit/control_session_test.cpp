@@ -358,6 +358,40 @@ TEST_F(ControlSessionTest, ByeAppliesDirectoryMetadataInSlicesWhileOthersAreServ
   EXPECT_LT(hello_b, bye_a);
 }
 
+// A turn ends after 64 lines or 2 ms, whichever comes first. Lines that each take a
+// millisecond (here the fake clock moves 1 ms at every look; a real one through deep paths and
+// in-tree links takes a few) used to run 64 to a turn while every other session on the worker
+// waited; now a turn handles a few, and another session is answered in between. What one turn
+// answers goes out in one send, so the largest send to the first session is its longest turn.
+TEST_F(ControlSessionTest, SlowLinesEndTheirTurnWithinItsTimeBudget) {
+  int a = session();
+  ask(a, "HELLO ackxfer 2\n");
+  int b = session();
+  std::string lines;
+  for (int i = 1; i <= 20; ++i)
+    lines += "MKDIR " + std::to_string(i) + " d" + std::to_string(i) + " mode=0755 mtime=1.0\n";
+  loop_.feed_later(a, lines);
+  loop_.feed_later(b, "HELLO ackxfer 2\n");
+  loop_.ms_per_clock_read = 1;
+  loop_.run();
+  loop_.ms_per_clock_read = 0;
+  std::size_t hello_b = 0, last_a = 0, longest_turn = 0, answered = 0;
+  const auto& log = loop_.send_log();
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    if (log[i].first == b && log[i].second.starts_with("HELLO")) hello_b = i;
+    if (log[i].first != a) continue;
+    if (log[i].second.find("OK 20") != std::string::npos) last_a = i;
+    longest_turn = std::max(longest_turn, count(log[i].second, "OK "));
+    answered += count(log[i].second, "OK ");
+  }
+  ASSERT_GT(last_a, 0u);
+  EXPECT_LT(hello_b, last_a);
+  EXPECT_LE(longest_turn, 4u) << "lines answered in one turn";
+  EXPECT_EQ(answered, 20u) << "every line answered in the end";
+  loop_.advance(1'000);  // the clock moved 1 ms a look: deadlines have not passed
+  EXPECT_EQ(sessions().size(), 2u);
+}
+
 TEST_F(ControlSessionTest, DeclaredChunksCostNothingUntilTheirBytesArrive) {
   int s = session();
   ask(s, "HELLO ackxfer 2\n");

@@ -89,7 +89,14 @@ class FakeLoop final : public Loop {
   // Cancelled ops complete only as their kind would (a send once its fd is read) or by
   // complete(): a real kernel may go on with an op it was asked to cancel for a while.
   bool slow_cancel = false;
-  std::int64_t now_ms() const override { return now_ms_; }
+  // Each look at the clock moves it by this much (timers fire at the next run): code between
+  // two looks then seems to take that long.
+  std::int64_t ms_per_clock_read = 0;
+  std::int64_t now_ms() const override {
+    const std::int64_t t = now_ms_;
+    now_ms_ += ms_per_clock_read;
+    return t;
+  }
 
   // ---- the test's side ----
   // Delivers completions (sends, nops, fsyncs, cancellations, due timers, posted and deferred
@@ -167,7 +174,7 @@ class FakeLoop final : public Loop {
   std::vector<std::function<void()>> deferred_;
   // Far from any real steady clock (~31 years of uptime): code that mixes steady_ms() with
   // the loop's clock sees every deadline long past, in every run, whatever the machine's uptime.
-  std::int64_t now_ms_ = 1'000'000'000'000;
+  mutable std::int64_t now_ms_ = 1'000'000'000'000;
   bool stopped_ = false;
 };
 
