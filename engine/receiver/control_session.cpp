@@ -17,7 +17,7 @@ namespace {
 // usually takes microseconds, but one through deep paths and in-tree links can take a few ms
 // of lookups, and 64 of those stalled every other session on the worker for a quarter second.
 constexpr int kLinesPerTurn = 64;
-constexpr std::int64_t kTurnMs = 2;
+constexpr std::int64_t kTurnMs = 5;
 constexpr std::size_t kControlTlsOutputBytes = 8 * 1024;  // replies go out in pieces
 
 }  // namespace

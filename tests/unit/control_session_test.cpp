@@ -358,7 +358,7 @@ TEST_F(ControlSessionTest, ByeAppliesDirectoryMetadataInSlicesWhileOthersAreServ
   EXPECT_LT(hello_b, bye_a);
 }
 
-// A turn ends after 64 lines or 2 ms, whichever comes first. Lines that each take a
+// A turn ends after 64 lines or 5 ms, whichever comes first. Lines that each take a
 // millisecond (here the fake clock moves 1 ms at every look; a real one through deep paths and
 // in-tree links takes a few) used to run 64 to a turn while every other session on the worker
 // waited; now a turn handles a few, and another session is answered in between. What one turn
@@ -386,7 +386,7 @@ TEST_F(ControlSessionTest, SlowLinesEndTheirTurnWithinItsTimeBudget) {
   }
   ASSERT_GT(last_a, 0u);
   EXPECT_LT(hello_b, last_a);
-  EXPECT_LE(longest_turn, 4u) << "lines answered in one turn";
+  EXPECT_LE(longest_turn, 6u) << "lines answered in one turn";
   EXPECT_EQ(answered, 20u) << "every line answered in the end";
   loop_.advance(1'000);  // the clock moved 1 ms a look: deadlines have not passed
   EXPECT_EQ(sessions().size(), 2u);
