@@ -107,6 +107,11 @@ inline constexpr std::int64_t kFirstLineTimeoutMs = 10'000;
 inline constexpr std::int64_t kMaxClosingMs = 3'000;
 // Of that, how long the last reply may wait for the peer's own close after it went out.
 inline constexpr std::int64_t kLingerMs = 1'000;
+// A control session's turn of its worker's loop (lines handled, directory metadata applied
+// after BYE) ends after this long, so that a peer whose every line costs milliseconds (paths
+// through in-tree links to deep directories) holds the other sessions up by a few at most.
+// A turn lasts over kSessionTurnMs - 1 before it can end so (the clock counts milliseconds).
+inline constexpr std::int64_t kSessionTurnMs = 5;
 // recv --legacy: a client that got READY must connect to the data port within this time; a
 // SEND without a newline is taken as whole after this much silence.
 inline constexpr std::int64_t kLegacyConnectTimeoutMs = 30'000;

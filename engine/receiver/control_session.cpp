@@ -13,11 +13,10 @@
 namespace ackxfer {
 namespace {
 
-// Lines handled per turn of the loop, and the time they may take (see process_input): a line
-// usually takes microseconds, but one through deep paths and in-tree links can take a few ms
-// of lookups, and 64 of those stalled every other session on the worker for a quarter second.
+// Lines handled per turn of the loop (see process_input), and at most kSessionTurnMs of them:
+// a line usually takes microseconds, but one through deep paths and in-tree links can take a
+// few ms of lookups, and 64 of those stalled every other session on the worker for their sum.
 constexpr int kLinesPerTurn = 64;
-constexpr std::int64_t kTurnMs = 5;
 constexpr std::size_t kControlTlsOutputBytes = 8 * 1024;  // replies go out in pieces
 
 }  // namespace
@@ -366,7 +365,7 @@ void ControlSession::process_input() {
       break;
     }
     const std::int64_t now = loop_.now_ms();
-    if (handled == kLinesPerTurn || (handled > 0 && now - turn_started_ms >= kTurnMs)) {
+    if (handled == kLinesPerTurn || (handled > 0 && now - turn_started_ms >= kSessionTurnMs)) {
       // Let the replies so far go out, and other sessions run, before the next batch.
       more = true;
       if (!yield_armed_) {

@@ -11,8 +11,8 @@
 namespace ackxfer {
 namespace {
 
-// Directory metadata applied per turn of the loop after BYE: other sessions on this worker run
-// between slices.
+// Directory metadata applied per turn of the loop after BYE, and within kSessionTurnMs: other
+// sessions on this worker run between slices.
 constexpr std::size_t kDirsPerSlice = 512;
 // Hashes of directories this session created (their files need no "already there?" check).
 constexpr std::size_t kMaxFreshDirs = 1 << 18;
@@ -173,7 +173,10 @@ void ControlSession::apply_dirs_slice() {
   if (state_ != State::kFinishing) return;
   ReceiverContext& ctx = worker_.ctx();
   std::size_t end = std::min(dirs_to_apply_.size(), dirs_applied_ + kDirsPerSlice);
-  for (; dirs_applied_ < end; ++dirs_applied_) {
+  const std::int64_t started_ms = loop_.now_ms();
+  for (std::size_t n = 0; dirs_applied_ < end; ++dirs_applied_, ++n) {
+    // Each resolves its path: through in-tree links to deep directories, milliseconds apiece.
+    if (n > 0 && loop_.now_ms() - started_ms >= kSessionTurnMs) break;
     const DirectoryMetadata::Entry& d = dirs_to_apply_[dirs_applied_];
     // Held writable by another session too: its mode is left to the last of them.
     const bool mine = !d.held || ctx.writable_dirs.release_at_bye(*d.held, d.mode);

@@ -392,6 +392,36 @@ TEST_F(ControlSessionTest, SlowLinesEndTheirTurnWithinItsTimeBudget) {
   EXPECT_EQ(sessions().size(), 2u);
 }
 
+// The same budget for the directory metadata applied after BYE, which resolves each path
+// again: 100 slow directories used to be applied in one slice of up to 512, everyone else on
+// the worker waiting; now the other session's HELLO is answered before the BYE.
+TEST_F(ControlSessionTest, SlowDirectoryMetadataAfterByeEndsItsTurnWithinItsTimeBudget) {
+  int a = session();
+  ask(a, "HELLO ackxfer 2\n");
+  std::string lines;
+  for (int i = 1; i <= 100; ++i)
+    lines += "MKDIR " + std::to_string(i) + " d" + std::to_string(i) + " mode=0755 mtime=1.0\n";
+  ask(a, lines);
+  int b = session();
+  loop_.feed_later(a, "BYE\n");
+  loop_.feed_later(b, "HELLO ackxfer 2\n");
+  loop_.ms_per_clock_read = 1;
+  loop_.run();
+  loop_.ms_per_clock_read = 0;
+  std::size_t hello_b = 0, bye_a = 0;
+  const auto& log = loop_.send_log();
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    if (log[i].first == b && log[i].second.starts_with("HELLO")) hello_b = i;
+    if (log[i].first == a && log[i].second.starts_with("BYE")) bye_a = i;
+  }
+  ASSERT_GT(bye_a, 0u);
+  ASSERT_GT(hello_b, 0u);
+  EXPECT_LT(hello_b, bye_a);
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ / "d100").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1) << "every directory's metadata applied in the end";
+}
+
 TEST_F(ControlSessionTest, DeclaredChunksCostNothingUntilTheirBytesArrive) {
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
