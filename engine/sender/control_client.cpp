@@ -147,8 +147,22 @@ void ControlClient::handle(const ServerMessage& m) {
   }
   if (const auto* r = std::get_if<ReadyReply>(&m)) return on_ready(*r);
   if (const auto* o = std::get_if<OkReply>(&m)) return on_ok(*o);
-  if (const auto* c = std::get_if<CreditReply>(&m)) return on_credit(*c);
-  if (const auto* p = std::get_if<ProgressNote>(&m)) return on_progress(*p);
+  // CREDIT and PROGRESS only where HELLO agreed on them: a receiver that sends them anyway
+  // does not speak the protocol it answered with, and nothing it says can be relied on.
+  auto not_agreed = [&](const char* line, Feature f) {
+    finish_session(SendReport::Outcome::kProtocolError,
+                   std::string("the receiver sent ") + line +
+                       " without having agreed on feature '" + std::string(feature_name(f)) +
+                       "' in HELLO; is it a compatible ackxfer-fast?");
+  };
+  if (const auto* c = std::get_if<CreditReply>(&m)) {
+    if (!features_.has(Feature::kCredit)) return not_agreed("CREDIT", Feature::kCredit);
+    return on_credit(*c);
+  }
+  if (const auto* p = std::get_if<ProgressNote>(&m)) {
+    if (!features_.has(Feature::kProgress)) return not_agreed("PROGRESS", Feature::kProgress);
+    return on_progress(*p);
+  }
   if (std::holds_alternative<ByeReply>(m) && state_ == State::kBye) {
     milestone("BYE answered");
     finish_session(SendReport::Outcome::kOk, "");

@@ -339,6 +339,31 @@ TEST_F(ControlClientTest, TheWindowFollowsTheReceiversCredit) {
   EXPECT_EQ(count_of(sent, "SEND ") + count_of(sent, "MKDIR "), 36u);
 }
 
+// CREDIT and PROGRESS from a receiver that did not agree on them in HELLO: a protocol error
+// naming the feature. (A CREDIT used to widen the window all the same, up to 2,048 files.)
+class NotAgreedTest : public ControlClientTest {
+ protected:
+  void expect_refused(const std::string& features, const std::string& line,
+                      const std::string& feature) {
+    start(500);
+    int fd = accept();
+    loop_.feed(fd, hello_reply(64, features));
+    loop_.take_sent(fd);
+    loop_.feed(fd, line);
+    EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError) << report_.error;
+    EXPECT_NE(report_.error.find("feature '" + feature + "'"), std::string::npos) << report_.error;
+    EXPECT_EQ(client_->window(), 64u);
+  }
+};
+
+TEST_F(NotAgreedTest, CreditNotAgreedOnInHelloIsAProtocolError) {
+  expect_refused("link,progress", "CREDIT open=100\n", "credit");
+}
+
+TEST_F(NotAgreedTest, ProgressNotAgreedOnInHelloIsAProtocolError) {
+  expect_refused("link,credit", "PROGRESS 1 done=1 total=5\n", "progress");
+}
+
 TEST_F(ControlClientTest, AReceiverWithoutFeaturesGetsNoProgressLinesAndNoLinks) {
   start();
   int fd = accept();
