@@ -36,11 +36,7 @@ class ControlSessionTest : public ReceiverFixture {
   // A control connection accepted by worker 0 (Worker::take_control_connection, which may hand
   // it over); returns its fd.
   int take() {
-    auto [mine, peer] = tcp_pair();
-    peers_.push_back(peer);
-    worker_->take_control_connection(UniqueFd(mine));
-    loop_.run();
-    return mine;
+    return connected([this](UniqueFd fd) { worker_->take_control_connection(std::move(fd)); });
   }
   // A session with `dirs` directories made says BYE, and a new session says HELLO, in the same
   // run of the loop, with the clock moving `ms_per_clock_read` at every look (slow work).

@@ -25,6 +25,12 @@ class DataStreamTest : public ReceiverFixture {
     EXPECT_TRUE(r.starts_with("READY ")) << r;
     return *Token::from_hex(r.substr(r.find("token=") + 6, 32));
   }
+  // SEND <id> <name> of two chunks of `chunk` bytes each; its token.
+  Token open_two_chunks(int s, int id, const std::string& name, std::uint64_t chunk) {
+    return open(s, "SEND " + std::to_string(id) + " " + name +
+                       " size=" + std::to_string(2 * chunk) +
+                       " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  }
   static std::string header(const Token& t, std::uint64_t offset, std::uint64_t len) {
     std::uint8_t h[kFrameHeaderBytes];
     encode_frame_header(FrameHeader{t, offset, len}, h);
@@ -54,11 +60,7 @@ class DataStreamTest : public ReceiverFixture {
   // A data connection accepted by this worker (Worker::take_data_connection, which may hand
   // it over to another); returns its fd.
   int take_connection() {
-    auto [mine, peer] = tcp_pair();
-    peers_.push_back(peer);
-    worker_->take_data_connection(UniqueFd(mine));
-    loop_.run();
-    return mine;
+    return connected([this](UniqueFd fd) { worker_->take_data_connection(std::move(fd)); });
   }
   std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -74,8 +76,7 @@ TEST_F(DataStreamTest, AQuietConnectionsClaimPassesToOneThatCarriesTheChunkAgain
   const std::uint64_t chunk = kMinChunkBytes;
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
-  Token t = open(s, "SEND 1 f size=" + std::to_string(2 * chunk) +
-                        " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  Token t = open_two_chunks(s, 1, "f", chunk);
   std::string old_bytes(chunk, 'o'), new_bytes(chunk, 'n'), second(chunk, 's');
   int a = data_connection();
   loop_.feed(a, header(t, 0, chunk) + old_bytes.substr(0, chunk / 2));  // then silence
@@ -176,8 +177,7 @@ TEST_F(DataStreamTest, ATempFileLongerThanDeclaredIsNotPublished) {
   const std::uint64_t chunk = 1 << 20;
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
-  Token t = open(s, "SEND 1 big size=" + std::to_string(2 * chunk) +
-                        " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  Token t = open_two_chunks(s, 1, "big", chunk);
   const std::string a(chunk, 'a'), b(chunk, 'b');
   int d = data_connection();
   loop_.feed(d, frame(t, 0, a) + frame(t, chunk, b));
@@ -194,8 +194,7 @@ TEST_F(DataStreamTest, ATempFileLongerThanDeclaredIsNotPublished) {
   EXPECT_FALSE(fs::exists(dir_ / "big"));
   EXPECT_FALSE(fs::exists(part));
   // Sent again, it is published whole.
-  t = open(s, "SEND 2 big size=" + std::to_string(2 * chunk) +
-                  " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  t = open_two_chunks(s, 2, "big", chunk);
   loop_.feed(d, frame(t, 0, a) + frame(t, chunk, b));
   EXPECT_EQ(acks(d), (std::vector<AckStatus>{AckStatus::kOk, AckStatus::kOk}));
   EXPECT_EQ(ask(s, "DONE 2 xxh3=" + file_digest_from_chunks(chunks).hex() + "\n"), "OK 2\n");
@@ -209,8 +208,7 @@ TEST_F(DataStreamTest, AFileWhoseDataCouldNotBeFlushedIsNotPublished) {
   const std::uint64_t chunk = 65536;
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
-  Token t = open(s, "SEND 1 f size=" + std::to_string(2 * chunk) +
-                        " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  Token t = open_two_chunks(s, 1, "f", chunk);
   const std::string a(chunk, 'a'), b(chunk, 'b');
   int d = data_connection();
   loop_.feed(d, frame(t, 0, a));
@@ -254,8 +252,7 @@ TEST_F(DataStreamTest, WithFsyncAPublishedAckWaitsForTheFlushAndKeepsItsPlace) {
   std::string hello = ask(s, "HELLO ackxfer 2\n");
   EXPECT_NE(hello.find(" durable=1"), std::string::npos) << hello;
   Token small = open(s, "SEND 1 small size=5 mode=0644 mtime=1.0 chunk=65536\n");
-  Token big = open(s, "SEND 2 big size=" + std::to_string(2 * chunk) +
-                          " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  Token big = open_two_chunks(s, 2, "big", chunk);
   int d = data_connection();
   loop_.feed(d, frame(small, 0, "12345") + frame(big, 0, std::string(chunk, 'b')));
   std::vector<AckStatus> got;

@@ -76,20 +76,20 @@ void ReceiverFixture::TearDown() {
   fs::remove_all(dir_, ec);
 }
 
-int ReceiverFixture::session() {
+int ReceiverFixture::connected(const std::function<void(UniqueFd)>& give) {
   auto [mine, peer] = tcp_pair();
   peers_.push_back(peer);
-  worker_->adopt_control_connection(UniqueFd(mine));
+  give(UniqueFd(mine));
   loop_.run();
   return mine;
 }
 
+int ReceiverFixture::session() {
+  return connected([this](UniqueFd fd) { worker_->adopt_control_connection(std::move(fd)); });
+}
+
 int ReceiverFixture::data_connection() {
-  auto [mine, peer] = tcp_pair();
-  peers_.push_back(peer);
-  worker_->adopt_data_connection(UniqueFd(mine));
-  loop_.run();
-  return mine;
+  return connected([this](UniqueFd fd) { worker_->adopt_data_connection(std::move(fd)); });
 }
 
 std::string ReceiverFixture::ask(int fd, const std::string& lines) {

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ class ReceiverFixture : public ::testing::Test {
   // A new control session (returns its fd on the fake) / data connection.
   int session();
   int data_connection();
+  // A connection whose near end `give` hands to the worker (adopt_* or take_*), run until
+  // nothing moves; returns the near end's fd (the far end is closed at the end).
+  int connected(const std::function<void(UniqueFd)>& give);
   // Feeds a line and returns every reply line sent since the last call.
   std::string ask(int fd, const std::string& lines);
   std::vector<ControlSession*> sessions() const;
