@@ -504,14 +504,8 @@ TEST_F(ControlSessionTest, AFileCheckedOnceIsNotReadAgainWhileUnchanged) {
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
   auto check = [&](int id, const std::string& digest) {
-    loop_.feed(s, "SEND " + std::to_string(id) + " f size=300000 mode=0644 mtime=1.0 " +
-                      "chunk=65536 skip=xxh3 xxh3=" + digest + "\n");
-    std::string r;
-    EXPECT_TRUE(loop_.run_until([&] {
-      r += loop_.take_sent(s);
-      return r.find('\n') != std::string::npos;
-    }));
-    return r;
+    return ask_and_wait(s, "SEND " + std::to_string(id) + " f size=300000 mode=0644 mtime=1.0 " +
+                               "chunk=65536 skip=xxh3 xxh3=" + digest + "\n");
   };
   EXPECT_TRUE(check(1, wrong).starts_with("READY 1 ")) << "read and hashed: not the same";
   ask(s, "CANCEL 1\n");
@@ -554,14 +548,9 @@ TEST_F(ControlSessionTest, AFileIsReadForChecksAtMostTwiceWhateverTheChunkSizeOr
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
   auto check = [&](int id, std::uint64_t chunk, const std::string& how, const char* mode = "0644") {
-    loop_.feed(s, "SEND " + std::to_string(id) + " f size=" + std::to_string(size) + " mode=" +
-                      mode + " mtime=1.0 chunk=" + std::to_string(chunk) + " " + how + "\n");
-    std::string r;
-    EXPECT_TRUE(loop_.run_until([&] {
-      r += loop_.take_sent(s);
-      return r.find('\n') != std::string::npos;
-    }));
-    return r;
+    return ask_and_wait(s, "SEND " + std::to_string(id) + " f size=" + std::to_string(size) +
+                               " mode=" + mode + " mtime=1.0 chunk=" + std::to_string(chunk) + " " +
+                               how + "\n");
   };
   const std::string wrong = "skip=xxh3 xxh3=" + std::string(32, '0');
   EXPECT_TRUE(check(1, 65536, wrong).starts_with("READY 1 "));

@@ -97,6 +97,17 @@ std::string ReceiverFixture::ask(int fd, const std::string& lines) {
   return loop_.take_sent(fd);
 }
 
+std::string ReceiverFixture::ask_and_wait(int fd, const std::string& line) {
+  loop_.feed(fd, line);
+  std::string r;
+  EXPECT_TRUE(loop_.run_until([&] {
+    r += loop_.take_sent(fd);
+    return r.find('\n') != std::string::npos;
+  })) << "no reply to "
+      << line;
+  return r;
+}
+
 std::vector<ControlSession*> ReceiverFixture::sessions() const {
   std::vector<ControlSession*> out;
   for (WorkerObject* o : worker_->objects())

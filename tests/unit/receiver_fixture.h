@@ -39,6 +39,9 @@ class ReceiverFixture : public ::testing::Test {
   int connected(const std::function<void(UniqueFd)>& give);
   // Feeds a line and returns every reply line sent since the last call.
   std::string ask(int fd, const std::string& lines);
+  // The same, running the loop until a whole reply line has come: for a line whose reply waits
+  // for work on the work queue (a skip=xxh3 check, a kept partial read back).
+  std::string ask_and_wait(int fd, const std::string& line);
   std::vector<ControlSession*> sessions() const;
 
   fs::path dir_;
