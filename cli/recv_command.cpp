@@ -214,13 +214,14 @@ int recv_command(int argc, char** argv) {
   receiver.stop();
   receiver.wait();
   const ReceiverStats& s = receiver.stats();
-  opt.log.info("stopped: " + std::to_string(s.files_published.load()) + " files (" +
-               human_bytes(static_cast<double>(s.bytes_published.load())) + ") published, " +
-               std::to_string(s.files_failed.load()) + " failed, " +
-               std::to_string(s.files_skipped.load()) + " unchanged, " +
-               std::to_string(s.files_resumed.load()) + " resumed, " +
-               std::to_string(s.partials_kept.load()) + " partials kept, " +
-               std::to_string(s.sessions.load()) + " sessions");
+  opt.log.info(
+      "stopped: " + std::to_string(s.files_published.load()) + " files (" +
+      human_bytes(static_cast<double>(s.bytes_published.load())) + ") published, " +
+      std::to_string(s.files_failed.load()) + " failed, " + std::to_string(s.files_skipped.load()) +
+      " unchanged, " + std::to_string(s.files_resumed.load()) + " resumed (" +
+      human_bytes(static_cast<double>(s.bytes_read_back.load())) +
+      " of kept partials read back to check them), " + std::to_string(s.partials_kept.load()) +
+      " partials kept, " + std::to_string(s.sessions.load()) + " sessions");
   if (auto why = receiver.failure()) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\n", why->c_str());
     return kInternal;

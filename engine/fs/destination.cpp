@@ -435,8 +435,11 @@ std::variant<TempFile, FsError> Destination::create_temp(std::shared_ptr<const U
   return tf;
 }
 
-std::variant<std::monostate, FsError> Destination::check_and_reserve(
-    int fd, std::string_view final_name, std::uint64_t size, std::uint64_t reserve_now) const {
+std::variant<std::monostate, FsError> Destination::check_and_reserve(int fd,
+                                                                     std::string_view final_name,
+                                                                     std::uint64_t size,
+                                                                     std::uint64_t reserve_now,
+                                                                     bool check_only) const {
   // Refuse at once what cannot fit, rather than after most of it has been sent. (Files not
   // reserved ahead are small; their one write says ENOSPC just as clearly.) Space the file
   // already holds (a resumed partial) counts as available.
@@ -453,6 +456,7 @@ std::variant<std::monostate, FsError> Destination::check_and_reserve(
                                  " more bytes; the receiver's file system has " +
                                  std::to_string(free_bytes) + " free"};
   }
+  if (check_only) return std::monostate{};
   if (int e = reserve_range(fd, 0, std::min(size, reserve_now)))
     return FsError{e, describe("reserve space for", final_name, e)};
   return std::monostate{};
@@ -509,8 +513,10 @@ std::variant<Destination::Partial, FsError> Destination::open_partial(
   tf.set_journal(journal_name);
   // Room first, before the journal is touched: a partial that cannot be finished for want of
   // space now keeps its verified chunks for an attempt when there is room (it used to be
-  // removed with them).
-  auto r = check_and_reserve(raw, final_name, size, reserve_now);
+  // removed with them). A reopened partial is only checked: a reservation would move its
+  // ctime, so an attempt that wrote nothing would still make the next one read it all back
+  // (its first chunk is reserved when a frame for it arrives, like every other).
+  auto r = check_and_reserve(raw, final_name, size, reserve_now, !have.empty());
   if (auto* e = std::get_if<FsError>(&r)) {
     if (!have.empty()) tf.keep();
     return *e;

@@ -128,7 +128,9 @@ class Destination {
   // attempt left, with the chunks its journal lists as verified (`have`), or starts a new one
   // (with a journal from the start: what proves the partial is ours). When the partial is in
   // use by another transfer (it is locked), or is not a plain file, this falls back to an
-  // ordinary temp file that cannot be resumed (`resumable` false).
+  // ordinary temp file that cannot be resumed (`resumable` false). A partial reopened with
+  // chunks to offer is not written to here (only checked for room): what a read-back of it
+  // finds stays true while nothing else changes it (ReceiverContext::read_backs).
   struct Partial {
     TempFile temp;
     std::vector<JournalEntry> have;
@@ -170,10 +172,12 @@ class Destination {
   std::vector<std::shared_ptr<const UniqueFd>> take_created_parents() const;
 
  private:
-  // Refuses at once what cannot fit, then allocates the first `reserve_now` bytes.
+  // Refuses at once what cannot fit, then allocates the first `reserve_now` bytes (unless
+  // `check_only`).
   std::variant<std::monostate, FsError> check_and_reserve(int fd, std::string_view final_name,
                                                           std::uint64_t size,
-                                                          std::uint64_t reserve_now) const;
+                                                          std::uint64_t reserve_now,
+                                                          bool check_only = false) const;
   void created_in(int parent_fd) const;
 
   std::filesystem::path root_path_;

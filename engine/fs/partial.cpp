@@ -80,6 +80,23 @@ std::optional<std::vector<JournalEntry>> parse_journal(std::string_view text,
   return out;
 }
 
+Digest128 claims_digest(const std::vector<JournalEntry>& entries, std::uint64_t size,
+                        std::uint64_t chunk) {
+  std::string bytes;
+  bytes.reserve(16 + entries.size() * 20);
+  auto put = [&](std::uint64_t v, int n) {
+    for (int i = 0; i < n; ++i)
+      bytes.push_back(static_cast<char>(v >> (8 * i)));
+  };
+  put(size, 8);
+  put(chunk, 8);
+  for (const JournalEntry& e : entries) {
+    put(e.index, 4);
+    bytes.append(reinterpret_cast<const char*>(e.digest.bytes.data()), e.digest.bytes.size());
+  }
+  return digest_of(bytes.data(), bytes.size());
+}
+
 std::vector<ChunkRange> to_ranges(const std::vector<JournalEntry>& entries) {
   std::vector<ChunkRange> out;
   for (const JournalEntry& e : entries) {

@@ -55,6 +55,11 @@ std::optional<std::vector<JournalEntry>> parse_journal(std::string_view text,
 // of ours.
 std::optional<std::string> journal_header_name(std::string_view text);
 
+// What a read-back of a partial checks, as one digest: the declared size and chunk size (they
+// decide each chunk's range) and every entry's index and digest, in order.
+Digest128 claims_digest(const std::vector<JournalEntry>& entries, std::uint64_t size,
+                        std::uint64_t chunk);
+
 // Journal entries as READY's have= ranges.
 std::vector<ChunkRange> to_ranges(const std::vector<JournalEntry>& entries);
 

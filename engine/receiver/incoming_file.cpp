@@ -161,7 +161,8 @@ IncomingFile::Claim IncomingFile::claim(std::uint64_t offset, std::uint64_t leng
   c.generation = next_generation_++;
   c.touched_ms = now_ms;
   c.writing = false;
-  if (*index == 0) c.reserved = true;  // the first chunk was allocated at SEND (or is small)
+  // The first chunk was allocated at SEND (or is small), except in a resumed partial.
+  if (*index == 0 && resumed_bytes_ == 0) c.reserved = true;
   out.generation = c.generation;
   return out;
 }
@@ -180,6 +181,7 @@ int IncomingFile::reserve_chunk(const Claim& c) {
     // Counted as a writer: a partial given up meanwhile stays locked until the fallocate is
     // done, so the next transfer of the file cannot truncate it first and have it grown again.
     ++writers_;
+    touched_ = true;
   }
   // The caller holds the claim on this chunk, so nobody else reserves it meanwhile; the
   // fallocate runs without the lock.
@@ -196,6 +198,7 @@ bool IncomingFile::begin_write(const Claim& c) {
   if (!ch) return false;
   ch->writing = true;
   ++writers_;
+  touched_ = true;
   return true;
 }
 
@@ -378,8 +381,12 @@ bool IncomingFile::abandon(bool keep) {
     // SEND, each later one at its frame's header) and chunks written but not journaled are
     // given back. A peer could otherwise leave partials holding whole chunks of disk (up to
     // 64 GiB each) for a few bytes sent, until the receiver next starts. A write still in
-    // flight may allocate its own range again: at most a chunk per data connection.
-    if (fd_ >= 0) {
+    // flight may allocate its own range again: at most a chunk per data connection. A resumed
+    // partial that this transfer neither wrote to nor reserved space in (a kept partial has
+    // journaled chunks, so a fresh one was written to) holds only journaled chunks already,
+    // and is left untouched: a punch would move its ctime, and the next attempt would have to
+    // read it all back again (ReceiverContext::read_backs).
+    if (fd_ >= 0 && touched_) {
       std::uint64_t from = 0;
       chunks_.for_each([&](std::uint32_t i, Chunk& c) {  // in index order
         if (c.journal != JournalState::kJournaled) return;

@@ -75,7 +75,9 @@ class IncomingFile {
   };
 
   // `have`: chunks a kept partial file already holds, verified (resume). `resumable`: the temp
-  // file is a partial with a journal (fs/partial.h) that checkpoints record progress in.
+  // file is a partial with a journal (fs/partial.h) that checkpoints record progress in. The
+  // first chunk was reserved at SEND unless `have` is given (a resumed partial is not touched
+  // until a frame arrives).
   IncomingFile(const SendRequest& req, Token token, TempFile temp,
                std::shared_ptr<SessionTotals> totals, OpenFileSlot slot = {},
                const std::vector<JournalEntry>& have = {}, bool resumable = false);
@@ -216,7 +218,11 @@ class IncomingFile {
   std::uint64_t next_generation_ = 1;  // guarded by mu_
   int writers_ = 0;                    // guarded by mu_: writes and reservations under way
   bool unlock_when_idle_ = false;      // guarded by mu_: kept; unlock after the last write
-  int flush_error_ = 0;                // guarded by mu_: see flush_failed()
+  // Guarded by mu_: this transfer wrote into or reserved space in its temp file. A kept partial
+  // that nothing wrote to is left exactly as it was (abandon), so that what a read-back found
+  // stays true for the next attempt (ReceiverContext::read_backs).
+  bool touched_ = false;
+  int flush_error_ = 0;  // guarded by mu_: see flush_failed()
 
   // Under mu_: fails a file that must not be published (state kFailed, temp discarded): its
   // data could not be flushed, or its partial file is not the size declared.

@@ -87,6 +87,10 @@ struct ReceiverStats {
   std::atomic<std::uint64_t> digest_reads_declined{0};
   std::atomic<std::uint64_t> files_resumed{0};  // continued from a kept partial
   std::atomic<std::uint64_t> bytes_resumed{0};  // verified bytes not received again
+  // Journaled bytes of kept partials read back and hashed before they were offered again.
+  std::atomic<std::uint64_t> bytes_read_back{0};
+  // Kept partials offered again without reading them back: unchanged since a read-back.
+  std::atomic<std::uint64_t> read_backs_remembered{0};
   std::atomic<std::uint64_t> partials_kept{0};  // left for a later attempt to resume
   std::atomic<std::uint64_t> payload_bytes_received{0};
   std::atomic<std::uint64_t> chunk_digest_mismatches{0};

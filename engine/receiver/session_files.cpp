@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
+#include <optional>
 
 #include "display.h"
 #include "error.h"
@@ -262,6 +264,20 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
     ready(m, std::move(part.temp), std::move(slot), {}, part.resumable);
     return;
   }
+  // Read back whole before, found as its journal says, and unchanged since: offered at once
+  // (ReceiverContext::read_backs).
+  struct stat st {};
+  timespec started{};
+  const Digest128 claims = claims_digest(part.have, m.size, m.chunk);
+  std::optional<DigestCache::Key> key;
+  if (fstat(part.temp.fd(), &st) == 0 && clock_gettime(CLOCK_REALTIME, &started) == 0) {
+    key = DigestCache::key_of(st, m.chunk);
+    if (ctx.read_backs.find(*key) == claims) {
+      ctx.stats.read_backs_remembered.fetch_add(1, std::memory_order_relaxed);
+      ready(m, std::move(part.temp), std::move(slot), part.have, true);
+      return;
+    }
+  }
   // The journal says which chunks were verified; before offering them, make sure the bytes
   // on disk still are those (a disk error, or anyone writing into the partial since, must not
   // end up in a published file). Read back on the work queue, in slices.
@@ -277,11 +293,17 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
     std::size_t next = 0;
     std::optional<RangeHasher> hasher;
     std::uint64_t hashed = 0;
+    std::optional<DigestCache::Key> key;  // the partial before reading, if fstat could say
+    timespec started{};
+    Digest128 claims;
   };
   auto rb = std::make_shared<ReadBack>();
   rb->fd = std::move(dup);
   rb->plan = ChunkPlan(m.size, m.chunk);
   rb->claimed = part.have;
+  rb->key = key;
+  rb->started = started;
+  rb->claims = claims;
   std::uint64_t total = 0;
   for (const JournalEntry& e : rb->claimed)
     total += rb->plan.length(e.index);
@@ -292,7 +314,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
   f.slot = std::move(slot);
   f.job = start_job(
       m.id, total,
-      [rb](LocalJob& j) {
+      [rb, &ctx](LocalJob& j) {
         std::uint64_t budget = kLocalWorkSliceBytes;
         while (budget > 0 && rb->next < rb->claimed.size()) {
           const JournalEntry& e = rb->claimed[rb->next];
@@ -302,6 +324,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
           bool ok = rb->hasher->step(budget);
           std::uint64_t n = rb->hasher->hashed() - before;
           rb->hashed += n;
+          ctx.stats.bytes_read_back.fetch_add(n, std::memory_order_relaxed);
           budget -= std::min(budget, n);
           if (!ok || rb->hasher->done()) {
             if (ok && rb->hasher->finish() == e.digest) rb->good.push_back(e);
@@ -310,7 +333,13 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
           }
         }
         j.done.store(rb->hashed, std::memory_order_relaxed);
-        return rb->next < rb->claimed.size();
+        if (rb->next < rb->claimed.size()) return true;
+        // All as claimed, and the partial as it was before reading (and old enough then that a
+        // write in the same timestamp tick would have shown): remembered.
+        struct stat after {};
+        if (rb->key && rb->good.size() == rb->claimed.size() && fstat(rb->fd.get(), &after) == 0)
+          ctx.read_backs.remember(*rb->key, after, rb->started, rb->claims);
+        return false;
       },
       [this, id = m.id, rb](LocalJob&) {
         resume_checked(id, rb->good, rb->claimed.size() - rb->good.size());

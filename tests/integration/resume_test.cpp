@@ -11,6 +11,7 @@
 
 #include "fs/partial.h"
 #include "harness.h"
+#include "protocol/data_frame.h"
 
 namespace ackxfer::test {
 namespace {
@@ -170,6 +171,61 @@ TEST(Resume, ADamagedPartialIsCaughtWhenReadBackAndThoseChunksSentAgain) {
   EXPECT_TRUE(temp_files_under(dst.path()).empty());
   auto rs = r.stop();
   EXPECT_NE(rs.err.find("no longer match their journal"), std::string::npos) << rs.err;
+}
+
+// A peer that resumes a kept partial and leaves, over and over (a SEND a round), used to have
+// the receiver read the whole partial back every round. The partial is read back once; while
+// nothing changes it, later attempts are offered its chunks without reading it again (the
+// receiver's stop line counts what it read back).
+TEST(Resume, APeerThatResumesAndLeavesOverAndOverHasThePartialReadBackOnce) {
+  TempDir dst("dst");
+  ReceiverProcess r(dst.path());
+  constexpr std::uint64_t chunk = 1 << 20;
+  const std::string send_line = "SEND 1 big size=" + std::to_string(3 * chunk) +
+                                " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
+  auto kept = [&] {
+    const std::string err = r.process().stderr_so_far();
+    std::size_t n = 0;
+    for (std::size_t at = err.find("kept the partial file"); at != std::string::npos;
+         at = err.find("kept the partial file", at + 1))
+      ++n;
+    return n;
+  };
+  {  // Two chunks delivered and journaled, then the peer is gone.
+    RawClient c(r.port());
+    c.send_bytes("HELLO ackxfer 2\n");
+    ASSERT_TRUE(c.read_line());
+    c.send_bytes(send_line);
+    auto ready = c.read_line();
+    ASSERT_TRUE(ready && ready->starts_with("READY 1 ")) << ready.value_or("(none)");
+    const std::string token = ready->substr(ready->find("token=") + 6, 32);
+    RawClient d(r.data_port());
+    d.send_bytes(frame_bytes(token, 0, std::string(chunk, 'a'), chunk) +
+                 frame_bytes(token, chunk, std::string(chunk, 'b'), chunk));
+    EXPECT_EQ(read_ack_status(d), static_cast<int>(AckStatus::kOk));
+    EXPECT_EQ(read_ack_status(d), static_cast<int>(AckStatus::kOk));
+    ASSERT_TRUE(wait_until([&] { return journaled_chunks_under(dst.path()) >= 2; }, 10s));
+  }
+  ASSERT_TRUE(wait_until([&] { return kept() == 1; }, 5s));
+  // Remembered only for a partial last changed a second (in whole seconds: up to two) before
+  // the read-back began.
+  std::this_thread::sleep_for(2050ms);
+  for (std::size_t round = 1; round <= 4; ++round) {
+    {
+      RawClient c(r.port());
+      c.send_bytes("HELLO ackxfer 2\n");
+      ASSERT_TRUE(c.read_line());
+      c.send_bytes(send_line);
+      auto ready = c.read_line(10s);
+      ASSERT_TRUE(ready && ready->find(" have=") != std::string::npos) << ready.value_or("(none)");
+    }  // gone without DONE or BYE: the partial is kept again
+    ASSERT_TRUE(wait_until([&] { return kept() == round + 1; }, 5s))
+        << round << r.process().stderr_so_far();
+  }
+  auto rs = r.stop();
+  // 2 MiB once (it was 8.39 MB: the whole partial at each of the four rounds).
+  EXPECT_NE(rs.err.find("4 resumed (2.10 MB of kept partials read back"), std::string::npos)
+      << rs.err;
 }
 
 // The source was rewritten with the same size and mtime: the sender's chunks no longer match

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <thread>
 
 #include "fs/partial.h"
 #include "protocol/data_frame.h"
@@ -167,6 +168,76 @@ TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
   loop_.advance(5'000);
   ASSERT_TRUE(fs::exists(part)) << "kept for resuming";
   EXPECT_LE(allocated(), 64u * 1024) << "more than the journaled byte's block";
+}
+
+// A kept partial is read back before its journaled chunks are offered again. A peer that
+// resumes and leaves, over and over (one SEND a round), made the receiver read the whole
+// partial back every round: the attempt's own reservation at SEND and hole-punching when it
+// ended moved the partial's ctime, so nothing could tell the partial was unchanged. Now an
+// attempt that writes nothing leaves the partial exactly as it was, and a partial read back
+// and found as its journal says is offered at once while it stays so. Changed, it is read again.
+TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
+  const std::uint64_t chunk = 1 << 20;
+  const std::string send = "SEND 1 big size=" + std::to_string(3 * chunk) +
+                           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
+  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  Token t = open(s, send);
+  int d = data_connection();
+  loop_.feed(d, frame(t, 0, std::string(chunk, 'a')) + frame(t, chunk, std::string(chunk, 'b')));
+  EXPECT_EQ(acks(d), (std::vector<AckStatus>{AckStatus::kOk, AckStatus::kOk}));
+  ASSERT_TRUE(loop_.run_until([&] {
+    loop_.advance(1'000);  // the session's next checkpoint journals them
+    std::string text = read_file(journal);
+    return std::count(text.begin(), text.end(), '\n') >= 3;  // the header and both chunks
+  }));
+  loop_.peer_closes(d);
+  loop_.peer_closes(s);
+  loop_.advance(5'000);
+  ASSERT_TRUE(fs::exists(part)) << "kept for resuming";
+  // A read-back is remembered only for a partial last changed a second before it began (in
+  // whole seconds: up to two), as a write in the same timestamp tick as the look at the partial
+  // would not show.
+  std::this_thread::sleep_for(2'050ms);
+  auto ctime_of_partial = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(part.c_str(), &st), 0);
+    return std::pair(st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+  };
+  // One round of the peer: resume, and leave.
+  auto resume_and_leave = [&] {
+    int c = session();
+    ask(c, "HELLO ackxfer 2\n");
+    std::string r = ask_and_wait(c, send);
+    EXPECT_TRUE(r.starts_with("READY 1 ")) << r;
+    if (!r.starts_with("READY 1 ")) return r;
+    loop_.peer_closes(c);
+    loop_.advance(5'000);
+    return r.substr(r.find(" have="));
+  };
+  const auto changed = ctime_of_partial();
+  const std::string both = resume_and_leave();
+  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk);
+  EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 0u);
+  for (int round = 1; round <= 3; ++round) {
+    EXPECT_EQ(resume_and_leave(), both);
+    EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk) << "read back again";
+    EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), static_cast<std::uint64_t>(round));
+  }
+  EXPECT_EQ(ctime_of_partial(), changed) << "an attempt that wrote nothing changed the partial";
+  // Someone writes into the partial: the next attempt reads it back and finds the first chunk
+  // is no longer what its journal says.
+  {
+    std::fstream f(part, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(10);
+    f.put('x');
+  }
+  const std::string second_only = resume_and_leave();
+  EXPECT_NE(second_only, both);
+  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 4 * chunk);
+  EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 3u);
 }
 
 // Every chunk of a file verified, but its temp file grown beyond them (a reservation from an

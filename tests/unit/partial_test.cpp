@@ -72,6 +72,18 @@ TEST(Journal, DamageOnlyEverOffersFewerChunks) {
   EXPECT_EQ(*e, (std::vector<JournalEntry>{{2, d('a')}}));
 }
 
+// What a remembered read-back stands for: every entry, its place, and the ranges they cover.
+TEST(Journal, TheClaimsDigestChangesWithAnythingAReadBackChecks) {
+  const std::vector<JournalEntry> two{{0, d('a')}, {1, d('b')}};
+  const Digest128 base = claims_digest(two, 3 << 20, 1 << 20);
+  EXPECT_EQ(base, claims_digest(two, 3 << 20, 1 << 20));
+  EXPECT_NE(base, claims_digest({{0, d('a')}}, 3 << 20, 1 << 20));
+  EXPECT_NE(base, claims_digest({{0, d('a')}, {2, d('b')}}, 3 << 20, 1 << 20));
+  EXPECT_NE(base, claims_digest({{0, d('a')}, {1, d('c')}}, 3 << 20, 1 << 20));
+  EXPECT_NE(base, claims_digest(two, (3 << 20) - 1, 1 << 20));  // the last chunk's length
+  EXPECT_NE(base, claims_digest(two, 3 << 20, 2 << 20));
+}
+
 TEST(Journal, EntriesBecomeRanges) {
   std::vector<JournalEntry> e = {{0, {}}, {1, {}}, {2, {}}, {5, {}}, {7, {}}, {8, {}}};
   EXPECT_EQ(to_ranges(e), (std::vector<ChunkRange>{{0, 2}, {5, 5}, {7, 8}}));
