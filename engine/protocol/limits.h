@@ -112,6 +112,10 @@ inline constexpr std::int64_t kLingerMs = 1'000;
 // through in-tree links to deep directories) holds the other sessions up by a few at most.
 // A turn lasts over kSessionTurnMs - 1 before it can end so (the clock counts milliseconds).
 inline constexpr std::int64_t kSessionTurnMs = 5;
+// Local work on the receiver's work queue (skip=xxh3 checks, kept partials read back) is done
+// in slices of this many bytes, so that every session's work moves; a read-back cut short is
+// remembered as far as its last slice got.
+inline constexpr std::uint64_t kLocalWorkSliceBytes = 16 << 20;
 // recv --legacy: a client that got READY must connect to the data port within this time; a
 // SEND without a newline is taken as whole after this much silence.
 inline constexpr std::int64_t kLegacyConnectTimeoutMs = 30'000;

@@ -84,13 +84,14 @@ struct ReceiverContext {
   std::unique_ptr<DurablePublisher> publisher;
   // What skip=xxh3 checks found (before `work`, whose jobs fill it: destroyed after it).
   DigestCache digests;
-  // Kept partials read back whole and found as their journals say: keyed by the partial as it
-  // was (inode, size, mtime, ctime, chunk size), the digest of the journal's claims that held
-  // (ControlSession::claims_digest). A partial that nothing has changed since is not read
-  // again: a peer that resumes and leaves, over and over, used to have its kept partial read
-  // back at every attempt. Attempts that write nothing leave the partial untouched
-  // (Destination::open_partial, IncomingFile::abandon), so the key still matches.
-  DigestCache read_backs{4'096};
+  // How far kept partials were read back with every claim of their journals found good, keyed
+  // by the partial as it was (inode, size, mtime, ctime, chunk size): a partial that nothing
+  // has changed since is not read again, and a read-back cut short goes on where it stopped.
+  // A peer that resumes and leaves, over and over, used to have its kept partial read back at
+  // every attempt (from the start, when it left before the end). Attempts that write nothing
+  // leave the partial untouched (Destination::open_partial, IncomingFile::abandon), so the key
+  // still matches.
+  ReadBackMemory read_backs{4'096};
   // Long local work (skip=xxh3 checks, reading kept partials back), in fair slices.
   WorkQueue work{2};
 

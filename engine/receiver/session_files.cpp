@@ -20,8 +20,6 @@ namespace {
 
 // Files smaller than this are not fallocated before READY (see open_file).
 constexpr std::uint64_t kReserveMinBytes = 1 << 20;
-// Local work is done in slices of this many bytes, so that every session's work moves.
-constexpr std::uint64_t kLocalWorkSliceBytes = 16 << 20;
 
 std::string dir_key_of(std::string_view path) {
   auto slash = path.rfind('/');
@@ -264,15 +262,18 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
     ready(m, std::move(part.temp), std::move(slot), {}, part.resumable);
     return;
   }
-  // Read back whole before, found as its journal says, and unchanged since: offered at once
-  // (ReceiverContext::read_backs).
+  // Read back before and found as its journal says, and unchanged since: offered at once, or
+  // read on from where that read-back stopped (ReceiverContext::read_backs).
   struct stat st {};
   timespec started{};
   const Digest128 claims = claims_digest(part.have, m.size, m.chunk);
-  std::optional<DigestCache::Key> key;
+  std::optional<ReadBackMemory::Key> key;
+  std::size_t verified = 0;  // claims, in order, read back and found good before
   if (fstat(part.temp.fd(), &st) == 0 && clock_gettime(CLOCK_REALTIME, &started) == 0) {
-    key = DigestCache::key_of(st, m.chunk);
-    if (ctx.read_backs.find(*key) == claims) {
+    key = ReadBackMemory::key_of(st, m.chunk);
+    if (auto seen = ctx.read_backs.find(*key); seen && seen->claims == claims)
+      verified = std::min(seen->verified, part.have.size());
+    if (verified == part.have.size()) {
       ctx.stats.read_backs_remembered.fetch_add(1, std::memory_order_relaxed);
       ready(m, std::move(part.temp), std::move(slot), part.have, true);
       return;
@@ -293,7 +294,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
     std::size_t next = 0;
     std::optional<RangeHasher> hasher;
     std::uint64_t hashed = 0;
-    std::optional<DigestCache::Key> key;  // the partial before reading, if fstat could say
+    std::optional<ReadBackMemory::Key> key;  // the partial before reading, if fstat could say
     timespec started{};
     Digest128 claims;
   };
@@ -301,12 +302,14 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
   rb->fd = std::move(dup);
   rb->plan = ChunkPlan(m.size, m.chunk);
   rb->claimed = part.have;
+  rb->good.assign(part.have.begin(), part.have.begin() + static_cast<std::ptrdiff_t>(verified));
+  rb->next = verified;
   rb->key = key;
   rb->started = started;
   rb->claims = claims;
   std::uint64_t total = 0;
-  for (const JournalEntry& e : rb->claimed)
-    total += rb->plan.length(e.index);
+  for (std::size_t i = verified; i < rb->claimed.size(); ++i)
+    total += rb->plan.length(rb->claimed[i].index);
   SessionFile f;
   f.stage = SessionFile::Stage::kResuming;
   f.request = m;
@@ -333,13 +336,15 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
           }
         }
         j.done.store(rb->hashed, std::memory_order_relaxed);
-        if (rb->next < rb->claimed.size()) return true;
-        // All as claimed, and the partial as it was before reading (and old enough then that a
-        // write in the same timestamp tick would have shown): remembered.
+        // Every claim so far as the journal says, and the partial as it was before reading (and
+        // old enough then that a write in the same timestamp tick would have shown): how far
+        // this got is remembered after each slice, so that a session gone before the end does
+        // not make the next attempt start over.
         struct stat after {};
-        if (rb->key && rb->good.size() == rb->claimed.size() && fstat(rb->fd.get(), &after) == 0)
-          ctx.read_backs.remember(*rb->key, after, rb->started, rb->claims);
-        return false;
+        if (rb->key && rb->good.size() == rb->next && fstat(rb->fd.get(), &after) == 0)
+          ctx.read_backs.remember(*rb->key, after, rb->started,
+                                  ReadBackProgress{rb->claims, rb->next});
+        return rb->next < rb->claimed.size();
       },
       [this, id = m.id, rb](LocalJob&) {
         resume_checked(id, rb->good, rb->claimed.size() - rb->good.size());

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "fs/partial.h"
@@ -238,6 +239,90 @@ TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
   EXPECT_NE(second_only, both);
   EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 4 * chunk);
   EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 3u);
+}
+
+// The same peer, leaving while the read-back is under way: each attempt started reading from
+// the first chunk again, so a peer that left after a second had the receiver read for a
+// second, round after round, however large the partial. How far a read-back got is
+// remembered after each slice.
+TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
+  const std::uint64_t chunk = 1 << 20, chunks = 64;  // four slices of kLocalWorkSliceBytes
+  static_assert(kLocalWorkSliceBytes == 16 << 20);
+  const std::string send = "SEND 1 big size=" + std::to_string(chunks * chunk) +
+                           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
+  const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  Token t = open(s, send);
+  int d = data_connection();
+  for (std::uint64_t i = 0; i < chunks; ++i)
+    loop_.feed(d, frame(t, i * chunk, std::string(chunk, static_cast<char>('a' + i % 26))));
+  EXPECT_EQ(acks(d).size(), chunks);
+  ASSERT_TRUE(loop_.run_until([&] {
+    loop_.advance(1'000);
+    std::string text = read_file(journal);
+    return std::count(text.begin(), text.end(), '\n') >= static_cast<long>(chunks + 1);
+  }));
+  loop_.peer_closes(d);
+  loop_.peer_closes(s);
+  loop_.advance(5'000);
+  std::this_thread::sleep_for(2'050ms);  // as above: remembered only when last changed before
+  auto read_back = [&] { return ctx_->stats.bytes_read_back.load(); };
+  // The work queue's two threads, held so that the read-back goes one slice at a time: one
+  // waits for the end of the test; the other takes turns with the read-back and waits for a
+  // step each turn (owners take turns slice by slice).
+  struct Gate {
+    std::atomic<int> turns{0}, steps{0};
+    std::atomic<bool> open{false};
+  };
+  auto gate = std::make_shared<Gate>();
+  ctx_->work.submit(
+      [gate] {
+        while (!gate->open)
+          std::this_thread::sleep_for(1ms);
+        return false;
+      },
+      &gate->open);
+  ctx_->work.submit(
+      [gate] {
+        ++gate->turns;
+        while (!gate->open && gate->steps == 0)
+          std::this_thread::sleep_for(1ms);
+        if (!gate->open) --gate->steps;
+        return !gate->open;
+      },
+      &gate->turns);
+  auto wait_for = [](const std::function<bool()>& done) {
+    for (int i = 0; i < 10'000 && !done(); ++i)
+      std::this_thread::sleep_for(1ms);
+    return done();
+  };
+  ASSERT_TRUE(wait_for([&] { return gate->turns == 1; }));
+  // Resume, and leave once one slice is read.
+  int c = session();
+  ask(c, "HELLO ackxfer 2\n");
+  loop_.feed(c, send);
+  ++gate->steps;
+  ASSERT_TRUE(wait_for([&] { return gate->turns == 2; }));
+  EXPECT_EQ(read_back(), kLocalWorkSliceBytes);
+  loop_.peer_closes(c);
+  loop_.advance(5'000);
+  gate->open = true;
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(read_back(), kLocalWorkSliceBytes) << "the read-back went on after its session";
+  // The next attempt reads the rest only.
+  c = session();
+  ask(c, "HELLO ackxfer 2\n");
+  EXPECT_TRUE(ask_and_wait(c, send).starts_with("READY 1 "));
+  EXPECT_EQ(read_back(), chunks * chunk) << "a chunk was read back twice";
+  loop_.peer_closes(c);
+  loop_.advance(5'000);
+  // Read whole now: offered at once.
+  c = session();
+  ask(c, "HELLO ackxfer 2\n");
+  EXPECT_TRUE(ask_and_wait(c, send).starts_with("READY 1 "));
+  EXPECT_EQ(read_back(), chunks * chunk);
+  EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 1u);
 }
 
 // Every chunk of a file verified, but its temp file grown beyond them (a reservation from an
