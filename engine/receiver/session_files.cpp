@@ -491,7 +491,14 @@ void ControlSession::handle(const CancelRequest& m) {
 }
 
 void ControlSession::handle(const ProgressNote&) {
-  // The sender is hashing a file before it can go on: the line itself was the activity.
+  // The sender is hashing a file before it can go on: the line itself was the activity. From a
+  // sender whose HELLO did not agree on it, it is a line outside the protocol, said as such
+  // (as the sender does with a receiver's); like any bad line, it does not end the session.
+  if (!negotiated(Feature::kProgress)) {
+    worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    reply_error(std::nullopt, ErrorCode::kBadLine,
+                "PROGRESS, but 'progress' was not agreed on in HELLO");
+  }
 }
 
 void ControlSession::refresh_credit() {

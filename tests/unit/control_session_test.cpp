@@ -81,6 +81,21 @@ TEST_F(ControlSessionTest, AnswersHelloWithItsFeaturesAndTheInitialCredit) {
                    " features=link,credit\n");
 }
 
+// A PROGRESS from a sender whose HELLO did not agree on `progress` was taken silently; it is a
+// line outside the protocol, and the sender hears so (the sender does the same with a
+// receiver's). Agreed on, it is taken without a reply.
+TEST_F(ControlSessionTest, ProgressNotAgreedOnInHelloIsABadLine) {
+  int s = session();
+  ask(s, "HELLO ackxfer 2 features=link\n");
+  EXPECT_EQ(ask(s, "PROGRESS 1 done=1 total=2\n"),
+            "ERR - bad-line PROGRESS, but 'progress' was not agreed on in HELLO\n");
+  EXPECT_EQ(ctx_->stats.protocol_errors.load(), 1u);
+  int agreed = session();
+  ask(agreed, "HELLO ackxfer 2 features=progress\n");
+  EXPECT_EQ(ask(agreed, "PROGRESS 1 done=1 total=2\n"), "");
+  EXPECT_EQ(ctx_->stats.protocol_errors.load(), 1u);
+}
+
 // A peer that does not read its replies used to keep its session (and its place under
 // --max-sessions) forever once the session decided to close: the linger timer was only armed
 // after the last reply went out, and tick() skipped closing sessions.
