@@ -366,6 +366,18 @@ void IncomingFile::count_verdict(bool published) {
   }
 }
 
+bool IncomingFile::holds_more_than_journaled() {
+  struct stat st {};
+  if (fstat(fd_, &st) != 0) return true;
+  std::uint64_t journaled = 0;
+  chunks_.for_each([&](std::uint32_t i, Chunk& c) {
+    if (c.journal == JournalState::kJournaled) journaled += plan_.length(i);
+  });
+  // Blocks at the chunks' edges and the file system's own (extent trees) are no reservation.
+  constexpr std::uint64_t kSlack = 1 << 20;
+  return static_cast<std::uint64_t>(st.st_blocks) * 512 > journaled + kSlack;
+}
+
 bool IncomingFile::abandon(bool keep) {
   std::lock_guard lock(mu_);
   if (state_ == State::kPublished || state_ == State::kFailed) return false;
@@ -383,10 +395,11 @@ bool IncomingFile::abandon(bool keep) {
     // 64 GiB each) for a few bytes sent, until the receiver next starts. A write still in
     // flight may allocate its own range again: at most a chunk per data connection. A resumed
     // partial that this transfer neither wrote to nor reserved space in (a kept partial has
-    // journaled chunks, so a fresh one was written to) holds only journaled chunks already,
-    // and is left untouched: a punch would move its ctime, and the next attempt would have to
-    // read it all back again (ReceiverContext::read_backs).
-    if (fd_ >= 0 && touched_) {
+    // journaled chunks, so a fresh one was written to) is left untouched: a punch would move
+    // its ctime, and the next attempt would have to read it all back again
+    // (ReceiverContext::read_backs). Unless it holds more than its journaled chunks (a
+    // receiver killed before it could give an attempt's reservations back): then once.
+    if (fd_ >= 0 && (touched_ || holds_more_than_journaled())) {
       std::uint64_t from = 0;
       chunks_.for_each([&](std::uint32_t i, Chunk& c) {  // in index order
         if (c.journal != JournalState::kJournaled) return;

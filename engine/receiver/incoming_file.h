@@ -229,6 +229,8 @@ class IncomingFile {
   std::optional<FsError> unpublishable();
   // Under mu_: a write or reservation has ended; the last one unlocks a kept partial.
   void writer_done();
+  // Under mu_: the temp file holds over a MiB more disk than its journaled chunks need.
+  bool holds_more_than_journaled();
 };
 
 }  // namespace ackxfer

@@ -1,6 +1,7 @@
 // DataStream as a state machine on the loop test double: frames in, acks out in frame order,
 // a dead connection's claim passes to a live one, durable publishes keep the acks in order,
 // and connections that have proven nothing are capped, the oldest making room for new ones.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -169,6 +170,62 @@ TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
   loop_.advance(5'000);
   ASSERT_TRUE(fs::exists(part)) << "kept for resuming";
   EXPECT_LE(allocated(), 64u * 1024) << "more than the journaled byte's block";
+}
+
+// An attempt that writes nothing into a resumed partial leaves it untouched, so that its
+// read-back stays remembered (below). But a partial can hold more than its journal vouches for
+// when a receiver was killed before it gave an attempt's reservations back: the first such
+// attempt gives them back (once: the next leaves the partial as it is).
+TEST_F(DataStreamTest, AResumedPartialGivesBackReservationsAReceiverKilledLeftOnce) {
+  const std::uint64_t chunk = 1 << 20;
+  const std::string send = "SEND 1 big size=" + std::to_string(4 * chunk) +
+                           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
+  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  Token t = open(s, send);
+  int d = data_connection();
+  loop_.feed(d, frame(t, 0, std::string(chunk, 'a')));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  ASSERT_TRUE(loop_.run_until([&] {
+    loop_.advance(1'000);
+    std::string text = read_file(journal);
+    return std::count(text.begin(), text.end(), '\n') >= 2;
+  }));
+  loop_.peer_closes(d);
+  loop_.peer_closes(s);
+  loop_.advance(5'000);
+  auto stat_of_partial = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(part.c_str(), &st), 0);
+    return st;
+  };
+  // What a killed receiver's reservations for chunks 1 to 3 look like.
+  {
+    int fd = ::open(part.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    const bool reserved = ::fallocate(fd, 0, chunk, 3 * chunk) == 0;
+    ::close(fd);
+    if (!reserved || static_cast<std::uint64_t>(stat_of_partial().st_blocks) * 512 < 4 * chunk)
+      GTEST_SKIP() << "this file system reserves nothing ahead";
+  }
+  auto resume_and_leave = [&] {
+    int c = session();
+    ask(c, "HELLO ackxfer 2\n");
+    EXPECT_TRUE(ask_and_wait(c, send).starts_with("READY 1 "));
+    loop_.peer_closes(c);
+    loop_.advance(5'000);
+  };
+  resume_and_leave();
+  const struct stat after = stat_of_partial();
+  EXPECT_LE(static_cast<std::uint64_t>(after.st_blocks) * 512, chunk + (64 << 10))
+      << "the reservations outlived the attempt";
+  resume_and_leave();
+  const struct stat again = stat_of_partial();
+  EXPECT_EQ(std::pair(again.st_ctim.tv_sec, again.st_ctim.tv_nsec),
+            std::pair(after.st_ctim.tv_sec, after.st_ctim.tv_nsec))
+      << "the partial was changed again";
 }
 
 // A kept partial is read back before its journaled chunks are offered again. A peer that
