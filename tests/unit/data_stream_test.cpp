@@ -65,6 +65,41 @@ class DataStreamTest : public ReceiverFixture {
   int take_connection() {
     return connected([this](UniqueFd fd) { worker_->take_data_connection(std::move(fd)); });
   }
+  // The kept partial of "big": sends `send_line` (a SEND of "big" in chunks of `chunk` bytes)
+  // and its first `chunks` chunks, waits until the session's checkpoint journals them, and
+  // leaves.
+  void keep_partial_of_big(const std::string& send_line, std::uint64_t chunk,
+                           std::uint64_t chunks) {
+    int s = session();
+    ask(s, "HELLO ackxfer 2\n");
+    Token t = open(s, send_line);
+    int d = data_connection();
+    for (std::uint64_t i = 0; i < chunks; ++i)
+      loop_.feed(d, frame(t, i * chunk, std::string(chunk, static_cast<char>('a' + i % 26))));
+    EXPECT_EQ(acks(d), std::vector<AckStatus>(chunks, AckStatus::kOk));
+    const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
+    ASSERT_TRUE(loop_.run_until([&] {
+      loop_.advance(1'000);
+      std::string text = read_file(journal);
+      return std::count(text.begin(), text.end(), '\n') >= static_cast<long>(chunks + 1);
+    }));
+    loop_.peer_closes(d);
+    loop_.peer_closes(s);
+    loop_.advance(5'000);
+    ASSERT_TRUE(fs::exists(dir_ / (partial_base_name("big") + ".part"))) << "kept";
+  }
+  // One round of a peer that resumes with `send_line` and leaves once READY comes; READY's
+  // have= (empty if READY did not come).
+  std::string resume_and_leave(const std::string& send_line) {
+    int c = session();
+    ask(c, "HELLO ackxfer 2\n");
+    std::string r = ask_and_wait(c, send_line);
+    EXPECT_TRUE(r.starts_with("READY 1 ")) << r;
+    loop_.peer_closes(c);
+    loop_.advance(5'000);
+    auto have = r.find(" have=");
+    return have == std::string::npos ? std::string() : r.substr(have);
+  }
   std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -181,21 +216,8 @@ TEST_F(DataStreamTest, AResumedPartialGivesBackReservationsAReceiverKilledLeftOn
   const std::string send = "SEND 1 big size=" + std::to_string(4 * chunk) +
                            " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
   const fs::path part = dir_ / (partial_base_name("big") + ".part");
-  const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
-  int s = session();
-  ask(s, "HELLO ackxfer 2\n");
-  Token t = open(s, send);
-  int d = data_connection();
-  loop_.feed(d, frame(t, 0, std::string(chunk, 'a')));
-  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
-  ASSERT_TRUE(loop_.run_until([&] {
-    loop_.advance(1'000);
-    std::string text = read_file(journal);
-    return std::count(text.begin(), text.end(), '\n') >= 2;
-  }));
-  loop_.peer_closes(d);
-  loop_.peer_closes(s);
-  loop_.advance(5'000);
+  keep_partial_of_big(send, chunk, 1);
+  if (HasFatalFailure()) return;
   auto stat_of_partial = [&] {
     struct stat st {};
     EXPECT_EQ(::stat(part.c_str(), &st), 0);
@@ -210,18 +232,11 @@ TEST_F(DataStreamTest, AResumedPartialGivesBackReservationsAReceiverKilledLeftOn
     if (!reserved || static_cast<std::uint64_t>(stat_of_partial().st_blocks) * 512 < 4 * chunk)
       GTEST_SKIP() << "this file system reserves nothing ahead";
   }
-  auto resume_and_leave = [&] {
-    int c = session();
-    ask(c, "HELLO ackxfer 2\n");
-    EXPECT_TRUE(ask_and_wait(c, send).starts_with("READY 1 "));
-    loop_.peer_closes(c);
-    loop_.advance(5'000);
-  };
-  resume_and_leave();
+  resume_and_leave(send);
   const struct stat after = stat_of_partial();
   EXPECT_LE(static_cast<std::uint64_t>(after.st_blocks) * 512, chunk + (64 << 10))
       << "the reservations outlived the attempt";
-  resume_and_leave();
+  resume_and_leave(send);
   const struct stat again = stat_of_partial();
   EXPECT_EQ(std::pair(again.st_ctim.tv_sec, again.st_ctim.tv_nsec),
             std::pair(after.st_ctim.tv_sec, after.st_ctim.tv_nsec))
@@ -239,22 +254,8 @@ TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
   const std::string send = "SEND 1 big size=" + std::to_string(3 * chunk) +
                            " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
   const fs::path part = dir_ / (partial_base_name("big") + ".part");
-  const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
-  int s = session();
-  ask(s, "HELLO ackxfer 2\n");
-  Token t = open(s, send);
-  int d = data_connection();
-  loop_.feed(d, frame(t, 0, std::string(chunk, 'a')) + frame(t, chunk, std::string(chunk, 'b')));
-  EXPECT_EQ(acks(d), (std::vector<AckStatus>{AckStatus::kOk, AckStatus::kOk}));
-  ASSERT_TRUE(loop_.run_until([&] {
-    loop_.advance(1'000);  // the session's next checkpoint journals them
-    std::string text = read_file(journal);
-    return std::count(text.begin(), text.end(), '\n') >= 3;  // the header and both chunks
-  }));
-  loop_.peer_closes(d);
-  loop_.peer_closes(s);
-  loop_.advance(5'000);
-  ASSERT_TRUE(fs::exists(part)) << "kept for resuming";
+  keep_partial_of_big(send, chunk, 2);
+  if (HasFatalFailure()) return;
   // A read-back is remembered only for a partial last changed a second before it began (in
   // whole seconds: up to two), as a write in the same timestamp tick as the look at the partial
   // would not show.
@@ -264,23 +265,12 @@ TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
     EXPECT_EQ(::stat(part.c_str(), &st), 0);
     return std::pair(st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
   };
-  // One round of the peer: resume, and leave.
-  auto resume_and_leave = [&] {
-    int c = session();
-    ask(c, "HELLO ackxfer 2\n");
-    std::string r = ask_and_wait(c, send);
-    EXPECT_TRUE(r.starts_with("READY 1 ")) << r;
-    if (!r.starts_with("READY 1 ")) return r;
-    loop_.peer_closes(c);
-    loop_.advance(5'000);
-    return r.substr(r.find(" have="));
-  };
   const auto changed = ctime_of_partial();
-  const std::string both = resume_and_leave();
+  const std::string both = resume_and_leave(send);
   EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk);
   EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 0u);
   for (int round = 1; round <= 3; ++round) {
-    EXPECT_EQ(resume_and_leave(), both);
+    EXPECT_EQ(resume_and_leave(send), both);
     EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk) << "read back again";
     EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), static_cast<std::uint64_t>(round));
   }
@@ -292,7 +282,7 @@ TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
     f.seekp(10);
     f.put('x');
   }
-  const std::string second_only = resume_and_leave();
+  const std::string second_only = resume_and_leave(send);
   EXPECT_NE(second_only, both);
   EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 4 * chunk);
   EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 3u);
@@ -307,22 +297,8 @@ TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
   static_assert(kLocalWorkSliceBytes == 16 << 20);
   const std::string send = "SEND 1 big size=" + std::to_string(chunks * chunk) +
                            " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
-  const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
-  int s = session();
-  ask(s, "HELLO ackxfer 2\n");
-  Token t = open(s, send);
-  int d = data_connection();
-  for (std::uint64_t i = 0; i < chunks; ++i)
-    loop_.feed(d, frame(t, i * chunk, std::string(chunk, static_cast<char>('a' + i % 26))));
-  EXPECT_EQ(acks(d).size(), chunks);
-  ASSERT_TRUE(loop_.run_until([&] {
-    loop_.advance(1'000);
-    std::string text = read_file(journal);
-    return std::count(text.begin(), text.end(), '\n') >= static_cast<long>(chunks + 1);
-  }));
-  loop_.peer_closes(d);
-  loop_.peer_closes(s);
-  loop_.advance(5'000);
+  keep_partial_of_big(send, chunk, chunks);
+  if (HasFatalFailure()) return;
   std::this_thread::sleep_for(2'050ms);  // as above: remembered only when last changed before
   auto read_back = [&] { return ctx_->stats.bytes_read_back.load(); };
   // The work queue's two threads, held so that the read-back goes one slice at a time: one
@@ -368,16 +344,10 @@ TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(read_back(), kLocalWorkSliceBytes) << "the read-back went on after its session";
   // The next attempt reads the rest only.
-  c = session();
-  ask(c, "HELLO ackxfer 2\n");
-  EXPECT_TRUE(ask_and_wait(c, send).starts_with("READY 1 "));
+  resume_and_leave(send);
   EXPECT_EQ(read_back(), chunks * chunk) << "a chunk was read back twice";
-  loop_.peer_closes(c);
-  loop_.advance(5'000);
   // Read whole now: offered at once.
-  c = session();
-  ask(c, "HELLO ackxfer 2\n");
-  EXPECT_TRUE(ask_and_wait(c, send).starts_with("READY 1 "));
+  resume_and_leave(send);
   EXPECT_EQ(read_back(), chunks * chunk);
   EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 1u);
 }
