@@ -159,8 +159,9 @@ class ControlSession final : public WorkerObject {
   void open_file(const SendRequest& m, const RelativePath& rel, OpenFileSlot slot);
   void resume_checked(std::uint64_t id, const std::vector<JournalEntry>& good, std::size_t bad);
   // Registers the file and replies READY (with have= for chunks already verified).
+  // `first_reserved`: as IncomingFile's (false for a reopened partial).
   void ready(const SendRequest& m, TempFile temp, OpenFileSlot slot,
-             const std::vector<JournalEntry>& have, bool resumable);
+             const std::vector<JournalEntry>& have, bool resumable, bool first_reserved = true);
   // A verified file: publish it (inline, or durably on the publisher) and reply its verdict.
   void publish(std::uint64_t id);
   void published(std::uint64_t id, const std::variant<std::monostate, FsError>& r);

@@ -71,6 +71,7 @@ class StatKeyedCache {
     std::lock_guard lock(mu_);
     if (auto it = entries_.find(k); it != entries_.end()) {
       it->second.first = v;
+      order_.splice(order_.end(), order_, it->second.second);
       return true;
     }
     if (entries_.size() >= max_) {

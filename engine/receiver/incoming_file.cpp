@@ -44,7 +44,8 @@ void IncomingFile::ChunkTable::erase(std::uint32_t i) {
 
 IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
                            std::shared_ptr<SessionTotals> totals, OpenFileSlot slot,
-                           const std::vector<JournalEntry>& have, bool resumable)
+                           const std::vector<JournalEntry>& have, bool resumable,
+                           bool first_reserved)
     : id_(req.id),
       path_(req.path),
       plan_(req.size, req.chunk),
@@ -54,6 +55,7 @@ IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
       fd_(temp.fd()),
       totals_(std::move(totals)),
       resumable_(resumable),
+      first_reserved_(first_reserved),
       temp_(std::move(temp)),
       slot_(std::move(slot)) {
   for (const JournalEntry& e : have) {
@@ -161,8 +163,7 @@ IncomingFile::Claim IncomingFile::claim(std::uint64_t offset, std::uint64_t leng
   c.generation = next_generation_++;
   c.touched_ms = now_ms;
   c.writing = false;
-  // The first chunk was allocated at SEND (or is small), except in a resumed partial.
-  if (*index == 0 && resumed_bytes_ == 0) c.reserved = true;
+  if (*index == 0 && first_reserved_) c.reserved = true;
   out.generation = c.generation;
   return out;
 }

@@ -75,12 +75,13 @@ class IncomingFile {
   };
 
   // `have`: chunks a kept partial file already holds, verified (resume). `resumable`: the temp
-  // file is a partial with a journal (fs/partial.h) that checkpoints record progress in. The
-  // first chunk was reserved at SEND unless `have` is given (a resumed partial is not touched
-  // until a frame arrives).
+  // file is a partial with a journal (fs/partial.h) that checkpoints record progress in.
+  // `first_reserved`: the first chunk was reserved at SEND (or is small); a reopened partial
+  // is not (it is not touched until a frame arrives), so its first chunk is reserved then.
   IncomingFile(const SendRequest& req, Token token, TempFile temp,
                std::shared_ptr<SessionTotals> totals, OpenFileSlot slot = {},
-               const std::vector<JournalEntry>& have = {}, bool resumable = false);
+               const std::vector<JournalEntry>& have = {}, bool resumable = false,
+               bool first_reserved = true);
   ~IncomingFile();
 
   const Token& token() const { return token_; }
@@ -208,6 +209,7 @@ class IncomingFile {
   const int fd_;
   const std::shared_ptr<SessionTotals> totals_;
   const bool resumable_;
+  const bool first_reserved_;
   std::uint64_t resumed_bytes_ = 0;
 
   mutable std::mutex mu_;

@@ -275,7 +275,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
       verified = std::min(seen->verified, part.have.size());
     if (verified == part.have.size()) {
       ctx.stats.read_backs_remembered.fetch_add(1, std::memory_order_relaxed);
-      ready(m, std::move(part.temp), std::move(slot), part.have, true);
+      ready(m, std::move(part.temp), std::move(slot), part.have, true, false);
       return;
     }
   }
@@ -341,7 +341,8 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
         // this got is remembered after each slice, so that a session gone before the end does
         // not make the next attempt start over.
         struct stat after {};
-        if (rb->key && rb->good.size() == rb->next && fstat(rb->fd.get(), &after) == 0)
+        if (rb->key && rb->next > 0 && rb->good.size() == rb->next &&
+            fstat(rb->fd.get(), &after) == 0)
           ctx.read_backs.remember(*rb->key, after, rb->started,
                                   ReadBackProgress{rb->claims, rb->next});
         return rb->next < rb->claimed.size();
@@ -376,19 +377,20 @@ void ControlSession::resume_checked(std::uint64_t id, const std::vector<JournalE
     }
     if (f.partial.append_journal(forget) != 0) {
       f.partial.drop_journal();
-      ready(m, std::move(f.partial), std::move(f.slot), {}, false);
+      ready(m, std::move(f.partial), std::move(f.slot), {}, false, false);
       return;
     }
   }
-  ready(m, std::move(f.partial), std::move(f.slot), good, true);
+  ready(m, std::move(f.partial), std::move(f.slot), good, true, false);
 }
 
 void ControlSession::ready(const SendRequest& m, TempFile temp, OpenFileSlot slot,
-                           const std::vector<JournalEntry>& have, bool resumable) {
+                           const std::vector<JournalEntry>& have, bool resumable,
+                           bool first_reserved) {
   ReceiverContext& ctx = worker_.ctx();
   Token token = Token::random();
   auto file = std::make_shared<IncomingFile>(m, token, std::move(temp), totals_, std::move(slot),
-                                             have, resumable);
+                                             have, resumable, first_reserved);
   if (!have.empty()) {
     ctx.stats.files_resumed.fetch_add(1, std::memory_order_relaxed);
     ctx.stats.bytes_resumed.fetch_add(file->resumed_bytes(), std::memory_order_relaxed);

@@ -2,7 +2,10 @@
 // a dead connection's claim passes to a live one, durable publishes keep the acks in order,
 // and connections that have proven nothing are capped, the oldest making room for new ones.
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -66,15 +69,15 @@ class DataStreamTest : public ReceiverFixture {
     return connected([this](UniqueFd fd) { worker_->take_data_connection(std::move(fd)); });
   }
   // The kept partial of "big": sends `send_line` (a SEND of "big" in chunks of `chunk` bytes)
-  // and its first `chunks` chunks, waits until the session's checkpoint journals them, and
-  // leaves.
-  void keep_partial_of_big(const std::string& send_line, std::uint64_t chunk,
-                           std::uint64_t chunks) {
+  // and `chunks` of its chunks from `first` on, waits until the session's checkpoint journals
+  // them, and leaves.
+  void keep_partial_of_big(const std::string& send_line, std::uint64_t chunk, std::uint64_t chunks,
+                           std::uint64_t first = 0) {
     int s = session();
     ask(s, "HELLO ackxfer 2\n");
     Token t = open(s, send_line);
     int d = data_connection();
-    for (std::uint64_t i = 0; i < chunks; ++i)
+    for (std::uint64_t i = first; i < first + chunks; ++i)
       loop_.feed(d, frame(t, i * chunk, std::string(chunk, static_cast<char>('a' + i % 26))));
     EXPECT_EQ(acks(d), std::vector<AckStatus>(chunks, AckStatus::kOk));
     const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
@@ -243,6 +246,40 @@ TEST_F(DataStreamTest, AResumedPartialGivesBackReservationsAReceiverKilledLeftOn
       << "the partial was changed again";
 }
 
+// A reopened partial is not written to at SEND, its first chunk not reserved then either; when
+// a read-back then finds none of its journaled chunks good, the first chunk must still get its
+// reservation when its frame comes (it was taken as reserved at SEND).
+TEST_F(DataStreamTest, AResumedPartialFoundAllBadReservesItsFirstChunkAtItsFrame) {
+  const std::uint64_t chunk = 1 << 20;
+  const std::string send = "SEND 1 big size=" + std::to_string(3 * chunk) +
+                           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
+  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  keep_partial_of_big(send, chunk, 1, 1);  // chunk 1 only
+  if (HasFatalFailure()) return;
+  {
+    std::fstream f(part, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(chunk) + 10);
+    f.put('x');  // chunk 1 is no longer what its journal says
+  }
+  auto allocated = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(part.c_str(), &st), 0);
+    return static_cast<std::uint64_t>(st.st_blocks) * 512;
+  };
+  ASSERT_LT(allocated(), 2 * chunk) << "chunk 0 holds space before the test";
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const std::string r = ask_and_wait(s, send);
+  ASSERT_TRUE(r.starts_with("READY 1 ")) << r;
+  EXPECT_EQ(r.find(" have="), std::string::npos) << r;
+  int d = data_connection();
+  loop_.feed(d, header(*Token::from_hex(r.substr(r.find("token=") + 6, 32)), 0, chunk));
+  struct statfs sfs {};
+  if (::statfs(part.c_str(), &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
+    GTEST_SKIP() << "tmpfs: the receiver reserves nothing ahead there";
+  EXPECT_GE(allocated(), 2 * chunk) << "the first chunk was not reserved at its frame";
+}
+
 // A kept partial is read back before its journaled chunks are offered again. A peer that
 // resumes and leaves, over and over (one SEND a round), made the receiver read the whole
 // partial back every round: the attempt's own reservation at SEND and hole-punching when it
@@ -309,6 +346,10 @@ TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
     std::atomic<bool> open{false};
   };
   auto gate = std::make_shared<Gate>();
+  struct Opener {  // however the test ends, or the fixture's work queue never stops
+    std::shared_ptr<Gate> gate;
+    ~Opener() { gate->open = true; }
+  } opener{gate};
   ctx_->work.submit(
       [gate] {
         while (!gate->open)
@@ -341,7 +382,12 @@ TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
   loop_.peer_closes(c);
   loop_.advance(5'000);
   gate->open = true;
-  std::this_thread::sleep_for(100ms);
+  // The cancelled read-back holds the partial's lock (its fd) until its job is gone.
+  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  ASSERT_TRUE(wait_for([&] {
+    UniqueFd fd(::open(part.c_str(), O_RDONLY | O_CLOEXEC));
+    return fd && flock(fd.get(), LOCK_EX | LOCK_NB) == 0;
+  }));
   EXPECT_EQ(read_back(), kLocalWorkSliceBytes) << "the read-back went on after its session";
   // The next attempt reads the rest only.
   resume_and_leave(send);
