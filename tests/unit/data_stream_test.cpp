@@ -68,6 +68,23 @@ class DataStreamTest : public ReceiverFixture {
   int take_connection() {
     return connected([this](UniqueFd fd) { worker_->take_data_connection(std::move(fd)); });
   }
+  // SEND 1 big of `size` bytes in chunks of `chunk`; the partial it is received into, and
+  // that partial's stat.
+  static std::string send_big(std::uint64_t size, std::uint64_t chunk) {
+    return "SEND 1 big size=" + std::to_string(size) +
+           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
+  }
+  fs::path partial_of_big(const char* suffix = ".part") const {
+    return dir_ / (partial_base_name("big") + suffix);
+  }
+  struct stat stat_of_partial() const {
+    struct stat st {};
+    EXPECT_EQ(::stat(partial_of_big().c_str(), &st), 0);
+    return st;
+  }
+  std::uint64_t allocated_to_partial() const {
+    return static_cast<std::uint64_t>(stat_of_partial().st_blocks) * 512;
+  }
   // The kept partial of "big": sends `send_line` (a SEND of "big" in chunks of `chunk` bytes)
   // and `chunks` of its chunks from `first` on, waits until the session's checkpoint journals
   // them, and leaves.
@@ -80,7 +97,7 @@ class DataStreamTest : public ReceiverFixture {
     for (std::uint64_t i = first; i < first + chunks; ++i)
       loop_.feed(d, frame(t, i * chunk, std::string(chunk, static_cast<char>('a' + i % 26))));
     EXPECT_EQ(acks(d), std::vector<AckStatus>(chunks, AckStatus::kOk));
-    const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
+    const fs::path journal = partial_of_big(".journal");
     ASSERT_TRUE(loop_.run_until([&] {
       loop_.advance(1'000);
       std::string text = read_file(journal);
@@ -89,7 +106,7 @@ class DataStreamTest : public ReceiverFixture {
     loop_.peer_closes(d);
     loop_.peer_closes(s);
     loop_.advance(5'000);
-    ASSERT_TRUE(fs::exists(dir_ / (partial_base_name("big") + ".part"))) << "kept";
+    ASSERT_TRUE(fs::exists(partial_of_big())) << "kept";
   }
   // One round of a peer that resumes with `send_line` and leaves once READY comes; READY's
   // have= (empty if READY did not come).
@@ -178,13 +195,12 @@ TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
   const std::uint64_t chunk = 1 << 20;
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
-  Token t = open(s, "SEND 1 big size=" + std::to_string(3 * chunk + 1) +
-                        " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  Token t = open(s, send_big(3 * chunk + 1, chunk));
   int d = data_connection();
   loop_.feed(d, frame(t, 3 * chunk, "z"));  // the last chunk, one byte
   EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
-  const fs::path part = dir_ / (partial_base_name("big") + ".part");
-  const fs::path journal = dir_ / (partial_base_name("big") + ".journal");
+  const fs::path part = partial_of_big();
+  const fs::path journal = partial_of_big(".journal");
   ASSERT_TRUE(loop_.run_until([&] {
     loop_.advance(1'000);  // the session's next checkpoint journals it
     return fs::exists(journal) && fs::file_size(journal) > 0 && [&] {
@@ -196,18 +212,13 @@ TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
   int d1 = data_connection(), d2 = data_connection();
   loop_.feed(d1, header(t, chunk, chunk));
   loop_.feed(d2, header(t, 2 * chunk, chunk));
-  auto allocated = [&] {
-    struct stat st {};
-    EXPECT_EQ(::stat(part.c_str(), &st), 0);
-    return static_cast<std::uint64_t>(st.st_blocks) * 512;
-  };
-  if (allocated() < 2 * chunk) GTEST_SKIP() << "this file system reserves nothing ahead";
+  if (allocated_to_partial() < 2 * chunk) GTEST_SKIP() << "this file system reserves nothing ahead";
   loop_.peer_closes(d1);
   loop_.peer_closes(d2);
   loop_.peer_closes(s);
   loop_.advance(5'000);
   ASSERT_TRUE(fs::exists(part)) << "kept for resuming";
-  EXPECT_LE(allocated(), 64u * 1024) << "more than the journaled byte's block";
+  EXPECT_LE(allocated_to_partial(), 64u * 1024) << "more than the journaled byte's block";
 }
 
 // An attempt that writes nothing into a resumed partial leaves it untouched, so that its
@@ -216,23 +227,17 @@ TEST_F(DataStreamTest, AKeptPartialHoldsOnlyTheSpaceItsJournalVouchesFor) {
 // attempt gives them back (once: the next leaves the partial as it is).
 TEST_F(DataStreamTest, AResumedPartialGivesBackReservationsAReceiverKilledLeftOnce) {
   const std::uint64_t chunk = 1 << 20;
-  const std::string send = "SEND 1 big size=" + std::to_string(4 * chunk) +
-                           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
-  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  const std::string send = send_big(4 * chunk, chunk);
+  const fs::path part = partial_of_big();
   keep_partial_of_big(send, chunk, 1);
   if (HasFatalFailure()) return;
-  auto stat_of_partial = [&] {
-    struct stat st {};
-    EXPECT_EQ(::stat(part.c_str(), &st), 0);
-    return st;
-  };
   // What a killed receiver's reservations for chunks 1 to 3 look like.
   {
     int fd = ::open(part.c_str(), O_RDWR | O_CLOEXEC);
     ASSERT_GE(fd, 0);
     const bool reserved = ::fallocate(fd, 0, chunk, 3 * chunk) == 0;
     ::close(fd);
-    if (!reserved || static_cast<std::uint64_t>(stat_of_partial().st_blocks) * 512 < 4 * chunk)
+    if (!reserved || allocated_to_partial() < 4 * chunk)
       GTEST_SKIP() << "this file system reserves nothing ahead";
   }
   resume_and_leave(send);
@@ -251,9 +256,8 @@ TEST_F(DataStreamTest, AResumedPartialGivesBackReservationsAReceiverKilledLeftOn
 // reservation when its frame comes (it was taken as reserved at SEND).
 TEST_F(DataStreamTest, AResumedPartialFoundAllBadReservesItsFirstChunkAtItsFrame) {
   const std::uint64_t chunk = 1 << 20;
-  const std::string send = "SEND 1 big size=" + std::to_string(3 * chunk) +
-                           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
-  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  const std::string send = send_big(3 * chunk, chunk);
+  const fs::path part = partial_of_big();
   keep_partial_of_big(send, chunk, 1, 1);  // chunk 1 only
   if (HasFatalFailure()) return;
   {
@@ -261,12 +265,7 @@ TEST_F(DataStreamTest, AResumedPartialFoundAllBadReservesItsFirstChunkAtItsFrame
     f.seekp(static_cast<std::streamoff>(chunk) + 10);
     f.put('x');  // chunk 1 is no longer what its journal says
   }
-  auto allocated = [&] {
-    struct stat st {};
-    EXPECT_EQ(::stat(part.c_str(), &st), 0);
-    return static_cast<std::uint64_t>(st.st_blocks) * 512;
-  };
-  ASSERT_LT(allocated(), 2 * chunk) << "chunk 0 holds space before the test";
+  ASSERT_LT(allocated_to_partial(), 2 * chunk) << "chunk 0 holds space before the test";
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
   const std::string r = ask_and_wait(s, send);
@@ -277,7 +276,7 @@ TEST_F(DataStreamTest, AResumedPartialFoundAllBadReservesItsFirstChunkAtItsFrame
   struct statfs sfs {};
   if (::statfs(part.c_str(), &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
     GTEST_SKIP() << "tmpfs: the receiver reserves nothing ahead there";
-  EXPECT_GE(allocated(), 2 * chunk) << "the first chunk was not reserved at its frame";
+  EXPECT_GE(allocated_to_partial(), 2 * chunk) << "the first chunk was not reserved at its frame";
 }
 
 // A kept partial is read back before its journaled chunks are offered again. A peer that
@@ -288,9 +287,8 @@ TEST_F(DataStreamTest, AResumedPartialFoundAllBadReservesItsFirstChunkAtItsFrame
 // and found as its journal says is offered at once while it stays so. Changed, it is read again.
 TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
   const std::uint64_t chunk = 1 << 20;
-  const std::string send = "SEND 1 big size=" + std::to_string(3 * chunk) +
-                           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
-  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  const std::string send = send_big(3 * chunk, chunk);
+  const fs::path part = partial_of_big();
   keep_partial_of_big(send, chunk, 2);
   if (HasFatalFailure()) return;
   // A read-back is remembered only for a partial last changed a second before it began (in
@@ -298,8 +296,7 @@ TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
   // would not show.
   std::this_thread::sleep_for(2'050ms);
   auto ctime_of_partial = [&] {
-    struct stat st {};
-    EXPECT_EQ(::stat(part.c_str(), &st), 0);
+    const struct stat st = stat_of_partial();
     return std::pair(st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
   };
   const auto changed = ctime_of_partial();
@@ -332,8 +329,7 @@ TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
 TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
   const std::uint64_t chunk = 1 << 20, chunks = 64;  // four slices of kLocalWorkSliceBytes
   static_assert(kLocalWorkSliceBytes == 16 << 20);
-  const std::string send = "SEND 1 big size=" + std::to_string(chunks * chunk) +
-                           " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
+  const std::string send = send_big(chunks * chunk, chunk);
   keep_partial_of_big(send, chunk, chunks);
   if (HasFatalFailure()) return;
   std::this_thread::sleep_for(2'050ms);  // as above: remembered only when last changed before
@@ -383,7 +379,7 @@ TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
   loop_.advance(5'000);
   gate->open = true;
   // The cancelled read-back holds the partial's lock (its fd) until its job is gone.
-  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  const fs::path part = partial_of_big();
   ASSERT_TRUE(wait_for([&] {
     UniqueFd fd(::open(part.c_str(), O_RDONLY | O_CLOEXEC));
     return fd && flock(fd.get(), LOCK_EX | LOCK_NB) == 0;
@@ -411,7 +407,7 @@ TEST_F(DataStreamTest, ATempFileLongerThanDeclaredIsNotPublished) {
   int d = data_connection();
   loop_.feed(d, frame(t, 0, a) + frame(t, chunk, b));
   EXPECT_EQ(acks(d), (std::vector<AckStatus>{AckStatus::kOk, AckStatus::kOk}));
-  const fs::path part = dir_ / (partial_base_name("big") + ".part");
+  const fs::path part = partial_of_big();
   ASSERT_TRUE(fs::exists(part));
   fs::resize_file(part, 3 * chunk);
   const Digest128 chunks[] = {digest_of(a.data(), a.size()), digest_of(b.data(), b.size())};
