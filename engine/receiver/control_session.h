@@ -10,6 +10,7 @@
 //   session_legacy.cpp    recv --legacy: classic SEND/READY clients
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -71,20 +72,34 @@ class ControlSession final : public WorkerObject {
   };
 
   // A file of this session, by its id, in one of four stages.
-  struct LocalJob;
+  // Work on the work queue for one file (start_job): hashing, reading back.
+  struct LocalJob {
+    std::atomic<bool> cancelled{false};
+    std::atomic<std::uint64_t> done{0};  // bytes so far
+    std::uint64_t total = 0;
+    std::uint64_t reported = ~std::uint64_t{0};  // loop thread: `done` as last reported
+  };
+  struct KeptClaims {
+    std::vector<JournalEntry> claims;
+    std::size_t trusted = 0;
+    Digest128 digest;  // claims_digest() of `claims`
+  };
   struct SessionFile {
     enum class Stage {
-      kChecking,    // skip=xxh3: the existing file is being hashed (work queue)
-      kResuming,    // a kept partial's journaled chunks are being read back (work queue)
-      kOpen,        // READY went out; its data arrives
-      kPublishing,  // verified; being published durably (recv --fsync)
+      kChecking,     // skip=xxh3: the existing file is being hashed (work queue)
+      kOpen,         // READY went out; its data arrives
+      kReadingBack,  // DONE verified it; the kept chunks it resumed with are read back (work
+                     // queue) before it is published
+      kPublishing,   // verified; being published durably (recv --fsync)
     };
     Stage stage = Stage::kOpen;
-    SendRequest request;                 // kChecking, kResuming
-    std::shared_ptr<IncomingFile> file;  // kOpen, kPublishing
-    TempFile partial;                    // kResuming: the kept partial
-    OpenFileSlot slot;                   // kChecking, kResuming: the place it holds
-    std::shared_ptr<LocalJob> job;       // kChecking, kResuming
+    SendRequest request;                 // kChecking
+    std::shared_ptr<IncomingFile> file;  // kOpen, kReadingBack, kPublishing
+    OpenFileSlot slot;                   // kChecking: the place it holds
+    std::shared_ptr<LocalJob> job;       // kChecking, kReadingBack
+    // kOpen, kReadingBack: a resumed file's kept chunks, as its journal claimed them at SEND,
+    // and how many of those (in order) were read back and found good before.
+    std::shared_ptr<const KeptClaims> kept;
   };
 
   void on_complete(unsigned op, const Completion& c) override;
@@ -155,13 +170,18 @@ class ControlSession final : public WorkerObject {
   // File `id` is already there and identical: counted, and OK skipped=1.
   void reply_skipped(std::uint64_t id);
   // SEND, after the checks: creates the temp (or resumable partial) file and replies READY,
-  // or reads a kept partial back first (kResuming, then resume_checked()).
+  // with have= for the chunks a kept partial's journal claims.
   void open_file(const SendRequest& m, const RelativePath& rel, OpenFileSlot slot);
-  void resume_checked(std::uint64_t id, const std::vector<JournalEntry>& good, std::size_t bad);
-  // Registers the file and replies READY (with have= for chunks already verified).
+  // Registers the file and replies READY (with have= for the chunks in `kept`, if any).
   // `first_reserved`: as IncomingFile's (false for a reopened partial).
-  void ready(const SendRequest& m, TempFile temp, OpenFileSlot slot,
-             const std::vector<JournalEntry>& have, bool resumable, bool first_reserved = true);
+  void ready(const SendRequest& m, TempFile temp, OpenFileSlot slot, bool resumable,
+             std::shared_ptr<const KeptClaims> kept = nullptr, bool first_reserved = true);
+  // ---- reading kept chunks back (session_read_back.cpp) ----
+  // DONE verified a resumed file: its kept chunks not yet known good are read back on the
+  // work queue (kReadingBack), then read_back_finished() publishes it, or has the journal
+  // forget the chunks found bad, keeps the partial and answers a retryable mismatch.
+  void read_back(std::uint64_t id);
+  void read_back_finished(std::uint64_t id, const std::vector<std::uint32_t>& bad, bool synced);
   // A verified file: publish it (inline, or durably on the publisher) and reply its verdict.
   void publish(std::uint64_t id);
   void published(std::uint64_t id, const std::variant<std::monostate, FsError>& r);

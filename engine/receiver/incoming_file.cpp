@@ -45,7 +45,7 @@ void IncomingFile::ChunkTable::erase(std::uint32_t i) {
 IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
                            std::shared_ptr<SessionTotals> totals, OpenFileSlot slot,
                            const std::vector<JournalEntry>& have, bool resumable,
-                           bool first_reserved)
+                           bool first_reserved, bool read_back)
     : id_(req.id),
       path_(req.path),
       plan_(req.size, req.chunk),
@@ -56,6 +56,7 @@ IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
       totals_(std::move(totals)),
       resumable_(resumable),
       first_reserved_(first_reserved),
+      read_back_(read_back && !have.empty()),
       temp_(std::move(temp)),
       slot_(std::move(slot)) {
   for (const JournalEntry& e : have) {
@@ -65,6 +66,7 @@ IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
     c.digest = e.digest;
     c.reserved = true;
     c.journal = JournalState::kJournaled;
+    c.kept = true;
     resumed_bytes_ += plan_.length(e.index);
   }
 }
@@ -159,6 +161,7 @@ IncomingFile::Claim IncomingFile::claim(std::uint64_t offset, std::uint64_t leng
   }
   c.journal = JournalState::kNone;
   c.state = ChunkState::kReceiving;
+  c.kept = false;
   c.owner = owner;
   c.generation = next_generation_++;
   c.touched_ms = now_ms;
@@ -264,8 +267,52 @@ IncomingFile::Verdict IncomingFile::verify(const Digest128& digest) {
     count_verdict(false);
     return v;
   }
+  if (read_back_) {
+    state_ = State::kReadingBack;
+    return Verdict::kReadBack;
+  }
   state_ = State::kPublishing;
   return v;
+}
+
+std::vector<JournalEntry> IncomingFile::still_kept(const std::vector<JournalEntry>& claims) {
+  std::vector<JournalEntry> out;
+  std::lock_guard lock(mu_);
+  for (const JournalEntry& e : claims)
+    if (Chunk* c = chunks_.find(e.index); c && c->kept) out.push_back(e);
+  return out;
+}
+
+bool IncomingFile::read_back_done(const std::vector<std::uint32_t>& bad, bool synced) {
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != State::kReadingBack) return false;
+    if (bad.empty()) {
+      state_ = State::kPublishing;
+      return true;
+    }
+    std::string lines;
+    if (synced && resumable_)
+      chunks_.for_each([&](std::uint32_t i, Chunk& c) {
+        if (c.state != ChunkState::kVerified || c.journal == JournalState::kJournaled) return;
+        lines += journal_line(JournalEntry{i, c.digest});
+        c.journal = JournalState::kJournaled;
+      });
+    for (std::uint32_t i : bad) {
+      lines += journal_forget_line(i);
+      chunks_.erase(i);
+    }
+    // The journal must stop vouching for them before the partial is kept: one that cannot say
+    // so goes, and the partial with it.
+    if (!temp_.has_journal() || temp_.append_journal(lines) != 0) {
+      state_ = State::kFailed;
+      temp_.discard();
+    } else {
+      keep_or_discard(true);
+    }
+  }
+  count_verdict(false);
+  return false;
 }
 
 void IncomingFile::flush_failed(int err) {
@@ -384,6 +431,10 @@ bool IncomingFile::abandon(bool keep) {
   if (state_ == State::kPublished || state_ == State::kFailed) return false;
   // Publishing (durably, on another thread): let it finish; the verdict is simply not sent.
   if (state_ == State::kPublishing) return false;
+  return keep_or_discard(keep);
+}
+
+bool IncomingFile::keep_or_discard(bool keep) {
   state_ = State::kAbandoned;
   bool journaled = false;
   chunks_.for_each([&](std::uint32_t, Chunk& c) {

@@ -67,21 +67,24 @@ class OpenFileSlot {
 class IncomingFile {
  public:
   enum class State {
-    kReceiving,   // READY went out; frames arrive
-    kPublishing,  // every chunk and the file digest verified; being published (durably)
+    kReceiving,    // READY went out; frames arrive
+    kReadingBack,  // verified by digests; the kept chunks it resumed with are being read back
+    kPublishing,   // every chunk and the file digest verified; being published (durably)
     kPublished,
     kFailed,     // a verdict other than published; the temp file is gone
     kAbandoned,  // the session ended or the sender cancelled; a partial may have been kept
   };
 
-  // `have`: chunks a kept partial file already holds, verified (resume). `resumable`: the temp
-  // file is a partial with a journal (fs/partial.h) that checkpoints record progress in.
-  // `first_reserved`: the first chunk was reserved at SEND (or is small); a reopened partial
-  // is not (it is not touched until a frame arrives), so its first chunk is reserved then.
+  // `have`: chunks a kept partial file already holds, as its journal says (resume); with
+  // `read_back`, they are read back before the file is published (verify() says kReadBack).
+  // `resumable`: the temp file is a partial with a journal (fs/partial.h) that checkpoints
+  // record progress in. `first_reserved`: the first chunk was reserved at SEND (or is small); a
+  // reopened partial is not (it is not touched until a frame arrives), so its first chunk is
+  // reserved then.
   IncomingFile(const SendRequest& req, Token token, TempFile temp,
                std::shared_ptr<SessionTotals> totals, OpenFileSlot slot = {},
                const std::vector<JournalEntry>& have = {}, bool resumable = false,
-               bool first_reserved = true);
+               bool first_reserved = true, bool read_back = false);
   ~IncomingFile();
 
   const Token& token() const { return token_; }
@@ -127,14 +130,24 @@ class IncomingFile {
   // goes back to missing and the sender will send it again. A claim taken over does nothing.
   void finish_chunk(const Claim& c, bool verified, const Digest128& digest);
 
-  enum class Verdict { kVerified, kIncomplete, kMismatch, kAlreadyClosed };
+  enum class Verdict { kVerified, kReadBack, kIncomplete, kMismatch, kAlreadyClosed };
   // Data side, one-chunk files: the claimed (only) chunk verified against the frame's digest,
   // which verifies the whole file. kVerified: the caller publishes it (publish()).
   Verdict verify_single(const Claim& c, const Digest128& digest);
   // Control side, DONE: every chunk verified and the file digest over them equals `digest`?
-  // kVerified: the caller publishes it; otherwise the temp file is removed. No chunk can be
-  // claimed after either call, whatever its outcome.
+  // kVerified: the caller publishes it; kReadBack: the same, once the chunks resumed from a kept
+  // partial are read back and found as its journal says (read_back_done()); otherwise the temp
+  // file is removed. No chunk can be claimed after either call, whatever its outcome.
   Verdict verify(const Digest128& digest);
+  // After kReadBack: the resumed chunks `bad` are not what the journal says. None: true, and the
+  // caller publishes the file. Otherwise the journal forgets them and the partial is kept for
+  // the sender's next attempt (false); with `synced` (the file's data was flushed after the
+  // last write), the chunks this transfer verified are journaled first, so that only `bad` are
+  // sent again. False too when the file was abandoned meanwhile.
+  bool read_back_done(const std::vector<std::uint32_t>& bad, bool synced);
+  // Those of `claims` (the chunks it resumed with) still as the partial kept them: not received
+  // again since READY (a sender may send a chunk again; it is then verified as it arrives).
+  std::vector<JournalEntry> still_kept(const std::vector<JournalEntry>& claims);
   // After kVerified: sets mode and mtime and moves the verified bytes to the final name
   // (TempFile::publish). With `durable`, the file's data and inode reach stable storage first
   // (the caller syncs the directory). Counts the verdict in the session's totals.
@@ -171,6 +184,7 @@ class IncomingFile {
     JournalState journal = JournalState::kNone;
     bool reserved = false;
     bool writing = false;
+    bool kept = false;  // resumed from the partial, not received again
     std::uint64_t owner = 0;
     std::uint64_t generation = 0;
     std::int64_t touched_ms = 0;
@@ -210,6 +224,7 @@ class IncomingFile {
   const std::shared_ptr<SessionTotals> totals_;
   const bool resumable_;
   const bool first_reserved_;
+  const bool read_back_;
   std::uint64_t resumed_bytes_ = 0;
 
   mutable std::mutex mu_;
@@ -233,6 +248,8 @@ class IncomingFile {
   void writer_done();
   // Under mu_: the temp file holds over a MiB more disk than its journaled chunks need.
   bool holds_more_than_journaled();
+  // Under mu_: abandon() once the state allows it.
+  bool keep_or_discard(bool keep);
 };
 
 }  // namespace ackxfer

@@ -28,13 +28,6 @@ std::string dir_key_of(std::string_view path) {
 
 }  // namespace
 
-struct ControlSession::LocalJob {
-  std::atomic<bool> cancelled{false};
-  std::atomic<std::uint64_t> done{0};  // bytes so far
-  std::uint64_t total = 0;
-  std::uint64_t reported = ~std::uint64_t{0};  // loop thread: `done` as last reported
-};
-
 std::optional<RelativePath> ControlSession::checked_path(std::uint64_t id,
                                                          const std::string& path) {
   auto checked = validate_relative_path(path);
@@ -85,7 +78,7 @@ void ControlSession::handle(const SendRequest& m) {
   ReceiverContext& ctx = worker_.ctx();
   if (ctx.discard) {
     // Memory-to-memory: a file with no temp file; its bytes are verified and dropped.
-    ready(m, TempFile(), OpenFileSlot(), {}, false);
+    ready(m, TempFile(), OpenFileSlot(), false);
     return;
   }
   // Every temp file is an fd: the receiver's total is bounded, whichever sessions hold them.
@@ -248,7 +241,7 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
       refuse(m.id, error_code_from_errno(e->err), e->what);
       return;
     }
-    ready(m, std::move(std::get<TempFile>(temp)), std::move(slot), {}, false);
+    ready(m, std::move(std::get<TempFile>(temp)), std::move(slot), false);
     return;
   }
   auto p = ctx.destination.open_partial(cached_dir_, rel.components.back(), m.size, m.mtime,
@@ -259,148 +252,49 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
   }
   auto& part = std::get<Destination::Partial>(p);
   if (part.have.empty()) {
-    ready(m, std::move(part.temp), std::move(slot), {}, part.resumable);
+    ready(m, std::move(part.temp), std::move(slot), part.resumable);
     return;
   }
-  // Read back before and found as its journal says, and unchanged since: offered at once, or
-  // read on from where that read-back stopped (ReceiverContext::read_backs).
+  // The journal says which chunks were verified. They are offered at once, and read back
+  // before the file is published (after DONE: read_back()), so that a disk error, or anyone
+  // writing into the partial since, cannot end up in a published file, and a peer that resumes
+  // and leaves makes the receiver read nothing. Those read back before and found as the
+  // journal says, with the partial unchanged since, are not read again
+  // (ReceiverContext::read_backs).
+  auto kept = std::make_shared<KeptClaims>();
+  kept->claims = std::move(part.have);
+  kept->digest = claims_digest(kept->claims, m.size, m.chunk);
   struct stat st {};
-  timespec started{};
-  const Digest128 claims = claims_digest(part.have, m.size, m.chunk);
-  std::optional<ReadBackMemory::Key> key;
-  std::size_t verified = 0;  // claims, in order, read back and found good before
-  if (fstat(part.temp.fd(), &st) == 0 && clock_gettime(CLOCK_REALTIME, &started) == 0) {
-    key = ReadBackMemory::key_of(st, m.chunk);
-    if (auto seen = ctx.read_backs.find(*key); seen && seen->claims == claims)
-      verified = std::min(seen->verified, part.have.size());
-    if (verified == part.have.size()) {
-      ctx.stats.read_backs_remembered.fetch_add(1, std::memory_order_relaxed);
-      ready(m, std::move(part.temp), std::move(slot), part.have, true, false);
-      return;
-    }
-  }
-  // The journal says which chunks were verified; before offering them, make sure the bytes
-  // on disk still are those (a disk error, or anyone writing into the partial since, must not
-  // end up in a published file). Read back on the work queue, in slices.
-  UniqueFd dup(fcntl(part.temp.fd(), F_DUPFD_CLOEXEC, 0));
-  if (!dup) {
-    refuse(m.id, error_code_from_errno(errno), "dup: " + errno_text(errno));
-    return;
-  }
-  struct ReadBack {
-    UniqueFd fd;
-    ChunkPlan plan;
-    std::vector<JournalEntry> claimed, good;
-    std::size_t next = 0;
-    std::optional<RangeHasher> hasher;
-    std::uint64_t hashed = 0;
-    std::optional<ReadBackMemory::Key> key;  // the partial before reading, if fstat could say
-    timespec started{};
-    Digest128 claims;
-  };
-  auto rb = std::make_shared<ReadBack>();
-  rb->fd = std::move(dup);
-  rb->plan = ChunkPlan(m.size, m.chunk);
-  rb->claimed = part.have;
-  rb->good.assign(part.have.begin(), part.have.begin() + static_cast<std::ptrdiff_t>(verified));
-  rb->next = verified;
-  rb->key = key;
-  rb->started = started;
-  rb->claims = claims;
-  std::uint64_t total = 0;
-  for (std::size_t i = verified; i < rb->claimed.size(); ++i)
-    total += rb->plan.length(rb->claimed[i].index);
-  SessionFile f;
-  f.stage = SessionFile::Stage::kResuming;
-  f.request = m;
-  f.partial = std::move(part.temp);
-  f.slot = std::move(slot);
-  f.job = start_job(
-      m.id, total,
-      [rb, &ctx](LocalJob& j) {
-        std::uint64_t budget = kLocalWorkSliceBytes;
-        while (budget > 0 && rb->next < rb->claimed.size()) {
-          const JournalEntry& e = rb->claimed[rb->next];
-          if (!rb->hasher)
-            rb->hasher.emplace(rb->fd.get(), rb->plan.offset(e.index), rb->plan.length(e.index));
-          std::uint64_t before = rb->hasher->hashed();
-          bool ok = rb->hasher->step(budget);
-          std::uint64_t n = rb->hasher->hashed() - before;
-          rb->hashed += n;
-          ctx.stats.bytes_read_back.fetch_add(n, std::memory_order_relaxed);
-          budget -= std::min(budget, n);
-          if (!ok || rb->hasher->done()) {
-            if (ok && rb->hasher->finish() == e.digest) rb->good.push_back(e);
-            rb->hasher.reset();
-            ++rb->next;
-          }
-        }
-        j.done.store(rb->hashed, std::memory_order_relaxed);
-        // Every claim so far as the journal says, and the partial as it was before reading (and
-        // old enough then that a write in the same timestamp tick would have shown): how far
-        // this got is remembered after each slice, so that a session gone before the end does
-        // not make the next attempt start over.
-        struct stat after {};
-        if (rb->key && rb->next > 0 && rb->good.size() == rb->next &&
-            fstat(rb->fd.get(), &after) == 0)
-          ctx.read_backs.remember(*rb->key, after, rb->started,
-                                  ReadBackProgress{rb->claims, rb->next});
-        return rb->next < rb->claimed.size();
-      },
-      [this, id = m.id, rb](LocalJob&) {
-        resume_checked(id, rb->good, rb->claimed.size() - rb->good.size());
-      });
-  files_.emplace(m.id, std::move(f));
+  if (fstat(part.temp.fd(), &st) == 0)
+    if (auto seen = ctx.read_backs.find(ReadBackMemory::key_of(st, m.chunk));
+        seen && seen->claims == kept->digest)
+      kept->trusted = std::min(seen->verified, kept->claims.size());
+  if (kept->trusted == kept->claims.size())
+    ctx.stats.read_backs_remembered.fetch_add(1, std::memory_order_relaxed);
+  ready(m, std::move(part.temp), std::move(slot), true, std::move(kept), false);
 }
 
-void ControlSession::resume_checked(std::uint64_t id, const std::vector<JournalEntry>& good,
-                                    std::size_t bad) {
-  auto it = files_.find(id);
-  if (it == files_.end() || it->second.stage != SessionFile::Stage::kResuming ||
-      state_ != State::kActive)
-    return;
-  SessionFile f = std::move(it->second);
-  files_.erase(it);
-  const SendRequest& m = f.request;
-  if (bad > 0) {
-    worker_.ctx().log.warn(quote_name(m.path) + ": " + std::to_string(bad) +
-                           " chunks of the kept partial no longer match their journal; they are "
-                           "received again");
-    // The journal must stop vouching for them before they are overwritten.
-    std::string forget;
-    std::size_t g = 0;
-    const ChunkPlan plan(m.size, m.chunk);
-    for (std::uint32_t i = 0; i < plan.count(); ++i) {
-      while (g < good.size() && good[g].index < i)
-        ++g;
-      if (g == good.size() || good[g].index != i) forget += journal_forget_line(i);
-    }
-    if (f.partial.append_journal(forget) != 0) {
-      f.partial.drop_journal();
-      ready(m, std::move(f.partial), std::move(f.slot), {}, false, false);
-      return;
-    }
-  }
-  ready(m, std::move(f.partial), std::move(f.slot), good, true, false);
-}
-
-void ControlSession::ready(const SendRequest& m, TempFile temp, OpenFileSlot slot,
-                           const std::vector<JournalEntry>& have, bool resumable,
-                           bool first_reserved) {
+void ControlSession::ready(const SendRequest& m, TempFile temp, OpenFileSlot slot, bool resumable,
+                           std::shared_ptr<const KeptClaims> kept, bool first_reserved) {
   ReceiverContext& ctx = worker_.ctx();
   Token token = Token::random();
+  static const std::vector<JournalEntry> none;
+  const std::vector<JournalEntry>& have = kept ? kept->claims : none;
+  const bool read_back = kept && kept->trusted < kept->claims.size();
   auto file = std::make_shared<IncomingFile>(m, token, std::move(temp), totals_, std::move(slot),
-                                             have, resumable, first_reserved);
+                                             have, resumable, first_reserved, read_back);
   if (!have.empty()) {
     ctx.stats.files_resumed.fetch_add(1, std::memory_order_relaxed);
     ctx.stats.bytes_resumed.fetch_add(file->resumed_bytes(), std::memory_order_relaxed);
     ctx.log.info("resuming " + quote_name(m.path) + ": " + std::to_string(file->resumed_bytes()) +
-                 " of " + std::to_string(m.size) + " bytes already verified");
+                 " of " + std::to_string(m.size) + " bytes kept" +
+                 (read_back ? " (read back before it is published)" : ""));
   }
   ctx.registry.add(file);
   SessionFile f;  // open: the file itself holds what the request said
   f.stage = SessionFile::Stage::kOpen;
   f.file = std::move(file);
+  f.kept = std::move(kept);
   files_.emplace(m.id, std::move(f));
   reply(ReadyReply{m.id, token, to_ranges(have)});
 }
@@ -418,6 +312,9 @@ void ControlSession::handle(const DoneRequest& m) {
   switch (file->verify(m.digest)) {
     case IncomingFile::Verdict::kVerified:
       publish(m.id);
+      return;
+    case IncomingFile::Verdict::kReadBack:
+      read_back(m.id);
       return;
     case IncomingFile::Verdict::kAlreadyClosed:
       // A one-chunk file is published (or failed) when its frame is verified; no DONE needed.
@@ -528,20 +425,15 @@ void ControlSession::abandon_files(bool keep) {
   keep = keep && ctx.keep_partials_s > 0;
   for (auto& [id, f] : files_) {
     if (f.job) f.job->cancelled = true;
-    if (f.file && f.stage == SessionFile::Stage::kOpen) {
+    // Being read back after DONE: as it was before DONE (the part read back is remembered).
+    if (f.file &&
+        (f.stage == SessionFile::Stage::kOpen || f.stage == SessionFile::Stage::kReadingBack)) {
       ctx.registry.remove(f.file->token());
       if (f.file->abandon(keep)) {
         ctx.stats.partials_kept.fetch_add(1, std::memory_order_relaxed);
         ctx.log.info("kept the partial file of " + quote_name(f.file->path()) +
                      " for resuming (see --keep-partials)");
       }
-    }
-    // A kept partial whose journaled chunks were being read back: still as good as before.
-    if (f.stage == SessionFile::Stage::kResuming) {
-      if (keep)
-        f.partial.keep();
-      else
-        f.partial.discard();
     }
   }
   files_.clear();

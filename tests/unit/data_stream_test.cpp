@@ -85,23 +85,27 @@ class DataStreamTest : public ReceiverFixture {
   std::uint64_t allocated_to_partial() const {
     return static_cast<std::uint64_t>(stat_of_partial().st_blocks) * 512;
   }
-  // The kept partial of "big": sends `send_line` (a SEND of "big" in chunks of `chunk` bytes)
-  // and `chunks` of its chunks from `first` on, waits until the session's checkpoint journals
-  // them, and leaves.
+  // The kept partial of "big" (a new one, or more of one kept before): sends `send_line` (a
+  // SEND of "big" in chunks of `chunk` bytes) and `chunks` of its chunks from `first` on, waits
+  // until the session's checkpoint journals them, and leaves.
   void keep_partial_of_big(const std::string& send_line, std::uint64_t chunk, std::uint64_t chunks,
                            std::uint64_t first = 0) {
+    const fs::path journal = partial_of_big(".journal");
+    auto lines = [&] {
+      std::string text = read_file(journal);
+      return static_cast<std::uint64_t>(std::count(text.begin(), text.end(), '\n'));
+    };
+    const std::uint64_t want = std::max<std::uint64_t>(lines(), 1) + chunks;  // 1: the header
     int s = session();
     ask(s, "HELLO ackxfer 2\n");
     Token t = open(s, send_line);
     int d = data_connection();
     for (std::uint64_t i = first; i < first + chunks; ++i)
-      loop_.feed(d, frame(t, i * chunk, std::string(chunk, static_cast<char>('a' + i % 26))));
+      loop_.feed(d, frame(t, i * chunk, chunk_of_big(i, chunk)));
     EXPECT_EQ(acks(d), std::vector<AckStatus>(chunks, AckStatus::kOk));
-    const fs::path journal = partial_of_big(".journal");
     ASSERT_TRUE(loop_.run_until([&] {
       loop_.advance(1'000);
-      std::string text = read_file(journal);
-      return std::count(text.begin(), text.end(), '\n') >= static_cast<long>(chunks + 1);
+      return lines() >= want;
     }));
     loop_.peer_closes(d);
     loop_.peer_closes(s);
@@ -119,6 +123,58 @@ class DataStreamTest : public ReceiverFixture {
     loop_.advance(5'000);
     auto have = r.find(" have=");
     return have == std::string::npos ? std::string() : r.substr(have);
+  }
+  static Token token_of(const std::string& ready) {
+    return *Token::from_hex(ready.substr(ready.find("token=") + 6, 32));
+  }
+  // Chunk `i` of "big", as keep_partial_of_big and resume_and_finish send it; the whole file.
+  static std::string chunk_of_big(std::uint64_t i, std::uint64_t chunk) {
+    return std::string(chunk, static_cast<char>('a' + i % 26));
+  }
+  static std::string content_of_big(std::uint64_t chunk, std::uint64_t chunks) {
+    std::string out;
+    for (std::uint64_t i = 0; i < chunks; ++i)
+      out += chunk_of_big(i, chunk);
+    return out;
+  }
+  static std::string done_of_big(std::uint64_t chunk, std::uint64_t chunks) {
+    std::vector<Digest128> digests;
+    for (std::uint64_t i = 0; i < chunks; ++i) {
+      const std::string c = chunk_of_big(i, chunk);
+      digests.push_back(digest_of(c.data(), c.size()));
+    }
+    return "DONE 1 xxh3=" + file_digest_from_chunks(digests).hex() + "\n";
+  }
+  // One round of a sender that resumes with `send_line` (of `chunks` chunks), checks that
+  // READY's have= is `have` (unless empty), sends the chunks READY does not say are kept, and
+  // DONE; the answer to DONE, once it comes.
+  std::string resume_and_finish(const std::string& send_line, std::uint64_t chunk,
+                                std::uint64_t chunks, const std::string& have = {}) {
+    int c = session();
+    ask(c, "HELLO ackxfer 2\n");
+    std::string r = ask_and_wait(c, send_line);
+    auto ready = parse_server_line(std::string_view(r).substr(0, r.find('\n')));
+    EXPECT_TRUE(ready.ok() && std::holds_alternative<ReadyReply>(ready.value())) << r;
+    if (!ready.ok() || !std::holds_alternative<ReadyReply>(ready.value())) return r;
+    if (!have.empty()) {
+      EXPECT_EQ(r.substr(r.find(" have=")), have);
+    }
+    const ReadyReply& m = std::get<ReadyReply>(ready.value());
+    int d = data_connection();
+    std::size_t sent = 0;
+    for (std::uint64_t i = 0; i < chunks; ++i) {
+      if (std::any_of(m.have.begin(), m.have.end(),
+                      [&](const ChunkRange& k) { return k.first <= i && i <= k.last; }))
+        continue;
+      loop_.feed(d, frame(m.token, i * chunk, chunk_of_big(i, chunk)));
+      ++sent;
+    }
+    EXPECT_EQ(acks(d), std::vector<AckStatus>(sent, AckStatus::kOk));
+    std::string verdict = ask_and_wait(c, done_of_big(chunk, chunks));
+    loop_.peer_closes(d);
+    loop_.peer_closes(c);
+    loop_.advance(5'000);
+    return verdict;
   }
   std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -251,88 +307,137 @@ TEST_F(DataStreamTest, AResumedPartialGivesBackReservationsAReceiverKilledLeftOn
       << "the partial was changed again";
 }
 
-// A reopened partial is not written to at SEND, its first chunk not reserved then either; when
-// a read-back then finds none of its journaled chunks good, the first chunk must still get its
-// reservation when its frame comes (it was taken as reserved at SEND).
-TEST_F(DataStreamTest, AResumedPartialFoundAllBadReservesItsFirstChunkAtItsFrame) {
+// A reopened partial is not written to at SEND, its first chunk not reserved then either: when
+// its frame comes, it is (it must not be taken as reserved at SEND, as a fresh file's is).
+TEST_F(DataStreamTest, AResumedPartialReservesItsFirstChunkAtItsFrame) {
   const std::uint64_t chunk = 1 << 20;
   const std::string send = send_big(3 * chunk, chunk);
   const fs::path part = partial_of_big();
   keep_partial_of_big(send, chunk, 1, 1);  // chunk 1 only
   if (HasFatalFailure()) return;
-  {
-    std::fstream f(part, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(chunk) + 10);
-    f.put('x');  // chunk 1 is no longer what its journal says
-  }
   ASSERT_LT(allocated_to_partial(), 2 * chunk) << "chunk 0 holds space before the test";
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
   const std::string r = ask_and_wait(s, send);
   ASSERT_TRUE(r.starts_with("READY 1 ")) << r;
-  EXPECT_EQ(r.find(" have="), std::string::npos) << r;
+  EXPECT_NE(r.find(" have=1\n"), std::string::npos) << r;
   int d = data_connection();
-  loop_.feed(d, header(*Token::from_hex(r.substr(r.find("token=") + 6, 32)), 0, chunk));
+  loop_.feed(d, header(token_of(r), 0, chunk));
   struct statfs sfs {};
   if (::statfs(part.c_str(), &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
     GTEST_SKIP() << "tmpfs: the receiver reserves nothing ahead there";
   EXPECT_GE(allocated_to_partial(), 2 * chunk) << "the first chunk was not reserved at its frame";
 }
 
-// A kept partial is read back before its journaled chunks are offered again. A peer that
-// resumes and leaves, over and over (one SEND a round), made the receiver read the whole
-// partial back every round: the attempt's own reservation at SEND and hole-punching when it
-// ended moved the partial's ctime, so nothing could tell the partial was unchanged. Now an
-// attempt that writes nothing leaves the partial exactly as it was, and a partial read back
-// and found as its journal says is offered at once while it stays so. Changed, it is read again.
-TEST_F(DataStreamTest, AKeptPartialIsReadBackOnceWhileNothingChangesIt) {
-  const std::uint64_t chunk = 1 << 20;
-  const std::string send = send_big(3 * chunk, chunk);
-  const fs::path part = partial_of_big();
-  keep_partial_of_big(send, chunk, 2);
+// A resumed file's kept chunks are read back before it is published, not before READY. A peer
+// that resumed and left over and over had the receiver read the whole partial back every
+// round; remembering a read-back while the partial stayed unchanged stopped that only for a
+// peer that wrote nothing: one that wrote a chunk into the partial each round (64 KiB sent)
+// still had it all read back (up to the journal's limit of about 100,000 chunks) every round.
+// Now nothing is read until a DONE has verified the whole file by its digests.
+TEST_F(DataStreamTest, APeerThatResumesAndLeavesHasNothingReadBackHoweverItWrites) {
+  const std::uint64_t chunk = 1 << 20, chunks = 5;
+  const std::string send = send_big(chunks * chunk, chunk);
+  keep_partial_of_big(send, chunk, 1);
   if (HasFatalFailure()) return;
-  // A read-back is remembered only for a partial last changed a second before it began (in
-  // whole seconds: up to two), as a write in the same timestamp tick as the look at the partial
-  // would not show.
-  std::this_thread::sleep_for(2'050ms);
-  auto ctime_of_partial = [&] {
-    const struct stat st = stat_of_partial();
-    return std::pair(st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
-  };
-  const auto changed = ctime_of_partial();
-  const std::string both = resume_and_leave(send);
-  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk);
-  EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 0u);
-  for (int round = 1; round <= 3; ++round) {
-    EXPECT_EQ(resume_and_leave(send), both);
-    EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk) << "read back again";
-    EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), static_cast<std::uint64_t>(round));
+  auto read_back = [&] { return ctx_->stats.bytes_read_back.load(); };
+  EXPECT_EQ(resume_and_leave(send), " have=0\n");
+  EXPECT_EQ(read_back(), 0u);
+  // Each round writes one more chunk, has it journaled, and leaves.
+  for (std::uint64_t i = 1; i < chunks - 1; ++i) {
+    keep_partial_of_big(send, chunk, 1, i);
+    if (HasFatalFailure()) return;
+    EXPECT_EQ(read_back(), 0u) << "round " << i;
   }
-  EXPECT_EQ(ctime_of_partial(), changed) << "an attempt that wrote nothing changed the partial";
-  // Someone writes into the partial: the next attempt reads it back and finds the first chunk
-  // is no longer what its journal says.
-  {
-    std::fstream f(part, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(10);
-    f.put('x');
-  }
-  const std::string second_only = resume_and_leave(send);
-  EXPECT_NE(second_only, both);
-  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 4 * chunk);
-  EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 3u);
+  EXPECT_EQ(resume_and_leave(send), " have=0-3\n");
+  EXPECT_EQ(read_back(), 0u);
+  // The file finished: its four kept chunks are read back once, then it is published.
+  EXPECT_EQ(resume_and_finish(send, chunk, chunks), "OK 1\n");
+  EXPECT_EQ(read_back(), 4 * chunk);
+  EXPECT_EQ(read_file(dir_ / "big"), content_of_big(chunk, chunks));
+  EXPECT_FALSE(fs::exists(partial_of_big()));
 }
 
-// The same peer, leaving while the read-back is under way: each attempt started reading from
-// the first chunk again, so a peer that left after a second had the receiver read for a
-// second, round after round, however large the partial. How far a read-back got is
-// remembered after each slice.
+// A kept chunk that no longer is what its journal says (a disk error, or anyone writing into
+// the partial) is caught at DONE: the file is not published, the journal forgets that chunk
+// (and journals the ones this attempt delivered), and the answer is a retryable mismatch. The
+// sender's next attempt resumes without that chunk, sends it, and the file arrives whole.
+TEST_F(DataStreamTest, AKeptChunkChangedOnDiskIsCaughtAtDoneAndSentAgain) {
+  const std::uint64_t chunk = 1 << 20, chunks = 3;
+  const std::string send = send_big(chunks * chunk, chunk);
+  keep_partial_of_big(send, chunk, 2);
+  if (HasFatalFailure()) return;
+  {
+    std::fstream f(partial_of_big(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(10);
+    f.put('x');  // chunk 0 is no longer what its journal says
+  }
+  const std::string verdict = resume_and_finish(send, chunk, chunks);
+  EXPECT_TRUE(verdict.starts_with("ERR 1 mismatch ")) << verdict;
+  EXPECT_NE(verdict.find("no longer match"), std::string::npos) << verdict;
+  EXPECT_TRUE(is_retryable(ErrorCode::kMismatch));
+  EXPECT_FALSE(fs::exists(dir_ / "big")) << "published with a chunk that changed on disk";
+  ASSERT_TRUE(fs::exists(partial_of_big())) << "kept for the next attempt";
+  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk);
+  // The next attempt: chunk 0 is missing, chunk 2 (delivered by the attempt above) is kept.
+  EXPECT_EQ(resume_and_finish(send, chunk, chunks, " have=1-2\n"), "OK 1\n");
+  EXPECT_EQ(read_file(dir_ / "big"), content_of_big(chunk, chunks));
+  EXPECT_FALSE(fs::exists(partial_of_big()));
+}
+
+// A DONE whose digest is not the file's reads nothing back: the digests already say no.
+TEST_F(DataStreamTest, ADoneWithTheWrongDigestReadsNothingBack) {
+  const std::uint64_t chunk = 1 << 20;
+  const std::string send = send_big(2 * chunk, chunk);
+  keep_partial_of_big(send, chunk, 1);
+  if (HasFatalFailure()) return;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const std::string r = ask_and_wait(s, send);
+  ASSERT_EQ(r.substr(r.find(" have=")), " have=0\n");
+  int d = data_connection();
+  loop_.feed(d, frame(token_of(r), chunk, chunk_of_big(1, chunk)));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  const std::string verdict = ask_and_wait(s, "DONE 1 xxh3=" + std::string(32, '0') + "\n");
+  EXPECT_TRUE(verdict.starts_with("ERR 1 mismatch ")) << verdict;
+  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 0u);
+  EXPECT_FALSE(fs::exists(dir_ / "big"));
+}
+
+// A sender may send a kept chunk again: it is verified as it arrives, and not read back.
+TEST_F(DataStreamTest, AKeptChunkReceivedAgainIsNotReadBack) {
+  const std::uint64_t chunk = 1 << 20;
+  const std::string send = send_big(2 * chunk, chunk);
+  keep_partial_of_big(send, chunk, 2);
+  if (HasFatalFailure()) return;
+  {
+    std::fstream f(partial_of_big(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(10);
+    f.put('x');  // chunk 0 changed on disk; the sender sends it again anyway
+  }
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const std::string r = ask_and_wait(s, send);
+  ASSERT_EQ(r.substr(r.find(" have=")), " have=0-1\n");
+  int d = data_connection();
+  loop_.feed(d, frame(token_of(r), 0, chunk_of_big(0, chunk)));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  EXPECT_EQ(ask_and_wait(s, done_of_big(chunk, 2)), "OK 1\n");
+  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), chunk) << "chunk 1 only";
+  EXPECT_EQ(read_file(dir_ / "big"), content_of_big(chunk, 2));
+}
+
+// A peer that sends DONE for a big kept partial and leaves while it is read back: each attempt
+// would start reading from the first chunk again. How far a read-back got is remembered after
+// each slice (while nothing changes the partial), and the next attempt reads only the rest.
+// Meanwhile the sender hears PROGRESS, or it would give up on a long read-back.
 TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
   const std::uint64_t chunk = 1 << 20, chunks = 64;  // four slices of kLocalWorkSliceBytes
   static_assert(kLocalWorkSliceBytes == 16 << 20);
   const std::string send = send_big(chunks * chunk, chunk);
   keep_partial_of_big(send, chunk, chunks);
   if (HasFatalFailure()) return;
-  std::this_thread::sleep_for(2'050ms);  // as above: remembered only when last changed before
+  std::this_thread::sleep_for(2'050ms);  // remembered only when last changed a second before
   auto read_back = [&] { return ctx_->stats.bytes_read_back.load(); };
   // The work queue's two threads, held so that the read-back goes one slice at a time: one
   // waits for the end of the test; the other takes turns with the read-back and waits for a
@@ -368,30 +473,29 @@ TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
     return done();
   };
   ASSERT_TRUE(wait_for([&] { return gate->turns == 1; }));
-  // Resume, and leave once one slice is read.
+  // Resume (every chunk kept: nothing to send), DONE, and leave once one slice is read.
   int c = session();
-  ask(c, "HELLO ackxfer 2\n");
-  loop_.feed(c, send);
+  ask(c, "HELLO ackxfer 2 features=progress\n");
+  const std::string r = ask_and_wait(c, send);
+  ASSERT_EQ(r.substr(r.find(" have=")), " have=0-63\n");
+  EXPECT_EQ(read_back(), 0u);
+  loop_.feed(c, done_of_big(chunk, chunks));
   ++gate->steps;
   ASSERT_TRUE(wait_for([&] { return gate->turns == 2; }));
   EXPECT_EQ(read_back(), kLocalWorkSliceBytes);
+  loop_.advance(1'000);
+  EXPECT_EQ(loop_.take_sent(c), "PROGRESS 1 done=" + std::to_string(kLocalWorkSliceBytes) +
+                                    " total=" + std::to_string(chunks * chunk) + "\n");
   loop_.peer_closes(c);
   loop_.advance(5'000);
   gate->open = true;
-  // The cancelled read-back holds the partial's lock (its fd) until its job is gone.
-  const fs::path part = partial_of_big();
-  ASSERT_TRUE(wait_for([&] {
-    UniqueFd fd(::open(part.c_str(), O_RDONLY | O_CLOEXEC));
-    return fd && flock(fd.get(), LOCK_EX | LOCK_NB) == 0;
-  }));
+  // The cancelled read-back holds its fd until its job is gone; the file was kept.
+  ASSERT_TRUE(wait_for([&] { return ctx_->stats.partials_kept.load() == 2; }));
   EXPECT_EQ(read_back(), kLocalWorkSliceBytes) << "the read-back went on after its session";
-  // The next attempt reads the rest only.
-  resume_and_leave(send);
+  // The next attempt reads the rest only, and publishes the file.
+  EXPECT_EQ(resume_and_finish(send, chunk, chunks), "OK 1\n");
   EXPECT_EQ(read_back(), chunks * chunk) << "a chunk was read back twice";
-  // Read whole now: offered at once.
-  resume_and_leave(send);
-  EXPECT_EQ(read_back(), chunks * chunk);
-  EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 1u);
+  EXPECT_EQ(read_file(dir_ / "big"), content_of_big(chunk, chunks));
 }
 
 // Every chunk of a file verified, but its temp file grown beyond them (a reservation from an
