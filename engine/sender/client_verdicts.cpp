@@ -106,6 +106,8 @@ void ControlClient::file_delivered(
   report_.bytes += it->second->size();
   ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
   ctx_.bytes_done.fetch_add(it->second->size(), std::memory_order_relaxed);
+  ctx_.resumed_bytes_delivered.fetch_add(it->second->resumed.load(std::memory_order_relaxed),
+                                         std::memory_order_relaxed);
   open_bytes_ -= it->second->size();
   open_files_.erase(it);
   made_progress();

@@ -400,6 +400,7 @@ void OutboundStream::hash_local_slice() {
     local_hasher_.reset();
   }
   ctx_.resumed_bytes.fetch_add(len, std::memory_order_relaxed);
+  f.resumed.fetch_add(len, std::memory_order_relaxed);
   ChunkJob done = std::move(*local_);
   local_.reset();
   ctx_.scheduler->acked(done, *d);

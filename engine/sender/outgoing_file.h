@@ -59,6 +59,9 @@ struct OutgoingFile {
   // far, for PROGRESS lines (written by data streams, read by the control client).
   std::atomic<std::uint64_t> local_hashed{0};
   std::uint64_t local_hashed_reported = 0;  // control client only: as last told in PROGRESS
+  // Of those, the chunks' bytes once hashed (written by data streams): counted as resumed if
+  // this attempt delivers the file.
+  std::atomic<std::uint64_t> resumed{0};
   // The most the receiver has reported done for it in PROGRESS (control client only): only a
   // PROGRESS beyond it is an answer.
   std::uint64_t remote_progress = 0;

@@ -262,7 +262,7 @@ SendReport Sender::run() {
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.retries = ctx.scheduler->retries() + control.file_resends() + ctx.reconnects.load();
-  report.resumed_bytes = ctx.resumed_bytes.load();
+  report.resumed_bytes = ctx.resumed_bytes_delivered.load();
   // Which path ran: a stream the kernel refused a usable pipe sent from a mapping.
   if (ctx.splice_refused.load()) report.send_path = "splice+mmap";
   if (report.outcome == SendReport::Outcome::kOk && !report.failed.empty())

@@ -171,6 +171,9 @@ TEST(Resume, ADamagedPartialIsCaughtAtDoneAndThoseChunksSentAgain) {
   EXPECT_EQ(json_u64(res.out, "retries"), 1u) << res.out;
   EXPECT_NE(res.err.find("no longer match the kept partial's journal"), std::string::npos)
       << res.err;
+  // Resumed by the attempt that delivered it: every chunk but the damaged one (those the first
+  // attempt sent were journaled when the damage was found, so they are not sent again).
+  EXPECT_EQ(json_u64(res.out, "resumed_bytes"), 5 * kChunk) << res.out;
   EXPECT_EQ(compare_trees(src.path(), dst.path()), "");
   EXPECT_TRUE(temp_files_under(dst.path()).empty());
   auto rs = r.stop();
