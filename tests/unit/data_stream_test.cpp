@@ -489,8 +489,18 @@ TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
   loop_.peer_closes(c);
   loop_.advance(5'000);
   gate->open = true;
-  // The cancelled read-back holds its fd until its job is gone; the file was kept.
-  ASSERT_TRUE(wait_for([&] { return ctx_->stats.partials_kept.load() == 2; }));
+  // The session's end kept the partial and cancelled the read-back, whose job holds an fd on
+  // the partial until it is gone: wait for that, then see that it read nothing more.
+  EXPECT_EQ(ctx_->stats.partials_kept.load(), 2u);
+  const fs::path part = fs::canonical(partial_of_big());
+  ASSERT_TRUE(wait_for([&] {
+    std::size_t open_on_part = 0;
+    for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      if (fs::read_symlink(e.path(), ec) == part) ++open_on_part;
+    }
+    return open_on_part == 0;
+  }));
   EXPECT_EQ(read_back(), kLocalWorkSliceBytes) << "the read-back went on after its session";
   // The next attempt reads the rest only, and publishes the file.
   EXPECT_EQ(resume_and_finish(send, chunk, chunks), "OK 1\n");
