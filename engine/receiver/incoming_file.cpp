@@ -97,7 +97,9 @@ IncomingFile::Chunk* IncomingFile::held(const Claim& c) {
 std::vector<JournalEntry> IncomingFile::take_unjournaled() {
   std::vector<JournalEntry> out;
   std::lock_guard lock(mu_);
-  if (state_ != State::kReceiving || !resumable_ || !temp_.has_journal()) return out;
+  // After a failed flush, a later one may pass with the data lost: nothing more is vouched for.
+  if (state_ != State::kReceiving || !resumable_ || !temp_.has_journal() || flush_error_)
+    return out;
   chunks_.for_each([&](std::uint32_t i, Chunk& c) {
     if (c.state == ChunkState::kVerified && c.journal == JournalState::kNone) {
       c.journal = JournalState::kPending;
@@ -117,7 +119,7 @@ void IncomingFile::journal_written(const std::vector<JournalEntry>& entries, boo
     Chunk* ch = chunks_.find(e.index);
     if (!ch || ch->journal != JournalState::kPending) continue;
     ch->journal = JournalState::kNone;
-    if (!durable || state_ != State::kReceiving) continue;
+    if (!durable || flush_error_ || state_ != State::kReceiving) continue;
     lines += journal_line(e);
     written.push_back(e.index);
   }
@@ -292,7 +294,7 @@ bool IncomingFile::read_back_done(const std::vector<std::uint32_t>& bad, bool sy
       return true;
     }
     std::string lines;
-    if (synced && resumable_)
+    if (synced && resumable_ && !flush_error_)
       chunks_.for_each([&](std::uint32_t i, Chunk& c) {
         if (c.state != ChunkState::kVerified || c.journal == JournalState::kJournaled) return;
         lines += journal_line(JournalEntry{i, c.digest});

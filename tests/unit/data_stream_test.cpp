@@ -571,6 +571,36 @@ TEST_F(DataStreamTest, AFileWhoseDataCouldNotBeFlushedIsNotPublished) {
     ADD_FAILURE() << "left behind: " << e.path();
 }
 
+// A flush error is reported once: a later fdatasync can pass with the data lost. The journal
+// went on recording chunks as durable after that, so a kept partial could vouch for bytes
+// that never reached the disk. After a failed flush it records nothing more.
+TEST_F(DataStreamTest, AfterAFailedFlushTheJournalVouchesForNothingMore) {
+  const std::uint64_t chunk = 65536;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  Token t = open_two_chunks(s, 1, "f", chunk);
+  int d = data_connection();
+  loop_.feed(d, frame(t, 0, std::string(chunk, 'a')));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  loop_.fsync_result = -EIO;
+  ASSERT_TRUE(loop_.run_until([&] {
+    loop_.advance(1'000);  // the session's next checkpoint
+    for (const auto& line : log_)
+      if (line.find("fdatasync") != std::string::npos) return true;
+    return false;
+  }));
+  loop_.fsync_result = 0;
+  loop_.feed(d, frame(t, chunk, std::string(chunk, 'b')));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  for (int i = 0; i < 5; ++i) {  // checkpoints whose fdatasync passes
+    loop_.advance(1'000);
+    loop_.run_until([] { return false; }, 20);
+  }
+  const std::string journal = read_file(dir_ / (partial_base_name("f") + ".journal"));
+  EXPECT_EQ(std::count(journal.begin(), journal.end(), '\n'), 1) << "more than its header:\n"
+                                                                 << journal;
+}
+
 // A refused connection whose peer never reads the ack that says why: gone within kMaxClosingMs
 // and a tick, not at --idle-timeout.
 TEST_F(DataStreamTest, ARefusedConnectionWhosePeerNeverReadsIsGoneByTheClosingDeadline) {
