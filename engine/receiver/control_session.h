@@ -81,7 +81,10 @@ class ControlSession final : public WorkerObject {
   };
   struct KeptClaims {
     std::vector<JournalEntry> claims;
+    // How many of `claims`, in order, the read-back memory vouched for at SEND: good only
+    // while the partial stays as it was then (`at_send`), which DONE checks.
     std::size_t trusted = 0;
+    std::optional<ReadBackMemory::Key> at_send;
     Digest128 digest;  // claims_digest() of `claims`
   };
   struct SessionFile {
@@ -97,8 +100,7 @@ class ControlSession final : public WorkerObject {
     std::shared_ptr<IncomingFile> file;  // kOpen, kReadingBack, kPublishing
     OpenFileSlot slot;                   // kChecking: the place it holds
     std::shared_ptr<LocalJob> job;       // kChecking, kReadingBack
-    // kOpen, kReadingBack: a resumed file's kept chunks, as its journal claimed them at SEND,
-    // and how many of those (in order) were read back and found good before.
+    // kOpen, kReadingBack: a resumed file's kept chunks, as its journal claimed them at SEND.
     std::shared_ptr<const KeptClaims> kept;
   };
 

@@ -265,12 +265,11 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
   kept->claims = std::move(part.have);
   kept->digest = claims_digest(kept->claims, m.size, m.chunk);
   struct stat st {};
-  if (fstat(part.temp.fd(), &st) == 0)
-    if (auto seen = ctx.read_backs.find(ReadBackMemory::key_of(st, m.chunk));
-        seen && seen->claims == kept->digest)
+  if (fstat(part.temp.fd(), &st) == 0) {
+    kept->at_send = ReadBackMemory::key_of(st, m.chunk);
+    if (auto seen = ctx.read_backs.find(*kept->at_send); seen && seen->claims == kept->digest)
       kept->trusted = std::min(seen->verified, kept->claims.size());
-  if (kept->trusted == kept->claims.size())
-    ctx.stats.read_backs_remembered.fetch_add(1, std::memory_order_relaxed);
+  }
   ready(m, std::move(part.temp), std::move(slot), true, std::move(kept), false);
 }
 
@@ -280,15 +279,15 @@ void ControlSession::ready(const SendRequest& m, TempFile temp, OpenFileSlot slo
   Token token = Token::random();
   static const std::vector<JournalEntry> none;
   const std::vector<JournalEntry>& have = kept ? kept->claims : none;
-  const bool read_back = kept && kept->trusted < kept->claims.size();
+  const bool read_back = kept && !kept->claims.empty();
   auto file = std::make_shared<IncomingFile>(m, token, std::move(temp), totals_, std::move(slot),
                                              have, resumable, first_reserved, read_back);
   if (!have.empty()) {
     ctx.stats.files_resumed.fetch_add(1, std::memory_order_relaxed);
     ctx.stats.bytes_resumed.fetch_add(file->resumed_bytes(), std::memory_order_relaxed);
     ctx.log.info("resuming " + quote_name(m.path) + ": " + std::to_string(file->resumed_bytes()) +
-                 " of " + std::to_string(m.size) + " bytes kept" +
-                 (read_back ? " (read back before it is published)" : ""));
+                 " of " + std::to_string(m.size) +
+                 " bytes kept (read back before it is published)");
   }
   ctx.registry.add(file);
   SessionFile f;  // open: the file itself holds what the request said
@@ -425,7 +424,8 @@ void ControlSession::abandon_files(bool keep) {
   keep = keep && ctx.keep_partials_s > 0;
   for (auto& [id, f] : files_) {
     if (f.job) f.job->cancelled = true;
-    // Being read back after DONE: as it was before DONE (the part read back is remembered).
+    // Being read back after DONE: kept or removed as before DONE (so a BYE, which only a peer
+    // that did not wait for the verdict sends then, removes it).
     if (f.file &&
         (f.stage == SessionFile::Stage::kOpen || f.stage == SessionFile::Stage::kReadingBack)) {
       ctx.registry.remove(f.file->token());

@@ -23,15 +23,16 @@ void ControlSession::read_back(std::uint64_t id) {
   SessionFile& f = files_.at(id);
   ReceiverContext& ctx = worker_.ctx();
   const KeptClaims& kept = *f.kept;
-  // Its own fd (the file's may close under it, as the session ends), on the same open file:
-  // the partial's lock holds while the read-back does.
+  // Its own fd: the file's may close under it as the session ends (which also lets go of the
+  // partial's lock, and cancels this job: a slice under way may still finish reading).
   UniqueFd dup(fcntl(f.file->fd(), F_DUPFD_CLOEXEC, 0));
   if (!dup) {
     const int err = errno;
     std::shared_ptr<IncomingFile> file = std::move(f.file);
     files_.erase(id);
     ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
-    file->abandon(true);  // as good as before DONE
+    if (file->abandon(true))  // as good as before DONE
+      ctx.stats.partials_kept.fetch_add(1, std::memory_order_relaxed);
     reply_error(id, ErrorCode::kBusy,
                 quote_name(file->path()) +
                     ": cannot read back the chunks it resumed with: dup: " + errno_text(err));
@@ -41,7 +42,8 @@ void ControlSession::read_back(std::uint64_t id) {
     UniqueFd fd;
     ChunkPlan plan;
     std::shared_ptr<const KeptClaims> kept;
-    std::vector<JournalEntry> to_read;  // the claims not known good, not received again
+    std::size_t base = 0;               // claims known good (the memory's, still valid)
+    std::vector<JournalEntry> to_read;  // the claims after those, not received again
     std::vector<std::uint32_t> bad;
     std::size_t next = 0;  // in to_read
     std::optional<RangeHasher> hasher;
@@ -54,16 +56,21 @@ void ControlSession::read_back(std::uint64_t id) {
   rb->fd = std::move(dup);
   rb->plan = f.file->plan();
   rb->kept = f.kept;
-  rb->to_read = f.file->still_kept(std::vector<JournalEntry>(
-      kept.claims.begin() + static_cast<std::ptrdiff_t>(kept.trusted), kept.claims.end()));
-  // How far it got is remembered as a count of the claims, in order: only while none was
-  // received again (then the journal has changed anyway, and no later attempt would match).
+  // What the memory vouched for at SEND holds only if the partial is still as it was then: this
+  // attempt wrote nothing, and nor did anyone else. Otherwise every claim is read.
   struct stat st {};
-  if (rb->to_read.size() == kept.claims.size() - kept.trusted && fstat(rb->fd.get(), &st) == 0 &&
-      clock_gettime(CLOCK_REALTIME, &rb->started) == 0)
+  if (fstat(rb->fd.get(), &st) == 0 && clock_gettime(CLOCK_REALTIME, &rb->started) == 0)
     rb->key = ReadBackMemory::key_of(st, rb->plan.chunk_bytes());
+  if (rb->key && rb->key == kept.at_send) rb->base = kept.trusted;
+  if (rb->base == kept.claims.size())
+    ctx.stats.read_backs_remembered.fetch_add(1, std::memory_order_relaxed);
+  rb->to_read = f.file->still_kept(std::vector<JournalEntry>(
+      kept.claims.begin() + static_cast<std::ptrdiff_t>(rb->base), kept.claims.end()));
+  // How far it gets is remembered as a count of the claims, in order: only while none was
+  // received again (then the journal has changed anyway, and no later attempt would match).
+  if (rb->to_read.size() != kept.claims.size() - rb->base) rb->key.reset();
   f.stage = SessionFile::Stage::kReadingBack;
-  if (rb->to_read.empty()) {  // every one received again
+  if (rb->to_read.empty()) {  // nothing to read: known good, or received again
     read_back_finished(id, {}, false);
     return;
   }
@@ -99,7 +106,7 @@ void ControlSession::read_back(std::uint64_t id) {
         struct stat after {};
         if (rb->key && rb->next > 0 && rb->bad.empty() && fstat(rb->fd.get(), &after) == 0)
           ctx.read_backs.remember(*rb->key, after, rb->started,
-                                  ReadBackProgress{rb->kept->digest, rb->kept->trusted + rb->next});
+                                  ReadBackProgress{rb->kept->digest, rb->base + rb->next});
         if (rb->next < claims.size()) return true;
         // Chunks found bad are received again: what this transfer verified is journaled first,
         // once on disk, so that the next attempt needs only those.
@@ -128,10 +135,13 @@ void ControlSession::read_back_finished(std::uint64_t id, const std::vector<std:
   ReceiverContext& ctx = worker_.ctx();
   ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
   const std::string name = quote_name(file->path());
-  ctx.log.warn(name + ": " + std::to_string(bad.size()) +
-               " chunks of the kept partial no longer match their journal; the journal forgets "
-               "them, and the sender's next attempt sends them again");
   file->read_back_done(bad, synced);
+  const bool kept = file->state() == IncomingFile::State::kAbandoned;
+  if (kept) ctx.stats.partials_kept.fetch_add(1, std::memory_order_relaxed);
+  ctx.log.warn(name + ": " + std::to_string(bad.size()) +
+               " chunks of the kept partial no longer match their journal; " +
+               (kept ? "the journal forgets them, and the sender's next attempt sends them again"
+                     : "its journal could not say so, so the partial is removed"));
   // Retryable: the sender tries the file again, and resumes it without those chunks.
   reply_error(id, ErrorCode::kMismatch,
               name + ": " + std::to_string(bad.size()) +

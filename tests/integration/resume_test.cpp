@@ -168,7 +168,7 @@ TEST(Resume, ADamagedPartialIsCaughtAtDoneAndThoseChunksSentAgain) {
     }
   auto res = send({"--to", r.to(), "--json", (src / "big.bin").string()});
   ASSERT_EQ(res.exit_code, 0) << res.err;
-  EXPECT_EQ(json_u64(res.out, "retries"), 1u) << res.out;
+  EXPECT_GE(json_u64(res.out, "retries"), 1u) << res.out;
   EXPECT_NE(res.err.find("no longer match the kept partial's journal"), std::string::npos)
       << res.err;
   // Resumed by the attempt that delivered it: every chunk but the damaged one (those the first

@@ -404,6 +404,65 @@ TEST_F(DataStreamTest, ADoneWithTheWrongDigestReadsNothingBack) {
   EXPECT_FALSE(fs::exists(dir_ / "big"));
 }
 
+// The read-back memory as an earlier read-back of every claim of "big" (`chunks` chunks of
+// `chunk` bytes), with its partial as it is now, would have left it.
+void remember_partial_of_big(ReceiverContext& ctx, const struct stat& st, std::uint64_t chunk,
+                             std::uint64_t chunks) {
+  std::vector<JournalEntry> claims;
+  for (std::uint32_t i = 0; i < chunks; ++i) {
+    const std::string c = std::string(chunk, static_cast<char>('a' + i % 26));
+    claims.push_back(JournalEntry{i, digest_of(c.data(), c.size())});
+  }
+  timespec started{};
+  ASSERT_EQ(clock_gettime(CLOCK_REALTIME, &started), 0);
+  started.tv_sec += 10;  // the partial's ctime over a second old when "reading" began
+  ASSERT_TRUE(ctx.read_backs.remember(ReadBackMemory::key_of(st, chunk), st, started,
+                                      ReadBackProgress{claims_digest(claims, chunks * chunk, chunk),
+                                                       static_cast<std::size_t>(chunks)}));
+}
+
+// Kept chunks the read-back memory vouches for, with the partial unchanged from SEND to DONE,
+// are not read again: the file is published at once.
+TEST_F(DataStreamTest, ARememberedPartialUnchangedSinceSendIsNotReadAgain) {
+  const std::uint64_t chunk = 1 << 20, chunks = 2;
+  const std::string send = send_big(chunks * chunk, chunk);
+  keep_partial_of_big(send, chunk, chunks);
+  if (HasFatalFailure()) return;
+  remember_partial_of_big(*ctx_, stat_of_partial(), chunk, chunks);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(resume_and_finish(send, chunk, chunks, " have=0-1\n"), "OK 1\n");
+  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 0u);
+  EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 1u);
+  EXPECT_EQ(read_file(dir_ / "big"), content_of_big(chunk, chunks));
+}
+
+// ... but what the memory vouched for at SEND holds only while the partial stays as it was
+// then. A chunk changed between SEND and DONE (by anyone: the sender hashes its kept chunks
+// before DONE, so the window can be long) was published unread, and the memory saved under the
+// changed partial went on vouching for it. Now DONE reads every claim again.
+TEST_F(DataStreamTest, AKeptChunkChangedAfterSendIsCaughtThoughRemembered) {
+  const std::uint64_t chunk = 1 << 20, chunks = 2;
+  const std::string send = send_big(chunks * chunk, chunk);
+  keep_partial_of_big(send, chunk, chunks);
+  if (HasFatalFailure()) return;
+  remember_partial_of_big(*ctx_, stat_of_partial(), chunk, chunks);
+  if (HasFatalFailure()) return;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const std::string r = ask_and_wait(s, send);
+  ASSERT_EQ(r.substr(r.find(" have=")), " have=0-1\n");
+  {
+    std::fstream f(partial_of_big(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(10);
+    f.put('x');
+  }
+  const std::string verdict = ask_and_wait(s, done_of_big(chunk, chunks));
+  EXPECT_TRUE(verdict.starts_with("ERR 1 mismatch ")) << verdict;
+  EXPECT_FALSE(fs::exists(dir_ / "big")) << "published with a chunk changed after SEND";
+  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk);
+  EXPECT_EQ(ctx_->stats.read_backs_remembered.load(), 0u);
+}
+
 // A sender may send a kept chunk again: it is verified as it arrives, and not read back.
 TEST_F(DataStreamTest, AKeptChunkReceivedAgainIsNotReadBack) {
   const std::uint64_t chunk = 1 << 20;
