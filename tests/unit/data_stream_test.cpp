@@ -567,6 +567,59 @@ TEST_F(DataStreamTest, AReadBackCutShortGoesOnWhereItStopped) {
   EXPECT_EQ(read_file(dir_ / "big"), content_of_big(chunk, chunks));
 }
 
+// A peer that sends DONE for a resumed file and then CANCEL, or BYE, while its kept chunks wait
+// to be read back: answered at once, the read-back never runs, nothing is published, and the
+// partial goes (the sender said it is done with the file, or with the session).
+TEST_F(DataStreamTest, ACancelOrByeWhileKeptChunksWaitToBeReadBackEndsTheFile) {
+  const std::uint64_t chunk = 1 << 20, chunks = 2;
+  const std::string send = send_big(chunks * chunk, chunk);
+  for (const std::string line : {"CANCEL 1\n", "BYE\n"}) {
+    SCOPED_TRACE(line);
+    keep_partial_of_big(send, chunk, chunks);
+    if (HasFatalFailure()) return;
+    const fs::path part = fs::canonical(partial_of_big());
+    // Both of the work queue's threads held: the read-back waits in the queue.
+    auto open = std::make_shared<std::atomic<bool>>(false);
+    auto held = std::make_shared<std::atomic<int>>(0);
+    struct Opener {  // however the test ends, or the fixture's work queue never stops
+      std::shared_ptr<std::atomic<bool>> open;
+      ~Opener() { *open = true; }
+    } opener{open};
+    for (int t = 0; t < 2; ++t)
+      ctx_->work.submit(
+          [open, held] {
+            ++*held;
+            while (!*open)
+              std::this_thread::sleep_for(1ms);
+            return false;
+          },
+          t == 0 ? static_cast<const void*>(open.get()) : held.get());  // a thread each
+    ASSERT_TRUE(loop_.run_until([&] { return *held == 2; }));
+    int c = session();
+    ask(c, "HELLO ackxfer 2\n");
+    const std::string r = ask_and_wait(c, send);
+    ASSERT_EQ(r.substr(r.find(" have=")), " have=0-1\n");
+    loop_.feed(c, done_of_big(chunk, chunks));
+    const std::string answer = ask(c, line);
+    EXPECT_TRUE(answer.starts_with(line == "BYE\n" ? "BYE files=0" : "ERR 1 cancelled ")) << answer;
+    *open = true;
+    // The job goes without reading (its fd on the partial with it).
+    ASSERT_TRUE(loop_.run_until([&] {
+      std::size_t open_on_part = 0;
+      for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+        std::error_code ec;
+        if (fs::read_symlink(e.path(), ec) == part) ++open_on_part;
+      }
+      return open_on_part == 0;
+    }));
+    EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 0u);
+    EXPECT_FALSE(fs::exists(part)) << "the partial stayed";
+    EXPECT_FALSE(fs::exists(dir_ / "big"));
+    loop_.peer_closes(c);
+    loop_.advance(5'000);
+  }
+}
+
 // Every chunk of a file verified, but its temp file grown beyond them (a reservation from an
 // earlier transfer of the same name, given up as this one took the partial over and truncated
 // it, landing after): what lies beyond the declared size was never checked. The file was
