@@ -180,15 +180,15 @@ TEST(Resume, ADamagedPartialIsCaughtAtDoneAndThoseChunksSentAgain) {
   EXPECT_NE(rs.err.find("no longer match their journal"), std::string::npos) << rs.err;
 }
 
-// A peer that resumes a kept partial and leaves, over and over (a SEND a round), used to have
-// the receiver read the whole partial back every round. Kept chunks are read back only once a
-// DONE has verified the file by its digests: these rounds have nothing read (the receiver's
-// stop line counts what it read back).
+// A peer that resumes a kept partial and leaves, over and over (a SEND a round, some rounds
+// writing a chunk into it), used to have the receiver read the whole partial back every round.
+// Kept chunks are read back only once a DONE has verified the file by its digests: these rounds
+// have nothing read (the receiver's stop line counts what it read back).
 TEST(Resume, APeerThatResumesAndLeavesOverAndOverHasNothingReadBack) {
   TempDir dst("dst");
   ReceiverProcess r(dst.path());
   constexpr std::uint64_t chunk = 1 << 20;
-  const std::string send_line = "SEND 1 big size=" + std::to_string(3 * chunk) +
+  const std::string send_line = "SEND 1 big size=" + std::to_string(5 * chunk) +
                                 " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n";
   auto kept = [&] {
     const std::string err = r.process().stderr_so_far();
@@ -222,13 +222,22 @@ TEST(Resume, APeerThatResumesAndLeavesOverAndOverHasNothingReadBack) {
       c.send_bytes(send_line);
       auto ready = c.read_line(10s);
       ASSERT_TRUE(ready && ready->find(" have=") != std::string::npos) << ready.value_or("(none)");
+      if (round <= 2) {  // these rounds also write a chunk (2, then 3) and see it journaled
+        const std::string token = ready->substr(ready->find("token=") + 6, 32);
+        RawClient d(r.data_port());
+        d.send_bytes(frame_bytes(token, (round + 1) * chunk, std::string(chunk, 'c'), chunk));
+        EXPECT_EQ(read_ack_status(d), static_cast<int>(AckStatus::kOk));
+        ASSERT_TRUE(
+            wait_until([&] { return journaled_chunks_under(dst.path()) >= round + 2; }, 10s));
+      }
     }  // gone without DONE or BYE: the partial is kept again
     ASSERT_TRUE(wait_until([&] { return kept() == round + 1; }, 5s))
         << round << r.process().stderr_so_far();
   }
   auto rs = r.stop();
-  // It was 8.39 MB (the whole partial at each of the four rounds), then 2.10 MB (once, while
-  // nothing changed the partial; a peer that wrote a chunk each round had it all read again).
+  // Before kept chunks were read back at DONE (e2b326a), these rounds read 13.63 MB: the
+  // partial whole at each (2, 3, 4 and 4 MiB), as a read-back was remembered only while
+  // nothing wrote into the partial and the third round's was too soon after a write.
   EXPECT_NE(rs.err.find("4 resumed (0 B of kept partials read back"), std::string::npos) << rs.err;
 }
 
