@@ -112,6 +112,26 @@ class DataStreamTest : public ReceiverFixture {
     loop_.advance(5'000);
     ASSERT_TRUE(fs::exists(partial_of_big())) << "kept";
   }
+  // keep_partial_of_big() of every chunk, and the read-back memory as an earlier read-back of
+  // them all, with the partial as it is now, would have left it.
+  void keep_and_remember_partial_of_big(const std::string& send_line, std::uint64_t chunk,
+                                        std::uint64_t chunks) {
+    keep_partial_of_big(send_line, chunk, chunks);
+    if (HasFatalFailure()) return;
+    std::vector<JournalEntry> claims;
+    for (std::uint32_t i = 0; i < chunks; ++i) {
+      const std::string c = chunk_of_big(i, chunk);
+      claims.push_back(JournalEntry{i, digest_of(c.data(), c.size())});
+    }
+    const struct stat st = stat_of_partial();
+    timespec started{};
+    ASSERT_EQ(clock_gettime(CLOCK_REALTIME, &started), 0);
+    started.tv_sec += 10;  // the partial's ctime over a second old when "reading" began
+    ASSERT_TRUE(
+        ctx_->read_backs.remember(ReadBackMemory::key_of(st, chunk), st, started,
+                                  ReadBackProgress{claims_digest(claims, chunks * chunk, chunk),
+                                                   static_cast<std::size_t>(chunks)}));
+  }
   // One round of a peer that resumes with `send_line` and leaves once READY comes; READY's
   // have= (empty if READY did not come).
   std::string resume_and_leave(const std::string& send_line) {
@@ -175,6 +195,27 @@ class DataStreamTest : public ReceiverFixture {
     loop_.peer_closes(c);
     loop_.advance(5'000);
     return verdict;
+  }
+  // File "f" of a new session (returned), two chunks of `chunk` bytes ('a's, then 'b's): the
+  // first arrives, a journal checkpoint's fdatasync fails (EIO), then the second arrives.
+  int two_chunks_around_a_failed_flush(std::uint64_t chunk) {
+    int s = session();
+    ask(s, "HELLO ackxfer 2\n");
+    Token t = open_two_chunks(s, 1, "f", chunk);
+    int d = data_connection();
+    loop_.feed(d, frame(t, 0, std::string(chunk, 'a')));
+    EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+    loop_.fsync_result = -EIO;
+    EXPECT_TRUE(loop_.run_until([&] {
+      loop_.advance(1'000);  // the session's next checkpoint
+      for (const auto& line : log_)
+        if (line.find("fdatasync") != std::string::npos) return true;
+      return false;
+    })) << "no checkpoint failed";
+    loop_.fsync_result = 0;
+    loop_.feed(d, frame(t, chunk, std::string(chunk, 'b')));
+    EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+    return s;
   }
   std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -404,31 +445,12 @@ TEST_F(DataStreamTest, ADoneWithTheWrongDigestReadsNothingBack) {
   EXPECT_FALSE(fs::exists(dir_ / "big"));
 }
 
-// The read-back memory as an earlier read-back of every claim of "big" (`chunks` chunks of
-// `chunk` bytes), with its partial as it is now, would have left it.
-void remember_partial_of_big(ReceiverContext& ctx, const struct stat& st, std::uint64_t chunk,
-                             std::uint64_t chunks) {
-  std::vector<JournalEntry> claims;
-  for (std::uint32_t i = 0; i < chunks; ++i) {
-    const std::string c = std::string(chunk, static_cast<char>('a' + i % 26));
-    claims.push_back(JournalEntry{i, digest_of(c.data(), c.size())});
-  }
-  timespec started{};
-  ASSERT_EQ(clock_gettime(CLOCK_REALTIME, &started), 0);
-  started.tv_sec += 10;  // the partial's ctime over a second old when "reading" began
-  ASSERT_TRUE(ctx.read_backs.remember(ReadBackMemory::key_of(st, chunk), st, started,
-                                      ReadBackProgress{claims_digest(claims, chunks * chunk, chunk),
-                                                       static_cast<std::size_t>(chunks)}));
-}
-
 // Kept chunks the read-back memory vouches for, with the partial unchanged from SEND to DONE,
 // are not read again: the file is published at once.
 TEST_F(DataStreamTest, ARememberedPartialUnchangedSinceSendIsNotReadAgain) {
   const std::uint64_t chunk = 1 << 20, chunks = 2;
   const std::string send = send_big(chunks * chunk, chunk);
-  keep_partial_of_big(send, chunk, chunks);
-  if (HasFatalFailure()) return;
-  remember_partial_of_big(*ctx_, stat_of_partial(), chunk, chunks);
+  keep_and_remember_partial_of_big(send, chunk, chunks);
   if (HasFatalFailure()) return;
   EXPECT_EQ(resume_and_finish(send, chunk, chunks, " have=0-1\n"), "OK 1\n");
   EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 0u);
@@ -443,9 +465,7 @@ TEST_F(DataStreamTest, ARememberedPartialUnchangedSinceSendIsNotReadAgain) {
 TEST_F(DataStreamTest, AKeptChunkChangedAfterSendIsCaughtThoughRemembered) {
   const std::uint64_t chunk = 1 << 20, chunks = 2;
   const std::string send = send_big(chunks * chunk, chunk);
-  keep_partial_of_big(send, chunk, chunks);
-  if (HasFatalFailure()) return;
-  remember_partial_of_big(*ctx_, stat_of_partial(), chunk, chunks);
+  keep_and_remember_partial_of_big(send, chunk, chunks);
   if (HasFatalFailure()) return;
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
@@ -657,23 +677,8 @@ TEST_F(DataStreamTest, ATempFileLongerThanDeclaredIsNotPublished) {
 // anyway (and, with --fsync, called durable); it now fails at DONE and leaves nothing.
 TEST_F(DataStreamTest, AFileWhoseDataCouldNotBeFlushedIsNotPublished) {
   const std::uint64_t chunk = 65536;
-  int s = session();
-  ask(s, "HELLO ackxfer 2\n");
-  Token t = open_two_chunks(s, 1, "f", chunk);
+  const int s = two_chunks_around_a_failed_flush(chunk);
   const std::string a(chunk, 'a'), b(chunk, 'b');
-  int d = data_connection();
-  loop_.feed(d, frame(t, 0, a));
-  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
-  loop_.fsync_result = -EIO;
-  ASSERT_TRUE(loop_.run_until([&] {
-    loop_.advance(1'000);  // the session's next checkpoint
-    for (const auto& line : log_)
-      if (line.find("fdatasync") != std::string::npos) return true;
-    return false;
-  }));
-  loop_.fsync_result = 0;
-  loop_.feed(d, frame(t, chunk, b));
-  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
   const Digest128 chunks[] = {digest_of(a.data(), a.size()), digest_of(b.data(), b.size())};
   std::string r = ask(s, "DONE 1 xxh3=" + file_digest_from_chunks(chunks).hex() + "\n");
   EXPECT_TRUE(r.starts_with("ERR 1 ")) << r;
@@ -688,22 +693,7 @@ TEST_F(DataStreamTest, AFileWhoseDataCouldNotBeFlushedIsNotPublished) {
 // that never reached the disk. After a failed flush it records nothing more.
 TEST_F(DataStreamTest, AfterAFailedFlushTheJournalVouchesForNothingMore) {
   const std::uint64_t chunk = 65536;
-  int s = session();
-  ask(s, "HELLO ackxfer 2\n");
-  Token t = open_two_chunks(s, 1, "f", chunk);
-  int d = data_connection();
-  loop_.feed(d, frame(t, 0, std::string(chunk, 'a')));
-  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
-  loop_.fsync_result = -EIO;
-  ASSERT_TRUE(loop_.run_until([&] {
-    loop_.advance(1'000);  // the session's next checkpoint
-    for (const auto& line : log_)
-      if (line.find("fdatasync") != std::string::npos) return true;
-    return false;
-  }));
-  loop_.fsync_result = 0;
-  loop_.feed(d, frame(t, chunk, std::string(chunk, 'b')));
-  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kOk});
+  two_chunks_around_a_failed_flush(chunk);
   for (int i = 0; i < 5; ++i) {  // checkpoints whose fdatasync passes
     loop_.advance(1'000);
     loop_.run_until([] { return false; }, 20);
