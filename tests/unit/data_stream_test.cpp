@@ -736,6 +736,20 @@ TEST_F(DataStreamTest, WithFsyncAPublishedAckWaitsForTheFlushAndKeepsItsPlace) {
   EXPECT_EQ(read_file(dir_ / "small"), "12345");
 }
 
+// With --fsync, a resumed file goes from its read-back to the durable publisher, and its OK
+// waits for both.
+TEST_F(DataStreamTest, WithFsyncAResumedFileIsReadBackThenPublishedDurably) {
+  make_receiver([](ReceiverOptions& o) { o.fsync = true; });
+  const std::uint64_t chunk = 1 << 20, chunks = 3;
+  const std::string send = send_big(chunks * chunk, chunk);
+  keep_partial_of_big(send, chunk, 2);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(resume_and_finish(send, chunk, chunks, " have=0-1\n"), "OK 1\n");
+  EXPECT_EQ(ctx_->stats.bytes_read_back.load(), 2 * chunk);
+  EXPECT_EQ(read_file(dir_ / "big"), content_of_big(chunk, chunks));
+  EXPECT_FALSE(fs::exists(partial_of_big()));
+}
+
 // Data connections that have not yet carried a frame for an open file cost the receiver an fd
 // each and prove nothing: at most kMaxUnprovenDataConnections are held at once, and beyond
 // that the oldest of them makes room for the newcomer. A peer that opens connections and sits
