@@ -175,9 +175,8 @@ class ControlSession final : public WorkerObject {
   // with have= for the chunks a kept partial's journal claims.
   void open_file(const SendRequest& m, const RelativePath& rel, OpenFileSlot slot);
   // Registers the file and replies READY (with have= for the chunks in `kept`, if any).
-  // `first_reserved`: as IncomingFile's (false for a reopened partial).
   void ready(const SendRequest& m, TempFile temp, OpenFileSlot slot, bool resumable,
-             std::shared_ptr<const KeptClaims> kept = nullptr, bool first_reserved = true);
+             std::shared_ptr<const KeptClaims> kept = nullptr);
   // ---- reading kept chunks back (session_read_back.cpp) ----
   // DONE verified a resumed file: its kept chunks not yet known good are read back on the
   // work queue (kReadingBack), then read_back_finished() publishes it, or has the journal

@@ -44,8 +44,7 @@ void IncomingFile::ChunkTable::erase(std::uint32_t i) {
 
 IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
                            std::shared_ptr<SessionTotals> totals, OpenFileSlot slot,
-                           const std::vector<JournalEntry>& have, bool resumable,
-                           bool first_reserved, bool read_back)
+                           const std::vector<JournalEntry>& have, bool resumable)
     : id_(req.id),
       path_(req.path),
       plan_(req.size, req.chunk),
@@ -55,8 +54,7 @@ IncomingFile::IncomingFile(const SendRequest& req, Token token, TempFile temp,
       fd_(temp.fd()),
       totals_(std::move(totals)),
       resumable_(resumable),
-      first_reserved_(first_reserved),
-      read_back_(read_back && !have.empty()),
+      reopened_(!have.empty()),
       temp_(std::move(temp)),
       slot_(std::move(slot)) {
   for (const JournalEntry& e : have) {
@@ -168,7 +166,7 @@ IncomingFile::Claim IncomingFile::claim(std::uint64_t offset, std::uint64_t leng
   c.generation = next_generation_++;
   c.touched_ms = now_ms;
   c.writing = false;
-  if (*index == 0 && first_reserved_) c.reserved = true;
+  if (*index == 0 && !reopened_) c.reserved = true;
   out.generation = c.generation;
   return out;
 }
@@ -269,7 +267,7 @@ IncomingFile::Verdict IncomingFile::verify(const Digest128& digest) {
     count_verdict(false);
     return v;
   }
-  if (read_back_) {
+  if (reopened_) {
     state_ = State::kReadingBack;
     return Verdict::kReadBack;
   }

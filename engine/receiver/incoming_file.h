@@ -75,16 +75,14 @@ class IncomingFile {
     kAbandoned,  // the session ended or the sender cancelled; a partial may have been kept
   };
 
-  // `have`: chunks a kept partial file already holds, as its journal says (resume); with
-  // `read_back`, they are read back before the file is published (verify() says kReadBack).
-  // `resumable`: the temp file is a partial with a journal (fs/partial.h) that checkpoints
-  // record progress in. `first_reserved`: the first chunk was reserved at SEND (or is small); a
-  // reopened partial is not (it is not touched until a frame arrives), so its first chunk is
-  // reserved then.
+  // `have`: chunks a kept partial file already holds, as its journal says (resume); they are
+  // read back before the file is published (verify() says kReadBack). `resumable`: the temp
+  // file is a partial with a journal (fs/partial.h) that checkpoints record progress in. The
+  // first chunk was reserved at SEND (or is small) unless `have` is given: a reopened partial
+  // is not touched until a frame arrives, so its first chunk is reserved then.
   IncomingFile(const SendRequest& req, Token token, TempFile temp,
                std::shared_ptr<SessionTotals> totals, OpenFileSlot slot = {},
-               const std::vector<JournalEntry>& have = {}, bool resumable = false,
-               bool first_reserved = true, bool read_back = false);
+               const std::vector<JournalEntry>& have = {}, bool resumable = false);
   ~IncomingFile();
 
   const Token& token() const { return token_; }
@@ -223,8 +221,7 @@ class IncomingFile {
   const int fd_;
   const std::shared_ptr<SessionTotals> totals_;
   const bool resumable_;
-  const bool first_reserved_;
-  const bool read_back_;
+  const bool reopened_;  // resumed from a kept partial (`have` given)
   std::uint64_t resumed_bytes_ = 0;
 
   mutable std::mutex mu_;

@@ -270,18 +270,17 @@ void ControlSession::open_file(const SendRequest& m, const RelativePath& rel, Op
     if (auto seen = ctx.read_backs.find(*kept->at_send); seen && seen->claims == kept->digest)
       kept->trusted = std::min(seen->verified, kept->claims.size());
   }
-  ready(m, std::move(part.temp), std::move(slot), true, std::move(kept), false);
+  ready(m, std::move(part.temp), std::move(slot), true, std::move(kept));
 }
 
 void ControlSession::ready(const SendRequest& m, TempFile temp, OpenFileSlot slot, bool resumable,
-                           std::shared_ptr<const KeptClaims> kept, bool first_reserved) {
+                           std::shared_ptr<const KeptClaims> kept) {
   ReceiverContext& ctx = worker_.ctx();
   Token token = Token::random();
   static const std::vector<JournalEntry> none;
   const std::vector<JournalEntry>& have = kept ? kept->claims : none;
-  const bool read_back = kept && !kept->claims.empty();
   auto file = std::make_shared<IncomingFile>(m, token, std::move(temp), totals_, std::move(slot),
-                                             have, resumable, first_reserved, read_back);
+                                             have, resumable);
   if (!have.empty()) {
     ctx.stats.files_resumed.fetch_add(1, std::memory_order_relaxed);
     ctx.stats.bytes_resumed.fetch_add(file->resumed_bytes(), std::memory_order_relaxed);
