@@ -9,23 +9,6 @@ namespace {
 
 class ClientHostileTest : public ControlClientTest {
  protected:
-  // A session on `fd` past HELLO whose tree's directory is made: the SEND's id, or "" if none.
-  std::string next_send_id(int fd) {
-    std::string sent = loop_.take_sent(fd);
-    auto p = sent.find("SEND ");
-    if (p == std::string::npos) return "";
-    return sent.substr(p + 5, sent.find(' ', p + 5) - p - 5);
-  }
-  // A session past HELLO, its tree's directory made, sending one file of `chunks` chunks of
-  // kMinChunkBytes; returns its fd. Options other than the chunk size are set before.
-  int one_file_session(std::uint64_t chunks) {
-    options_.chunk_bytes = kMinChunkBytes;
-    start(1, chunks * kMinChunkBytes);
-    int fd = accept();
-    loop_.feed(fd, hello_reply());
-    loop_.feed(fd, "OK 1\n");
-    return fd;
-  }
   // A session sending one 5-byte file, its directory made, gets `line`: a protocol error
   // whose message says `why`.
   void expect_refused_after(const std::string& line, const std::string& why) {
@@ -36,12 +19,6 @@ class ClientHostileTest : public ControlClientTest {
     ASSERT_TRUE(client_->done());
     EXPECT_EQ(report_.outcome, SendReport::Outcome::kProtocolError);
     EXPECT_NE(report_.error.find(why), std::string::npos) << report_.error;
-  }
-  // Acknowledges every queued chunk as a receiver would (as if the streams had sent them).
-  void ack_every_chunk() {
-    while (auto job = ctx_->scheduler->next(nullptr))
-      ctx_->scheduler->acked(*job, Digest128{});
-    loop_.run();
   }
 };
 

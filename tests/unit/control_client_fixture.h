@@ -128,6 +128,29 @@ class ControlClientTest : public ::testing::Test {
     }
     return paths;
   }
+  // A session on `fd` past HELLO whose tree's directory is made: the SEND's id, or "" if none.
+  std::string next_send_id(int fd) {
+    std::string sent = loop_.take_sent(fd);
+    auto p = sent.find("SEND ");
+    if (p == std::string::npos) return "";
+    return sent.substr(p + 5, sent.find(' ', p + 5) - p - 5);
+  }
+  // A session past HELLO, its tree's directory made, sending one file of `chunks` chunks of
+  // kMinChunkBytes; returns its fd. Options other than the chunk size are set before.
+  int one_file_session(std::uint64_t chunks) {
+    options_.chunk_bytes = kMinChunkBytes;
+    start(1, chunks * kMinChunkBytes);
+    int fd = accept();
+    loop_.feed(fd, hello_reply());
+    loop_.feed(fd, "OK 1\n");
+    return fd;
+  }
+  // Acknowledges every queued chunk as a receiver would (as if the streams had sent them).
+  void ack_every_chunk() {
+    while (auto job = ctx_->scheduler->next(nullptr))
+      ctx_->scheduler->acked(*job, Digest128{});
+    loop_.run();
+  }
   std::string hello_reply(std::uint32_t max_open = 64,
                           const std::string& features = "link,progress,credit") {
     return "HELLO ackxfer 2 data-port=9 max-open=" + std::to_string(max_open) +
