@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <deque>
@@ -56,6 +57,13 @@ std::string progress_text(const SendProgress& p, const TreeTotals& total, double
   s += ", " + human_rate(rate);
   if (complete && rate > 0 && total_bytes > done)
     s += ", ETA " + eta_text(static_cast<double>(total_bytes - done) / rate);
+  // Everything sent, and still no verdict: the receiver reads a resumed file's kept chunks
+  // back or flushes it, which can take as long as the sending did. Read as two figures, the
+  // done may be ahead of its total for a moment.
+  if (p.receiver_work_total > 0)
+    s += ", receiver working: " +
+         human_bytes(static_cast<double>(std::min(p.receiver_work_done, p.receiver_work_total))) +
+         " of " + human_bytes(static_cast<double>(p.receiver_work_total));
   if (p.retries) s += ", " + std::to_string(p.retries) + " retries";
   if (p.files_failed) s += ", " + std::to_string(p.files_failed) + " failed";
   return s;

@@ -213,9 +213,8 @@ void ControlClient::session_lost(const std::string& why) {
     again.push_back(Resend{entry_of(*c.file), c.file->history, 0});
   }
   resend_.insert(resend_.begin(), again.begin(), again.end());
-  open_files_.clear();
+  close_all_files();
   checksums_.clear();
-  open_bytes_ = 0;
   for (auto& [id, d] : open_dirs_)
     resend_dirs_.push_back(d);
   open_dirs_.clear();

@@ -32,6 +32,7 @@ void ControlClient::on_ready(const ReadyReply& m) {
   f->token = m.token;
   f->readied = true;
   f->remote_progress = 0;  // a check before READY counted to its size; a flush counts anew
+  show_receiver_work(*f, 0, 0);
   if (++readies_ == 1) milestone("first READY");
   if (f->chunk_count() == 0) {
     f->done_sent = true;
@@ -69,6 +70,7 @@ void ControlClient::on_progress(const ProgressNote& m) {
   // (before READY), flushing it (after DONE). Between the two its bytes are on their way, and
   // the acks tell how that goes: PROGRESS there would hold the session while no byte moves.
   if (f.readied && !f.done_sent) return;
+  show_receiver_work(f, m.done, m.total);
   if (m.done <= f.remote_progress) return;
   f.remote_progress = m.done;
   heard_from_receiver();
@@ -88,8 +90,7 @@ void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
   // A file that changed while it was read may have been sent torn: check before DONE.
   if (f->changed_since_opened()) {
     send_line(CancelRequest{f->id});
-    open_files_.erase(it);
-    open_bytes_ -= f->size();
+    close_file(it);
     retry_or_fail(f, "it changed while being sent", true);
     feed();
     return;
@@ -99,8 +100,7 @@ void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
   send_line(DoneRequest{f->id, file_digest_from_chunks(f->chunk_digests)});
 }
 
-void ControlClient::file_delivered(
-    std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it) {
+void ControlClient::file_delivered(OpenFiles::iterator it) {
   if (report_.files == 0) milestone("first file delivered");
   ++report_.files;
   report_.bytes += it->second->size();
@@ -108,9 +108,29 @@ void ControlClient::file_delivered(
   ctx_.bytes_done.fetch_add(it->second->size(), std::memory_order_relaxed);
   ctx_.resumed_bytes_delivered.fetch_add(it->second->resumed.load(std::memory_order_relaxed),
                                          std::memory_order_relaxed);
+  close_file(it);
+  made_progress();
+}
+
+void ControlClient::close_file(OpenFiles::iterator it) {
+  show_receiver_work(*it->second, 0, 0);
   open_bytes_ -= it->second->size();
   open_files_.erase(it);
-  made_progress();
+}
+
+void ControlClient::close_all_files() {
+  for (auto& [id, f] : open_files_)
+    show_receiver_work(*f, 0, 0);
+  open_files_.clear();
+  open_bytes_ = 0;
+}
+
+void ControlClient::show_receiver_work(OutgoingFile& f, std::uint64_t done, std::uint64_t total) {
+  // Only this client writes them; Sender::progress() reads them from another thread.
+  ctx_.receiver_work_done.fetch_add(done - f.receiver_done_shown, std::memory_order_relaxed);
+  ctx_.receiver_work_total.fetch_add(total - f.receiver_total_shown, std::memory_order_relaxed);
+  f.receiver_done_shown = done;
+  f.receiver_total_shown = total;
 }
 
 void ControlClient::file_failed(const std::shared_ptr<OutgoingFile>& f, const std::string& reason,
@@ -118,8 +138,7 @@ void ControlClient::file_failed(const std::shared_ptr<OutgoingFile>& f, const st
   auto it = open_files_.find(f->id);
   if (it == open_files_.end() || it->second != f) return;
   if (state_ == State::kActive) send_line(CancelRequest{f->id});
-  open_files_.erase(it);
-  open_bytes_ -= f->size();
+  close_file(it);
   if (busy_for_everything(f->chunk_busy_since_ms)) {
     // As for files refused busy (retry_later): waiting out each file's --idle-timeout in turn
     // would take as long as the tree has windows of files.
@@ -174,9 +193,8 @@ void ControlClient::on_ok(const OkReply& m) {
       ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
       ctx_.bytes_done.fetch_add(it->second->size(), std::memory_order_relaxed);
       ctx_.unchanged_bytes.fetch_add(it->second->size(), std::memory_order_relaxed);
-      open_bytes_ -= it->second->size();
       ctx_.scheduler->drop_file(it->second);
-      open_files_.erase(it);
+      close_file(it);
       made_progress();
     } else if (!it->second->done_sent) {
       // OK answers DONE, once the receiver has checked the whole file against its digest.
@@ -256,8 +274,7 @@ void ControlClient::on_err(const ErrReply& m) {
   if (it == open_files_.end()) return;  // e.g. the reply to our own CANCEL
   heard_from_receiver();
   std::shared_ptr<OutgoingFile> f = it->second;
-  open_files_.erase(it);
-  open_bytes_ -= f->size();
+  close_file(it);
   // Chunks still queued for it are dropped by the scheduler.
   ctx_.scheduler->drop_file(f);
   std::string reason =

@@ -274,7 +274,7 @@ void ControlClient::finish_session(SendReport::Outcome outcome, const std::strin
   }
   for (auto& [id, c] : checksums_)
     c.cancelled->store(true);
-  open_files_.clear();
+  close_all_files();
   checksums_.clear();
   open_dirs_.clear();
   resend_dirs_.clear();

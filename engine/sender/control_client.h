@@ -123,8 +123,14 @@ class ControlClient final : public LoopObject {
   void on_progress(const ProgressNote& m);
   // An id in a reply that this session never used: the receiver is confused or hostile.
   bool never_issued(std::uint64_t id);
-  void file_delivered(
-      std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>::iterator it);
+  using OpenFiles = std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>>;
+  void file_delivered(OpenFiles::iterator it);
+  // Ends this session's dealings with an open file (its verdict came, or it goes again).
+  void close_file(OpenFiles::iterator it);
+  void close_all_files();
+  // What the receiver last said of its own work on `f` (PROGRESS before READY or after DONE),
+  // for Sender::progress(); 0 of 0 once that work is over.
+  void show_receiver_work(OutgoingFile& f, std::uint64_t done, std::uint64_t total);
   // True when nothing was delivered and no chunk acknowledged (but as busy) since
   // `busy_since_ms` (0: false).
   bool busy_for_everything(std::int64_t busy_since_ms) const;
@@ -169,7 +175,7 @@ class ControlClient final : public LoopObject {
   bool links_supported_ = false;
   std::size_t window_files_ = kInitialOpenFiles;
   std::uint64_t next_id_ = 1;
-  std::unordered_map<std::uint64_t, std::shared_ptr<OutgoingFile>> open_files_;
+  OpenFiles open_files_;
   struct Checksum {
     std::shared_ptr<OutgoingFile> file;
     SendRequest request;

@@ -65,6 +65,9 @@ struct OutgoingFile {
   // The most the receiver has reported done for it in PROGRESS (control client only): only a
   // PROGRESS beyond it is an answer.
   std::uint64_t remote_progress = 0;
+  // What it adds to SenderContext::receiver_work_* (control client only).
+  std::uint64_t receiver_done_shown = 0;
+  std::uint64_t receiver_total_shown = 0;
   // Control client only: READY came (and set `token`). Not told by the token itself: a receiver
   // may send any token, all zeros included.
   bool readied = false;

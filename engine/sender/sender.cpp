@@ -87,6 +87,8 @@ std::optional<SendProgress> Sender::progress() {
   p.bytes_sent = ctx_->payload_bytes_sent.load(std::memory_order_relaxed);
   p.bytes_not_sent = ctx_->resumed_bytes.load(std::memory_order_relaxed) +
                      ctx_->unchanged_bytes.load(std::memory_order_relaxed);
+  p.receiver_work_done = ctx_->receiver_work_done.load(std::memory_order_relaxed);
+  p.receiver_work_total = ctx_->receiver_work_total.load(std::memory_order_relaxed);
   p.retries = ctx_->scheduler->retries() + ctx_->file_resends.load(std::memory_order_relaxed) +
               ctx_->reconnects.load(std::memory_order_relaxed);
   return p;

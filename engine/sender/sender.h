@@ -124,6 +124,10 @@ struct SendProgress {
   std::uint64_t bytes_sent = 0;      // payload bytes handed to the network (re-sends included)
   std::uint64_t bytes_not_sent = 0;  // needed no sending: resumed chunks, unchanged files
   std::uint64_t retries = 0;         // as in SendReport
+  // The receiver checking, reading back or flushing files on its own (PROGRESS): bytes of
+  // that work done and to do, over the files it is at now.
+  std::uint64_t receiver_work_done = 0;
+  std::uint64_t receiver_work_total = 0;
 };
 
 struct SenderContext;

@@ -51,6 +51,11 @@ struct SenderContext {
   std::atomic<std::uint64_t> bytes_done{0};  // their sizes
   std::atomic<std::uint64_t> files_failed{0};
   std::atomic<std::uint64_t> unchanged_bytes{0};
+  // The receiver's own work on the files open now, as its PROGRESS last told: checking one
+  // before READY (skip=xxh3), reading a resumed one's kept chunks back or flushing one after
+  // DONE. Bytes done and to do.
+  std::atomic<std::uint64_t> receiver_work_done{0};
+  std::atomic<std::uint64_t> receiver_work_total{0};
   std::atomic<std::uint64_t> file_resends{0};
   std::atomic<bool> cancelled{false};
   // A stream could not get a pipe worth splicing through and sent from a mapping instead.

@@ -216,6 +216,56 @@ TEST_F(ControlClientTest, ProgressThatMovesIsAnAnswer) {
   EXPECT_FALSE(client_->done()) << report_.error;
 }
 
+// The receiver's own work on a file (checking it before READY, reading a resumed file's kept
+// chunks back or flushing it after DONE) is what the progress figures show while the sender
+// has nothing left to send: a big resumed file used to sit at 100% with no sign of it. Only
+// while that work lasts: not between READY and DONE, not after the verdict.
+TEST_F(ControlClientTest, TheReceiversOwnWorkShowsInProgressWhileItLasts) {
+  int fd = one_file_session(2);
+  const std::string id = next_send_id(fd);
+  using Work = std::pair<std::uint64_t, std::uint64_t>;
+  auto work = [this] {
+    return Work(ctx_->receiver_work_done.load(), ctx_->receiver_work_total.load());
+  };
+  loop_.feed(fd, "PROGRESS " + id + " done=1000 total=131072\n");  // checking it
+  EXPECT_EQ(work(), Work(1000, 131072));
+  loop_.feed(fd, "READY " + id + " token=" + Token::random().hex() + "\n");
+  EXPECT_EQ(work(), Work(0, 0));
+  loop_.feed(fd, "PROGRESS " + id + " done=5 total=131072\n");  // ignored: bytes on their way
+  EXPECT_EQ(work(), Work(0, 0));
+  ack_every_chunk();
+  ASSERT_NE(loop_.take_sent(fd).find("DONE " + id + " "), std::string::npos);
+  loop_.feed(fd, "PROGRESS " + id + " done=65536 total=131072\n");  // reading it back
+  EXPECT_EQ(work(), Work(65536, 131072));
+  loop_.feed(fd, "PROGRESS " + id + " done=131072 total=131072\n");
+  EXPECT_EQ(work(), Work(131072, 131072));
+  loop_.feed(fd, "OK " + id + "\n");
+  EXPECT_EQ(report_.files, 1u);
+  EXPECT_EQ(work(), Work(0, 0));
+}
+
+// Nor does it outlast the session it was reported in, or a file that failed.
+TEST_F(ControlClientTest, TheReceiversOwnWorkGoesWithALostSessionOrAFailedFile) {
+  options_.retry_for = 30s;
+  int fd = one_file_session(2);
+  std::string id = next_send_id(fd);
+  loop_.feed(fd, "PROGRESS " + id + " done=1000 total=131072\n");
+  EXPECT_EQ(ctx_->receiver_work_total.load(), 131072u);
+  loop_.peer_closes(fd);
+  EXPECT_EQ(ctx_->receiver_work_done.load(), 0u);
+  EXPECT_EQ(ctx_->receiver_work_total.load(), 0u);
+  int again = reconnected();
+  ASSERT_GE(again, 0);
+  loop_.feed(again, "OK 1\n");  // the directory, made again
+  id = next_send_id(again);
+  ASSERT_FALSE(id.empty());
+  loop_.feed(again, "PROGRESS " + id + " done=7 total=131072\n");
+  EXPECT_EQ(ctx_->receiver_work_done.load(), 7u);
+  loop_.feed(again, "ERR " + id + " io-error the disk\n");
+  EXPECT_EQ(ctx_->receiver_work_done.load(), 0u);
+  EXPECT_EQ(ctx_->receiver_work_total.load(), 0u);
+}
+
 // A receiver that answers busy to every file (its open-file budget held by others, or by
 // nobody at all) for longer than --idle-timeout, delivering nothing meanwhile: the session ends
 // then, instead of each window of files waiting out its own --idle-timeout in turn.

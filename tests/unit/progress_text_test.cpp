@@ -6,6 +6,13 @@
 namespace ackxfer::cli {
 namespace {
 
+// Totals of a tree counted to its end (TreeTotals is not copyable: filled in place).
+void counted(TreeTotals& t, std::uint64_t files, std::uint64_t bytes) {
+  t.files = files;
+  t.bytes = bytes;
+  t.complete = true;
+}
+
 TEST(ProgressText, EtaIsMinutesAndSecondsOrHours) {
   EXPECT_EQ(eta_text(0), "0:00");
   EXPECT_EQ(eta_text(7.4), "0:07");
@@ -16,9 +23,7 @@ TEST(ProgressText, EtaIsMinutesAndSecondsOrHours) {
 
 TEST(ProgressText, WithKnownTotalsShowsShareRateAndEta) {
   TreeTotals t;
-  t.files = 5000;
-  t.bytes = 4'000'000'000;
-  t.complete = true;
+  counted(t, 5000, 4'000'000'000);
   SendProgress p;
   p.files_done = 1234;
   p.bytes_sent = 1'000'000'000;
@@ -38,9 +43,7 @@ TEST(ProgressText, WhileTheTreeIsStillCountedTotalsAreALowerBoundAndThereIsNoEta
 
 TEST(ProgressText, ResentBytesNeverShowMoreThanTheTotalAndProblemsAreCounted) {
   TreeTotals t;
-  t.files = 2;
-  t.bytes = 1000;
-  t.complete = true;
+  counted(t, 2, 1000);
   SendProgress p;
   p.bytes_sent = 1500;  // a chunk sent twice
   p.bytes_not_sent = 100;
@@ -49,6 +52,25 @@ TEST(ProgressText, ResentBytesNeverShowMoreThanTheTotalAndProblemsAreCounted) {
   p.files_failed = 1;
   EXPECT_EQ(progress_text(p, t, 0),
             "1.00 KB of 1.00 KB (100%), 1 of 2 files, 0 B/s, 2 retries, 1 failed");
+}
+
+// Everything sent and no verdict yet: the receiver reading a resumed file back, or flushing
+// it, is shown beside the figures that no longer move.
+TEST(ProgressText, TheReceiversOwnWorkIsShownWhileItLasts) {
+  TreeTotals t;
+  counted(t, 1, 4'000'000'000);
+  SendProgress p;
+  p.bytes_sent = 1'000'000'000;
+  p.bytes_not_sent = 3'000'000'000;
+  p.receiver_work_done = 1'500'000'000;
+  p.receiver_work_total = 3'000'000'000;
+  EXPECT_EQ(progress_text(p, t, 0),
+            "4.00 GB of 4.00 GB (100%), 0 of 1 files, 0 B/s, receiver working: 1.50 GB of "
+            "3.00 GB");
+  p.receiver_work_done = 3'000'000'001;  // read apart from its total, a moment ahead of it
+  EXPECT_NE(progress_text(p, t, 0).find("receiver working: 3.00 GB of 3.00 GB"), std::string::npos);
+  p.receiver_work_done = p.receiver_work_total = 0;
+  EXPECT_EQ(progress_text(p, t, 0).find("receiver"), std::string::npos);
 }
 
 }  // namespace
