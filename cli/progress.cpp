@@ -27,6 +27,14 @@ std::string with_commas(std::uint64_t n) {
   return out;
 }
 
+// ", what: X of Y", or nothing when there is no such work. Read as two figures, the done may
+// be ahead of its total for a moment.
+std::string work_text(const char* what, std::uint64_t done, std::uint64_t total) {
+  if (total == 0) return "";
+  return std::string(", ") + what + ": " + human_bytes(static_cast<double>(std::min(done, total))) +
+         " of " + human_bytes(static_cast<double>(total));
+}
+
 }  // namespace
 
 std::string eta_text(double seconds) {
@@ -57,13 +65,11 @@ std::string progress_text(const SendProgress& p, const TreeTotals& total, double
   s += ", " + human_rate(rate);
   if (complete && rate > 0 && total_bytes > done)
     s += ", ETA " + eta_text(static_cast<double>(total_bytes - done) / rate);
-  // Everything sent, and still no verdict: the receiver reads a resumed file's kept chunks
-  // back or flushes it, which can take as long as the sending did. Read as two figures, the
-  // done may be ahead of its total for a moment.
-  if (p.receiver_work_total > 0)
-    s += ", receiver working: " +
-         human_bytes(static_cast<double>(std::min(p.receiver_work_done, p.receiver_work_total))) +
-         " of " + human_bytes(static_cast<double>(p.receiver_work_total));
+  // Work on whole files while no byte of them moves, which can take as long as sending them:
+  // hashing them here for --checksum before naming them, the receiver checking them, reading
+  // a resumed file's kept chunks back or flushing it.
+  s += work_text("hashing", p.local_check_done, p.local_check_total);
+  s += work_text("receiver working", p.receiver_work_done, p.receiver_work_total);
   if (p.retries) s += ", " + std::to_string(p.retries) + " retries";
   if (p.files_failed) s += ", " + std::to_string(p.files_failed) + " failed";
   return s;

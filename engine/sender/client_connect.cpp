@@ -208,13 +208,11 @@ void ControlClient::session_lost(const std::string& why) {
     }
     again.push_back(Resend{entry_of(*f), h, 0});
   }
-  for (auto& [id, c] : checksums_) {
-    c.cancelled->store(true);
+  for (auto& [id, c] : checksums_)
     again.push_back(Resend{entry_of(*c.file), c.file->history, 0});
-  }
   resend_.insert(resend_.begin(), again.begin(), again.end());
   close_all_files();
-  checksums_.clear();
+  forget_all_checksums();
   for (auto& [id, d] : open_dirs_)
     resend_dirs_.push_back(d);
   open_dirs_.clear();

@@ -205,13 +205,37 @@ void ControlClient::start_checksum(std::shared_ptr<OutgoingFile> f, SendRequest 
         });
         return false;
       });
+  ctx_.local_check_total.fetch_add(f->size(), std::memory_order_relaxed);
   checksums_.emplace(f->id, std::move(c));
+}
+
+void ControlClient::show_local_checks() {
+  // Only this client writes the figures; Sender::progress() reads them from another thread.
+  for (auto& [id, c] : checksums_) {
+    std::uint64_t done = c.done->load(std::memory_order_relaxed);
+    ctx_.local_check_done.fetch_add(done - c.shown, std::memory_order_relaxed);
+    c.shown = done;
+  }
+}
+
+void ControlClient::forget_checksum(Checksum& c) {
+  c.cancelled->store(true);
+  ctx_.local_check_done.fetch_sub(c.shown, std::memory_order_relaxed);
+  ctx_.local_check_total.fetch_sub(c.file->size(), std::memory_order_relaxed);
+  c.shown = 0;
+}
+
+void ControlClient::forget_all_checksums() {
+  for (auto& [id, c] : checksums_)
+    forget_checksum(c);
+  checksums_.clear();
 }
 
 void ControlClient::checksummed(std::uint64_t id, std::optional<Digest128> d, int err) {
   auto it = checksums_.find(id);
   if (it == checksums_.end() || state_ != State::kActive) return;
   Checksum c = std::move(it->second);
+  forget_checksum(c);
   checksums_.erase(it);
   if (!d) {
     record_failure(c.file->source_path, "cannot read it: " + errno_text(err));

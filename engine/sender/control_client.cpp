@@ -214,6 +214,7 @@ void ControlClient::tick() {
         finish_session(SendReport::Outcome::kInterrupted, streams_lost_reason_);
         return;
       }
+      show_local_checks();
       // PROGRESS for our own long local work, so the receiver does not take us for gone.
       if (features_.has(Feature::kProgress)) {
         for (auto& [id, c] : checksums_) {
@@ -272,10 +273,8 @@ void ControlClient::finish_session(SendReport::Outcome outcome, const std::strin
     for (auto& l : resend_links_)
       record_failure(l.source_path, "not created: " + why);
   }
-  for (auto& [id, c] : checksums_)
-    c.cancelled->store(true);
   close_all_files();
-  checksums_.clear();
+  forget_all_checksums();
   open_dirs_.clear();
   resend_dirs_.clear();
   open_links_.clear();

@@ -108,9 +108,23 @@ class ControlClient final : public LoopObject {
   bool open_next_file(const SourceEntry& e, const FileHistory& history = {});
   bool open_synthetic(const SourceEntry& e, const FileHistory& history);
   void send_file(std::shared_ptr<OutgoingFile> f, const FileHistory& history);
+  // A file hashed for --checksum before its SEND.
+  struct Checksum {
+    std::shared_ptr<OutgoingFile> file;
+    SendRequest request;
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    std::shared_ptr<std::atomic<std::uint64_t>> done;
+    std::uint64_t reported = ~std::uint64_t{0};
+    std::uint64_t shown = 0;  // what it adds to SenderContext::local_check_done
+  };
   // --checksum: hash the file on the work queue first; SEND follows (checksummed()).
   void start_checksum(std::shared_ptr<OutgoingFile> f, SendRequest req);
   void checksummed(std::uint64_t id, std::optional<Digest128> d, int err);
+  // Ends a --checksum hashing (done, failed or to go again) and takes it out of the figures
+  // Sender::progress() shows; show_local_checks() brings those up to date (each tick).
+  void forget_checksum(Checksum& c);
+  void forget_all_checksums();
+  void show_local_checks();
   // How to open `f` again for a re-send.
   static SourceEntry entry_of(const OutgoingFile& f);
 
@@ -176,13 +190,6 @@ class ControlClient final : public LoopObject {
   std::size_t window_files_ = kInitialOpenFiles;
   std::uint64_t next_id_ = 1;
   OpenFiles open_files_;
-  struct Checksum {
-    std::shared_ptr<OutgoingFile> file;
-    SendRequest request;
-    std::shared_ptr<std::atomic<bool>> cancelled;
-    std::shared_ptr<std::atomic<std::uint64_t>> done;
-    std::uint64_t reported = ~std::uint64_t{0};
-  };
   std::unordered_map<std::uint64_t, Checksum> checksums_;  // being hashed before SEND
   struct OpenDir {
     std::string source_path;

@@ -89,6 +89,8 @@ std::optional<SendProgress> Sender::progress() {
                      ctx_->unchanged_bytes.load(std::memory_order_relaxed);
   p.receiver_work_done = ctx_->receiver_work_done.load(std::memory_order_relaxed);
   p.receiver_work_total = ctx_->receiver_work_total.load(std::memory_order_relaxed);
+  p.local_check_done = ctx_->local_check_done.load(std::memory_order_relaxed);
+  p.local_check_total = ctx_->local_check_total.load(std::memory_order_relaxed);
   p.retries = ctx_->scheduler->retries() + ctx_->file_resends.load(std::memory_order_relaxed) +
               ctx_->reconnects.load(std::memory_order_relaxed);
   return p;

@@ -128,6 +128,9 @@ struct SendProgress {
   // that work done and to do, over the files it is at now.
   std::uint64_t receiver_work_done = 0;
   std::uint64_t receiver_work_total = 0;
+  // --checksum: this side hashing files before it names them, bytes done and to do.
+  std::uint64_t local_check_done = 0;
+  std::uint64_t local_check_total = 0;
 };
 
 struct SenderContext;

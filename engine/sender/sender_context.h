@@ -56,6 +56,10 @@ struct SenderContext {
   // DONE. Bytes done and to do.
   std::atomic<std::uint64_t> receiver_work_done{0};
   std::atomic<std::uint64_t> receiver_work_total{0};
+  // --checksum: the files being hashed here before their SEND, bytes hashed (as of the last
+  // tick) and their sizes.
+  std::atomic<std::uint64_t> local_check_done{0};
+  std::atomic<std::uint64_t> local_check_total{0};
   std::atomic<std::uint64_t> file_resends{0};
   std::atomic<bool> cancelled{false};
   // A stream could not get a pipe worth splicing through and sent from a mapping instead.

@@ -1,6 +1,10 @@
 // ControlClient (the sender's control session) as a state machine on the loop test double:
 // every phase has a deadline, a receiver cannot keep it waiting or answering nonsense, busy
 // files wait before they go again, and the window follows the receiver's credit.
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include "control_client_fixture.h"
 
 namespace ackxfer::test {
@@ -264,6 +268,95 @@ TEST_F(ControlClientTest, TheReceiversOwnWorkGoesWithALostSessionOrAFailedFile) 
   loop_.feed(again, "ERR " + id + " io-error the disk\n");
   EXPECT_EQ(ctx_->receiver_work_done.load(), 0u);
   EXPECT_EQ(ctx_->receiver_work_total.load(), 0u);
+}
+
+// A door a work-queue job waits at until the test opens it (and that opens when it goes, so
+// that no job is left waiting when the queue stops).
+class Gate {
+ public:
+  ~Gate() { open(); }
+  void open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // A job that says it has started, then waits until the gate opens.
+  std::function<bool()> job() {
+    return [this] {
+      std::unique_lock lock(mu_);
+      started_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return open_; });
+      return false;
+    };
+  }
+  bool wait_started() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [this] { return started_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false, started_ = false;
+};
+
+// --checksum hashes a file whole before naming it: the progress figures show that while it
+// lasts (the line used to sit at 0 B/s however big the file), and drop it once the file is
+// named or its session lost.
+TEST_F(ControlClientTest, HashingForChecksumShowsInProgressWhileItLasts) {
+  options_.checksum = true;
+  options_.retry_for = 30s;
+  char tmpl[] = "/tmp/ackxfer-client-XXXXXX";
+  ASSERT_TRUE(mkdtemp(tmpl));
+  const std::filesystem::path dir = tmpl;
+  const std::uint64_t size = 24 << 20;  // two of the hashing's 16 MiB slices
+  {
+    std::ofstream out(dir / "big", std::ios::binary);
+    const std::string mib(1 << 20, 'x');
+    for (std::uint64_t i = 0; i < size >> 20; ++i)
+      out << mib;
+  }
+  SourceEntry e;
+  e.source_path = (dir / "big").string();
+  e.wire_path = "big";
+  listed_ = std::make_unique<ListedEntries>(std::vector<SourceEntry>{e});
+  using Work = std::pair<std::uint64_t, std::uint64_t>;
+  auto work = [this] {
+    return Work(ctx_->local_check_done.load(), ctx_->local_check_total.load());
+  };
+  // The work queue's one thread is held before the hashing, and again between its slices.
+  Gate before, between, again;
+  start();
+  ctx_->work.submit(before.job());
+  int fd = accept();
+  loop_.feed(fd, hello_reply());
+  EXPECT_EQ(work(), Work(0, size));
+  ctx_->work.submit(between.job());
+  before.open();
+  ASSERT_TRUE(between.wait_started());  // the first slice is hashed
+  loop_.advance(1'000);
+  EXPECT_EQ(work(), Work(16 << 20, size));
+  between.open();
+  std::string sent;
+  for (int i = 0; i < 1'000 && sent.find("SEND 1 big ") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(10ms);
+    loop_.run();
+    sent += loop_.take_sent(fd);
+  }
+  ASSERT_NE(sent.find("SEND 1 big "), std::string::npos) << sent;
+  EXPECT_EQ(work(), Work(0, 0));
+  // Lost while it is hashed again for the next session: it goes with the session.
+  ctx_->work.submit(again.job());
+  ASSERT_TRUE(again.wait_started());
+  loop_.peer_closes(fd);
+  int next = reconnected();
+  ASSERT_GE(next, 0);
+  EXPECT_EQ(work(), Work(0, size));
+  loop_.peer_closes(next);
+  EXPECT_EQ(work(), Work(0, 0));
+  again.open();
+  std::filesystem::remove_all(dir);
 }
 
 // A receiver that answers busy to every file (its open-file budget held by others, or by

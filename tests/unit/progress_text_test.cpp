@@ -73,5 +73,16 @@ TEST(ProgressText, TheReceiversOwnWorkIsShownWhileItLasts) {
   EXPECT_EQ(progress_text(p, t, 0).find("receiver"), std::string::npos);
 }
 
+// --checksum hashes a file whole before naming it: the line shows that, not just 0 B/s.
+TEST(ProgressText, HashingBeforeSendingIsShownWhileItLasts) {
+  TreeTotals t;
+  counted(t, 1, 4'000'000'000);
+  SendProgress p;
+  p.local_check_done = 500'000'000;
+  p.local_check_total = 4'000'000'000;
+  EXPECT_EQ(progress_text(p, t, 0),
+            "0 B of 4.00 GB (0%), 0 of 1 files, 0 B/s, hashing: 500.00 MB of 4.00 GB");
+}
+
 }  // namespace
 }  // namespace ackxfer::cli
