@@ -71,14 +71,8 @@ TEST_F(ClientHostileTest, AReceiverThatNeverAnswersDoneFailsTheFileAfterSoManySe
 TEST_F(ClientHostileTest, ADoneLostWithItsSessionOnceIsNoFailure) {
   options_.chunk_bytes = kMinChunkBytes;
   options_.retry_for = 30s;
-  char tmpl[] = "/tmp/ackxfer-client-XXXXXX";
-  ASSERT_TRUE(mkdtemp(tmpl));
-  const std::filesystem::path dir = tmpl;
-  std::ofstream(dir / "f") << std::string(2 * kMinChunkBytes, 'x');
-  SourceEntry e;
-  e.source_path = (dir / "f").string();
-  e.wire_path = "f";
-  listed_ = std::make_unique<ListedEntries>(std::vector<SourceEntry>{e});
+  listed_ =
+      std::make_unique<ListedEntries>(std::vector<SourceEntry>{temp_file("f", 2 * kMinChunkBytes)});
   start();
   int fd = accept();
   loop_.feed(fd, hello_reply());
@@ -97,7 +91,6 @@ TEST_F(ClientHostileTest, ADoneLostWithItsSessionOnceIsNoFailure) {
   loop_.feed(fd, "OK " + id + " skipped=1\n");
   EXPECT_EQ(report_.files, 1u);
   EXPECT_TRUE(report_.failed.empty()) << report_.failed[0].reason;
-  std::filesystem::remove_all(dir);
 }
 
 // PROGRESS is the receiver saying it works on a file alone (checking it, reading back its

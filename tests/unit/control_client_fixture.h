@@ -80,6 +80,27 @@ class ControlClientTest : public ::testing::Test {
   void TearDown() override {
     if (ctx_) ctx_->work.stop();
     loop_.forget_all();
+    if (!temp_dir_.empty()) std::filesystem::remove_all(temp_dir_);
+  }
+  // A file of `bytes` bytes in a directory of the test's own (gone at its end), listed as a
+  // walk would list it, under its name.
+  SourceEntry temp_file(const std::string& name, std::uint64_t bytes) {
+    if (temp_dir_.empty()) {
+      char tmpl[] = "/tmp/ackxfer-client-XXXXXX";
+      EXPECT_TRUE(mkdtemp(tmpl));
+      temp_dir_ = tmpl;
+    }
+    std::ofstream out(temp_dir_ / name, std::ios::binary);
+    const std::string block(1 << 20, 'x');
+    for (std::uint64_t left = bytes; left > 0;) {
+      const std::uint64_t n = std::min<std::uint64_t>(left, block.size());
+      out.write(block.data(), static_cast<std::streamsize>(n));
+      left -= n;
+    }
+    SourceEntry e;
+    e.source_path = (temp_dir_ / name).string();
+    e.wire_path = name;
+    return e;
   }
   // Completes the pending connect (the receiver accepts) and returns the connection's fd.
   int accept() {
@@ -165,6 +186,7 @@ class ControlClientTest : public ::testing::Test {
   std::unique_ptr<ListedEntries> listed_;  // set before start(): used instead of walker_
   SendReport report_;
   std::unique_ptr<ControlClient> client_;
+  std::filesystem::path temp_dir_;  // temp_file()'s
 };
 
 }  // namespace ackxfer::test

@@ -113,18 +113,8 @@ TEST_F(ControlClientTest, ADirectoryLostWithItsSessionIsStillReportedByItsSource
 // as if it had been there before the run. A file that was never READY'd still counts so.
 TEST_F(ControlClientTest, AFileReadiedBeforeALostSessionAndSkippedAfterItCountsAsDelivered) {
   options_.retry_for = 30s;
-  char tmpl[] = "/tmp/ackxfer-client-XXXXXX";
-  ASSERT_TRUE(mkdtemp(tmpl));
-  const std::filesystem::path dir = tmpl;
-  std::vector<SourceEntry> files;
-  for (const char* name : {"readied", "unanswered"}) {
-    std::ofstream(dir / name) << "some bytes";
-    SourceEntry e;
-    e.source_path = (dir / name).string();
-    e.wire_path = name;
-    files.push_back(e);
-  }
-  listed_ = std::make_unique<ListedEntries>(files);
+  listed_ = std::make_unique<ListedEntries>(
+      std::vector<SourceEntry>{temp_file("readied", 10), temp_file("unanswered", 10)});
   start();
   int fd = accept();
   loop_.feed(fd, hello_reply());
@@ -142,7 +132,6 @@ TEST_F(ControlClientTest, AFileReadiedBeforeALostSessionAndSkippedAfterItCountsA
   EXPECT_EQ(report_.files, 1u);
   EXPECT_EQ(report_.unchanged, 1u);
   EXPECT_TRUE(report_.failed.empty());
-  std::filesystem::remove_all(dir);
 }
 
 // `busy` (the receiver is out of room for open files just now): the file goes again after a
@@ -307,20 +296,8 @@ class Gate {
 TEST_F(ControlClientTest, HashingForChecksumShowsInProgressWhileItLasts) {
   options_.checksum = true;
   options_.retry_for = 30s;
-  char tmpl[] = "/tmp/ackxfer-client-XXXXXX";
-  ASSERT_TRUE(mkdtemp(tmpl));
-  const std::filesystem::path dir = tmpl;
   const std::uint64_t size = 24 << 20;  // two of the hashing's 16 MiB slices
-  {
-    std::ofstream out(dir / "big", std::ios::binary);
-    const std::string mib(1 << 20, 'x');
-    for (std::uint64_t i = 0; i < size >> 20; ++i)
-      out << mib;
-  }
-  SourceEntry e;
-  e.source_path = (dir / "big").string();
-  e.wire_path = "big";
-  listed_ = std::make_unique<ListedEntries>(std::vector<SourceEntry>{e});
+  listed_ = std::make_unique<ListedEntries>(std::vector<SourceEntry>{temp_file("big", size)});
   using Work = std::pair<std::uint64_t, std::uint64_t>;
   auto work = [this] {
     return Work(ctx_->local_check_done.load(), ctx_->local_check_total.load());
@@ -356,7 +333,6 @@ TEST_F(ControlClientTest, HashingForChecksumShowsInProgressWhileItLasts) {
   loop_.peer_closes(next);
   EXPECT_EQ(work(), Work(0, 0));
   again.open();
-  std::filesystem::remove_all(dir);
 }
 
 // A receiver that answers busy to every file (its open-file budget held by others, or by
