@@ -24,6 +24,7 @@ namespace {
 // No receiver reached, or none that would talk to us, and nothing made there: the error says
 // it all, and a summary of zeros would only bury it.
 bool nothing_happened(const SendReport& r) {
+  if (r.threads == 0) return true;  // it never started: no PATH could be read
   const bool refused = r.outcome == SendReport::Outcome::kCannotConnect ||
                        r.outcome == SendReport::Outcome::kAuthFailed ||
                        r.outcome == SendReport::Outcome::kProtocolError;

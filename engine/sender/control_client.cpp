@@ -39,6 +39,9 @@ void ControlClient::start() {
   in_.resize(kControlBufferBytes);
   tick_armed_ = true;
   arm_timer(kTickNs, kTick);
+  // PATH arguments that cannot be sent fail from the start, whether a receiver is reached or
+  // not (the walker looked at them when it was made).
+  collect_walk_problems();
   connect();
 }
 

@@ -106,6 +106,24 @@ SendReport Sender::run() {
   if (!hp.has_port) hp.port = kDefaultControlPort;
   if (hp.port == 0)
     throw Failure("--to: port 0 is not a port a receiver can listen on", FailureKind::kUsage);
+  std::unique_ptr<EntrySource> walker;
+  if (options_.synthetic) {
+    walker = std::make_unique<SyntheticTree>(options_.synthetic->name, options_.synthetic->files,
+                                             options_.synthetic->file_bytes);
+  } else {
+    auto tree = std::make_unique<TreeWalker>(options_.paths);
+    if (!tree->has_roots()) {
+      // Not one PATH can be sent (a typo, most often): said now, not after --retry-for spent
+      // on a receiver that may not be there.
+      SendReport report;
+      for (auto& p : tree->take_problems())
+        report.failed.push_back(FailedFile{p.path, p.reason});
+      report.outcome = SendReport::Outcome::kSomeFailed;
+      report.error = "nothing to send: no PATH could be read";
+      return report;
+    }
+    walker = std::move(tree);
+  }
   if (auto why = io_uring_unavailable_reason()) throw Failure(*why, FailureKind::kSetup);
 
   SenderContext ctx(options_);
@@ -199,12 +217,6 @@ SendReport Sender::run() {
     std::rethrow_exception(startup_error);
   }
 
-  std::unique_ptr<EntrySource> walker;
-  if (options_.synthetic)
-    walker = std::make_unique<SyntheticTree>(options_.synthetic->name, options_.synthetic->files,
-                                             options_.synthetic->file_bytes);
-  else
-    walker = std::make_unique<TreeWalker>(options_.paths);
   ControlClient* control_ptr = nullptr;
   ChunkScheduler::Callbacks callbacks;
   callbacks.file_chunks_done = [&ctx, &control_ptr](std::shared_ptr<OutgoingFile> f) {

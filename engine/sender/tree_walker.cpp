@@ -31,7 +31,18 @@ const char* kind_name(mode_t m) {
 
 }  // namespace
 
-TreeWalker::TreeWalker(std::vector<std::string> roots) : roots_(std::move(roots)) {}
+TreeWalker::TreeWalker(std::vector<std::string> roots) {
+  // Every PATH argument is looked at now, before any receiver is: one that cannot be sent (a
+  // typo, most often) is a problem at once, whether or not a receiver is ever reached, and a
+  // walk left with none has nothing to do. Each is looked at again when its turn comes.
+  for (auto& arg : roots) {
+    struct stat st;
+    if (auto why = unusable_root(arg, st))
+      problems_.push_back({arg, *why});
+    else
+      roots_.push_back(std::move(arg));
+  }
+}
 
 TreeWalker::~TreeWalker() {
   for (auto& d : stack_)
@@ -161,17 +172,19 @@ bool TreeWalker::reserved(std::string_view name, const std::string& source) {
   return true;
 }
 
+std::optional<std::string> TreeWalker::unusable_root(const std::string& arg, struct stat& st) {
+  if (::stat(arg.c_str(), &st) != 0) return errno_text(errno);  // follows symlinks, like cp
+  if (!wire_name_of(arg)) return "has no name to send it under; name a directory inside it";
+  return std::nullopt;
+}
+
 std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
   struct stat st;
-  if (::stat(arg.c_str(), &st) != 0) {  // arguments follow symlinks, like cp and scp
-    problems_.push_back({arg, errno_text(errno)});
+  if (auto why = unusable_root(arg, st)) {
+    problems_.push_back({arg, *why});
     return std::nullopt;
   }
   auto name = wire_name_of(arg);
-  if (!name) {
-    problems_.push_back({arg, "has no name to send it under; name a directory inside it"});
-    return std::nullopt;
-  }
   std::string source = arg;
   while (source.size() > 1 && source.back() == '/')
     source.pop_back();

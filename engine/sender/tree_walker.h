@@ -68,6 +68,9 @@ class TreeWalker final : public EntrySource {
 
   std::optional<SourceEntry> next() override;
   std::vector<WalkProblem> take_problems() override;
+  // Whether any PATH argument could be sent when the walker was made (the others are
+  // problems from the start).
+  bool has_roots() const { return !roots_.empty(); }
 
   // The name a PATH argument has on the receiver, or nullopt if it has none ("/").
   static std::optional<std::string> wire_name_of(const std::string& arg);
@@ -83,6 +86,9 @@ class TreeWalker final : public EntrySource {
     std::shared_ptr<const UniqueFd> fd;  // a dup of dirfd(dir), shared with its entries
   };
   std::optional<SourceEntry> start_root(const std::string& arg);
+  // Why PATH argument `arg` cannot be sent (it cannot be stat'ed into `st`, or has no name),
+  // or nothing.
+  static std::optional<std::string> unusable_root(const std::string& arg, struct stat& st);
   std::optional<SourceEntry> from_stat(const struct stat& st, std::string source, std::string wire);
   // The symlink `name` in the directory `dir_fd`, as lstat'ed in `st`.
   std::optional<SourceEntry> link_entry(int dir_fd, const char* name, const struct stat& st,

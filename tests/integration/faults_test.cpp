@@ -103,6 +103,31 @@ TEST(Faults, MissingPathIsNamedAndTheRestIsStillSent) {
   EXPECT_EQ(read_text(dst / "real.txt"), "r");
 }
 
+// A PATH that cannot be read is named whether or not a receiver is reached (it went unsaid
+// when none was), and when no PATH can be, send says so at once instead of spending
+// --retry-for on a receiver first.
+TEST(Faults, UnreadablePathsAreNamedEvenWithNoReceiver) {
+  TempDir src("src");
+  write_text(src / "f", "x");
+  const std::string to = "127.0.0.1:" + std::to_string(free_port());
+  auto res = send({"--to", to, "--retry-for", "1", (src / "typo").string(), (src / "f").string()});
+  EXPECT_EQ(res.exit_code, 3) << res.err;
+  EXPECT_NE(res.err.find("failed: " + (src / "typo").string() + ": No such file"),
+            std::string::npos)
+      << res.err;
+  auto t0 = std::chrono::steady_clock::now();
+  res = send(
+      {"--to", to, "--retry-for", "30", (src / "typo").string(), (src / "other-typo").string()});
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "waited for a receiver first";
+  EXPECT_EQ(res.exit_code, 1) << res.err;
+  EXPECT_NE(res.err.find("failed: " + (src / "other-typo").string() + ": No such file"),
+            std::string::npos)
+      << res.err;
+  EXPECT_NE(res.err.find("nothing to send: no PATH could be read"), std::string::npos) << res.err;
+  EXPECT_EQ(res.err.find("cannot reach the receiver"), std::string::npos) << res.err;
+  EXPECT_EQ(res.err.find("sent 0 files"), std::string::npos) << res.err;
+}
+
 TEST(Faults, ReceiverSigtermMidTransferExitsPromptlyAndPublishesNothingPartial) {
   TempDir src("src"), dst("dst");
   write_file(src / "huge.bin", 1ull << 30, 45);

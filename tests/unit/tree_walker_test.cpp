@@ -148,6 +148,26 @@ TEST_F(TreeWalkerTest, MissingArgumentIsAFailureNamingIt) {
   EXPECT_NE(problems[0].path.find("nope"), std::string::npos);
 }
 
+// PATH arguments are looked at when the walker is made, so the sender can name one it cannot
+// send before it reaches any receiver, and not start at all when none is left.
+TEST_F(TreeWalkerTest, UnusableArgumentsAreProblemsFromTheStart) {
+  write(base_ / "ok", "x");
+  TreeWalker some({(base_ / "nope").string(), "/", (base_ / "ok").string()});
+  EXPECT_TRUE(some.has_roots());
+  auto problems = some.take_problems();
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0].path, (base_ / "nope").string());
+  EXPECT_EQ(problems[1].path, "/");
+  EXPECT_NE(problems[1].reason.find("has no name"), std::string::npos) << problems[1].reason;
+  auto e = some.next();
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->wire_path, "ok");
+  EXPECT_FALSE(some.next());
+  EXPECT_TRUE(some.take_problems().empty()) << "each named once";
+  TreeWalker none({(base_ / "nope").string()});
+  EXPECT_FALSE(none.has_roots());
+}
+
 // On file systems whose readdir gives no types (DT_UNKNOWN), every entry is stat'ed. Its files
 // must still be opened relative to the directory the walk holds, without following symlinks:
 // they used to be opened by their whole path, through any symlink swapped in for the file or
