@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "cli_common.h"
+#include "display.h"
 
 namespace ackxfer::cli {
 namespace {
@@ -61,7 +62,7 @@ std::string progress_text(const SendProgress& p, const TreeTotals& total, double
     s += " of at least " + human_bytes(static_cast<double>(total_bytes));
   }
   s += ", " + with_commas(p.files_done) + " of " + (complete ? "" : "at least ") +
-       with_commas(total_files) + " files";
+       with_commas(total_files) + (total_files == 1 ? " file" : " files");
   s += ", " + human_rate(rate);
   if (complete && rate > 0 && total_bytes > done)
     s += ", ETA " + eta_text(static_cast<double>(total_bytes - done) / rate);
@@ -70,7 +71,7 @@ std::string progress_text(const SendProgress& p, const TreeTotals& total, double
   // a resumed file's kept chunks back or flushing it.
   s += work_text("hashing", p.local_check_done, p.local_check_total);
   s += work_text("receiver working", p.receiver_work_done, p.receiver_work_total);
-  if (p.retries) s += ", " + std::to_string(p.retries) + " retries";
+  if (p.retries) s += ", " + counted(p.retries, "retry", "retries");
   if (p.files_failed) s += ", " + std::to_string(p.files_failed) + " failed";
   return s;
 }

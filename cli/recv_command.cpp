@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "cli_common.h"
+#include "display.h"
 #include "error.h"
 #include "exit_codes.h"
 #include "receiver/receiver.h"
@@ -47,8 +48,9 @@ int wait_printing_stats(Receiver& receiver, const sigset_t& signals, double inte
     std::snprintf(files_rate, sizeof files_rate, "%.0f",
                   static_cast<double>(files - files0) / secs);
     log.info("stats: " + human_rate(static_cast<double>(bytes - bytes0) / secs) + " received, " +
-             files_rate + " files/s published, " + std::to_string(s.sessions_active.load()) +
-             " sessions open; since start " + std::to_string(files) + " files, " +
+             files_rate + " files/s published, " +
+             counted(s.sessions_active.load(), "session", "sessions") + " open; since start " +
+             counted(files, "file", "files") + ", " +
              human_bytes(static_cast<double>(s.bytes_published.load())) + " published, " +
              std::to_string(s.files_failed.load()) + " failed");
     last = now;
@@ -215,13 +217,13 @@ int recv_command(int argc, char** argv) {
   receiver.wait();
   const ReceiverStats& s = receiver.stats();
   opt.log.info(
-      "stopped: " + std::to_string(s.files_published.load()) + " files (" +
+      "stopped: " + counted(s.files_published.load(), "file", "files") + " (" +
       human_bytes(static_cast<double>(s.bytes_published.load())) + ") published, " +
       std::to_string(s.files_failed.load()) + " failed, " + std::to_string(s.files_skipped.load()) +
       " unchanged, " + std::to_string(s.files_resumed.load()) + " resumed (" +
       human_bytes(static_cast<double>(s.bytes_read_back.load())) +
       " of kept partials read back to check them), " + std::to_string(s.partials_kept.load()) +
-      " partials kept, " + std::to_string(s.sessions.load()) + " sessions");
+      " partials kept, " + counted(s.sessions.load(), "session", "sessions"));
   if (auto why = receiver.failure()) {
     std::fprintf(stderr, "ackxfer-fast recv: %s\n", why->c_str());
     return kInternal;

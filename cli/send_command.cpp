@@ -253,7 +253,7 @@ int send_command(int argc, char** argv) {
   } else if (!quiet && !nothing_happened(report)) {
     double rate = report.seconds > 0 ? static_cast<double>(report.bytes) / report.seconds : 0;
     std::string extra;
-    if (report.symlinks) extra += ", " + std::to_string(report.symlinks) + " symlinks";
+    if (report.symlinks) extra += ", " + counted(report.symlinks, "symlink", "symlinks");
     if (report.unchanged)
       extra += ", " + std::to_string(report.unchanged) + " unchanged (not sent)";
     if (report.skipped) extra += ", " + std::to_string(report.skipped) + " skipped (named above)";
@@ -266,11 +266,10 @@ int send_command(int argc, char** argv) {
                  ? ", data in clear (control encrypted, " + report.control_encryption + ")"
              : tls_asked ? ", no encrypted session established"
                          : ", unencrypted";
-    std::fprintf(stderr,
-                 "ackxfer-fast: sent %llu files (%s) in %.2f s, %s, %llu retries, %zu failed%s\n",
-                 static_cast<unsigned long long>(report.files),
+    std::fprintf(stderr, "ackxfer-fast: sent %s (%s) in %.2f s, %s, %s, %zu failed%s\n",
+                 counted(report.files, "file", "files").c_str(),
                  human_bytes(static_cast<double>(report.bytes)).c_str(), report.seconds,
-                 human_rate(rate).c_str(), static_cast<unsigned long long>(report.retries),
+                 human_rate(rate).c_str(), counted(report.retries, "retry", "retries").c_str(),
                  report.failed.size(), extra.c_str());
     if (report.bytes >= kLimiterMinBytes)
       std::fprintf(stderr, "ackxfer-fast: %s\n", limiter_text(report).c_str());

@@ -92,4 +92,8 @@ std::string control_free(std::string_view text) {
   return out;
 }
 
+std::string counted(std::uint64_t n, std::string_view one, std::string_view many) {
+  return std::to_string(n) + " " + std::string(n == 1 ? one : many);
+}
+
 }  // namespace ackxfer

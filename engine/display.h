@@ -4,6 +4,7 @@
 // through printable() first (like `ls -b` and rsync's \#ooo escapes).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,9 @@ std::string control_free(std::string_view text);
 // Appends "\xHH" for byte `c`: the escape printable(), control_free() and the control
 // protocol's escape_bytes() share.
 void append_hex_escape(std::string& out, unsigned char c);
+
+// "1 file", "2 files", "0 files": a count and the noun that goes with it.
+std::string counted(std::uint64_t n, std::string_view one, std::string_view many);
 
 // printable() in single quotes, for messages: 'a\x0ab'.
 inline std::string quote_name(std::string_view raw) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "display.h"
 #include "error.h"
 #include "fs/partial.h"
 #include "io/uring_loop.h"
@@ -138,12 +139,12 @@ void Receiver::start() {
       auto r =
           sweep_stale_partials(ctx_->destination.root_fd(), ctx_->keep_partials_s, sweep_stop_);
       if (r.removed)
-        ctx_->log.info("removed " + std::to_string(r.removed) + " partial files (" +
+        ctx_->log.info("removed " + counted(r.removed, "partial file", "partial files") + " (" +
                        std::to_string(r.bytes) + " bytes) older than " +
                        std::to_string(ctx_->keep_partials_s) + " s (--keep-partials)");
       if (r.left_unproven)
-        ctx_->log.info("left " + std::to_string(r.left_unproven) +
-                       " files named like this receiver's temp files (.ackxfer-*.part, "
+        ctx_->log.info("left " + counted(r.left_unproven, "file", "files") +
+                       " named like this receiver's temp files (.ackxfer-*.part, "
                        ".journal) alone: no journal of ours proves they are ours");
     });
   }

@@ -212,8 +212,8 @@ void ControlSession::finish_bye() {
   std::snprintf(took, sizeof took, "%.2f s, %.1f MB/s", secs,
                 static_cast<double>(bytes) / secs / 1e6);
   std::uint64_t failed = totals_->failed.load();
-  worker_.ctx().log.info("session from " + peer_ + " finished: " + std::to_string(files) +
-                         " files, " + std::to_string(bytes) + " bytes published in " + took + ", " +
+  worker_.ctx().log.info("session from " + peer_ + " finished: " + counted(files, "file", "files") +
+                         ", " + counted(bytes, "byte", "bytes") + " published in " + took + ", " +
                          std::to_string(failed) + " failed" +
                          (failed ? " (each named above)" : "") + "; encryption: control " +
                          encryption_ + ", data " + data_encryption());

@@ -311,7 +311,7 @@ TEST(Resume, StalePartialsAreSweptAtStartAndFreshOnesKept) {
   EXPECT_TRUE(fs::exists(look_alike));
   auto rs = r.stop();
   EXPECT_NE(rs.err.find("removed 2 partial files"), std::string::npos) << rs.err;
-  EXPECT_NE(rs.err.find("left 1 files named like"), std::string::npos) << rs.err;
+  EXPECT_NE(rs.err.find("left 1 file named like"), std::string::npos) << rs.err;
 }
 
 // Re-running a finished transfer: nothing is sent again, nothing is duplicated or nested.

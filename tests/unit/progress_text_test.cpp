@@ -1,13 +1,14 @@
 // send's progress line text (cli/progress.h): what a person reads while a transfer runs.
 #include <gtest/gtest.h>
 
+#include "display.h"
 #include "progress.h"
 
 namespace ackxfer::cli {
 namespace {
 
 // Totals of a tree counted to its end (TreeTotals is not copyable: filled in place).
-void counted(TreeTotals& t, std::uint64_t files, std::uint64_t bytes) {
+void counted_tree(TreeTotals& t, std::uint64_t files, std::uint64_t bytes) {
   t.files = files;
   t.bytes = bytes;
   t.complete = true;
@@ -23,7 +24,7 @@ TEST(ProgressText, EtaIsMinutesAndSecondsOrHours) {
 
 TEST(ProgressText, WithKnownTotalsShowsShareRateAndEta) {
   TreeTotals t;
-  counted(t, 5000, 4'000'000'000);
+  counted_tree(t, 5000, 4'000'000'000);
   SendProgress p;
   p.files_done = 1234;
   p.bytes_sent = 1'000'000'000;
@@ -43,7 +44,7 @@ TEST(ProgressText, WhileTheTreeIsStillCountedTotalsAreALowerBoundAndThereIsNoEta
 
 TEST(ProgressText, ResentBytesNeverShowMoreThanTheTotalAndProblemsAreCounted) {
   TreeTotals t;
-  counted(t, 2, 1000);
+  counted_tree(t, 2, 1000);
   SendProgress p;
   p.bytes_sent = 1500;  // a chunk sent twice
   p.bytes_not_sent = 100;
@@ -58,14 +59,14 @@ TEST(ProgressText, ResentBytesNeverShowMoreThanTheTotalAndProblemsAreCounted) {
 // it, is shown beside the figures that no longer move.
 TEST(ProgressText, TheReceiversOwnWorkIsShownWhileItLasts) {
   TreeTotals t;
-  counted(t, 1, 4'000'000'000);
+  counted_tree(t, 1, 4'000'000'000);
   SendProgress p;
   p.bytes_sent = 1'000'000'000;
   p.bytes_not_sent = 3'000'000'000;
   p.receiver_work_done = 1'500'000'000;
   p.receiver_work_total = 3'000'000'000;
   EXPECT_EQ(progress_text(p, t, 0),
-            "4.00 GB of 4.00 GB (100%), 0 of 1 files, 0 B/s, receiver working: 1.50 GB of "
+            "4.00 GB of 4.00 GB (100%), 0 of 1 file, 0 B/s, receiver working: 1.50 GB of "
             "3.00 GB");
   p.receiver_work_done = 3'000'000'001;  // read apart from its total, a moment ahead of it
   EXPECT_NE(progress_text(p, t, 0).find("receiver working: 3.00 GB of 3.00 GB"), std::string::npos);
@@ -76,12 +77,25 @@ TEST(ProgressText, TheReceiversOwnWorkIsShownWhileItLasts) {
 // --checksum hashes a file whole before naming it: the line shows that, not just 0 B/s.
 TEST(ProgressText, HashingBeforeSendingIsShownWhileItLasts) {
   TreeTotals t;
-  counted(t, 1, 4'000'000'000);
+  counted_tree(t, 1, 4'000'000'000);
   SendProgress p;
   p.local_check_done = 500'000'000;
   p.local_check_total = 4'000'000'000;
   EXPECT_EQ(progress_text(p, t, 0),
-            "0 B of 4.00 GB (0%), 0 of 1 files, 0 B/s, hashing: 500.00 MB of 4.00 GB");
+            "0 B of 4.00 GB (0%), 0 of 1 file, 0 B/s, hashing: 500.00 MB of 4.00 GB");
+}
+
+// One file, one retry: not "1 files", "1 retries".
+TEST(ProgressText, OneOfAThingIsSingular) {
+  TreeTotals t;
+  counted_tree(t, 1, 1000);
+  SendProgress p;
+  p.bytes_sent = 1000;
+  p.retries = 1;
+  EXPECT_EQ(progress_text(p, t, 0), "1.00 KB of 1.00 KB (100%), 0 of 1 file, 0 B/s, 1 retry");
+  EXPECT_EQ(counted(0, "file", "files"), "0 files");
+  EXPECT_EQ(counted(1, "file", "files"), "1 file");
+  EXPECT_EQ(counted(12'345, "retry", "retries"), "12345 retries");
 }
 
 }  // namespace
