@@ -126,7 +126,9 @@ void ControlClient::close_all_files() {
 }
 
 void ControlClient::show_receiver_work(OutgoingFile& f, std::uint64_t done, std::uint64_t total) {
-  // Only this client writes them; Sender::progress() reads them from another thread.
+  // Only this client writes them; Sender::progress() reads them from another thread. Most
+  // files never had any (every small file closes through here).
+  if (done == f.receiver_done_shown && total == f.receiver_total_shown) return;
   ctx_.receiver_work_done.fetch_add(done - f.receiver_done_shown, std::memory_order_relaxed);
   ctx_.receiver_work_total.fetch_add(total - f.receiver_total_shown, std::memory_order_relaxed);
   f.receiver_done_shown = done;
