@@ -51,8 +51,9 @@ std::string eta_text(double seconds) {
 std::string progress_text(const SendProgress& p, const TreeTotals& total, double rate) {
   bool complete = total.complete.load();
   std::uint64_t total_bytes = total.bytes.load(), total_files = total.files.load();
-  // Bytes on their way or not needing to go, never more than there is.
-  std::uint64_t done = p.bytes_sent + p.bytes_not_sent;
+  // Files done, and the chunks of the others the receiver has; never more than there is (read
+  // as separate figures, a file just delivered may count twice for a moment).
+  std::uint64_t done = p.bytes_done + p.bytes_in_flight;
   if (complete) done = std::min(done, total_bytes);
   std::string s = human_bytes(static_cast<double>(done));
   if (complete) {

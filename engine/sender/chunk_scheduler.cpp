@@ -48,6 +48,9 @@ void ChunkScheduler::acked(const ChunkJob& job, const Digest128& digest) {
     OutgoingFile& f = *job.file;
     if (f.failed) return;
     f.chunk_digests[job.index] = digest;
+    const std::uint64_t len = f.plan.length(job.index);
+    f.settled += len;
+    settled_.fetch_add(len, std::memory_order_relaxed);
     if (++f.chunks_acked == f.chunk_count()) done = job.file;
   }
   if (done) callbacks_.file_chunks_done(std::move(done));
@@ -95,14 +98,20 @@ void ChunkScheduler::fail(const ChunkJob& job, const std::string& why, bool retr
 
 void ChunkScheduler::fail_locked(const std::shared_ptr<OutgoingFile>& f, const std::string& why,
                                  bool retryable, std::unique_lock<std::mutex>& lock) {
-  f->failed = true;
+  give_up_locked(*f);
   lock.unlock();
   callbacks_.file_failed(f, why, retryable);
 }
 
 void ChunkScheduler::drop_file(const std::shared_ptr<OutgoingFile>& file) {
   std::lock_guard lock(mu_);
-  file->failed = true;
+  give_up_locked(*file);
+}
+
+void ChunkScheduler::give_up_locked(OutgoingFile& f) {
+  if (f.failed) return;
+  f.failed = true;
+  settled_.fetch_sub(f.settled, std::memory_order_relaxed);
 }
 
 void ChunkScheduler::close() {

@@ -4,6 +4,7 @@
 // is handed back to the control client for DONE.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -73,8 +74,8 @@ class ChunkScheduler {
   // second local-only chunk): back to the front, not counted as a retry.
   void put_back(const ChunkJob& job);
 
-  // The file's session is gone: drop its queued chunks and ignore its acks, without telling
-  // the control client (which is sending it again).
+  // The file's session is gone, or its verdict came: drop its queued chunks and ignore its
+  // acks, without telling the control client (which is sending it again, or done with it).
   void drop_file(const std::shared_ptr<OutgoingFile>& file);
   // A woken waiter that will not look for work now (its connection is down) hands its wake-up
   // on: another waiter is woken if chunks are queued, so none waits behind a stream that cannot
@@ -85,6 +86,10 @@ class ChunkScheduler {
   bool closed() const;
   std::uint64_t retries() const;
   std::size_t queued() const;
+  // Bytes of the chunks acknowledged (or, resumed, hashed here) of the files whose chunks are
+  // still wanted: what the files on their way have settled so far, each byte once however
+  // often it was sent. For progress figures; any thread.
+  std::uint64_t settled_in_flight() const { return settled_.load(std::memory_order_relaxed); }
 
  private:
   // Wakes up to `n` waiters, longest waiting first: one per queued chunk, not every idle stream
@@ -94,6 +99,8 @@ class ChunkScheduler {
   void wake_all(std::unique_lock<std::mutex>& lock) { wake(lock, waiters_.size()); }
   void fail_locked(const std::shared_ptr<OutgoingFile>& f, const std::string& why, bool retryable,
                    std::unique_lock<std::mutex>& lock);
+  // Marks `f` failed (its chunks no longer wanted) and takes its bytes out of settled_.
+  void give_up_locked(OutgoingFile& f);
 
   Callbacks callbacks_;
   mutable std::mutex mu_;
@@ -101,6 +108,7 @@ class ChunkScheduler {
   std::vector<ChunkWaiter*> waiters_;
   bool closed_ = false;
   std::uint64_t retries_ = 0;
+  std::atomic<std::uint64_t> settled_{0};  // written under mu_
 };
 
 }  // namespace ackxfer

@@ -195,8 +195,8 @@ void ControlClient::session_lost(const std::string& why) {
   // What had no verdict goes again, first, on the next session. The receiver kept the
   // verified part of large files, so "again" mostly means "the rest".
   std::deque<Resend> again;
+  // Their queued chunks carry a token that died with the session: close_all_files() drops them.
   for (auto& [id, f] : open_files_) {
-    ctx_.scheduler->drop_file(f);  // its queued chunks carry a token that died with the session
     FileHistory h = f->history;
     h.readied_before = h.readied_before || f->readied;
     if (f->done_sent && ++h.dones_unanswered >= kMaxFileAttempts) {

@@ -113,14 +113,19 @@ void ControlClient::file_delivered(OpenFiles::iterator it) {
 }
 
 void ControlClient::close_file(OpenFiles::iterator it) {
+  // Its chunks are no longer wanted (a file delivered has none left): its settled bytes leave
+  // the in-flight figure, as they join bytes_done if it was delivered.
+  ctx_.scheduler->drop_file(it->second);
   show_receiver_work(*it->second, 0, 0);
   open_bytes_ -= it->second->size();
   open_files_.erase(it);
 }
 
 void ControlClient::close_all_files() {
-  for (auto& [id, f] : open_files_)
+  for (auto& [id, f] : open_files_) {
+    ctx_.scheduler->drop_file(f);
     show_receiver_work(*f, 0, 0);
+  }
   open_files_.clear();
   open_bytes_ = 0;
 }
@@ -186,7 +191,6 @@ void ControlClient::on_ok(const OkReply& m) {
     if (m.skipped && it->second->history.readied_before) {
       // Not there when a lost session said READY for it, and there now with its size and
       // mtime: what that session sent was published before its verdict could come back.
-      ctx_.scheduler->drop_file(it->second);
       file_delivered(it);
     } else if (m.skipped) {
       // Already there and identical: nothing was sent, nothing to count as delivered.
@@ -194,8 +198,6 @@ void ControlClient::on_ok(const OkReply& m) {
       report_.unchanged_bytes += it->second->size();
       ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
       ctx_.bytes_done.fetch_add(it->second->size(), std::memory_order_relaxed);
-      ctx_.unchanged_bytes.fetch_add(it->second->size(), std::memory_order_relaxed);
-      ctx_.scheduler->drop_file(it->second);
       close_file(it);
       made_progress();
     } else if (!it->second->done_sent) {
@@ -276,9 +278,7 @@ void ControlClient::on_err(const ErrReply& m) {
   if (it == open_files_.end()) return;  // e.g. the reply to our own CANCEL
   heard_from_receiver();
   std::shared_ptr<OutgoingFile> f = it->second;
-  close_file(it);
-  // Chunks still queued for it are dropped by the scheduler.
-  ctx_.scheduler->drop_file(f);
+  close_file(it);  // chunks still queued for it are dropped by the scheduler
   std::string reason =
       "the receiver refused it: " + std::string(wire_name(m.code)) + ": " + m.message;
   if (m.code == ErrorCode::kBusy || m.code == ErrorCode::kTooManyOpen)

@@ -399,7 +399,6 @@ void OutboundStream::hash_local_slice() {
     d = local_hasher_->finish();
     local_hasher_.reset();
   }
-  ctx_.resumed_bytes.fetch_add(len, std::memory_order_relaxed);
   f.resumed.fetch_add(len, std::memory_order_relaxed);
   ChunkJob done = std::move(*local_);
   local_.reset();

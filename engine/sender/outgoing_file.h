@@ -78,7 +78,8 @@ struct OutgoingFile {
   std::vector<Digest128> chunk_digests;
   std::vector<std::uint8_t> chunk_attempts;
   std::uint32_t chunks_acked = 0;
-  bool failed = false;
+  std::uint64_t settled = 0;  // the bytes of those chunks
+  bool failed = false;        // its chunks are no longer wanted (given up, dropped or done)
   // It failed because the receiver called a chunk of it busy, since then, for longer than
   // --idle-timeout (0: it did not). Read by the control client once told of the failure.
   std::int64_t chunk_busy_since_ms = 0;

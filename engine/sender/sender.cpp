@@ -85,8 +85,7 @@ std::optional<SendProgress> Sender::progress() {
   p.bytes_done = ctx_->bytes_done.load(std::memory_order_relaxed);
   p.files_failed = ctx_->files_failed.load(std::memory_order_relaxed);
   p.bytes_sent = ctx_->payload_bytes_sent.load(std::memory_order_relaxed);
-  p.bytes_not_sent = ctx_->resumed_bytes.load(std::memory_order_relaxed) +
-                     ctx_->unchanged_bytes.load(std::memory_order_relaxed);
+  p.bytes_in_flight = ctx_->scheduler->settled_in_flight();
   p.receiver_work_done = ctx_->receiver_work_done.load(std::memory_order_relaxed);
   p.receiver_work_total = ctx_->receiver_work_total.load(std::memory_order_relaxed);
   p.local_check_done = ctx_->local_check_done.load(std::memory_order_relaxed);

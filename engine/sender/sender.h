@@ -120,10 +120,13 @@ struct SendReport {
 struct SendProgress {
   std::uint64_t files_done = 0;  // delivered and verified, or found already there
   std::uint64_t bytes_done = 0;  // their sizes
+  // Of the files on their way: the bytes of their chunks acknowledged, or held by the receiver
+  // already (resumed, hashed here), in their current attempt. Each byte counts once, however
+  // often it was sent; with bytes_done, how far the transfer has come.
+  std::uint64_t bytes_in_flight = 0;
   std::uint64_t files_failed = 0;
-  std::uint64_t bytes_sent = 0;      // payload bytes handed to the network (re-sends included)
-  std::uint64_t bytes_not_sent = 0;  // needed no sending: resumed chunks, unchanged files
-  std::uint64_t retries = 0;         // as in SendReport
+  std::uint64_t bytes_sent = 0;  // payload bytes handed to the network (re-sends included)
+  std::uint64_t retries = 0;     // as in SendReport
   // The receiver checking, reading back or flushing files on its own (PROGRESS): bytes of
   // that work done and to do, over the files it is at now.
   std::uint64_t receiver_work_done = 0;

@@ -42,15 +42,13 @@ struct SenderContext {
 
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> payload_bytes_sent{0};
-  std::atomic<std::uint64_t> resumed_bytes{0};  // chunks the receiver had: hashed, not sent
-  // Of those, the ones of files delivered: an attempt that ends in a retry (a kept chunk found
-  // changed on the receiver's disk) counts again in the next one.
+  // Chunks the receiver had (hashed, not sent) of files delivered: an attempt that ends in a
+  // retry (a kept chunk found changed on the receiver's disk) counts again in the next one.
   std::atomic<std::uint64_t> resumed_bytes_delivered{0};
   // For Sender::progress(): what the control client has concluded so far.
   std::atomic<std::uint64_t> files_done{0};  // delivered and verified, or already there
   std::atomic<std::uint64_t> bytes_done{0};  // their sizes
   std::atomic<std::uint64_t> files_failed{0};
-  std::atomic<std::uint64_t> unchanged_bytes{0};
   // The receiver's own work on the files open now, as its PROGRESS last told: checking one
   // before READY (skip=xxh3), reading a resumed one's kept chunks back or flushing one after
   // DONE. Bytes done and to do.
