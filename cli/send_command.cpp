@@ -24,7 +24,7 @@ namespace {
 // No receiver reached, or none that would talk to us, and nothing made there: the error says
 // it all, and a summary of zeros would only bury it.
 bool nothing_happened(const SendReport& r) {
-  if (r.threads == 0) return true;  // it never started: no PATH could be read
+  if (!r.started) return true;  // no PATH could be sent: there is nothing to sum up
   const bool refused = r.outcome == SendReport::Outcome::kCannotConnect ||
                        r.outcome == SendReport::Outcome::kAuthFailed ||
                        r.outcome == SendReport::Outcome::kProtocolError;
@@ -75,6 +75,7 @@ std::string report_json(const SendReport& r) {
   JsonWriter j;
   j.begin_object()
       .field("outcome", outcome_name(r.outcome))
+      .field("started", r.started)
       .field("files", r.files)
       .field("directories", r.directories)
       .field("symlinks", r.symlinks)

@@ -105,6 +105,11 @@ SendReport Sender::run() {
   if (!hp.has_port) hp.port = kDefaultControlPort;
   if (hp.port == 0)
     throw Failure("--to: port 0 is not a port a receiver can listen on", FailureKind::kUsage);
+  if (auto why = io_uring_unavailable_reason()) throw Failure(*why, FailureKind::kSetup);
+
+  SenderContext ctx(options_);
+  ctx.tls = TlsContext::from_options(TlsRole::kClient, options_.secret, options_.certificates,
+                                     "--no-encryption", options_.no_encryption);
   std::unique_ptr<EntrySource> walker;
   if (options_.synthetic) {
     walker = std::make_unique<SyntheticTree>(options_.synthetic->name, options_.synthetic->files,
@@ -112,8 +117,8 @@ SendReport Sender::run() {
   } else {
     auto tree = std::make_unique<TreeWalker>(options_.paths);
     if (!tree->has_roots()) {
-      // Not one PATH can be sent (a typo, most often): said now, not after --retry-for spent
-      // on a receiver that may not be there.
+      // Not one PATH can be sent (a typo, most often): said now, not after a name lookup and
+      // --retry-for spent on a receiver that may not be there. Bad options still come first.
       SendReport report;
       for (auto& p : tree->take_problems())
         report.failed.push_back(FailedFile{p.path, p.reason});
@@ -123,11 +128,6 @@ SendReport Sender::run() {
     }
     walker = std::move(tree);
   }
-  if (auto why = io_uring_unavailable_reason()) throw Failure(*why, FailureKind::kSetup);
-
-  SenderContext ctx(options_);
-  ctx.tls = TlsContext::from_options(TlsRole::kClient, options_.secret, options_.certificates,
-                                     "--no-encryption", options_.no_encryption);
   ctx.tls_host = hp.host;
   ctx.control_candidates = resolve_endpoints(hp.host, hp.port, false);
   ctx.control_ep = ctx.control_candidates.front();
@@ -155,6 +155,7 @@ SendReport Sender::run() {
   threads = std::max(1u, std::min(threads, streams));
 
   SendReport report;
+  report.started = true;
   report.send_path = send_path_name(ctx.send_path);
   report.streams = streams;
   report.threads = threads;

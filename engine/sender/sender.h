@@ -84,7 +84,10 @@ struct SendReport {
     kTimedOut,       // the receiver stopped answering (--idle-timeout), and did not come back
   };
   Outcome outcome = Outcome::kOk;
-  std::string error;              // session-level problem, for the user; empty when kOk/kSomeFailed
+  std::string error;  // session-level problem, for the user; empty when kOk/kSomeFailed
+  // The transfer was set up (threads, streams, a receiver tried). False only when no PATH
+  // could be sent: nothing else was done, and the figures below are all zero.
+  bool started = false;
   std::uint64_t files = 0;        // files delivered and verified
   std::uint64_t directories = 0;  // directories created
   std::uint64_t symlinks = 0;     // symlinks made (or replaced) on the receiver

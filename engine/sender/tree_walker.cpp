@@ -29,6 +29,15 @@ const char* kind_name(mode_t m) {
   return "special file";
 }
 
+constexpr const char* kReservedShape =
+    "skipped: the name has the shape receivers reserve for their temporary files "
+    "(.ackxfer-*.part, .ackxfer-*.journal)";
+
+std::string not_sent_kind(mode_t m) {
+  return std::string("skipped: a ") + kind_name(m) +
+         " is not sent (only regular files, directories and symlinks)";
+}
+
 }  // namespace
 
 TreeWalker::TreeWalker(std::vector<std::string> roots) {
@@ -91,10 +100,7 @@ std::optional<SourceEntry> TreeWalker::from_stat(const struct stat& st, std::str
     e.kind = SourceEntry::Kind::kDirectory;
     return e;
   }
-  problems_.push_back({e.source_path,
-                       std::string("skipped: a ") + kind_name(st.st_mode) +
-                           " is not sent (only regular files, directories and symlinks)",
-                       false});
+  problems_.push_back({e.source_path, not_sent_kind(st.st_mode), false});
   return std::nullopt;
 }
 
@@ -165,16 +171,18 @@ void TreeWalker::push_dir(int parent_fd, const char* name, const struct stat& st
 
 bool TreeWalker::reserved(std::string_view name, const std::string& source) {
   if (!is_reserved_name(name)) return false;
-  problems_.push_back({source,
-                       "skipped: the name has the shape receivers reserve for their temporary "
-                       "files (.ackxfer-*.part, .ackxfer-*.journal)",
-                       false});
+  problems_.push_back({source, kReservedShape, false});
   return true;
 }
 
 std::optional<std::string> TreeWalker::unusable_root(const std::string& arg, struct stat& st) {
   if (::stat(arg.c_str(), &st) != 0) return errno_text(errno);  // follows symlinks, like cp
-  if (!wire_name_of(arg)) return "has no name to send it under; name a directory inside it";
+  auto name = wire_name_of(arg);
+  if (!name) return "has no name to send it under; name a directory inside it";
+  if (is_reserved_name(*name)) return kReservedShape;
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return not_sent_kind(st.st_mode);
+  // What the walk will need: to read a file; to list and enter a directory.
+  if (access(arg.c_str(), S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) != 0) return errno_text(errno);
   return std::nullopt;
 }
 
@@ -184,21 +192,14 @@ std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
     problems_.push_back({arg, *why});
     return std::nullopt;
   }
-  auto name = wire_name_of(arg);
+  // A regular file or a directory, readable, with a name that is not reserved: what is named
+  // on the command line and cannot be sent is a failure (unusable_root), not a skip.
   std::string source = arg;
   while (source.size() > 1 && source.back() == '/')
     source.pop_back();
-  if (reserved(*name, source)) {
-    problems_.back().is_failure = true;  // named on the command line: a failure, not a skip
-    return std::nullopt;
-  }
-  auto e = from_stat(st, source, *name);
+  auto e = from_stat(st, source, *wire_name_of(arg));
   if (e && e->kind == SourceEntry::Kind::kDirectory)
     push_dir(-1, "", st, e->source_path, e->wire_path);
-  if (!e && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-    // A special file named on the command line is a failure, not a silent skip.
-    problems_.back().is_failure = true;
-  }
   return e;
 }
 

@@ -283,6 +283,34 @@ TEST(FaultsPermission, AnUnreadableSourceFileOrDirectoryIsNamedAndTheRestIsStill
 // A receiver without CAP_DAC_OVERRIDE (the packaged service runs as its own user) sets a
 // read-only directory's mode at the end of the first run; the second run could then put no
 // file in it. The directory is writable while a session needs it, and read-only again after.
+// A file or directory named as a PATH that the sender cannot read is named before any
+// receiver is tried; with nothing else to send, send ends there (it used to spend --retry-for
+// on a receiver first, or, with none, never name them).
+TEST(FaultsPermission, UnreadablePathsAloneEndTheSendBeforeAnyReceiver) {
+  TempDir src("src");
+  std::string why;
+  auto prefix = bound_by_permission_bits(src.path(), why);
+  if (!why.empty()) GTEST_SKIP() << why;
+  write_text(src / "secret.bin", "s");
+  write_text(src / "locked/inside.txt", "i");
+  ::chmod((src / "secret.bin").c_str(), 0);
+  ::chmod((src / "locked").c_str(), 0);
+  std::vector<std::string> argv = prefix;
+  argv.insert(argv.end(),
+              {binary_path(), "send", "--to", "127.0.0.1:" + std::to_string(free_port()),
+               "--retry-for", "30", (src / "secret.bin").string(), (src / "locked").string()});
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = run(argv, 60s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "waited for a receiver first";
+  ::chmod((src / "locked").c_str(), 0755);  // so that the temp dir can be removed
+  EXPECT_EQ(res.exit_code, 1) << res.err;
+  EXPECT_TRUE(names_failure(res.err, src / "secret.bin")) << res.err;
+  EXPECT_TRUE(names_failure(res.err, src / "locked")) << res.err;
+  EXPECT_NE(res.err.find("secret.bin: Permission denied"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("locked: Permission denied"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("nothing to send"), std::string::npos) << res.err;
+}
+
 TEST(FaultsPermission, AReadOnlyDirectoryStillTakesChangedFilesOnTheNextRun) {
   TempDir src("src"), dst("dst");
   std::string why;

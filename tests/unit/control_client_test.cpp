@@ -334,6 +334,16 @@ TEST_F(ControlClientTest, HashingForChecksumShowsInProgressWhileItLasts) {
   // The work queue's one thread is held before the hashing, and again between its slices.
   Gate before, between, again;
   start();
+  // However the test ends, no job outlives the gates it waits at: opened, then the queue
+  // stopped (it drops what has not started) before they go.
+  struct StopFirst {
+    std::function<void()> stop;
+    ~StopFirst() { stop(); }
+  } stop_first{[&] {
+    for (Gate* g : {&before, &between, &again})
+      g->open();
+    ctx_->work.stop();
+  }};
   ctx_->work.submit(before.job());
   int fd = accept();
   loop_.feed(fd, hello_reply());

@@ -166,6 +166,17 @@ TEST_F(TreeWalkerTest, UnusableArgumentsAreProblemsFromTheStart) {
   EXPECT_TRUE(some.take_problems().empty()) << "each named once";
   TreeWalker none({(base_ / "nope").string()});
   EXPECT_FALSE(none.has_roots());
+  // Nor one that is no regular file or directory, or has a name receivers reserve.
+  ASSERT_EQ(mkfifo((base_ / "fifo").c_str(), 0600), 0);
+  write(base_ / ".ackxfer-0123456789abcdef.part", "x");
+  TreeWalker odd({(base_ / "fifo").string(), (base_ / ".ackxfer-0123456789abcdef.part").string()});
+  EXPECT_FALSE(odd.has_roots());
+  problems = odd.take_problems();
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_TRUE(problems[0].is_failure);
+  EXPECT_TRUE(problems[1].is_failure);
+  EXPECT_NE(problems[0].reason.find("a FIFO is not sent"), std::string::npos) << problems[0].reason;
+  EXPECT_NE(problems[1].reason.find("reserve"), std::string::npos) << problems[1].reason;
 }
 
 // On file systems whose readdir gives no types (DT_UNKNOWN), every entry is stat'ed. Its files
