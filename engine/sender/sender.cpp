@@ -123,7 +123,7 @@ SendReport Sender::run() {
       for (auto& p : tree->take_problems())
         report.failed.push_back(FailedFile{p.path, p.reason});
       report.outcome = SendReport::Outcome::kSomeFailed;
-      report.error = "nothing to send: no PATH could be read";
+      report.error = "nothing to send: no PATH can be sent";
       return report;
     }
     walker = std::move(tree);

@@ -29,6 +29,7 @@ const char* kind_name(mode_t m) {
   return "special file";
 }
 
+constexpr const char* kNoName = "has no name to send it under; name a directory inside it";
 constexpr const char* kReservedShape =
     "skipped: the name has the shape receivers reserve for their temporary files "
     "(.ackxfer-*.part, .ackxfer-*.journal)";
@@ -178,11 +179,14 @@ bool TreeWalker::reserved(std::string_view name, const std::string& source) {
 std::optional<std::string> TreeWalker::unusable_root(const std::string& arg, struct stat& st) {
   if (::stat(arg.c_str(), &st) != 0) return errno_text(errno);  // follows symlinks, like cp
   auto name = wire_name_of(arg);
-  if (!name) return "has no name to send it under; name a directory inside it";
+  if (!name) return kNoName;
   if (is_reserved_name(*name)) return kReservedShape;
   if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return not_sent_kind(st.st_mode);
-  // What the walk will need: to read a file; to list and enter a directory.
-  if (access(arg.c_str(), S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) != 0) return errno_text(errno);
+  // What the walk will need: to read a file; to list and enter a directory. Checked with the
+  // credentials the walk opens with (AT_EACCESS: effective ids and capabilities, so a sender
+  // with CAP_DAC_READ_SEARCH is not turned away from what it can read).
+  if (faccessat(AT_FDCWD, arg.c_str(), S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK, AT_EACCESS) != 0)
+    return errno_text(errno);
   return std::nullopt;
 }
 
@@ -197,7 +201,12 @@ std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
   std::string source = arg;
   while (source.size() > 1 && source.back() == '/')
     source.pop_back();
-  auto e = from_stat(st, source, *wire_name_of(arg));
+  auto name = wire_name_of(arg);  // "." gone since unusable_root looked: no name now
+  if (!name) {
+    problems_.push_back({arg, kNoName});
+    return std::nullopt;
+  }
+  auto e = from_stat(st, source, *name);
   if (e && e->kind == SourceEntry::Kind::kDirectory)
     push_dir(-1, "", st, e->source_path, e->wire_path);
   return e;

@@ -123,7 +123,7 @@ TEST(Faults, UnreadablePathsAreNamedEvenWithNoReceiver) {
   EXPECT_NE(res.err.find("failed: " + (src / "other-typo").string() + ": No such file"),
             std::string::npos)
       << res.err;
-  EXPECT_NE(res.err.find("nothing to send: no PATH could be read"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("nothing to send: no PATH can be sent"), std::string::npos) << res.err;
   EXPECT_EQ(res.err.find("cannot reach the receiver"), std::string::npos) << res.err;
   EXPECT_NE(res.out.find("\"started\":false"), std::string::npos) << res.out;
   // A bad option is still said first: it is the user's to fix whatever the paths.

@@ -280,9 +280,6 @@ TEST(FaultsPermission, AnUnreadableSourceFileOrDirectoryIsNamedAndTheRestIsStill
   EXPECT_TRUE(temp_files_under(dst.path()).empty());
 }
 
-// A receiver without CAP_DAC_OVERRIDE (the packaged service runs as its own user) sets a
-// read-only directory's mode at the end of the first run; the second run could then put no
-// file in it. The directory is writable while a session needs it, and read-only again after.
 // A file or directory named as a PATH that the sender cannot read is named before any
 // receiver is tried; with nothing else to send, send ends there (it used to spend --retry-for
 // on a receiver first, or, with none, never name them).
@@ -311,6 +308,38 @@ TEST(FaultsPermission, UnreadablePathsAloneEndTheSendBeforeAnyReceiver) {
   EXPECT_NE(res.err.find("nothing to send"), std::string::npos) << res.err;
 }
 
+// A sender given CAP_DAC_READ_SEARCH (a backup account's usual grant) reads what the
+// permission bits alone would refuse it. Looking at the PATHs before the walk must judge them
+// as the walk's open() will: access() uses the real uid without capabilities, and turned such
+// a PATH away.
+TEST(FaultsPermission, ASenderWithTheReadSearchCapabilitySendsWhatOnlyItCanRead) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to run the sender as nobody with a capability";
+  const std::vector<std::string> as_nobody_who_reads = {"/usr/bin/setpriv",
+                                                        "--reuid=65534",
+                                                        "--regid=65534",
+                                                        "--clear-groups",
+                                                        "--inh-caps=+dac_read_search",
+                                                        "--ambient-caps=+dac_read_search",
+                                                        "--"};
+  std::vector<std::string> probe = as_nobody_who_reads;
+  probe.push_back(binary_path());
+  probe.push_back("--version");
+  if (auto p = run(probe, 10s); p.exit_code != 0)
+    GTEST_SKIP() << "cannot run the sender as nobody with CAP_DAC_READ_SEARCH here: " << p.err;
+  TempDir src("src"), dst("dst");
+  write_text(src / "secret.bin", "only a capability reads this");
+  ::chmod((src / "secret.bin").c_str(), 0);
+  ReceiverProcess r(dst.path());
+  std::vector<std::string> argv = as_nobody_who_reads;
+  argv.insert(argv.end(), {binary_path(), "send", "--to", r.to(), (src / "secret.bin").string()});
+  auto res = run(argv, 60s);
+  EXPECT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(read_text(dst / "secret.bin"), "only a capability reads this");
+}
+
+// A receiver without CAP_DAC_OVERRIDE (the packaged service runs as its own user) sets a
+// read-only directory's mode at the end of the first run; the second run could then put no
+// file in it. The directory is writable while a session needs it, and read-only again after.
 TEST(FaultsPermission, AReadOnlyDirectoryStillTakesChangedFilesOnTheNextRun) {
   TempDir src("src"), dst("dst");
   std::string why;
