@@ -452,10 +452,14 @@ TlsChannel::Status TlsChannel::fail_from(int ret, const char* what) {
   }
   if (error_.empty()) {
     const bool damaged_bytes = damaged_in_transit(ERR_peek_last_error());
-    error_ = std::string(what) + ": " + openssl_reason();
+    // What we know of the cause before OpenSSL's reason, which for another key is a
+    // misleading "no suitable signature algorithm" (nothing left to authenticate with).
+    error_ = std::string(what) + ": ";
     if (foreign_identity_)
-      error_ += ctx_->uses_key_lookup() ? " (its key belongs to no live session)"
-                                        : " (the peer's key is derived from a different secret)";
+      error_ += ctx_->uses_key_lookup() ? "its key belongs to no live session ("
+                                        : "the peer's key is derived from a different secret (";
+    error_ += openssl_reason();
+    if (foreign_identity_) error_ += ")";
     long v = SSL_get_verify_result(ssl_);
     if (v != X509_V_OK)
       error_ += std::string(" (the peer's certificate: ") + X509_verify_cert_error_string(v) + ")";
