@@ -101,17 +101,17 @@ void ControlClient::file_chunks_done(const std::shared_ptr<OutgoingFile>& f) {
 }
 
 void ControlClient::file_delivered(OpenFiles::iterator it) {
-  // Out of the in-flight figure before its size counts as done: a progress read in between
-  // then shows a moment less, not the file twice.
-  ctx_.scheduler->drop_file(it->second);
   if (report_.files == 0) milestone("first file delivered");
+  const std::uint64_t size = it->second->size();
   ++report_.files;
-  report_.bytes += it->second->size();
-  ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
-  ctx_.bytes_done.fetch_add(it->second->size(), std::memory_order_relaxed);
+  report_.bytes += size;
   ctx_.resumed_bytes_delivered.fetch_add(it->second->resumed.load(std::memory_order_relaxed),
                                          std::memory_order_relaxed);
+  // Out of the in-flight figure before its size counts as done: a progress read in between
+  // then shows a moment less, not the file twice.
   close_file(it);
+  ctx_.files_done.fetch_add(1, std::memory_order_relaxed);
+  ctx_.bytes_done.fetch_add(size, std::memory_order_relaxed);
   made_progress();
 }
 
