@@ -29,7 +29,6 @@ const char* kind_name(mode_t m) {
   return "special file";
 }
 
-constexpr const char* kNoName = "has no name to send it under; name a directory inside it";
 constexpr const char* kReservedShape =
     "skipped: the name has the shape receivers reserve for their temporary files "
     "(.ackxfer-*.part, .ackxfer-*.journal)";
@@ -47,7 +46,8 @@ TreeWalker::TreeWalker(std::vector<std::string> roots) {
   // walk left with none has nothing to do. Each is looked at again when its turn comes.
   for (auto& arg : roots) {
     struct stat st;
-    if (auto why = unusable_root(arg, st))
+    std::string name;
+    if (auto why = unusable_root(arg, st, name))
       problems_.push_back({arg, *why});
     else
       roots_.push_back(std::move(arg));
@@ -176,11 +176,13 @@ bool TreeWalker::reserved(std::string_view name, const std::string& source) {
   return true;
 }
 
-std::optional<std::string> TreeWalker::unusable_root(const std::string& arg, struct stat& st) {
+std::optional<std::string> TreeWalker::unusable_root(const std::string& arg, struct stat& st,
+                                                     std::string& name) {
   if (::stat(arg.c_str(), &st) != 0) return errno_text(errno);  // follows symlinks, like cp
-  auto name = wire_name_of(arg);
-  if (!name) return kNoName;
-  if (is_reserved_name(*name)) return kReservedShape;
+  auto wire = wire_name_of(arg);
+  if (!wire) return "has no name to send it under; name a directory inside it";
+  name = std::move(*wire);
+  if (is_reserved_name(name)) return kReservedShape;
   if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return not_sent_kind(st.st_mode);
   // What the walk will need: to read a file; to list and enter a directory. Checked with the
   // credentials the walk opens with (AT_EACCESS: effective ids and capabilities, so a sender
@@ -192,7 +194,8 @@ std::optional<std::string> TreeWalker::unusable_root(const std::string& arg, str
 
 std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
   struct stat st;
-  if (auto why = unusable_root(arg, st)) {
+  std::string name;
+  if (auto why = unusable_root(arg, st, name)) {
     problems_.push_back({arg, *why});
     return std::nullopt;
   }
@@ -201,12 +204,7 @@ std::optional<SourceEntry> TreeWalker::start_root(const std::string& arg) {
   std::string source = arg;
   while (source.size() > 1 && source.back() == '/')
     source.pop_back();
-  auto name = wire_name_of(arg);  // "." gone since unusable_root looked: no name now
-  if (!name) {
-    problems_.push_back({arg, kNoName});
-    return std::nullopt;
-  }
-  auto e = from_stat(st, source, *name);
+  auto e = from_stat(st, source, std::move(name));
   if (e && e->kind == SourceEntry::Kind::kDirectory)
     push_dir(-1, "", st, e->source_path, e->wire_path);
   return e;

@@ -86,9 +86,10 @@ class TreeWalker final : public EntrySource {
     std::shared_ptr<const UniqueFd> fd;  // a dup of dirfd(dir), shared with its entries
   };
   std::optional<SourceEntry> start_root(const std::string& arg);
-  // Why PATH argument `arg` cannot be sent (it cannot be stat'ed into `st`, or has no name),
-  // or nothing.
-  static std::optional<std::string> unusable_root(const std::string& arg, struct stat& st);
+  // Why PATH argument `arg` cannot be sent (it cannot be stat'ed into `st`, has no name, or is
+  // nothing the walk could read), or nothing; then `name` is its name on the receiver.
+  static std::optional<std::string> unusable_root(const std::string& arg, struct stat& st,
+                                                  std::string& name);
   std::optional<SourceEntry> from_stat(const struct stat& st, std::string source, std::string wire);
   // The symlink `name` in the directory `dir_fd`, as lstat'ed in `st`.
   std::optional<SourceEntry> link_entry(int dir_fd, const char* name, const struct stat& st,
