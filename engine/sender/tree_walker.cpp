@@ -30,10 +30,20 @@ const char* kind_name(mode_t m) {
 }
 
 constexpr const char* kReservedShape =
-    "skipped: the name has the shape receivers reserve for their temporary files "
+    "the name has the shape receivers reserve for their temporary files "
     "(.ackxfer-*.part, .ackxfer-*.journal)";
 
-std::string not_sent_kind(mode_t m) {
+// Inside a tree, such entries are skipped with a warning; named as a PATH, they are failures,
+// and the words say which (a PATH is followed if it is a symlink, so it is never one itself).
+std::string reserved_shape(bool named) {
+  return named ? std::string(kReservedShape) + "; rename it to send it"
+               : std::string("skipped: ") + kReservedShape;
+}
+
+std::string not_sent_kind(mode_t m, bool named) {
+  if (named)
+    return std::string("a ") + kind_name(m) +
+           " cannot be sent (only regular files and directories, or symlinks to them)";
   return std::string("skipped: a ") + kind_name(m) +
          " is not sent (only regular files, directories and symlinks)";
 }
@@ -101,7 +111,7 @@ std::optional<SourceEntry> TreeWalker::from_stat(const struct stat& st, std::str
     e.kind = SourceEntry::Kind::kDirectory;
     return e;
   }
-  problems_.push_back({e.source_path, not_sent_kind(st.st_mode), false});
+  problems_.push_back({e.source_path, not_sent_kind(st.st_mode, false), false});
   return std::nullopt;
 }
 
@@ -172,7 +182,7 @@ void TreeWalker::push_dir(int parent_fd, const char* name, const struct stat& st
 
 bool TreeWalker::reserved(std::string_view name, const std::string& source) {
   if (!is_reserved_name(name)) return false;
-  problems_.push_back({source, kReservedShape, false});
+  problems_.push_back({source, reserved_shape(false), false});
   return true;
 }
 
@@ -182,8 +192,8 @@ std::optional<std::string> TreeWalker::unusable_root(const std::string& arg, str
   auto wire = wire_name_of(arg);
   if (!wire) return "has no name to send it under; name a directory inside it";
   name = std::move(*wire);
-  if (is_reserved_name(name)) return kReservedShape;
-  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return not_sent_kind(st.st_mode);
+  if (is_reserved_name(name)) return reserved_shape(true);
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return not_sent_kind(st.st_mode, true);
   // What the walk will need: to read a file; to list and enter a directory. Checked with the
   // credentials the walk opens with (AT_EACCESS: effective ids and capabilities, so a sender
   // with CAP_DAC_READ_SEARCH is not turned away from what it can read).

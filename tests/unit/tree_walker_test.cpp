@@ -175,8 +175,12 @@ TEST_F(TreeWalkerTest, UnusableArgumentsAreProblemsFromTheStart) {
   ASSERT_EQ(problems.size(), 2u);
   EXPECT_TRUE(problems[0].is_failure);
   EXPECT_TRUE(problems[1].is_failure);
-  EXPECT_NE(problems[0].reason.find("a FIFO is not sent"), std::string::npos) << problems[0].reason;
+  EXPECT_NE(problems[0].reason.find("a FIFO cannot be sent"), std::string::npos)
+      << problems[0].reason;
   EXPECT_NE(problems[1].reason.find("reserve"), std::string::npos) << problems[1].reason;
+  // They are failures, and the words must not say "skipped" (exit 1, not a warning).
+  for (const auto& p : problems)
+    EXPECT_EQ(p.reason.find("skipped"), std::string::npos) << p.reason;
 }
 
 // On file systems whose readdir gives no types (DT_UNKNOWN), every entry is stat'ed. Its files
