@@ -9,7 +9,7 @@ namespace ackxfer {
 
 // X(enumerator, wire name, retryable, description)
 #define ACKXFER_ERROR_CODES(X)                                                          \
-  X(kBadLine, "bad-line", false, "the line does not follow the protocol grammar")       \
+  X(kBadLine, "bad-line", false, "the line breaks the protocol's grammar or order")     \
   X(kLineTooLong, "line-too-long", false, "a control line exceeded the maximum length") \
   X(kUnknownVerb, "unknown-verb", false, "the verb is not one this receiver knows")     \
   X(kBadNumber, "bad-number", false, "a number is malformed or out of range")           \

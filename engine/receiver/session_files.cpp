@@ -299,8 +299,19 @@ void ControlSession::ready(const SendRequest& m, TempFile temp, OpenFileSlot slo
 
 void ControlSession::handle(const DoneRequest& m) {
   auto it = files_.find(m.id);
-  if (it == files_.end() || it->second.stage != SessionFile::Stage::kOpen) {
+  if (it == files_.end()) {
     reply_error(m.id, ErrorCode::kUnknownId, "no open file has id " + std::to_string(m.id));
+    return;
+  }
+  if (it->second.stage != SessionFile::Stage::kOpen) {
+    // The file is there, and will get its one verdict: this line is out of order, said about
+    // the session (ERR -) so that it is not taken for that verdict; the file goes on.
+    worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    const std::string what = "DONE " + std::to_string(m.id);
+    reply_error(std::nullopt, ErrorCode::kBadLine,
+                it->second.stage == SessionFile::Stage::kChecking
+                    ? what + " before its READY; the file goes on"
+                    : what + " again, while its first DONE is being answered");
     return;
   }
   std::shared_ptr<IncomingFile> file = it->second.file;

@@ -539,6 +539,29 @@ TEST_F(ControlSessionTest, AFileCheckedOnceIsNotReadAgainWhileUnchanged) {
   EXPECT_EQ(ctx_->stats.digests_remembered.load(), 2u);
 }
 
+// A DONE before READY (the receiver still checking its copy for skip=xxh3) is a line out of
+// order, said about the session; the file goes on to its READY. It used to be answered
+// `ERR 1 unknown-id` ("no open file has id 1"), a verdict for a file that was open.
+TEST_F(ControlSessionTest, ADoneBeforeReadyIsABadLineAndTheFileGoesOn) {
+  {
+    std::ofstream out(dir_ / "f", std::ios::binary);
+    out << std::string(300'000, 'c');
+  }
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const std::string digest(32, '0');
+  loop_.feed(s, "SEND 1 f size=300000 mode=0644 mtime=1.0 chunk=65536 skip=xxh3 xxh3=" + digest +
+                    "\nDONE 1 xxh3=" + digest + "\n");
+  std::string replies;
+  ASSERT_TRUE(loop_.run_until([&] {
+    replies += loop_.take_sent(s);
+    return replies.find("READY 1 ") != std::string::npos;
+  })) << replies;
+  EXPECT_TRUE(replies.starts_with("ERR - bad-line DONE 1 before its READY; the file goes on\n"))
+      << replies;
+  EXPECT_EQ(ctx_->stats.protocol_errors.load(), 1u);
+}
+
 // The remembered digest is keyed by chunk size and ctime, so a peer varying `chunk=` (or
 // moving the ctime with a skip=size-mtime chmod) missed it every round and made the receiver
 // read the whole file again each time. Each version of a file (inode, size, mtime) is now read
