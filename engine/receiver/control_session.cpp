@@ -526,8 +526,8 @@ void ControlSession::shutdown() {
 void ControlSession::log_end(const std::string& how) {
   std::size_t open = files_.size();
   if (open == 0) return;
-  worker_.ctx().log.info("session from " + peer_ + " ended with " +
-                         counted(open, "file", "files") + " unfinished: " + how);
+  worker_.ctx().log.info("session from " + peer_ + " ended with " + counted(open, "file", "files") +
+                         " unfinished: " + how);
 }
 
 void ControlSession::on_drained() {

@@ -45,9 +45,8 @@ DataStream::~DataStream() {
   *alive_ = false;
   release_claim();
   ReceiverContext& ctx = worker_.ctx();
-  // Admitted (and counted) by Worker::adopt_data_connection.
-  ctx.data_connections.fetch_sub(1, std::memory_order_relaxed);
   worker_.data_connection_gone();
+  uncount();
   uncount_unproven();
   ctx.tls_data_buffers.fetch_sub(tls_buffers_granted_, std::memory_order_relaxed);
 }
@@ -79,6 +78,16 @@ void DataStream::proven() {
   if (proven_) return;
   proven_ = true;
   uncount_unproven();
+  if (counted_) proven_pos_ = worker_.track_proven(this);
+}
+
+void DataStream::uncount() {
+  if (proven_pos_) worker_.untrack_proven(*proven_pos_);
+  proven_pos_.reset();
+  if (!counted_) return;
+  counted_ = false;
+  // Admitted (and counted) by Worker::adopt_data_connection.
+  worker_.ctx().data_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void DataStream::uncount_unproven() {
@@ -89,12 +98,20 @@ void DataStream::uncount_unproven() {
 }
 
 void DataStream::evict() {
+  const bool was_proven = proven_;
   uncount_unproven();
+  uncount();              // its place is the newcomer's now, though its fd closes a moment later
   if (closing()) return;  // going anyway
   ReceiverContext& ctx = worker_.ctx();
-  ctx.stats.data_connections_evicted.fetch_add(1, std::memory_order_relaxed);
+  (was_proven ? ctx.stats.data_connections_displaced : ctx.stats.data_connections_evicted)
+      .fetch_add(1, std::memory_order_relaxed);
   ctx.log.debug("closing data connection from " + peer_ +
-                ": no frame for an open file yet, and a newer connection needs its place");
+                (was_proven
+                     ? ": quiet for longest (" + std::to_string(loop_.now_ms() - last_bytes_ms_) +
+                           " ms) of the receiver's maximum, and a newer connection needs "
+                           "its place"
+                     : std::string(": no frame for an open file yet, and a newer "
+                                   "connection needs its place")));
   if (legacy_) finish_legacy(false, "closed to make room for newer data connections");
   release_claim();
   begin_close(fd_.get());

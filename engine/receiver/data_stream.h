@@ -27,9 +27,11 @@ class DataStream final : public WorkerObject {
   void start() override;
   void shutdown() override;
   void tick(std::int64_t now_ms) override;
-  // Closes a connection that has proven nothing, to make room for a newer one
-  // (Worker::adopt_data_connection); it no longer counts as unproven from here on.
+  // Closes this connection to make room for a newer one (Worker::adopt_data_connection): one
+  // that has proven nothing, or at the limit in all, the quietest. It no longer counts, as
+  // unproven or at all, from here on.
   void evict();
+  std::int64_t last_bytes_ms() const { return last_bytes_ms_; }
 
  private:
   enum Op : unsigned { kRecv = 1, kSend = 2, kRecvExact = 3, kSpliceIn = 4, kSpliceOut = 5 };
@@ -75,6 +77,7 @@ class DataStream final : public WorkerObject {
   bool answered_as_wrong_port(const std::uint8_t* p, std::size_t n);
   void proven();  // a frame named an open file: no longer counted unproven
   void uncount_unproven();
+  void uncount();  // no longer counted among the receiver's data connections
   // Reads no more; closes once the acks queued so far are out, or after kMaxClosingMs.
   void close_after_acks();
   // The frame's file closed under it: lets go of the file, the rest of the frame is dropped.
@@ -107,6 +110,9 @@ class DataStream final : public WorkerObject {
   bool proven_ = false;
   // Where it is in its worker's list of unproven connections, while it is counted as one.
   std::optional<Worker::UnprovenList::iterator> unproven_pos_;
+  // Where it is in its worker's list of proven connections, while it is in it.
+  std::optional<Worker::ProvenList::iterator> proven_pos_;
+  bool counted_ = true;  // in ReceiverContext::data_connections (Worker::adopt_data_connection)
 
   // Receive buffers come from the worker's shared pool; only a header or trailer split across
   // two of them is staged here.

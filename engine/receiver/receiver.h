@@ -100,6 +100,8 @@ struct ReceiverStats {
   std::atomic<std::uint64_t> data_connections_refused{0};  // beyond the data connection limits
   // Unproven data connections closed to make room for newer ones (Worker::adopt_data_connection).
   std::atomic<std::uint64_t> data_connections_evicted{0};
+  // At the limit of data connections in all: the quietest closed to make room for a newcomer.
+  std::atomic<std::uint64_t> data_connections_displaced{0};
   // Sessions that had not said HELLO, closed to make room under --max-sessions.
   std::atomic<std::uint64_t> sessions_evicted{0};
   std::atomic<std::uint64_t> files_refused_busy{0};  // beyond the open-file limits

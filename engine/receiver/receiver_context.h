@@ -111,6 +111,7 @@ struct ReceiverContext {
   std::size_t max_tls_data_buffers = kMaxTlsDataBuffersTotal;
   // kMaxUnprovenDataConnections; lowered by tests.
   std::size_t max_unproven_data_connections = kMaxUnprovenDataConnections;
+  std::size_t max_data_connections = kMaxDataConnections;  // lowered by tests
   std::atomic<std::size_t> tls_data_buffers{0};  // full-size buffers of encrypted data conns
   // kMaxDirMetadataBytesTotal; lowered by tests.
   std::size_t max_dir_metadata_bytes = kMaxDirMetadataBytesTotal;

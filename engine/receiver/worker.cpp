@@ -111,9 +111,12 @@ void Worker::take_data_connection(UniqueFd fd) {
   if (spreading()) {
     bool at_limit = ctx_.unproven_data_connections.load(std::memory_order_relaxed) >=
                     ctx_.max_unproven_data_connections;
+    bool full = ctx_.data_connections.load(std::memory_order_relaxed) >= ctx_.max_data_connections;
     if (at_limit && unproven_.empty())
       target = pick(&ReceiverContext::WorkerLoad::unproven, /*most=*/true);
-    else if (!at_limit)
+    else if (full && unproven_.empty() && proven_.empty())
+      target = pick(&ReceiverContext::WorkerLoad::data, /*most=*/true);  // one there makes room
+    else if (!at_limit && !full)
       target = pick(&ReceiverContext::WorkerLoad::data, /*most=*/false);
   }
   if (target == index_) {
@@ -131,17 +134,25 @@ void Worker::adopt_data_connection(UniqueFd fd, bool handed) {
     count(&ReceiverContext::WorkerLoad::data, -1);
     return;  // fd closes here
   }
-  // Counted here, released by the DataStream's destructor.
+  // Counted here, released by the DataStream's destructor (or when it makes room: evict).
   std::size_t all = ctx_.data_connections.fetch_add(1, std::memory_order_relaxed) + 1;
   std::size_t unproven = ctx_.unproven_data_connections.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (all <= kMaxDataConnections && unproven > ctx_.max_unproven_data_connections &&
-      !unproven_.empty()) {
+  if (unproven > ctx_.max_unproven_data_connections && !unproven_.empty()) {
     // Room for it at the expense of this worker's oldest connection that has proven nothing:
     // a peer cannot keep every sender's data connections out by opening and sitting on them.
     unproven_.front()->evict();
     --unproven;
+    --all;
   }
-  if (all > kMaxDataConnections || unproven > ctx_.max_unproven_data_connections) {
+  if (all > ctx_.max_data_connections) {
+    // Room at the expense of the quietest: a peer cannot keep every place by proving its
+    // connections with one token and trickling a byte into each before its deadline.
+    if (DataStream* quiet = quietest_data_connection()) {
+      quiet->evict();
+      --all;
+    }
+  }
+  if (all > ctx_.max_data_connections || unproven > ctx_.max_unproven_data_connections) {
     ctx_.data_connections.fetch_sub(1, std::memory_order_relaxed);
     ctx_.unproven_data_connections.fetch_sub(1, std::memory_order_relaxed);
     ctx_.stats.data_connections_refused.fetch_add(1, std::memory_order_relaxed);
@@ -149,6 +160,14 @@ void Worker::adopt_data_connection(UniqueFd fd, bool handed) {
     return;  // closed at once; the count is logged at the next tick
   }
   add(std::make_unique<DataStream>(*this, std::move(fd)));
+}
+
+DataStream* Worker::quietest_data_connection() const {
+  if (!unproven_.empty()) return unproven_.front();
+  DataStream* quietest = nullptr;
+  for (DataStream* d : proven_)
+    if (!quietest || d->last_bytes_ms() < quietest->last_bytes_ms()) quietest = d;
+  return quietest;
 }
 
 void Worker::release(WorkerObject* obj) {
@@ -186,7 +205,7 @@ void Worker::tick_all() {
     };
     report(ctx_.stats.data_connections_refused, refused_logged_, "refused", [this] {
       return " data connections in the last second: the receiver holds its maximum (" +
-             std::to_string(kMaxDataConnections) + " in all, " +
+             std::to_string(ctx_.max_data_connections) + " in all, " +
              std::to_string(ctx_.max_unproven_data_connections) +
              " that have not yet sent a frame for an open file)";
     });
@@ -194,6 +213,11 @@ void Worker::tick_all() {
       return " data connections in the last second that had sent no frame for an open file, "
              "oldest first, to make room for newer ones (at most " +
              std::to_string(ctx_.max_unproven_data_connections) + " such at once)";
+    });
+    report(ctx_.stats.data_connections_displaced, displaced_logged_, "closed", [this] {
+      return " data connections in the last second, the quietest first, to make room for newer "
+             "ones: the receiver holds its maximum (" +
+             std::to_string(ctx_.max_data_connections) + " in all)";
     });
     report(ctx_.stats.digest_reads_declined, reads_declined_logged_, "answered", [] {
       return " skip=xxh3 checks in the last second with 'send the data', without reading the "

@@ -85,11 +85,15 @@ class Worker {
   // proven nothing, it goes where one of those can make room for it: this worker if it holds
   // any, else the worker holding the most (ReceiverContext::load).
   void take_data_connection(UniqueFd fd);
-  // Closes `fd` at once when the receiver holds its maximum of data connections in all. At the
-  // maximum of connections that have not carried a frame for a known file yet, this worker's
-  // oldest such connection makes room (a sender's connection proves itself within a round
-  // trip or two, so only peers that sit on theirs lose them); if it has none, `fd` closes.
-  // `handed`: another worker counted it in this one's load (take_data_connection).
+  // At the maximum of connections that have not carried a frame for a known file yet, this
+  // worker's oldest such connection makes room (a sender's connection proves itself within a
+  // round trip or two, so only peers that sit on theirs lose them). At the maximum in all, the
+  // connection this worker holds that has been quiet longest makes room: one token is enough
+  // to prove any number of connections, and a peer that trickled a byte into each before its
+  // deadline used to hold every place for as long as it liked, keeping every sender's data
+  // connections out. A sender whose connection is moving data is not the quietest. `fd` closes at
+  // once only if this worker has nothing to make room with. `handed`: another worker counted it in
+  // this one's load (take_data_connection).
   void adopt_data_connection(UniqueFd fd, bool handed = false);
   // A data connection of this worker's is gone (DataStream's destructor).
   void data_connection_gone() { count(&ReceiverContext::WorkerLoad::data, -1); }
@@ -103,6 +107,11 @@ class Worker {
     count(&ReceiverContext::WorkerLoad::unproven, -1);
     unproven_.erase(it);
   }
+  // This worker's data connections that have proven themselves (in no order): at the limit of
+  // data connections in all, the quietest of them makes room for a newcomer.
+  using ProvenList = std::list<DataStream*>;
+  ProvenList::iterator track_proven(DataStream* d) { return proven_.insert(proven_.end(), d); }
+  void untrack_proven(ProvenList::iterator it) { proven_.erase(it); }
   // This worker's control sessions that have not said HELLO yet, oldest first: at
   // --max-sessions, or at the receiver's limit of such sessions, the oldest of them makes room
   // for a new session.
@@ -155,6 +164,9 @@ class Worker {
       (ctx_.load[index_].*which).fetch_sub(1, std::memory_order_relaxed);
   }
   bool spreading() const;
+  // At the limit of data connections in all: this worker's oldest connection that has proven
+  // nothing, else its proven one that has received nothing for longest; null if it holds none.
+  DataStream* quietest_data_connection() const;
   // The worker whose `which` is the highest (`most`) or lowest; this one on a tie with it.
   unsigned pick(LoadCounter which, bool most) const;
 
@@ -163,11 +175,13 @@ class Worker {
   const unsigned index_;
   // Before objects_: the connections in it leave this list as they are destroyed.
   UnprovenList unproven_;
+  ProvenList proven_;
   AwaitingList awaiting_;
   std::unordered_map<WorkerObject*, std::unique_ptr<WorkerObject>> objects_;
   bool shutting_down_ = false;
   std::uint64_t refused_logged_ = 0;  // data connections refused, as of the last warning
   std::uint64_t evicted_logged_ = 0;
+  std::uint64_t displaced_logged_ = 0;
   std::uint64_t reads_declined_logged_ = 0;    // skip=xxh3 checks not read again, likewise
   std::uint64_t sessions_evicted_logged_ = 0;  // unproven ones closed for newer ones, likewise
   std::vector<std::uint8_t> tls_plain_;        // sized on first use

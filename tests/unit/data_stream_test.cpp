@@ -819,6 +819,53 @@ TEST_F(DataStreamTest, ConnectionsThatProveNothingAreCappedOldestFirst) {
   EXPECT_EQ(acks(busy), std::vector<AckStatus>{AckStatus::kPublished});
 }
 
+// At the receiver's limit of data connections in all, a newcomer takes the place of the one
+// that has been quiet longest (one that has proven nothing before any). One token proves any
+// number of connections: a peer that sent a frame header into each and then a byte now and
+// then, within its idle deadline, used to hold every place for as long as it liked, and every
+// sender's new data connections were closed at once.
+TEST_F(DataStreamTest, AtTheLimitInAllTheQuietestConnectionMakesRoom) {
+  ctx_->max_data_connections = 3;
+  const std::uint64_t chunk = 65536;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const Token t = open_two_chunks(s, 1, "f", chunk);
+  // The peer's three: chunk 0, chunk 1, chunk 0 again (busy: read and dropped), a byte each.
+  std::vector<int> held;
+  for (std::uint64_t c : {0, 1, 0}) {
+    held.push_back(data_connection());
+    loop_.feed(held.back(), header(t, c * chunk, chunk) + "x");
+    loop_.advance(500);
+  }
+  loop_.feed(held[0], "x");  // a byte more: held[1] is now the quietest
+  EXPECT_EQ(ctx_->data_connections.load(), 3u);
+  EXPECT_EQ(ctx_->unproven_data_connections.load(), 0u);
+  // A sender's connection comes: held[1] makes room, and lets go of chunk 1 (held for 1 s,
+  // not long enough to be taken over) so that the newcomer can carry it.
+  int sender = data_connection();
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 0u);
+  EXPECT_EQ(ctx_->stats.data_connections_displaced.load(), 1u);
+  EXPECT_EQ(ctx_->data_connections.load(), 3u);
+  loop_.feed(sender, frame(t, chunk, std::string(chunk, 'b')));
+  EXPECT_EQ(acks(sender), std::vector<AckStatus>{AckStatus::kOk});
+  EXPECT_TRUE(acks(held[1]).empty());
+  // Another newcomer, which proves nothing: held[2] is the quietest now, not the sender.
+  loop_.advance(100);
+  int sitting = data_connection();
+  EXPECT_EQ(ctx_->stats.data_connections_displaced.load(), 2u);
+  loop_.feed(held[0], "x");
+  loop_.feed(sender, frame(t, chunk, std::string(chunk, 'b')));  // again: still served
+  EXPECT_EQ(acks(sender), std::vector<AckStatus>{AckStatus::kOk});
+  // At the limit, one that has proven nothing goes before any that has, however quiet.
+  loop_.advance(100);
+  data_connection();
+  EXPECT_EQ(ctx_->stats.data_connections_evicted.load(), 1u);
+  EXPECT_EQ(ctx_->stats.data_connections_displaced.load(), 2u);
+  EXPECT_TRUE(acks(sitting).empty());
+  EXPECT_EQ(ctx_->data_connections.load(), 3u);  // held[0], the sender, the newest
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 0u);
+}
+
 // recv --threads N: an accepted data connection goes to the worker holding the fewest (this
 // one when it is among them), so that a session's streams do not all land on one worker by
 // the luck of SO_REUSEPORT's hash. Handed-over connections count at once; connections that
