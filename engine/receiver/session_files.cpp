@@ -26,6 +26,11 @@ std::string dir_key_of(std::string_view path) {
   return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
 }
 
+// What DONE or CANCEL for a one-chunk file is told: its frame's ack gave its verdict.
+std::string finished_by_its_frame(const IncomingFile& file) {
+  return quote_name(file.path()) + " was already finished when its frame was verified";
+}
+
 }  // namespace
 
 std::optional<RelativePath> ControlSession::checked_path(std::uint64_t id,
@@ -328,8 +333,7 @@ void ControlSession::handle(const DoneRequest& m) {
     case IncomingFile::Verdict::kAlreadyClosed:
       // A one-chunk file is published (or failed) when its frame is verified; no DONE needed.
       files_.erase(it);
-      reply_error(m.id, ErrorCode::kUnknownId,
-                  name + " was already finished when its frame was verified");
+      reply_error(m.id, ErrorCode::kUnknownId, finished_by_its_frame(*file));
       return;
     case IncomingFile::Verdict::kIncomplete:
       files_.erase(it);
@@ -389,6 +393,16 @@ void ControlSession::handle(const CancelRequest& m) {
   SessionFile& f = it->second;
   // Verified and being flushed: too late to cancel; its verdict answers.
   if (f.stage == SessionFile::Stage::kPublishing) return;
+  if (f.stage == SessionFile::Stage::kOpen && f.file->closed()) {
+    // A one-chunk file: its frame's ack gave the verdict (published, or not), and nothing is
+    // left to cancel. It used to be answered "cancelled ... nothing was published" even when
+    // it had been published.
+    worker_.ctx().registry.remove(f.file->token());
+    const std::string why = finished_by_its_frame(*f.file);
+    files_.erase(it);
+    reply_error(m.id, ErrorCode::kUnknownId, why);
+    return;
+  }
   if (f.job) f.job->cancelled = true;
   if (f.file) {
     worker_.ctx().registry.remove(f.file->token());

@@ -819,6 +819,24 @@ TEST_F(DataStreamTest, ConnectionsThatProveNothingAreCappedOldestFirst) {
   EXPECT_EQ(acks(busy), std::vector<AckStatus>{AckStatus::kPublished});
 }
 
+// A CANCEL for a one-chunk file whose frame was acknowledged `published`: the ack was its
+// verdict and nothing is left to cancel, as a DONE for it is told. It used to be answered
+// "cancelled by the sender; nothing was published" about a file that had been published.
+TEST_F(DataStreamTest, ACancelForAOneChunkFileAlreadyPublishedSaysSo) {
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  int d = data_connection();
+  loop_.feed(d, frame(open(s, "SEND 1 a size=5 mode=0644 mtime=1.0 chunk=65536\n"), 0, "aaaaa"));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kPublished});
+  const std::string r = ask(s, "CANCEL 1\n");
+  EXPECT_TRUE(r.starts_with("ERR 1 unknown-id ")) << r;
+  EXPECT_NE(r.find("was already finished when its frame was verified"), std::string::npos) << r;
+  EXPECT_EQ(read_file(dir_ / "a"), "aaaaa");
+  // The id is free again, as after any verdict.
+  loop_.feed(d, frame(open(s, "SEND 1 b size=5 mode=0644 mtime=1.0 chunk=65536\n"), 0, "bbbbb"));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kPublished});
+}
+
 // At the receiver's limit of data connections in all, a newcomer takes the place of the one
 // that has been quiet longest (one that has proven nothing before any). One token proves any
 // number of connections: a peer that sent a frame header into each and then a byte now and
