@@ -31,4 +31,11 @@ inline std::string quote_name(std::string_view raw) {
   return "'" + printable(raw) + "'";
 }
 
+// quote_name() of at most the first `max` bytes, then how long the name is: for log lines a
+// peer can cause many of (a path may be 4,095 bytes, and four times that escaped).
+inline std::string quote_name_cut(std::string_view raw, std::size_t max = 256) {
+  if (raw.size() <= max) return quote_name(raw);
+  return quote_name(raw.substr(0, max)) + "... (" + std::to_string(raw.size()) + " bytes)";
+}
+
 }  // namespace ackxfer

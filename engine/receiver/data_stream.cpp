@@ -278,8 +278,10 @@ bool DataStream::check_first_bytes(std::size_t n) {
   if (!ctx.allow_plain_data) {
     // Frames in clear where data must be encrypted: nothing of it is read.
     ctx.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("refused a data connection from " + peer_ +
-                 ": it did not start TLS, and this receiver runs without --allow-unencrypted");
+    worker_.peer_warning([&] {
+      return "refused a data connection from " + peer_ +
+             ": it did not start TLS, and this receiver runs without --allow-unencrypted";
+    });
     release_claim();
     begin_close(fd_.get());
     return false;
@@ -328,11 +330,14 @@ void DataStream::decrypt(std::size_t n) {
   ReceiverContext& ctx = worker_.ctx();
   if (!tls_->handshake_done()) {
     ctx.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("refused a data connection from " + peer_ + ": " + tls_->error());
+    worker_.peer_warning(
+        [&] { return "refused a data connection from " + peer_ + ": " + tls_->error(); });
   } else {
     ctx.stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("data connection from " + peer_ + ": " + tls_->error() +
-                 "; closing it (the sender sends its unacknowledged chunks again)");
+    worker_.peer_warning([&] {
+      return "data connection from " + peer_ + ": " + tls_->error() +
+             "; closing it (the sender sends its unacknowledged chunks again)";
+    });
   }
   // The frame being received cannot be finished: its claim goes, the alert goes out.
   release_claim();
@@ -609,9 +614,11 @@ void DataStream::end_frame(const std::uint8_t* trailer) {
     if (got != sent) {
       status = AckStatus::kBadDigest;
       worker_.ctx().stats.chunk_digest_mismatches.fetch_add(1, std::memory_order_relaxed);
-      worker_.ctx().log.warn("digest mismatch in " + quote_name(file_->path()) + " at offset " +
-                             std::to_string(header_.offset) + " from " + peer_ +
-                             "; asking the sender to send that chunk again");
+      worker_.peer_warning([&] {
+        return "digest mismatch in " + quote_name_cut(file_->path()) + " at offset " +
+               std::to_string(header_.offset) + " from " + peer_ +
+               "; asking the sender to send that chunk again";
+      });
       file_->finish_chunk(claim_, false, Digest128{});
     } else if (file_->plan().count() == 1) {
       // The only chunk is the whole file: publish it here, on this worker, and say so in the
@@ -628,9 +635,11 @@ void DataStream::end_frame(const std::uint8_t* trailer) {
     }
     file_.reset();
   } else if (status == AckStatus::kWriteFailed) {
-    worker_.ctx().log.warn("could not write " + quote_name(file_->path()) + " at offset " +
-                           std::to_string(header_.offset) + " (from " + peer_ +
-                           "): " + errno_text(write_errno_) + "; the sender is told");
+    worker_.peer_warning([&] {
+      return "could not write " + quote_name_cut(file_->path()) + " at offset " +
+             std::to_string(header_.offset) + " (from " + peer_ + "): " + errno_text(write_errno_) +
+             "; the sender is told";
+    });
     file_->finish_chunk(claim_, false, Digest128{});
     file_.reset();
   } else {
@@ -648,7 +657,8 @@ void DataStream::publish_single(std::size_t seq) {
     ReceiverContext& c = worker_.ctx();
     if (auto* e = std::get_if<FsError>(&r)) {
       c.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
-      c.log.warn("could not publish " + quote_name(file->path()) + ": " + e->what);
+      worker_.peer_warning(
+          [&] { return "could not publish " + quote_name_cut(file->path()) + ": " + e->what; });
       complete_ack(seq, AckStatus::kPublishFailed, e->err);
       return;
     }
@@ -700,9 +710,11 @@ bool DataStream::answered_as_wrong_port(const std::uint8_t* p, std::size_t n) {
       std::memcmp(p, kHello.data(), kHello.size()) != 0)
     return false;
   worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-  worker_.ctx().log.warn("data connection from " + peer_ +
-                         " says HELLO: a sender was given the data port instead of the control "
-                         "port; told it so");
+  worker_.peer_warning([&] {
+    return "data connection from " + peer_ +
+           " says HELLO: a sender was given the data port instead of the control port; told it "
+           "so";
+  });
   acks_out_.write(
       "ERR - unknown-verb this is the data port of an ackxfer-fast receiver; send --to its "
       "control port instead\n");
@@ -713,7 +725,8 @@ bool DataStream::answered_as_wrong_port(const std::uint8_t* p, std::size_t n) {
 
 void DataStream::fail(const std::string& why) {
   worker_.ctx().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-  worker_.ctx().log.warn("data connection from " + peer_ + ": " + why + "; closing it");
+  worker_.peer_warning(
+      [&] { return "data connection from " + peer_ + ": " + why + "; closing it"; });
   ack(AckStatus::kProtocol);
   close_after_acks();
   flush_acks();

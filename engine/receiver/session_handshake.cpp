@@ -70,7 +70,8 @@ bool ControlSession::decrypt_input(std::size_t n) {
   } else {
     ReceiverContext& ctx = worker_.ctx();
     ctx.stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("session from " + peer_ + ": " + tls_->error() + "; closing");
+    worker_.peer_warning(
+        [&] { return "session from " + peer_ + ": " + tls_->error() + "; closing"; });
     log_end(tls_->error());
   }
   // The alert (if any) goes out; nothing more is read or answered.
@@ -97,9 +98,11 @@ void ControlSession::handle(const HelloRequest& m) {
     // anyway. Either way both sides say what they do, and neither can be talked down.
     if (tls_ && !ctx.allow_plain_data) {
       ctx.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
-      ctx.log.warn("refused a session from " + peer_ +
-                   ": it asked for data in clear (send --no-encryption), and this receiver "
-                   "runs without --allow-unencrypted");
+      worker_.peer_warning([&] {
+        return "refused a session from " + peer_ +
+               ": it asked for data in clear (send --no-encryption), and this receiver runs "
+               "without --allow-unencrypted";
+      });
       reply_error(std::nullopt, ErrorCode::kPlainRefused,
                   "this receiver does not take file data in clear: run send without "
                   "--no-encryption, or recv with --allow-unencrypted");
@@ -132,7 +135,8 @@ std::string ControlSession::data_encryption() const {
 void ControlSession::refuse_auth(const std::string& why) {
   ReceiverContext& ctx = worker_.ctx();
   ctx.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
-  ctx.log.warn("refused a session from " + peer_ + ": " + control_free(why));
+  worker_.peer_warning(
+      [&] { return "refused a session from " + peer_ + ": " + control_free(why); });
 }
 
 }  // namespace ackxfer

@@ -233,6 +233,13 @@ void Worker::tick_all() {
              std::to_string(ctx_.max_sessions_awaiting_hello) + ")";
     });
   }
+  if (peer_warnings_dropped_ > 0)
+    ctx_.log.warn(counted(peer_warnings_dropped_, "more warning", "more warnings") +
+                  " about peers' connections, frames or lines in the last second not logged (at "
+                  "most " +
+                  std::to_string(kPeerWarningsPerSecond) + " a second from each receiver thread)");
+  peer_warnings_ = 0;
+  peer_warnings_dropped_ = 0;
   // tick() may close an object, but closing only defers its release: iterating is safe.
   for (auto& [raw, obj] : objects_)
     raw->tick(now);

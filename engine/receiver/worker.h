@@ -68,6 +68,22 @@ class Worker {
 
   ReceiverContext& ctx() { return ctx_; }
   Loop& loop() { return loop_; }
+
+  // Warnings a peer can cause once per connection, frame or line (a refused connection, a
+  // digest mismatch, a refused SEND): at most kPeerWarningsPerSecond from this worker each
+  // second; the rest are counted and summed up in one line at the next tick. A peer sending
+  // 65-byte frames with wrong digests for a file with a long name used to have the receiver
+  // log a line of up to 16 KB for each, flooding the log and holding every worker on its lock.
+  static constexpr unsigned kPeerWarningsPerSecond = 20;
+  template <typename MakeText>
+  void peer_warning(MakeText&& make_text) {
+    if (peer_warnings_ < kPeerWarningsPerSecond) {
+      ++peer_warnings_;
+      ctx_.log.warn(make_text());  // built only when it is logged
+    } else {
+      ++peer_warnings_dropped_;
+    }
+  }
   unsigned index() const { return index_; }
   bool stopping() const { return shutting_down_; }
 
@@ -182,6 +198,8 @@ class Worker {
   std::uint64_t refused_logged_ = 0;  // data connections refused, as of the last warning
   std::uint64_t evicted_logged_ = 0;
   std::uint64_t displaced_logged_ = 0;
+  unsigned peer_warnings_ = 0;                 // logged since the last tick
+  std::uint64_t peer_warnings_dropped_ = 0;    // not logged since the last tick
   std::uint64_t reads_declined_logged_ = 0;    // skip=xxh3 checks not read again, likewise
   std::uint64_t sessions_evicted_logged_ = 0;  // unproven ones closed for newer ones, likewise
   std::vector<std::uint8_t> tls_plain_;        // sized on first use

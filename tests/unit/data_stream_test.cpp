@@ -819,6 +819,49 @@ TEST_F(DataStreamTest, ConnectionsThatProveNothingAreCappedOldestFirst) {
   EXPECT_EQ(acks(busy), std::vector<AckStatus>{AckStatus::kPublished});
 }
 
+// What a peer can make the receiver warn about once per frame (here a digest mismatch, 65
+// bytes a frame) is logged at most Worker::kPeerWarningsPerSecond times a second per worker,
+// the rest summed up in one line at the next tick, and a long name is cut short. Each such
+// frame for a file with a long name that needs escaping used to log a line of up to 16 KB.
+TEST_F(DataStreamTest, APeerCannotFloodTheLogWithWarnings) {
+  const std::string component(250, '\x01');
+  const std::string raw = component + "/" + component + "/" + component;
+  std::string wire;
+  for (char c : raw)
+    wire += c == '\x01' ? std::string("\\x01") : std::string(1, c);
+  const std::uint64_t chunk = 65536;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const Token t = open(s, "SEND 1 " + wire + " size=" + std::to_string(chunk + 1) +
+                              " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  int d = data_connection();
+  const std::size_t before = warnings_.size();
+  const int frames = 100;
+  std::string bad;
+  for (int i = 0; i < frames; ++i)
+    bad += header(t, chunk, 1) + "x" + std::string(16, '\0');  // a wrong trailer
+  loop_.feed(d, bad);
+  EXPECT_EQ(acks(d), std::vector<AckStatus>(frames, AckStatus::kBadDigest));
+  EXPECT_EQ(ctx_->stats.chunk_digest_mismatches.load(), static_cast<std::uint64_t>(frames));
+  std::size_t logged = 0;
+  for (std::size_t i = before; i < warnings_.size(); ++i) {
+    EXPECT_LT(warnings_[i].size(), 1500u) << "the name cut short";
+    logged += warnings_[i].find("digest mismatch") != std::string::npos;
+  }
+  EXPECT_EQ(logged, Worker::kPeerWarningsPerSecond);
+  EXPECT_NE(warnings_.back().find("(752 bytes)"), std::string::npos) << warnings_.back();
+  loop_.advance(1'000);  // the tick sums up the rest
+  const std::string rest =
+      std::to_string(frames - Worker::kPeerWarningsPerSecond) + " more warnings";
+  EXPECT_TRUE(std::any_of(warnings_.begin() + static_cast<std::ptrdiff_t>(before), warnings_.end(),
+                          [&](const std::string& w) { return w.starts_with(rest); }))
+      << warnings_.back();
+  // The next second has its own allowance.
+  loop_.feed(d, header(t, chunk, 1) + "x" + std::string(16, '\0'));
+  EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kBadDigest});
+  EXPECT_NE(warnings_.back().find("digest mismatch"), std::string::npos) << warnings_.back();
+}
+
 // A CANCEL for a one-chunk file whose frame was acknowledged `published`: the ack was its
 // verdict and nothing is left to cancel, as a DONE for it is told. It used to be answered
 // "cancelled by the sender; nothing was published" about a file that had been published.
