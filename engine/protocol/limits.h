@@ -139,6 +139,11 @@ inline constexpr std::int64_t kBusyMaxDelayMs = 2'000;
 
 // ---- Data connections ----
 inline constexpr std::size_t kMaxPendingAckBytes = 64 * 1024;  // receiver stops reading past it
+// Reading stops between receive buffers, and one buffer (1 MiB) of 65-byte frames makes 640 KB
+// of acks: a connection whose unsent acks pass this, within one buffer, is closed as not
+// reading them. A sender has at most a window of frames in flight (2,048 one-chunk files:
+// 80 KB of acks), and the kernel's socket buffers take acks before any wait here.
+inline constexpr std::size_t kMaxUnreadAckBytes = 4 * kMaxPendingAckBytes;
 
 // ---- Sender ----
 inline constexpr int kMaxFileAttempts = 3;  // whole-file sends of one file

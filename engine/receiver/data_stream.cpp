@@ -503,6 +503,11 @@ bool DataStream::consume(const std::uint8_t* p, std::size_t n) {
           if (!begin_frame(whole)) return false;
         } else {
           end_frame(whole);
+          if (acks_out_.pending_bytes() + acks_.size() * kFrameAckBytes > kMaxUnreadAckBytes) {
+            fail("it does not read its acks (" + std::to_string(kMaxUnreadAckBytes / 1024) +
+                 " KiB of them unsent)");
+            return false;
+          }
         }
         break;
       }

@@ -741,6 +741,43 @@ TEST_F(DataStreamTest, ARefusedConnectionWhosePeerNeverReadsIsGoneByTheClosingDe
   EXPECT_EQ(worker_->object_count(), 1u);
 }
 
+// Reading stops while kMaxPendingAckBytes of acks wait, but only between receive buffers: one
+// buffer of 65-byte frames from a peer that never reads made some 640 KB of acks. Past
+// kMaxUnreadAckBytes the connection is closed as not reading them; a sender's window of frames
+// (2,048 one-chunk files) stays well within it.
+TEST_F(DataStreamTest, AConnectionThatNeverReadsItsAcksHoldsABoundedAmountOfThem) {
+  const std::uint64_t chunk = 65536;
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const Token t = open(s, "SEND 1 f size=" + std::to_string(chunk + 1) +
+                              " mode=0644 mtime=1.0 chunk=" + std::to_string(chunk) + "\n");
+  const std::string one = header(t, chunk, 1) + "x" + std::string(16, '\0');  // a wrong digest
+  auto mismatches = [&] { return ctx_->stats.chunk_digest_mismatches.load(); };
+  // A window's worth, unread: kept open.
+  int d = data_connection();
+  loop_.set_reading(d, false);
+  std::string window;
+  for (int i = 0; i < 2048; ++i)
+    window += one;
+  loop_.feed(d, window);
+  EXPECT_EQ(mismatches(), 2048u);
+  EXPECT_EQ(ctx_->stats.protocol_errors.load(), 0u);
+  EXPECT_EQ(worker_->object_count(), 3u);  // the housekeeper, the session, the connection
+  // A megabyte of them, unread: closed once kMaxUnreadAckBytes wait, the rest not parsed.
+  int e = data_connection();
+  loop_.set_reading(e, false);
+  std::string flood;
+  while (flood.size() + one.size() <= (1u << 20))
+    flood += one;
+  loop_.feed(e, flood);
+  const std::uint64_t parsed = mismatches() - 2048;
+  EXPECT_LE(parsed, kMaxUnreadAckBytes / kFrameAckBytes + 1);
+  EXPECT_GT(parsed, kMaxUnreadAckBytes / kFrameAckBytes - 1024) << "at the limit, not before";
+  EXPECT_EQ(ctx_->stats.protocol_errors.load(), 1u);  // its warning is past this second's share
+  loop_.advance(kMaxClosingMs + 1'500);
+  EXPECT_EQ(worker_->object_count(), 3u) << "the flooding connection is gone, the other stays";
+}
+
 // recv --fsync: a one-chunk file's `published` ack waits until the file is on stable storage,
 // and the acks of the frames behind it wait with it: acks stay in frame order.
 TEST_F(DataStreamTest, WithFsyncAPublishedAckWaitsForTheFlushAndKeepsItsPlace) {
