@@ -194,7 +194,9 @@ class ControlSession final : public WorkerObject {
   bool report_local_work();
   // Raises the open-file credit by what the session has delivered; tells the sender (CREDIT).
   void refresh_credit();
-  // Forgets files that data streams have published or failed (one-chunk files).
+  // Forgets files that data streams have published or failed (one-chunk files): each holds its
+  // temp file's fd and a place in the receiver's open-file budget until then. Done when the
+  // session reaches its credit, when the budget is full, and at the tick after any verdict.
   void sweep_closed_files();
   // `keep`: resumable partials with journaled chunks stay for a later attempt (the session was
   // lost or the receiver is stopping), rather than being removed (BYE, CANCEL).
@@ -268,7 +270,8 @@ class ControlSession final : public WorkerObject {
   std::unordered_map<std::uint64_t, SessionFile> files_;
   std::size_t credit_ = kInitialOpenFiles;  // files that may be open at once
   std::size_t credit_announced_ = kInitialOpenFiles;
-  std::uint64_t skipped_ = 0;  // files found already there (they earn credit too)
+  std::uint64_t skipped_ = 0;         // files found already there (they earn credit too)
+  std::uint64_t verdicts_swept_ = 0;  // the session's verdicts (totals_) at the last sweep
   DirectoryMetadata dirs_;
   std::vector<DirectoryMetadata::Entry> dirs_to_apply_;  // after BYE, deepest first
   std::size_t dirs_applied_ = 0;

@@ -89,6 +89,11 @@ void ControlSession::handle(const SendRequest& m) {
   // Every temp file is an fd: the receiver's total is bounded, whichever sessions hold them.
   OpenFileSlot slot = OpenFileSlot::take(ctx.open_files, ctx.max_open_files);
   if (!slot) {
+    // This session's own finished one-chunk files may be what fills the budget.
+    sweep_closed_files();
+    slot = OpenFileSlot::take(ctx.open_files, ctx.max_open_files);
+  }
+  if (!slot) {
     ctx.stats.files_refused_busy.fetch_add(1, std::memory_order_relaxed);
     reply_error(m.id, ErrorCode::kBusy,
                 "the receiver has its maximum of " + std::to_string(ctx.max_open_files) +
@@ -438,6 +443,8 @@ void ControlSession::refresh_credit() {
 }
 
 void ControlSession::sweep_closed_files() {
+  verdicts_swept_ = totals_->files.load(std::memory_order_relaxed) +
+                    totals_->failed.load(std::memory_order_relaxed);
   std::erase_if(files_, [](const auto& kv) {
     return kv.second.stage == SessionFile::Stage::kOpen && kv.second.file->closed();
   });

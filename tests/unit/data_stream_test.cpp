@@ -899,6 +899,41 @@ TEST_F(DataStreamTest, APeerCannotFloodTheLogWithWarnings) {
   EXPECT_NE(warnings_.back().find("digest mismatch"), std::string::npos) << warnings_.back();
 }
 
+// A one-chunk file published by its data stream keeps its temp file's fd and its place in the
+// receiver's open-file budget until its session forgets it. Sessions used to forget such files
+// only on reaching their credit (up to 2,048): with the budget full of them (half the fd
+// limit), SEND got `busy` in the session holding them and in every other, for good.
+TEST_F(DataStreamTest, FilesPublishedByTheirFramesLetGoOfTheirOpenFilePlaces) {
+  ctx_->max_open_files = 3;
+  int a = session();
+  ask(a, "HELLO ackxfer 2\n");
+  int d = data_connection();
+  auto deliver = [&](int s, int id) {
+    const std::string name = "f" + std::to_string(id);
+    const std::string r = ask(
+        s, "SEND " + std::to_string(id) + " " + name + " size=1 mode=0644 mtime=1.0 chunk=65536\n");
+    if (!r.starts_with("READY ")) return r;
+    loop_.feed(d, frame(token_of(r), 0, "x"));
+    EXPECT_EQ(acks(d), std::vector<AckStatus>{AckStatus::kPublished});
+    return std::string("published");
+  };
+  for (int id = 1; id <= 3; ++id)
+    EXPECT_EQ(deliver(a, id), "published");
+  EXPECT_EQ(ctx_->open_files.load(), 3u) << "each still held by the session";
+  // The session that holds them makes room for itself.
+  EXPECT_EQ(deliver(a, 4), "published");
+  // Another session finds the budget taken by the first one's finished files: busy, until the
+  // first one's next tick lets go of them.
+  int b = session();
+  ask(b, "HELLO ackxfer 2\n");
+  EXPECT_EQ(deliver(a, 5), "published");
+  EXPECT_EQ(deliver(a, 6), "published");
+  EXPECT_TRUE(deliver(b, 1).starts_with("ERR 1 busy")) << "the budget is full";
+  loop_.advance(1'000);
+  EXPECT_EQ(ctx_->open_files.load(), 0u);
+  EXPECT_EQ(deliver(b, 2), "published");
+}
+
 // A CANCEL for a one-chunk file whose frame was acknowledged `published`: the ack was its
 // verdict and nothing is left to cancel, as a DONE for it is told. It used to be answered
 // "cancelled by the sender; nothing was published" about a file that had been published.
