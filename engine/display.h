@@ -31,6 +31,13 @@ inline std::string quote_name(std::string_view raw) {
   return "'" + printable(raw) + "'";
 }
 
+// `text` cut to `max` bytes with "..." after: for log lines a peer can cause many of, whose
+// text holds names (quote_name) or the peer's own words.
+inline std::string cut_for_log(std::string text, std::size_t max = 2048) {
+  if (text.size() > max) text = text.substr(0, max) + "...";
+  return text;
+}
+
 // quote_name() of at most the first `max` bytes, then how long the name is: for log lines a
 // peer can cause many of (a path may be 4,095 bytes, and four times that escaped).
 inline std::string quote_name_cut(std::string_view raw, std::size_t max = 256) {

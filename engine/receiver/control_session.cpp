@@ -466,10 +466,8 @@ void ControlSession::refuse(std::uint64_t id, ErrorCode code, std::string messag
   // Names in `message` were made printable where it was built (quote_name); in the log it is
   // cut short (a name may be 16 KB escaped), and logged within the worker's rate.
   worker_.peer_warning([&] {
-    constexpr std::size_t kMaxLogged = 1024;
-    std::string text = control_free(message);
-    if (text.size() > kMaxLogged) text = text.substr(0, kMaxLogged) + "...";
-    return "session from " + peer_ + ": refused: " + std::string(wire_name(code)) + ": " + text;
+    return "session from " + peer_ + ": refused: " + std::string(wire_name(code)) + ": " +
+           cut_for_log(control_free(message));
   });
   reply_error(id, code, std::move(message));
 }

@@ -66,8 +66,10 @@ void DataStream::finish_legacy(bool clean_eof, const std::string& why) {
   std::string name = quote_name(u->path);
   if (!clean_eof) {
     ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("legacy file " + name + " from " + peer_ + " not published: " + why + " after " +
-                 std::to_string(legacy_bytes_) + " bytes");
+    worker_.peer_warning([&] {
+      return "legacy file " + quote_name_cut(u->path) + " from " + peer_ +
+             " not published: " + why + " after " + std::to_string(legacy_bytes_) + " bytes";
+    });
     return;  // the temp file goes with `u`
   }
   timespec now{};

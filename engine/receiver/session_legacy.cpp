@@ -17,7 +17,7 @@ void ControlSession::handle_legacy_send(std::string_view name) {
   stop_awaiting();
   auto refuse_legacy = [&](ErrorCode code, const std::string& why) {
     ctx.stats.legacy_refused.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("legacy client " + peer_ + ": " + why);
+    worker_.peer_warning([&] { return "legacy client " + peer_ + ": " + cut_for_log(why); });
     reply_error(std::nullopt, code, why);
     close_after_flush();
   };
@@ -25,7 +25,7 @@ void ControlSession::handle_legacy_send(std::string_view name) {
   std::string path(name);
   auto checked = validate_relative_path(path);
   if (auto* why = std::get_if<std::string>(&checked))
-    return refuse_legacy(ErrorCode::kBadPath, "refused 'SEND " + printable(path) + "': " + *why);
+    return refuse_legacy(ErrorCode::kBadPath, "refused SEND " + quote_name_cut(path) + ": " + *why);
   OpenFileSlot slot = OpenFileSlot::take(ctx.open_files, ctx.max_open_files);
   if (!slot)
     return refuse_legacy(ErrorCode::kBusy,

@@ -184,7 +184,10 @@ void ControlSession::apply_dirs_slice() {
     if (!std::holds_alternative<RelativePath>(valid)) continue;
     auto r = ctx.destination.set_directory_metadata(
         std::get<RelativePath>(valid), mine ? std::optional(d.mode) : std::nullopt, d.mtime);
-    if (auto* e = std::get_if<FsError>(&r)) ctx.log.warn("session from " + peer_ + ": " + e->what);
+    // A peer can make every one of its directories fail here (a link it made in the tree,
+    // pointed elsewhere before BYE): within the worker's rate of such warnings.
+    if (auto* e = std::get_if<FsError>(&r))
+      worker_.peer_warning([&] { return "session from " + peer_ + ": " + cut_for_log(e->what); });
   }
   local_activity_ms_ = loop_.now_ms();
   if (dirs_applied_ < dirs_to_apply_.size()) {

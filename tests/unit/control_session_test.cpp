@@ -647,6 +647,18 @@ TEST_F(ControlSessionTest, ASendNamedLikeTheReceiversTempFilesIsRefused) {
 }
 
 // A name carrying a newline cannot forge a line in the receiver's log.
+// A name in a log line a peer can cause is cut short: a classic client's `SEND <name>` with a
+// name too long for the path rule (the classic line has no escapes, and no line limit of its
+// own before this check) used to be logged whole, up to four times its 33 KB escaped.
+TEST_F(ControlSessionTest, ALongNameIsCutShortInTheLog) {
+  make_receiver([](ReceiverOptions& o) { o.legacy = true; });
+  int s = session();
+  ask(s, "SEND " + std::string(5000, '\x01') + "\n");
+  ASSERT_FALSE(warnings_.empty());
+  EXPECT_LT(warnings_.back().size(), 2500u);
+  EXPECT_NE(warnings_.back().find("(5000 bytes)"), std::string::npos) << warnings_.back();
+}
+
 TEST_F(ControlSessionTest, PeerNamesInTheLogAreEscaped) {
   int s = session();
   ask(s, "HELLO ackxfer 2\n");
