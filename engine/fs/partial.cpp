@@ -136,11 +136,29 @@ std::string_view base_of(std::string_view name, std::string_view suffix) {
   return is_hex16(base.substr(kTempPrefix.size())) ? base : std::string_view();
 }
 
+// A plain file this receiver's user owns, with no other name: what the receiver itself makes
+// (Destination::open_partial asks the same of a partial before it resumes one). The header is
+// only a hash anyone can compute: another user's file of that shape, in a directory where the
+// receiver may remove it (sticky, or the receiver running as root), is not ours to remove.
+bool plainly_ours(const struct stat& st) {
+  return S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_uid == geteuid();
+}
+
+// Whether `name` in `dir` is still the file `was` describes, unchanged since (same inode and
+// mtime): what was decided about it still holds. A transfer that started on it meanwhile
+// rewrites the journal (its mtime moves) or makes a new partial (another inode).
+bool still(int dir, const std::string& name, const struct stat& was) {
+  struct stat now {};
+  return fstatat(dir, name.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == was.st_dev &&
+         now.st_ino == was.st_ino && now.st_mtim.tv_sec == was.st_mtim.tv_sec &&
+         now.st_mtim.tv_nsec == was.st_mtim.tv_nsec;
+}
+
 // Whether the journal `name` in `dir` is one of ours: our header, naming a file whose partial
 // base is this journal's.
 bool journal_is_ours(int dir, const std::string& name, std::string_view base, struct stat& st) {
   UniqueFd f(openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (!f || fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (!f || fstat(f.get(), &st) != 0 || !plainly_ours(st)) return false;
   std::string head(kHeaderReadBytes, '\0');
   ssize_t n = pread(f.get(), head.data(), head.size(), 0);
   if (n <= 0) return false;
@@ -189,14 +207,20 @@ void sweep_dir(int dir_fd, int depth, std::int64_t cutoff, const std::atomic<boo
     // the lock), and no transfer can start using it while we decide.
     UniqueFd p(openat(self, part.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     struct stat pst {};
-    bool have_part = p && fstat(p.get(), &pst) == 0 && S_ISREG(pst.st_mode);
+    bool have_part = p && fstat(p.get(), &pst) == 0;
+    if (have_part && !plainly_ours(pst)) {
+      out.left_unproven += 2;  // not a file the receiver made: it and its journal stay
+      continue;
+    }
     if (have_part && flock(p.get(), LOCK_EX | LOCK_NB) != 0) continue;
     if (jst.st_mtim.tv_sec > cutoff || (have_part && pst.st_mtim.tv_sec > cutoff)) continue;
-    if (have_part && unlinkat(self, part.c_str(), 0) == 0) {
+    // Removed by name: only if each name still holds what was judged (workers serve sessions
+    // while this runs).
+    if (have_part && still(self, part, pst) && unlinkat(self, part.c_str(), 0) == 0) {
       ++out.removed;
       out.bytes += static_cast<std::uint64_t>(pst.st_size);
     }
-    if (unlinkat(self, j.c_str(), 0) == 0) ++out.removed;
+    if (still(self, j, jst) && unlinkat(self, j.c_str(), 0) == 0) ++out.removed;
   }
   for (const std::string& p : parts)
     if (std::find(proven_parts.begin(), proven_parts.end(), p) == proven_parts.end())

@@ -311,6 +311,37 @@ TEST_F(PartialTest, Sweep_LeavesFilesNamedLikeOursAloneWhenNothingProvesThem) {
   EXPECT_EQ(names().size(), 5u);
 }
 
+// A journal proves a partial ours by a header anyone can write (a hash of the name), so the
+// sweep also asks what open_partial asks before resuming one: a plain file of the receiver's
+// user with no other name. It used to remove another user's files of that shape wherever the
+// receiver could (a sticky directory, or a receiver running as root), and a name of a hard link.
+TEST_F(PartialTest, Sweep_LeavesAnotherUsersFilesAndHardLinksAlone) {
+  auto keep = [&](const std::string& name) {
+    auto p = dest_->open_partial(dir_, name, kSize, Mtime{1, 0}, kChunk, kChunk);
+    std::get<Destination::Partial>(p).temp.keep();
+    return root_ / partial_base_name(name);
+  };
+  const fs::path linked = keep("linked");
+  ASSERT_EQ(::link((linked.string() + ".part").c_str(), (root_ / "a-users-link").c_str()), 0);
+  const fs::path mine = keep("mine");
+  std::size_t others = 0;
+  if (geteuid() == 0) {  // only root can give a file to another user
+    const fs::path theirs = keep("theirs");
+    for (const char* suffix : {".part", ".journal"})
+      ASSERT_EQ(::chown((theirs.string() + suffix).c_str(), 65534, 65534), 0);
+    others = 1;
+  }
+  std::atomic<bool> stop{false};
+  age(root_, 1000);
+  auto r = sweep_stale_partials(dir_->get(), 5, stop);
+  EXPECT_EQ(r.removed, 2u) << "mine, and nothing else";
+  EXPECT_EQ(r.left_unproven, 2u + 2 * others);  // files, each journal and partial
+  EXPECT_FALSE(fs::exists(mine.string() + ".part"));
+  EXPECT_TRUE(fs::exists(linked.string() + ".part"));
+  EXPECT_TRUE(fs::exists(linked.string() + ".journal"));
+  EXPECT_EQ(names().size(), 3u + 2 * others);  // linked's two, the link, theirs' two
+}
+
 // A partial's name is predictable. Whatever is put at it, publish never puts that under the
 // final name: what gets there is the file this receiver wrote (and verified), or nothing.
 TEST_F(PartialTest, Publish_NeverPublishesAFileThatReplacedItsTempName) {
