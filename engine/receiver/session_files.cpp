@@ -127,8 +127,14 @@ bool ControlSession::try_skip(const SendRequest& m, const RelativePath& rel, Ope
   if (m.skip == SkipPolicy::kSizeMtime) {
     if (st.st_mtim.tv_sec != m.mtime.sec || st.st_mtim.tv_nsec != static_cast<long>(m.mtime.nsec))
       return false;
-    // Same content as far as size and mtime tell; bring the mode in line if it differs.
-    if ((st.st_mode & 0777) != (m.mode & 0777)) fchmod(fd.get(), m.mode & 0777);
+    // Same content as far as size and mtime tell; bring the mode in line if it differs. Not
+    // through another name: a hard link's inode may be a file outside --dir (someone with a
+    // shell there linked it in), and its mode is not the sender's to set. Such a file is sent
+    // instead, and publishing replaces this name with a file of its own.
+    if ((st.st_mode & 0777) != (m.mode & 0777)) {
+      if (st.st_nlink != 1) return false;
+      fchmod(fd.get(), m.mode & 0777);
+    }
     reply_skipped(m.id);
     return true;
   }

@@ -647,6 +647,40 @@ TEST_F(ControlSessionTest, ASendNamedLikeTheReceiversTempFilesIsRefused) {
 }
 
 // A name carrying a newline cannot forge a line in the receiver's log.
+// A skip by size and mtime brings the mode in line with the sender's in place. Through a hard
+// link, that changed a file outside --dir (a local user can link one in): such a file is sent
+// instead, and publishing gives the name a file of its own; the other name keeps its mode.
+TEST_F(ControlSessionTest, ASkipDoesNotChangeTheModeOfAFileThroughAHardLink) {
+  const fs::path outside = dir_.string() + "-outside";
+  {
+    std::ofstream out(outside, std::ios::binary);
+    out << "12345";
+  }
+  ASSERT_EQ(::chmod(outside.c_str(), 0600), 0);
+  timespec times[2] = {{1, 0}, {1, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, outside.c_str(), times, 0), 0);
+  ASSERT_EQ(::link(outside.c_str(), (dir_ / "f").c_str()), 0);
+  int s = session();
+  ask(s, "HELLO ackxfer 2\n");
+  const std::string r = ask(s, "SEND 1 f size=5 mode=0644 mtime=1.0 chunk=65536 skip=size-mtime\n");
+  EXPECT_TRUE(r.starts_with("READY 1 ")) << r;
+  struct stat st {};
+  ASSERT_EQ(::stat(outside.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  fs::remove(outside);
+  // A file with one name is brought in line and skipped, as before.
+  ASSERT_EQ(::unlink((dir_ / "f").c_str()), 0);
+  {
+    std::ofstream out(dir_ / "g", std::ios::binary);
+    out << "12345";
+  }
+  ASSERT_EQ(::utimensat(AT_FDCWD, (dir_ / "g").c_str(), times, 0), 0);
+  EXPECT_EQ(ask(s, "SEND 2 g size=5 mode=0604 mtime=1.0 chunk=65536 skip=size-mtime\n"),
+            "OK 2 skipped=1\n");
+  ASSERT_EQ(::stat((dir_ / "g").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0604u);
+}
+
 // A name in a log line a peer can cause is cut short: a classic client's `SEND <name>` with a
 // name too long for the path rule (the classic line has no escapes, and no line limit of its
 // own before this check) used to be logged whole, up to four times its 33 KB escaped.
