@@ -90,6 +90,11 @@ void DataStream::uncount() {
   worker_.ctx().data_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void DataStream::heard() {
+  last_bytes_ms_ = loop_.now_ms();
+  if (proven_pos_) worker_.heard_from(*proven_pos_);
+}
+
 void DataStream::uncount_unproven() {
   if (!unproven_pos_) return;
   worker_.untrack_unproven(*unproven_pos_);
@@ -211,7 +216,7 @@ void DataStream::on_complete(unsigned op, const Completion& c) {
     ended(c.res);
     return;
   }
-  last_bytes_ms_ = loop_.now_ms();
+  heard();
   if (op == kRecvExact) {
     consume(scratch_.data(), static_cast<std::size_t>(c.res));
   } else if (op == kSpliceIn) {
@@ -236,7 +241,7 @@ void DataStream::ended(int res) {
 
 void DataStream::on_bytes(const Completion& c) {
   // With TLS, what counts is plaintext (decrypt): key updates alone are no activity.
-  if (c.res > 0 && !tls_) last_bytes_ms_ = loop_.now_ms();
+  if (c.res > 0 && !tls_) heard();
   if (!c.more) recv_armed_ = false;
   if (tls_ && c.res > 0 && !first_bytes_seen_) {
     first_bytes_seen_ = true;
@@ -313,7 +318,7 @@ void DataStream::decrypt(std::size_t n) {
     // Until the handshake is done, reading drives it and yields nothing.
     st = tls_->read(tls_->handshake_done() ? plain.subspan(have) : plain.first(0), got);
     have += got;
-    if (got > 0) last_bytes_ms_ = loop_.now_ms();
+    if (got > 0) heard();
     if (have > 0 && (have == plain.size() || st != TlsChannel::Status::kOk)) {
       consume(plain.data(), have);
       have = 0;

@@ -32,6 +32,7 @@ class DataStream final : public WorkerObject {
   // unproven or at all, from here on.
   void evict();
   std::int64_t last_bytes_ms() const { return last_bytes_ms_; }
+  bool owes_acks() const { return !acks_.empty() || acks_out_.pending_bytes() > 0; }
 
  private:
   enum Op : unsigned { kRecv = 1, kSend = 2, kRecvExact = 3, kSpliceIn = 4, kSpliceOut = 5 };
@@ -78,6 +79,7 @@ class DataStream final : public WorkerObject {
   void proven();  // a frame named an open file: no longer counted unproven
   void uncount_unproven();
   void uncount();  // no longer counted among the receiver's data connections
+  void heard();    // bytes arrived: last_bytes_ms_, and its place in the worker's proven list
   // Reads no more; closes once the acks queued so far are out, or after kMaxClosingMs.
   void close_after_acks();
   // The frame's file closed under it: lets go of the file, the rest of the frame is dropped.

@@ -385,7 +385,8 @@ void ControlSession::published(std::uint64_t id, const std::variant<std::monosta
   ReceiverContext& ctx = worker_.ctx();
   if (auto* e = std::get_if<FsError>(&r)) {
     ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
-    ctx.log.warn("session from " + peer_ + ": could not publish: " + e->what);
+    worker_.peer_warning(
+        [&] { return "session from " + peer_ + ": could not publish: " + cut_for_log(e->what); });
     reply_error(id, error_code_from_errno(e->err), e->what);
   } else {
     ctx.stats.files_published.fetch_add(1, std::memory_order_relaxed);

@@ -164,9 +164,18 @@ void Worker::adopt_data_connection(UniqueFd fd, bool handed) {
 
 DataStream* Worker::quietest_data_connection() const {
   if (!unproven_.empty()) return unproven_.front();
+  // Quietest first. One that owes acks (a sender waiting on a durable publish, say) would lose
+  // them with the connection and send those chunks again: among the first few quiet ones, one
+  // that owes none goes first. A bounded look, so that a newcomer costs no scan of thousands.
+  constexpr int kLookAt = 16;
+  const std::int64_t now = loop_.now_ms();
   DataStream* quietest = nullptr;
-  for (DataStream* d : proven_)
-    if (!quietest || d->last_bytes_ms() < quietest->last_bytes_ms()) quietest = d;
+  int looked = 0;
+  for (DataStream* d : proven_) {
+    if (now - d->last_bytes_ms() < kStaleClaimMs || looked++ == kLookAt) break;
+    if (!d->owes_acks()) return d;
+    if (!quietest) quietest = d;
+  }
   return quietest;
 }
 
@@ -183,9 +192,11 @@ void Worker::tick_all() {
   std::int64_t now = loop_.now_ms();
   if (ctx_.legacy_enabled)
     for (auto& u : ctx_.legacy.expire(now))
-      ctx_.log.warn("legacy client " + u->peer + " got READY for " + quote_name(u->path) +
-                    " but no data connection came from its address within " +
-                    std::to_string(kLegacyConnectTimeoutMs / 1000) + " s; dropped it");
+      peer_warning([&] {
+        return "legacy client " + u->peer + " got READY for " + quote_name_cut(u->path) +
+               " but no data connection came from its address within " +
+               std::to_string(kLegacyConnectTimeoutMs / 1000) + " s; dropped it";
+      });
   if (index_ == 0 && !ctx_.discard && !ctx_.failure()) {
     // Files go where --dir was at start; if that path now names something else, they would go
     // on landing out of sight. Stop (a service manager starts it again on the new one).

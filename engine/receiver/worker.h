@@ -107,9 +107,9 @@ class Worker {
   // connection this worker holds that has been quiet longest makes room: one token is enough
   // to prove any number of connections, and a peer that trickled a byte into each before its
   // deadline used to hold every place for as long as it liked, keeping every sender's data
-  // connections out. A sender whose connection is moving data is not the quietest. `fd` closes at
-  // once only if this worker has nothing to make room with. `handed`: another worker counted it in
-  // this one's load (take_data_connection).
+  // connections out. A connection that has received bytes within kStaleClaimMs is never made to
+  // room: `fd` closes at once if this worker has nothing else to make room with. `handed`:
+  // another worker counted it in this one's load (take_data_connection).
   void adopt_data_connection(UniqueFd fd, bool handed = false);
   // A data connection of this worker's is gone (DataStream's destructor).
   void data_connection_gone() { count(&ReceiverContext::WorkerLoad::data, -1); }
@@ -123,11 +123,13 @@ class Worker {
     count(&ReceiverContext::WorkerLoad::unproven, -1);
     unproven_.erase(it);
   }
-  // This worker's data connections that have proven themselves (in no order): at the limit of
-  // data connections in all, the quietest of them makes room for a newcomer.
+  // This worker's data connections that have proven themselves, in the order they last
+  // received bytes, quietest first: at the limit of data connections in all, a quiet one makes
+  // room for a newcomer.
   using ProvenList = std::list<DataStream*>;
   ProvenList::iterator track_proven(DataStream* d) { return proven_.insert(proven_.end(), d); }
   void untrack_proven(ProvenList::iterator it) { proven_.erase(it); }
+  void heard_from(ProvenList::iterator it) { proven_.splice(proven_.end(), proven_, it); }
   // This worker's control sessions that have not said HELLO yet, oldest first: at
   // --max-sessions, or at the receiver's limit of such sessions, the oldest of them makes room
   // for a new session.
@@ -181,7 +183,8 @@ class Worker {
   }
   bool spreading() const;
   // At the limit of data connections in all: this worker's oldest connection that has proven
-  // nothing, else its proven one that has received nothing for longest; null if it holds none.
+  // nothing, else a proven one that has received nothing for kStaleClaimMs or more (the
+  // quietest, or among the few quietest one that owes its sender no acks); null if none.
   DataStream* quietest_data_connection() const;
   // The worker whose `which` is the highest (`most`) or lowest; this one on a tie with it.
   unsigned pick(LoadCounter which, bool most) const;

@@ -953,10 +953,11 @@ TEST_F(DataStreamTest, ACancelForAOneChunkFileAlreadyPublishedSaysSo) {
 }
 
 // At the receiver's limit of data connections in all, a newcomer takes the place of the one
-// that has been quiet longest (one that has proven nothing before any). One token proves any
-// number of connections: a peer that sent a frame header into each and then a byte now and
-// then, within its idle deadline, used to hold every place for as long as it liked, and every
-// sender's new data connections were closed at once.
+// that has been quiet longest (one that has proven nothing before any), if it has received
+// nothing for kStaleClaimMs. One token proves any number of connections: a peer that sent a
+// frame header into each and then a byte now and then, within its idle deadline, used to hold
+// every place for as long as it liked, and every sender's new data connections were closed at
+// once. Connections that are moving data are never made to room.
 TEST_F(DataStreamTest, AtTheLimitInAllTheQuietestConnectionMakesRoom) {
   ctx_->max_data_connections = 3;
   const std::uint64_t chunk = 65536;
@@ -973,15 +974,18 @@ TEST_F(DataStreamTest, AtTheLimitInAllTheQuietestConnectionMakesRoom) {
   loop_.feed(held[0], "x");  // a byte more: held[1] is now the quietest
   EXPECT_EQ(ctx_->data_connections.load(), 3u);
   EXPECT_EQ(ctx_->unproven_data_connections.load(), 0u);
-  // A sender's connection comes: held[1] makes room, and lets go of chunk 1 (held for 1 s,
-  // not long enough to be taken over) so that the newcomer can carry it.
+  // All three received bytes within the last 2 s: none makes room, the newcomer is refused.
+  data_connection();
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
+  EXPECT_EQ(ctx_->stats.data_connections_displaced.load(), 0u);
+  // 2 s later a sender's connection comes: held[1], the quietest, makes room.
+  loop_.advance(2'000);
   int sender = data_connection();
-  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 0u);
+  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 1u);
   EXPECT_EQ(ctx_->stats.data_connections_displaced.load(), 1u);
   EXPECT_EQ(ctx_->data_connections.load(), 3u);
   loop_.feed(sender, frame(t, chunk, std::string(chunk, 'b')));
   EXPECT_EQ(acks(sender), std::vector<AckStatus>{AckStatus::kOk});
-  EXPECT_TRUE(acks(held[1]).empty());
   // Another newcomer, which proves nothing: held[2] is the quietest now, not the sender.
   loop_.advance(100);
   int sitting = data_connection();
@@ -991,12 +995,24 @@ TEST_F(DataStreamTest, AtTheLimitInAllTheQuietestConnectionMakesRoom) {
   EXPECT_EQ(acks(sender), std::vector<AckStatus>{AckStatus::kOk});
   // At the limit, one that has proven nothing goes before any that has, however quiet.
   loop_.advance(100);
-  data_connection();
+  int last = data_connection();
   EXPECT_EQ(ctx_->stats.data_connections_evicted.load(), 1u);
   EXPECT_EQ(ctx_->stats.data_connections_displaced.load(), 2u);
   EXPECT_TRUE(acks(sitting).empty());
   EXPECT_EQ(ctx_->data_connections.load(), 3u);  // held[0], the sender, the newest
-  EXPECT_EQ(ctx_->stats.data_connections_refused.load(), 0u);
+  // Of quiet connections, one that owes its sender acks it has not read yet goes last: the
+  // sender, its ack unread, is now quieter than `last`, which owes none.
+  loop_.set_reading(sender, false);
+  loop_.feed(sender, frame(t, chunk, std::string(chunk, 'b')));
+  loop_.feed(last, frame(t, chunk, std::string(chunk, 'b')));
+  EXPECT_EQ(acks(last), std::vector<AckStatus>{AckStatus::kOk});
+  loop_.feed(held[0], "x");
+  loop_.advance(2'500);
+  data_connection();
+  EXPECT_EQ(ctx_->stats.data_connections_displaced.load(), 3u);
+  loop_.set_reading(sender, true);
+  loop_.run();
+  EXPECT_EQ(acks(sender), std::vector<AckStatus>{AckStatus::kOk}) << "still there, its ack sent";
 }
 
 // recv --threads N: an accepted data connection goes to the worker holding the fewest (this
