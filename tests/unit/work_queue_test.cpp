@@ -83,11 +83,15 @@ TEST(WorkQueue, ACancelledJobStopsBetweenSlices) {
   });
   std::this_thread::sleep_for(20ms);
   cancelled = true;
-  std::this_thread::sleep_for(20ms);
+  // The job sees it at its next slice and leaves the queue. Waited for, not assumed within a
+  // fixed 20 ms: under ASan on a loaded 2-core machine the worker thread was once not
+  // scheduled in time (a CI run of 2026-12-08).
+  for (int i = 0; i < 500 && q.queued() != 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(q.queued(), 0u);
   int seen = slices.load();
   std::this_thread::sleep_for(20ms);
-  EXPECT_EQ(slices.load(), seen);
-  EXPECT_EQ(q.queued(), 0u);
+  EXPECT_EQ(slices.load(), seen) << "no slice after it left the queue";
 }
 
 }  // namespace
