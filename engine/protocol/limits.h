@@ -84,8 +84,8 @@ inline constexpr std::size_t kMaxOpenFilesTotal = 1 << 20;
 // Data connections: at most this many in all, and of those at most kMaxUnprovenDataConnections
 // that have not yet carried a frame for a file some session opened. Beyond either, a newcomer
 // takes the place of one the worker it lands on holds: the oldest that proved nothing, or, at
-// the limit in all, the one that has been quiet longest (Worker::adopt_data_connection); it is
-// closed at once only if that worker holds none.
+// the limit in all, a proven one that has received nothing for kStaleClaimMs
+// (Worker::adopt_data_connection); it is closed at once if that worker holds no such one.
 inline constexpr std::size_t kMaxDataConnections = 16384;
 inline constexpr std::size_t kMaxUnprovenDataConnections = 1024;
 // Control sessions that have not said HELLO (a TLS handshake in progress holds up to about
