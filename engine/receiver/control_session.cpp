@@ -133,10 +133,7 @@ void ControlSession::tick(std::int64_t now) {
   // Files published (or failed) by data streams since the last sweep let go of their fds and
   // budget places within a second, not only when this session next needs room: a session that
   // has gone quiet would otherwise keep up to its credit of them from every other session.
-  if (state_ == State::kActive && totals_->files.load(std::memory_order_relaxed) +
-                                          totals_->failed.load(std::memory_order_relaxed) !=
-                                      verdicts_swept_)
-    sweep_closed_files();
+  if (state_ == State::kActive && verdicts() != verdicts_swept_) sweep_closed_files();
   refresh_credit();
   // Paused while the receiver's session buffers were over their total: look again.
   if (!recv_armed_ && !processing_ && (state_ == State::kActive || state_ == State::kAwaitHello))

@@ -198,6 +198,11 @@ class ControlSession final : public WorkerObject {
   // temp file's fd and a place in the receiver's open-file budget until then. Done when the
   // session reaches its credit, when the budget is full, and at the tick after any verdict.
   void sweep_closed_files();
+  // The session's files published or failed so far, wherever their verdict was given.
+  std::uint64_t verdicts() const {
+    return totals_->files.load(std::memory_order_relaxed) +
+           totals_->failed.load(std::memory_order_relaxed);
+  }
   // `keep`: resumable partials with journaled chunks stay for a later attempt (the session was
   // lost or the receiver is stopping), rather than being removed (BYE, CANCEL).
   void abandon_files(bool keep);

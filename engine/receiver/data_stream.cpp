@@ -167,10 +167,6 @@ void DataStream::tick(std::int64_t now) {
   begin_close(fd_.get());
 }
 
-bool DataStream::ack_backlog() const {
-  return acks_out_.pending_bytes() + acks_.size() * kFrameAckBytes > kMaxPendingAckBytes;
-}
-
 void DataStream::arm_read() {
   if (splice_) return arm_read_exact();
   if (recv_armed_ || closing() || close_after_acks_ || ack_backlog()) return;
@@ -508,7 +504,7 @@ bool DataStream::consume(const std::uint8_t* p, std::size_t n) {
           if (!begin_frame(whole)) return false;
         } else {
           end_frame(whole);
-          if (acks_out_.pending_bytes() + acks_.size() * kFrameAckBytes > kMaxUnreadAckBytes) {
+          if (unsent_ack_bytes() > kMaxUnreadAckBytes) {
             fail("it does not read its acks (" + std::to_string(kMaxUnreadAckBytes / 1024) +
                  " KiB of them unsent)");
             return false;

@@ -32,7 +32,7 @@ class DataStream final : public WorkerObject {
   // unproven or at all, from here on.
   void evict();
   std::int64_t last_bytes_ms() const { return last_bytes_ms_; }
-  bool owes_acks() const { return !acks_.empty() || acks_out_.pending_bytes() > 0; }
+  bool owes_acks() const { return unsent_ack_bytes() > 0; }
 
  private:
   enum Op : unsigned { kRecv = 1, kSend = 2, kRecvExact = 3, kSpliceIn = 4, kSpliceOut = 5 };
@@ -43,7 +43,11 @@ class DataStream final : public WorkerObject {
 
   void arm_read();
   void pause_read();
-  bool ack_backlog() const;
+  // Acks queued or waiting their turn (a durable publish) that the peer has not taken yet.
+  std::size_t unsent_ack_bytes() const {
+    return acks_out_.pending_bytes() + acks_.size() * kFrameAckBytes;
+  }
+  bool ack_backlog() const { return unsent_ack_bytes() > kMaxPendingAckBytes; }
   void on_bytes(const Completion& c);
   // With TLS: the connection's first bytes (in tls_'s input) decide whether it is TLS, or
   // frames in clear (recv --allow-unencrypted). False if the connection was refused.

@@ -63,7 +63,6 @@ void DataStream::finish_legacy(bool clean_eof, const std::string& why) {
   std::shared_ptr<LegacyUpload> u = std::move(legacy_);
   if (!u) return;
   ReceiverContext& ctx = worker_.ctx();
-  std::string name = quote_name(u->path);
   if (!clean_eof) {
     ctx.stats.files_failed.fetch_add(1, std::memory_order_relaxed);
     worker_.peer_warning([&] {
@@ -72,6 +71,7 @@ void DataStream::finish_legacy(bool clean_eof, const std::string& why) {
     });
     return;  // the temp file goes with `u`
   }
+  std::string name = quote_name(u->path);
   timespec now{};
   clock_gettime(CLOCK_REALTIME, &now);
   const Mtime mtime{now.tv_sec, static_cast<std::uint32_t>(now.tv_nsec)};

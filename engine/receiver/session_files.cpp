@@ -450,8 +450,7 @@ void ControlSession::refresh_credit() {
 }
 
 void ControlSession::sweep_closed_files() {
-  verdicts_swept_ = totals_->files.load(std::memory_order_relaxed) +
-                    totals_->failed.load(std::memory_order_relaxed);
+  verdicts_swept_ = verdicts();
   std::erase_if(files_, [](const auto& kv) {
     return kv.second.stage == SessionFile::Stage::kOpen && kv.second.file->closed();
   });
